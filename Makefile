@@ -1,0 +1,44 @@
+# One entry point for people and CI. Every target does its own set-up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help venv docker images demo test test-unit bench clean
+
+help:
+	@echo "make demo    train on the embedded demo dataset in the training container, serve it, print predictions"
+	@echo "make test    unit and container tests (starts a Docker engine if none answers)"
+	@echo "make images  build byoc-train:latest and byoc-serve:latest"
+	@echo "make venv    .venv/ with byoc (editable) and the test dependencies"
+	@echo "make bench   side-by-side benchmarks into bench/results/"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip==25.2
+	$(PY) -m pip install -q -e '.[torch,train,serve,test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+docker:
+	@scripts/ensure_docker.sh
+
+images: docker
+	scripts/build_images.sh all
+
+demo: images
+	scripts/demo.sh
+
+test-unit: venv
+	$(PY) -m pytest -m "not container" $(PYTEST_ARGS)
+
+test: venv images
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: venv images
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache bench/results/*.tmp

@@ -1,0 +1,277 @@
+"""SageMaker's training contract: the only module that reads /opt/ml and SM_*.
+
+Paths and config files are parsed by sagemaker-training's `environment` module
+(which honours SAGEMAKER_BASE_DIR); this module turns them into typed values:
+a `Job` (where things are, which hosts take part) and a `TrainConfig` (the
+hyperparameters, with command-line overrides applied).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from byoc.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINT_DIR = "/opt/ml/checkpoints"  # SageMaker CheckpointConfig's default LocalPath
+MASTER_PORT = 29500
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters. Names are kebab-case in SageMaker (`batch-size`); snake_case works too."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"
+    arch: str = "resnet50"
+    image_size: int = 224
+    pretrained: bool = True
+    freeze_backbone: bool = False
+    augment: bool = True
+    seed: int = 42
+    num_workers: int = -1  # -1: one per CPU core, at most 8
+    early_stopping_patience: int = 0  # 0: off
+    amp: str = "auto"  # auto | bf16 | fp16 | off
+    channels_last: str = "auto"  # auto | true | false
+    compile: bool = False
+    pin_memory: str = "auto"  # auto | true | false
+    persistent_workers: bool = True
+    profile_steps: int = 0
+    checkpoint_dir: str = DEFAULT_CHECKPOINT_DIR
+    checkpoint_every: int = 1  # epochs
+    log_every: int = 50  # steps
+
+    _CHOICES = {
+        "optimizer": ("adamw", "sgd", "adam"),
+        "amp": ("auto", "bf16", "fp16", "off"),
+        "channels_last": ("auto", "true", "false"),
+        "pin_memory": ("auto", "true", "false"),
+    }
+    _MINIMUM = {"epochs": 1, "batch_size": 1, "image_size": 16, "num_workers": -1,
+                "early_stopping_patience": 0, "profile_steps": 0, "checkpoint_every": 1, "log_every": 1}
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name.replace("_", "-") for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Typed config from hyperparameters (SageMaker sends every value as a string)."""
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        unknown = []
+        for raw_name, value in values.items():
+            if raw_name.startswith(("sagemaker_", "_")):  # SDK / tuning bookkeeping, not ours
+                continue
+            name = raw_name.replace("-", "_")
+            if name not in types:
+                unknown.append(raw_name)
+                continue
+            kwargs[name] = _coerce(raw_name, value, types[name])
+        if unknown:
+            raise ConfigError(
+                f"unknown hyperparameter(s): {', '.join(sorted(unknown))}. "
+                f"Valid names: {', '.join(cls.names())}"
+            )
+        for name, choices in cls._CHOICES.items():
+            if name in kwargs:
+                kwargs[name] = str(kwargs[name]).lower()
+                if kwargs[name] not in choices:
+                    raise ConfigError(
+                        f"hyperparameter {name.replace('_', '-')}={values.get(name, kwargs[name])!r} is not one of "
+                        f"{', '.join(choices)}"
+                    )
+        for name, low in cls._MINIMUM.items():
+            if name in kwargs and kwargs[name] < low:
+                raise ConfigError(f"hyperparameter {name.replace('_', '-')}={kwargs[name]} must be >= {low}")
+        if "lr" in kwargs and not kwargs["lr"] > 0:
+            raise ConfigError(f"hyperparameter lr={kwargs['lr']} must be > 0")
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k.replace("_", "-"): v for k, v in dataclasses.asdict(self).items()}
+
+
+def _coerce(name: str, value: Any, typ: Any) -> Any:
+    typ = {"int": int, "float": float, "bool": bool, "str": str}.get(typ, typ) if isinstance(typ, str) else typ
+    text = value if isinstance(value, str) else json.dumps(value)
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':  # SDKs sometimes JSON-encode strings twice
+        text = text[1:-1]
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            low = text.lower()
+            if low in ("true", "1", "yes", "on"):
+                return True
+            if low in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if typ is int:
+            number = float(text)
+            if number != int(number):
+                raise ValueError
+            return int(number)
+        if typ is float:
+            return float(text)
+        return text
+    except ValueError:
+        kind = {bool: "true or false", int: "an integer", float: "a number"}.get(typ, "a string")
+        raise ConfigError(f"hyperparameter {name}={value!r} must be {kind}") from None
+
+
+@dataclass(frozen=True)
+class Job:
+    """Where the job's inputs and outputs live and which hosts take part."""
+
+    hosts: list[str]
+    current_host: str
+    network_interface: str
+    num_gpus: int
+    num_cpus: int
+    channels: dict[str, Path]
+    model_dir: Path
+    output_dir: Path
+    output_data_dir: Path
+    tensorboard_dir: Path
+    checkpoint_dir: Path
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    instance_type: str = "local"
+
+    @property
+    def node_rank(self) -> int:
+        return self.hosts.index(self.current_host)
+
+    @property
+    def master_host(self) -> str:
+        return self.hosts[0]
+
+    @property
+    def failure_file(self) -> Path:
+        return self.output_dir / "failure"
+
+
+def _ensure_config_files(env_module) -> None:
+    """Fill in config files SageMaker would have written, for runs outside SageMaker.
+
+    On SageMaker all three exist. On EC2 or a laptop (`docker run ... train`) they may
+    not: then the job is one host named after this machine, channels are the folders
+    present under input/data, and hyperparameters come from the command line.
+    """
+    config_dir = Path(env_module.input_config_dir)
+    config_dir.mkdir(parents=True, exist_ok=True)
+    defaults = {}
+    if not Path(env_module.resource_config_file_dir).exists():
+        host = socket.gethostname()
+        defaults[env_module.resource_config_file_dir] = {"current_host": host, "hosts": [host]}
+    if not Path(env_module.input_data_config_file_dir).exists():
+        data_dir = Path(env_module.data_dir)
+        channels = sorted(p.name for p in data_dir.iterdir() if p.is_dir()) if data_dir.is_dir() else []
+        defaults[env_module.input_data_config_file_dir] = {c: {"TrainingInputMode": "File"} for c in channels}
+    if not Path(env_module.hyperparameters_file_dir).exists():
+        defaults[env_module.hyperparameters_file_dir] = {}
+    for path, doc in defaults.items():
+        log.info("no %s: using %s", path, json.dumps(doc))
+        Path(path).write_text(json.dumps(doc))
+
+
+def _cli_overrides(argv: list[str]) -> dict[str, str]:
+    """`--epochs 5 --batch-size=64 --no-pretrained` -> {"epochs": "5", ...}."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--") or arg == "--":
+            raise ConfigError(f"unexpected argument {arg!r}: options look like --epochs 5 or --lr=0.01")
+        name, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                value = argv[i + 1]
+                i += 1
+            elif name.startswith("no-"):
+                name, value = name[3:], "false"
+            else:
+                value = "true"
+        out[name] = value
+        i += 1
+    return out
+
+
+def load(argv: list[str] | None = None) -> tuple[Job, TrainConfig]:
+    """Read the SageMaker environment, apply command-line overrides, validate."""
+    from sagemaker_training import environment
+
+    _ensure_config_files(environment)
+    try:
+        env = environment.Environment()
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"cannot read SageMaker config under {environment.input_config_dir}: {exc}") from exc
+
+    hyperparameters = dict(env.hyperparameters)
+    overrides = _cli_overrides(list(argv or []))
+    hyperparameters.update(overrides)
+    config = TrainConfig.from_dict(hyperparameters)
+
+    if env.current_host not in env.hosts:
+        raise ConfigError(f"resourceconfig.json: current_host {env.current_host!r} is not in hosts {env.hosts}")
+    checkpoint_dir = Path(config.checkpoint_dir)
+    if config.checkpoint_dir == DEFAULT_CHECKPOINT_DIR:
+        checkpoint_dir = Path(environment.base_dir) / "checkpoints"
+    job = Job(
+        hosts=sorted(env.hosts),
+        current_host=env.current_host,
+        network_interface=env.network_interface_name,
+        num_gpus=int(env.num_gpus),
+        num_cpus=int(env.num_cpus),
+        channels={name: Path(path) for name, path in env.channel_input_dirs.items()},
+        model_dir=Path(env.model_dir),
+        output_dir=Path(env.output_dir),
+        output_data_dir=Path(env.output_data_dir),
+        tensorboard_dir=Path(env.output_dir) / "tensorboard",
+        checkpoint_dir=checkpoint_dir,
+        hyperparameters=hyperparameters,
+        instance_type=env.current_instance_type,
+    )
+    return job, config
+
+
+def write_failure(job_or_dir: Job | Path, message: str) -> None:
+    """Write SageMaker's failure file (first writer wins: the first reason is the real one)."""
+    path = job_or_dir.failure_file if isinstance(job_or_dir, Job) else Path(job_or_dir) / "failure"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "x") as fh:
+            fh.write(message)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        log.error("could not write %s: %s", path, exc)
+
+
+def torchrun_env() -> dict[str, int]:
+    """RANK / WORLD_SIZE / LOCAL_RANK as torchrun sets them (one process: 0, 1, 0)."""
+    return {
+        "rank": int(os.environ.get("RANK", 0)),
+        "world_size": int(os.environ.get("WORLD_SIZE", 1)),
+        "local_rank": int(os.environ.get("LOCAL_RANK", 0)),
+    }
+
+
+def parser_help() -> str:
+    parser = argparse.ArgumentParser(prog="train", description="Train an image classifier (SageMaker contract).")
+    for f in dataclasses.fields(TrainConfig):
+        parser.add_argument("--" + f.name.replace("_", "-"), default=f.default, help=f"default {f.default}")
+    return parser.format_help()

@@ -1,0 +1,102 @@
+"""Model factory: any torchvision classification model with a new head."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models
+
+from byoc.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def available_archs() -> list[str]:
+    return sorted(models.list_models(module=models))
+
+
+def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last = (name, module)
+    if last is None:
+        raise ConfigError(f"architecture {type(model).__name__} has no linear classifier head to replace")
+    return last
+
+
+def _set_submodule(model: nn.Module, dotted: str, new: nn.Module) -> None:
+    parent_name, _, child = dotted.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def head_name(model: nn.Module) -> str:
+    """Dotted name of the classifier layer (the last nn.Linear)."""
+    return _last_linear(model)[0]
+
+
+def build(arch: str, num_classes: int) -> nn.Module:
+    """The architecture with a `num_classes` head and random weights (used to load an artifact)."""
+    if arch not in models.list_models(module=models):
+        raise ConfigError(
+            f"unknown arch {arch!r}: use a torchvision classification model, e.g. resnet50, "
+            f"resnet18, efficientnet_b0, mobilenet_v3_large, convnext_tiny, vit_b_16"
+        )
+    kwargs = {"aux_logits": False, "init_weights": False} if arch in ("googlenet", "inception_v3") else {}
+    model = models.get_model(arch, weights=None, **kwargs)
+    name, linear = _last_linear(model)
+    _set_submodule(model, name, nn.Linear(linear.in_features, num_classes))
+    return model
+
+
+def _load_pretrained(model: nn.Module, arch: str, weights_file: Path | None) -> None:
+    if weights_file is not None:
+        state = torch.load(weights_file, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        source = str(weights_file)
+    else:
+        weights = models.get_model_weights(arch).DEFAULT
+        try:
+            state = weights.get_state_dict(progress=False, check_hash=True)
+        except Exception as exc:  # network errors come in many types (URLError, OSError, ...)
+            raise ConfigError(
+                f"could not download the pretrained {arch} weights ({type(exc).__name__}: {exc}). "
+                "Without network access set the hyperparameter pretrained=false, or add a channel "
+                "named 'weights' holding a .pth state dict for this architecture."
+            ) from exc
+        source = weights.url
+    head = head_name(model)
+    own = model.state_dict()
+    # The head is replaced for our classes, so its pretrained weights never fit.
+    usable = {k: v for k, v in state.items() if not k.startswith(head + ".") and k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in usable and not k.startswith(head + ".")]
+    if missing:
+        raise ConfigError(
+            f"the pretrained weights from {source} do not fit {arch}: {len(missing)} tensors missing "
+            f"or of another shape (first: {missing[0]}). Check that the file is a {arch} state dict."
+        )
+    model.load_state_dict(usable, strict=False)
+    log.info("loaded pretrained %s weights from %s", arch, source)
+
+
+def create(
+    arch: str,
+    num_classes: int,
+    pretrained: bool = False,
+    freeze_backbone: bool = False,
+    weights_file: Path | None = None,
+) -> nn.Module:
+    """A model for training: optionally pretrained, optionally with a frozen backbone."""
+    model = build(arch, num_classes)
+    if pretrained or weights_file is not None:
+        _load_pretrained(model, arch, weights_file)
+    if freeze_backbone:
+        head = head_name(model)
+        for name, param in model.named_parameters():
+            param.requires_grad = name.startswith(head + ".")
+    return model
