@@ -135,7 +135,7 @@ def open_rgb(path_or_file, draft_size: int | None = None) -> Image.Image:
 
         arr = np.asarray(img, dtype=np.float64)
         top = arr.max() if arr.size and arr.max() > 255 else 255.0
-        img = Image.fromarray((arr.clip(0, None) * (255.0 / top)).astype("uint8"), mode="L")
+        img = Image.fromarray((arr.clip(0, None) * (255.0 / top)).astype("uint8"))
     return img.convert("RGB")
 
 
@@ -240,7 +240,7 @@ def write_demo_dataset(out: Path, size: int = 32, seed: int = 0) -> dict[str, in
             folder.mkdir(parents=True, exist_ok=True)
             for i in ids:
                 pixels = (255 - digits.images[i] * (255 / 16)).clip(0, 255).astype("uint8")  # dark ink on white
-                img = Image.fromarray(pixels, mode="L").resize((size, size), Image.Resampling.BICUBIC)
+                img = Image.fromarray(pixels).resize((size, size), Image.Resampling.BICUBIC)
                 img.save(folder / f"digit_{i:04d}.png")
                 counts[split] += 1
     return counts

@@ -1,0 +1,81 @@
+"""Spot-safe checkpoints: atomic writes, resume from the newest valid one."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+PATTERN = re.compile(r"^checkpoint-(\d+)-(\d+)\.pt$")
+KEEP = 2  # the newest may be the one a SIGKILL cut short
+
+
+def name_for(epoch: int, step: int) -> str:
+    """Sortable name: epoch and the number of steps done in it (0 = epoch finished)."""
+    return f"checkpoint-{epoch:05d}-{step:07d}.pt"
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(directory: Path, state: dict[str, Any], epoch: int, step: int) -> Path:
+    """Write `state` atomically (temporary file, fsync, rename) and prune old checkpoints."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / name_for(epoch, step)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-checkpoint-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    for old in candidates(directory)[KEEP:]:
+        old.unlink(missing_ok=True)
+    return final
+
+
+def candidates(directory: Path) -> list[Path]:
+    """Checkpoint files, newest first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(tuple(map(int, m.groups())), p) for p in directory.iterdir() if (m := PATTERN.match(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def load_newest(directory: Path) -> tuple[dict[str, Any], Path] | None:
+    """The newest checkpoint that loads; corrupt or partial ones are skipped with a warning."""
+    for path in candidates(directory):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+                raise ValueError("not a byoc checkpoint")
+            return state, path
+        except Exception as exc:  # truncated zip, foreign pickle, ...
+            log.warning("skipping unreadable checkpoint %s: %s", path.name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return None

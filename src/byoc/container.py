@@ -1,0 +1,29 @@
+"""The images' ENTRYPOINT: `train` and `serve` as SageMaker invokes them, anything else exec'd."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main() -> None:
+    args = sys.argv[1:] or ["train"]
+    command, rest = args[0], args[1:]
+    if command == "train":
+        # sagemaker-training parses /opt/ml, runs SAGEMAKER_TRAINING_MODULE (byoc.launch:main),
+        # writes the failure file for ClientError and sets the exit code.
+        from sagemaker_training.cli import train
+
+        sys.argv = ["train", *rest]
+        train.main()
+        return
+    if command == "serve":
+        from byoc.serve.server import main as serve_main
+
+        sys.argv = ["serve", *rest]
+        sys.exit(serve_main())
+    os.execvp(command, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The loop, in-process on small real data (handwritten digits)."""
+
+import json
+import math
+import shutil
+
+import pytest
+
+from byoc import artifact, train
+from byoc.contract import Job, TrainConfig
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    from byoc.data import write_demo_dataset
+
+    root = tmp_path_factory.mktemp("digits")
+    write_demo_dataset(root, size=16)
+    for split, keep in (("train", 30), ("valid", 10), ("test", 10)):  # per class
+        for cls in (root / split).iterdir():
+            for extra in sorted(cls.iterdir())[keep:]:
+                extra.unlink()
+    return root
+
+
+def make_job(tmp_path, data_root) -> Job:
+    out = tmp_path / "opt_ml"
+    return Job(hosts=["algo-1"], current_host="algo-1", network_interface="lo", num_gpus=0, num_cpus=2,
+               channels={"training": data_root}, model_dir=out / "model", output_dir=out / "output",
+               output_data_dir=out / "output" / "data", tensorboard_dir=out / "output" / "tensorboard",
+               checkpoint_dir=out / "checkpoints")
+
+
+QUICK = dict(arch="resnet18", image_size=16, pretrained=False, epochs=2, batch_size=32, lr=3e-3, num_workers=0, log_every=5)
+
+
+def test_run_writes_artifact_metrics_and_curves(tmp_path, small_data):
+    job = make_job(tmp_path, small_data)
+    metrics = train.run(job, TrainConfig(**QUICK))
+    assert [e["epoch"] for e in metrics["epochs"]] == [0, 1]
+    # test accuracy is over the whole test set: a multiple of 1/100, not a mean of batch means
+    assert metrics["test_images"] == 100
+    assert math.isclose(metrics["test_accuracy"] * 100, round(metrics["test_accuracy"] * 100), abs_tol=1e-6)
+    saved = json.loads((job.output_data_dir / "metrics.json").read_text())
+    assert saved["world_size"] == 1 and saved["skipped_images"] == 0 and saved["samples_per_rank"] == [600, ]
+    assert (job.output_data_dir / "training_curves.png").stat().st_size > 1000
+    assert list(job.tensorboard_dir.glob("events.out.tfevents.*"))
+    net, meta = artifact.load(job.model_dir)
+    assert meta.labels[0] == "zero" and meta.metrics["test_accuracy"] == metrics["test_accuracy"]
+
+
+def test_best_epoch_is_exported_not_the_last(tmp_path, small_data, monkeypatch):
+    job = make_job(tmp_path, small_data)
+    scores = iter([0.9, 0.5, 0.4])
+    real = train.EpochStats.reduced
+
+    def fake_reduced(self, rt):  # validation accuracy goes down after epoch 0
+        loss, acc, n = real(self, rt)
+        return (loss, next(scores), n) if self is not None and getattr(self, "_is_val", False) else (loss, acc, n)
+
+    real_eval = train.evaluate
+
+    def tagged_eval(*a, **k):
+        stats = real_eval(*a, **k)
+        stats._is_val = len(a) > 1 and a[1] is not None and tagged_eval.calls < 3
+        tagged_eval.calls += 1
+        return stats
+
+    tagged_eval.calls = 0
+    monkeypatch.setattr(train.EpochStats, "reduced", fake_reduced)
+    monkeypatch.setattr(train, "evaluate", tagged_eval)
+    metrics = train.run(job, TrainConfig(**{**QUICK, "epochs": 3}))
+    assert metrics["best_epoch"] == 0 and metrics["best_val_accuracy"] == 0.9
+
+
+def test_early_stopping(tmp_path, small_data):
+    job = make_job(tmp_path, small_data)
+    metrics = train.run(job, TrainConfig(**{**QUICK, "epochs": 6, "lr": 1e3, "early_stopping_patience": 1}))
+    assert len(metrics["epochs"]) < 6
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, small_data, monkeypatch):
+    straight = train.run(make_job(tmp_path / "a", small_data), TrainConfig(**QUICK))
+
+    job = make_job(tmp_path / "b", small_data)
+    calls = {"n": 0}
+
+    def stop_at_step_5(rt):  # SIGTERM arriving in the middle of epoch 0
+        calls["n"] += 1
+        if calls["n"] == 5:
+            rt.stop_requested = True
+        return rt.stop_requested
+
+    monkeypatch.setattr(train, "_stop_agreed", stop_at_step_5)
+    with pytest.raises(train.Interrupted):
+        train.run(job, TrainConfig(**QUICK))
+    assert [p.name for p in job.checkpoint_dir.iterdir()] == ["checkpoint-00000-0000005.pt"]
+    monkeypatch.setattr(train, "_stop_agreed", lambda rt: False)
+    resumed = train.run(job, TrainConfig(**QUICK))
+    assert resumed["final_weights_sha256"] == straight["final_weights_sha256"]
+    assert resumed["test_accuracy"] == straight["test_accuracy"]
+
+
+def test_rules_fire_on_broken_run(caplog):
+    rules = train.Rules(window=2)
+    for step, loss in enumerate([1.0, 1.0, 2.0, 3.0, float("nan")]):
+        rules.check(0, step, loss, 1e9 if step == 1 else 1e-9)
+    text = caplog.text
+    for rule in ("LossNotFinite", "ExplodingGradient", "VanishingGradient", "LossNotDecreasing"):
+        assert f"rule={rule}" in text
+
+
+def test_shard_sampler_splits_epoch_without_padding():
+    a = train.ShardSampler(10, 0, 2, seed=1, shuffle=True)
+    b = train.ShardSampler(10, 1, 2, seed=1, shuffle=True)
+    ia, ib = [i for _, i in a], [i for _, i in b]
+    assert sorted(ia + ib) == list(range(10)) and len(ia) == len(ib) == 5
+    a.set_epoch(1)
+    assert [i for _, i in a] != ia  # reshuffled per epoch
+    a.set_epoch(1, skip=2)
+    assert len(list(a)) == 3
