@@ -1,0 +1,227 @@
+"""Training and hyperparameter tuning jobs with our training image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from byoc.aws import metrics, waiting
+from byoc.aws.logtail import LogTail
+from byoc.aws.session import Aws, AwsError, digest, find, say, tags_list
+from byoc.contract import DEFAULT_CHECKPOINT_DIR, TrainConfig
+from byoc.errors import ConfigError
+
+TENSORBOARD_LOCAL = "/opt/ml/output/tensorboard"  # where byoc.train writes TensorBoard events
+TUNED = ("lr", "batch-size")  # ranged by tuning, so not static hyperparameters there
+
+
+@dataclass
+class JobSpec:
+    """What a training job (or each job of a tuning job) runs on."""
+
+    name: str
+    image: str
+    role: str
+    data: str  # s3:// prefix with train/ valid/ test/ (the dogImages layout)
+    output: str  # s3:// prefix for model artifacts, checkpoints and TensorBoard
+    instance_type: str = "ml.m5.xlarge"
+    instance_count: int = 1
+    volume_gb: int = 50
+    max_run: int = 4 * 3600
+    spot: bool = False
+    max_wait: int = 0  # spot only; 0: twice max_run
+    hyperparameters: dict[str, str] = field(default_factory=dict)
+
+
+def hyperparameters(values: dict[str, object]) -> dict[str, str]:
+    """Hyperparameters as SageMaker wants them (strings), checked by the training image's own rules."""
+    given = {k: _text(v) for k, v in values.items() if v is not None}
+    TrainConfig.from_dict(given)  # unknown names and bad values fail here, not 10 minutes into a job
+    return given
+
+
+def _text(value: object) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _s3(uri: str, what: str) -> str:
+    if not uri.startswith("s3://") or len(uri) < 6:
+        raise ConfigError(f"{what} must be an s3:// URI, got {uri!r}")
+    return uri.rstrip("/")
+
+
+def definition(spec: JobSpec) -> dict:
+    """The parts a training job and a tuning job's training definition share."""
+    if spec.instance_count < 1:
+        raise ConfigError("--instance-count must be >= 1")
+    output = _s3(spec.output, "--output")
+    stopping = {"MaxRuntimeInSeconds": spec.max_run}
+    request = {
+        "AlgorithmSpecification": {"TrainingImage": spec.image, "TrainingInputMode": "File",
+                                   "MetricDefinitions": metrics.METRIC_DEFINITIONS},
+        "RoleArn": spec.role,
+        "InputDataConfig": [{
+            "ChannelName": "training",
+            # every host gets all the data; DistributedSampler splits it between processes
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": _s3(spec.data, "--data") + "/",
+                                            "S3DataDistributionType": "FullyReplicated"}},
+        }],
+        "OutputDataConfig": {"S3OutputPath": f"{output}/model"},
+        "ResourceConfig": {"InstanceType": spec.instance_type, "InstanceCount": spec.instance_count,
+                           "VolumeSizeInGB": spec.volume_gb},
+        "StoppingCondition": stopping,
+    }
+    if spec.spot:
+        stopping["MaxWaitTimeInSeconds"] = spec.max_wait or 2 * spec.max_run
+        if stopping["MaxWaitTimeInSeconds"] < spec.max_run:
+            raise ConfigError("--max-wait must be >= --max-run (it includes the time waiting for spot capacity)")
+        request["EnableManagedSpotTraining"] = True
+        # A reclaimed spot instance resumes from here: byoc.train keeps its checkpoints in LocalPath.
+        request["CheckpointConfig"] = {"S3Uri": f"{output}/checkpoints/", "LocalPath": DEFAULT_CHECKPOINT_DIR}
+    return request
+
+
+def training_request(spec: JobSpec, job_name: str | None = None) -> dict:
+    """The CreateTrainingJob request; the default job name is a hash of it, so a rerun finds the same job."""
+    request = definition(spec)
+    request["HyperParameters"] = dict(spec.hyperparameters)
+    request["TensorBoardOutputConfig"] = {"S3OutputPath": f"{_s3(spec.output, '--output')}/tensorboard",
+                                          "LocalPath": TENSORBOARD_LOCAL}
+    request["Tags"] = tags_list(spec.name)
+    request["TrainingJobName"] = job_name or f"{spec.name}-{digest(request)}"
+    return request
+
+
+def train(aws: Aws, spec: JobSpec, job_name: str | None = None, wait: bool = True, poll: float = 30,
+          logs: bool = True) -> dict:
+    """Start the training job (or find the one these settings already started), follow it, report metrics."""
+    sm = aws.client("sagemaker")
+    request = training_request(spec, job_name)
+    name = request["TrainingJobName"]
+    job = find(sm.describe_training_job, TrainingJobName=name)
+    if job:
+        say(f"training job {name} already exists ({job['TrainingJobStatus']}): following it, not starting another")
+    else:
+        say(f"starting training job {name}: {spec.instance_count} x {spec.instance_type}"
+            f"{' (managed spot)' if spec.spot else ''}, image {spec.image}, data {spec.data}")
+        say(f"  hyperparameters: {' '.join(f'{k}={v}' for k, v in sorted(spec.hyperparameters.items())) or '(defaults)'}")
+        sm.create_training_job(**request)
+    if not wait:
+        return sm.describe_training_job(TrainingJobName=name)
+    tail = LogTail(aws.client("logs"), name, echo=logs)
+    say(f"waiting for {name} (logs: CloudWatch {tail.group}, streams {name}/*)")
+    waiting.wait(sm, "training_job_completed_or_stopped",
+                 lambda r: f"{r.get('TrainingJobStatus', '?')} / {r.get('SecondaryStatus', '?')}",
+                 f"training job {name}", poll=poll, timeout=spec.max_run + (spec.max_wait or spec.max_run) + 3600,
+                 on_poll=tail.poll, TrainingJobName=name)
+    job = sm.describe_training_job(TrainingJobName=name)
+    # SageMaker's final values win; the log lines fill in what it has not scraped (yet).
+    final = {**tail.metrics, **{m["MetricName"]: m["Value"] for m in job.get("FinalMetricDataList", [])}}
+    report_job(job, final)
+    return job
+
+
+def report_job(job: dict, final: dict[str, float]) -> None:
+    say(f"training job {job['TrainingJobName']}: {job['TrainingJobStatus']}")
+    if final:
+        say("  final metrics: " + " ".join(f"{k}={v:g}" for k, v in sorted(final.items())))
+    else:
+        say("  final metrics: none reported yet (the log lines carry them; see CloudWatch)")
+    artifacts = job.get("ModelArtifacts", {}).get("S3ModelArtifacts")
+    if artifacts:
+        say(f"  model artifacts: {artifacts}")
+    if job.get("BillableTimeInSeconds"):
+        billed, ran = job["BillableTimeInSeconds"], job.get("TrainingTimeInSeconds") or job["BillableTimeInSeconds"]
+        say(f"  billable seconds: {billed} of {ran}" + (f" (spot saved {100 * (1 - billed / ran):.0f}%)" if ran else ""))
+
+
+@dataclass
+class TuningSpec:
+    lr_min: float = 1e-4
+    lr_max: float = 1e-2
+    batch_sizes: tuple[int, ...] = (32, 64, 128)
+    max_jobs: int = 8
+    max_parallel: int = 2
+    strategy: str = "Bayesian"
+    max_seconds: int = 0  # 0: no overall limit besides the jobs' own
+
+
+def tuning_request(spec: JobSpec, tuning: TuningSpec, tuning_name: str | None = None) -> dict:
+    """The CreateHyperParameterTuningJob request: log-scaled lr, categorical batch-size, maximise val_accuracy."""
+    if not 0 < tuning.lr_min < tuning.lr_max:
+        raise ConfigError("--lr-range needs 0 < MIN < MAX")
+    if not tuning.batch_sizes or min(tuning.batch_sizes) < 1:
+        raise ConfigError("--batch-sizes needs one or more positive integers")
+    if not 1 <= tuning.max_parallel <= tuning.max_jobs:
+        raise ConfigError("--max-parallel must be between 1 and --max-jobs")
+    training = definition(spec)
+    training["StaticHyperParameters"] = {k: v for k, v in spec.hyperparameters.items() if k not in TUNED}
+    limits = {"MaxNumberOfTrainingJobs": tuning.max_jobs, "MaxParallelTrainingJobs": tuning.max_parallel}
+    if tuning.max_seconds:
+        limits["MaxRuntimeInSeconds"] = tuning.max_seconds
+    config = {
+        "Strategy": tuning.strategy,
+        "HyperParameterTuningJobObjective": {"Type": "Maximize", "MetricName": metrics.OBJECTIVE},
+        "ResourceLimits": limits,
+        "ParameterRanges": {
+            "ContinuousParameterRanges": [{"Name": "lr", "MinValue": repr(tuning.lr_min),
+                                           "MaxValue": repr(tuning.lr_max), "ScalingType": "Logarithmic"}],
+            "CategoricalParameterRanges": [{"Name": "batch-size", "Values": [str(b) for b in tuning.batch_sizes]}],
+        },
+        # Auto stops jobs whose val_accuracy curve trails the others'; Hyperband does its own stopping.
+        "TrainingJobEarlyStoppingType": "Off" if tuning.strategy == "Hyperband" else "Auto",
+    }
+    request = {"HyperParameterTuningJobConfig": config, "TrainingJobDefinition": training, "Tags": tags_list(spec.name)}
+    # Tuning job names are limited to 32 characters.
+    request["HyperParameterTuningJobName"] = tuning_name or f"{spec.name[:23]}-{digest(request)}"
+    return request
+
+
+def tune(aws: Aws, spec: JobSpec, tuning: TuningSpec, tuning_name: str | None = None, wait: bool = True,
+         poll: float = 60) -> dict:
+    """Start the tuning job (or follow the one these settings already started); print the best job."""
+    sm = aws.client("sagemaker")
+    request = tuning_request(spec, tuning, tuning_name)
+    name = request["HyperParameterTuningJobName"]
+    job = find(sm.describe_hyper_parameter_tuning_job, HyperParameterTuningJobName=name)
+    if job:
+        say(f"tuning job {name} already exists ({job['HyperParameterTuningJobStatus']}): following it")
+    else:
+        say(f"starting tuning job {name}: {tuning.strategy}, up to {tuning.max_jobs} jobs ({tuning.max_parallel} at a "
+            f"time) of {spec.instance_count} x {spec.instance_type}; lr {tuning.lr_min:g}..{tuning.lr_max:g} (log), "
+            f"batch-size {{{', '.join(map(str, tuning.batch_sizes))}}}; maximise {metrics.OBJECTIVE}")
+        sm.create_hyper_parameter_tuning_job(**request)
+    if not wait:
+        return sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+    job = waiting.poll_until(lambda: sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name),
+                             lambda r: r["HyperParameterTuningJobStatus"], {"Completed", "Failed", "Stopped"},
+                             f"tuning job {name}", poll=poll, describe=_tuning_line,
+                             timeout=tuning.max_seconds or 7 * 24 * 3600)
+    if job["HyperParameterTuningJobStatus"] == "Failed":
+        raise AwsError(f"tuning job {name} failed: {job.get('FailureReason', 'no reason given')}")
+    report_best(sm, job)
+    return job
+
+
+def _tuning_line(job: dict) -> str:
+    c = job.get("TrainingJobStatusCounters", {})
+    line = (f"{job['HyperParameterTuningJobStatus']}: {c.get('Completed', 0)} completed, {c.get('InProgress', 0)} "
+            f"running, {c.get('Stopped', 0)} stopped early, "
+            f"{c.get('RetryableError', 0) + c.get('NonRetryableError', 0)} failed")
+    best = job.get("BestTrainingJob")
+    if best and best.get("FinalHyperParameterTuningJobObjectiveMetric"):
+        line += f"; best {metrics.OBJECTIVE}={best['FinalHyperParameterTuningJobObjectiveMetric']['Value']:g}"
+    return line
+
+
+def report_best(sm, job: dict) -> None:
+    best = job.get("BestTrainingJob")
+    if not best:
+        say(f"tuning job {job['HyperParameterTuningJobName']}: {job['HyperParameterTuningJobStatus']}, no best job")
+        return
+    objective = best.get("FinalHyperParameterTuningJobObjectiveMetric", {})
+    say(f"best training job: {best['TrainingJobName']} "
+        f"({objective.get('MetricName', metrics.OBJECTIVE)}={objective.get('Value', float('nan')):g})")
+    say("  tuned hyperparameters: " + " ".join(f"{k}={v}" for k, v in sorted(best.get("TunedHyperParameters", {}).items())))
+    detail = find(sm.describe_training_job, TrainingJobName=best["TrainingJobName"])
+    if detail and detail.get("ModelArtifacts"):
+        say(f"  model artifacts: {detail['ModelArtifacts']['S3ModelArtifacts']}")

@@ -1,0 +1,39 @@
+"""Approximate on-demand prices (USD per hour, us-east-1, Linux) for cost estimates in `byoc status`.
+
+Approximate and dated (checked against the public SageMaker and Lambda price pages in 2025);
+other regions differ by up to about 30%. Real-time hosting and training use the same
+figures here; spot training is typically 60-90% cheaper. Not a bill: use Cost Explorer.
+"""
+
+from __future__ import annotations
+
+SAGEMAKER_HOURLY = {
+    "ml.t2.medium": 0.056,
+    "ml.m5.large": 0.115,
+    "ml.m5.xlarge": 0.23,
+    "ml.m5.2xlarge": 0.461,
+    "ml.m5.4xlarge": 0.922,
+    "ml.c5.large": 0.102,
+    "ml.c5.xlarge": 0.204,
+    "ml.c5.2xlarge": 0.408,
+    "ml.c5.4xlarge": 0.816,
+    "ml.g4dn.xlarge": 0.736,
+    "ml.g4dn.2xlarge": 0.94,
+    "ml.g4dn.12xlarge": 4.89,
+    "ml.g5.xlarge": 1.408,
+    "ml.g5.2xlarge": 1.515,
+    "ml.p3.2xlarge": 3.825,
+    "ml.p3.8xlarge": 14.688,
+}
+# Lambda provisioned concurrency: about $0.0000041667 per GB-second allocated.
+LAMBDA_PROVISIONED_GB_HOUR = 0.0000041667 * 3600
+
+
+def instance_hourly(instance_type: str, count: int = 1) -> float | None:
+    """Hourly price of `count` instances, or None for a type not in the table."""
+    price = SAGEMAKER_HOURLY.get(instance_type)
+    return None if price is None else price * count
+
+
+def provisioned_hourly(concurrency: int, memory_mb: int) -> float:
+    return concurrency * memory_mb / 1024 * LAMBDA_PROVISIONED_GB_HOUR

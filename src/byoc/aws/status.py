@@ -1,0 +1,96 @@
+"""`byoc status`: what exists for NAME, its state, and what it costs per hour (approximately)."""
+
+from __future__ import annotations
+
+import re
+
+from botocore.exceptions import ClientError
+
+from byoc.aws import autoscale, iam, pricing
+from byoc.aws.lambda_deploy import ALIAS
+from byoc.aws.session import Aws, find, owned, paginate, say
+from byoc.aws.inventory import owned_configs, owned_functions, owned_models
+
+
+def status(aws: Aws, name: str) -> dict:
+    """Print and return the resources of `name` with an hourly cost estimate."""
+    sm = aws.client("sagemaker")
+    costs: list[tuple[str, float | None]] = []
+    found: dict[str, object] = {}
+    say(f"byoc resources named {name!r} in {aws.region} (account {aws.account}):")
+    endpoint = find(sm.describe_endpoint, EndpointName=name)
+    if endpoint and owned(sm.list_tags(ResourceArn=endpoint["EndpointArn"]).get("Tags"), name):
+        config = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+        types = {v["VariantName"]: v.get("InstanceType", "?") for v in config["ProductionVariants"]}
+        say(f"  endpoint {name}: {endpoint['EndpointStatus']} (config {endpoint['EndpointConfigName']})")
+        for variant in endpoint.get("ProductionVariants", []):
+            count = variant.get("CurrentInstanceCount", 0)
+            itype = types.get(variant["VariantName"], "?")
+            say(f"    variant {variant['VariantName']}: {count} x {itype}")
+            costs.append((f"endpoint {count} x {itype}", pricing.instance_hourly(itype, count)))
+        found["endpoint"] = endpoint["EndpointStatus"]
+    else:
+        say("  endpoint: none")
+    configs, models = owned_configs(sm, name), owned_models(sm, name)
+    say(f"  endpoint configs: {len(configs)}; models: {len(models)}")
+    found.update(endpoint_configs=configs, models=models)
+    aas = aws.client("application-autoscaling")
+    targets = autoscale.targets(aas, name)
+    for target in targets:
+        policies = aas.describe_scaling_policies(ServiceNamespace=autoscale.NAMESPACE, ResourceId=target["ResourceId"])
+        goals = [p["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] for p in policies["ScalingPolicies"]
+                 if "TargetTrackingScalingPolicyConfiguration" in p]
+        say(f"  auto-scaling {target['ResourceId']}: {target['MinCapacity']}..{target['MaxCapacity']} instances"
+            + (f", target {goals[0]:g} invocations/instance/minute" if goals else ""))
+    found["scalable_targets"] = [t["ResourceId"] for t in targets]
+    lam = aws.client("lambda")
+    functions = owned_functions(lam, name)
+    for fn in functions:
+        _lambda_line(lam, fn, costs)
+    found["functions"] = [f["FunctionName"] for f in functions]
+    for purpose in ("sagemaker", "lambda"):
+        role = find(aws.client("iam").get_role, RoleName=iam.role_name(name, purpose))
+        say(f"  IAM role {iam.role_name(name, purpose)}: {'exists' if role else 'none'}")
+        found[f"{purpose}_role"] = bool(role)
+    jobs = paginate(sm, "list_training_jobs", "TrainingJobSummaries", NameContains=name)
+    # default job names are NAME-<hash>; a neighbour "NAME-2" has its own hash after its own name
+    for job in [j for j in jobs if re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{8}}", j["TrainingJobName"])][:10]:
+        say(f"  training job {job['TrainingJobName']}: {job['TrainingJobStatus']}")
+        if job["TrainingJobStatus"] == "InProgress":
+            detail = sm.describe_training_job(TrainingJobName=job["TrainingJobName"])["ResourceConfig"]
+            costs.append((f"training {detail['InstanceCount']} x {detail['InstanceType']}",
+                          pricing.instance_hourly(detail["InstanceType"], detail["InstanceCount"])))
+    _print_costs(costs)
+    found["hourly_usd"] = sum(c for _, c in costs if c is not None)
+    return found
+
+
+def _lambda_line(lam, fn: dict, costs: list) -> None:
+    alias = find(lam.get_alias, FunctionName=fn["FunctionName"], Name=ALIAS)
+    reserved = lam.get_function_concurrency(FunctionName=fn["FunctionName"]).get("ReservedConcurrentExecutions")
+    line = (f"  lambda {fn['FunctionName']}: {fn.get('State', 'Active')}, alias {ALIAS} -> "
+            f"{alias['FunctionVersion'] if alias else 'none'}, reserved concurrency {reserved}")
+    try:
+        provisioned = find(lam.get_provisioned_concurrency_config, FunctionName=fn["FunctionName"], Qualifier=ALIAS)
+    except ClientError:  # not every endpoint (e.g. an emulator) answers this call
+        provisioned = None
+        line += ", provisioned concurrency unknown"
+    if provisioned:
+        allocated = provisioned.get("AllocatedProvisionedConcurrentExecutions", 0)
+        line += f", provisioned concurrency {allocated} ({provisioned['Status']})"
+        costs.append((f"lambda provisioned {allocated} x {fn['MemorySize']} MB",
+                      pricing.provisioned_hourly(allocated, fn["MemorySize"])))
+    url = find(lam.get_function_url_config, FunctionName=fn["FunctionName"], Qualifier=ALIAS)
+    if url:
+        line += f", URL {url['FunctionUrl']} ({url['AuthType']})"
+    say(line)
+
+
+def _print_costs(costs: list[tuple[str, float | None]]) -> None:
+    if not costs:
+        say("  estimated cost: nothing billed by the hour (S3 storage and Lambda requests are billed by use)")
+        return
+    known = sum(c for _, c in costs if c is not None)
+    parts = ", ".join(f"{what} ${c:.3f}/h" if c is not None else f"{what} (price unknown)" for what, c in costs)
+    say(f"  estimated cost: about ${known:.2f}/hour, ${known * 24 * 30:.0f}/month ({parts}); approximate on-demand "
+        "us-east-1 prices, see byoc.aws.pricing")

@@ -1,0 +1,72 @@
+"""`byoc teardown`: delete what the commands created for NAME (found by its byoc:name tag), nothing else."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from byoc.aws import autoscale, iam, waiting
+from byoc.aws.endpoint import BUSY
+from byoc.aws.inventory import owned_configs, owned_functions, owned_log_groups, owned_models
+from byoc.aws.session import Aws, find, owned, paginate, say
+
+
+def plan(aws: Aws, name: str, poll: float = 15) -> list[tuple[str, Callable[[], object]]]:
+    """(what, delete) pairs in a safe order: scaling before the endpoint, the endpoint before its configs."""
+    sm, lam, logs = aws.client("sagemaker"), aws.client("lambda"), aws.client("logs")
+    steps: list[tuple[str, Callable[[], object]]] = []
+    endpoint = find(sm.describe_endpoint, EndpointName=name)
+    ours = endpoint is not None and owned(sm.list_tags(ResourceArn=endpoint["EndpointArn"]).get("Tags"), name)
+    if endpoint is not None and not ours:
+        say(f"endpoint {name} exists but has no {name!r} byoc tag: keeping it and its scaling")
+    elif autoscale.targets(aws.client("application-autoscaling"), name):
+        # With no endpoint left, scaling targets on endpoint/NAME are orphans of ours (AWS keeps them).
+        steps.append((f"auto-scaling on endpoint {name}", lambda: autoscale.remove(aws, name)))
+    if ours:
+        steps.append((f"endpoint {name}", lambda: _delete_endpoint(sm, name, poll)))
+    for config in owned_configs(sm, name):
+        steps.append((f"endpoint config {config}", lambda c=config: sm.delete_endpoint_config(EndpointConfigName=c)))
+    for model in owned_models(sm, name):
+        steps.append((f"model {model}", lambda m=model: sm.delete_model(ModelName=m)))
+    for fn in owned_functions(lam, name):
+        steps.append((f"Lambda function {fn['FunctionName']} (with its versions, alias, concurrency and URL)",
+                      lambda f=fn["FunctionName"]: lam.delete_function(FunctionName=f)))
+    for group in owned_log_groups(logs, name):
+        steps.append((f"log group {group}", lambda g=group: logs.delete_log_group(logGroupName=g)))
+    client = aws.client("iam")
+    for role in (iam.role_name(name, "lambda"), iam.role_name(name, "sagemaker")):
+        found = find(client.get_role, RoleName=role)
+        if found and owned(found["Role"].get("Tags"), name):
+            steps.append((f"IAM role {role} and its inline policy", lambda r=role: iam.delete_role(client, r)))
+    return steps
+
+
+def _delete_endpoint(sm, name: str, poll: float) -> None:
+    current = sm.describe_endpoint(EndpointName=name)["EndpointStatus"]
+    if current in BUSY:  # SageMaker refuses to delete an endpoint in the middle of a change
+        waiting.poll_until(lambda: sm.describe_endpoint(EndpointName=name), lambda r: r["EndpointStatus"],
+                           {"InService", "Failed", "OutOfService"}, f"endpoint {name}", poll=poll)
+    sm.delete_endpoint(EndpointName=name)
+    waiting.wait(sm, "endpoint_deleted", lambda r: r.get("EndpointStatus", "?"), f"deleting endpoint {name}",
+                 poll=poll, timeout=3600, EndpointName=name)
+
+
+def teardown(aws: Aws, name: str, dry_run: bool = False, poll: float = 15) -> list[str]:
+    """Delete NAME's resources; returns what was (or, with dry_run, would be) deleted."""
+    steps = plan(aws, name, poll)
+    done = []
+    for what, delete in steps:
+        if dry_run:
+            say(f"would delete {what}")
+            done.append(what)
+            continue
+        say(f"deleting {what}")
+        result = delete()
+        done += result if isinstance(result, list) else [what]
+    jobs = [j["TrainingJobName"] for j in paginate(aws.client("sagemaker"), "list_training_jobs", "TrainingJobSummaries",
+                                                   NameContains=name, StatusEquals="InProgress")]
+    if jobs:
+        say(f"note: training jobs still running (stop them in the console if unwanted): {', '.join(jobs)}")
+    say(f"teardown of {name!r}: {len(done)} resource(s) {'to delete' if dry_run else 'deleted'}; S3 data, ECR images "
+        "and finished training job records are kept (they bill by storage, not by the hour)"
+        if done else f"teardown of {name!r}: nothing left to delete")
+    return done

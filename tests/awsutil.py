@@ -1,0 +1,71 @@
+"""moto_server on 127.0.0.1 for the AWS command tests: real HTTP, real boto3, no AWS account."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.dockerutil import free_port
+
+MOTO = Path(sys.executable).with_name("moto_server")
+ROLE = "arn:aws:iam::123456789012:role/byoc-test-sagemaker"
+REGION = "us-east-1"
+
+
+def aws_env(endpoint: str | None) -> dict[str, str]:
+    """Dummy credentials and no way to reach anything but `endpoint` (no profile files, no instance metadata)."""
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
+           "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/dev/null",
+           "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+    if endpoint:
+        env["AWS_ENDPOINT_URL"] = endpoint
+    return env
+
+
+@pytest.fixture(scope="module")
+def moto_server():
+    """A moto_server process on a free loopback port; yields its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([str(MOTO), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto_server did not start")
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def aws(moto_server, monkeypatch):
+    """Environment pointing boto3 at the module's moto_server; yields its URL."""
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(key)
+    for key, value in aws_env(moto_server).items():
+        monkeypatch.setenv(key, value)
+    yield moto_server
+
+
+def byoc(capsys, *argv: str) -> str:
+    """Run `byoc ARGV` in-process; return its stdout, failing with its output when the exit code is not 0."""
+    from byoc.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 0, f"byoc {' '.join(argv)} exited {code}\n{out}\n{err}"
+    return out

@@ -1,0 +1,55 @@
+"""The AWS commands' command line: no torch, clear errors without credentials, region or a valid name."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.awsutil import aws_env
+
+AWS_COMMANDS = ("data", "train-job", "tune", "deploy", "autoscale", "lambda-deploy", "status", "teardown")
+
+
+def test_aws_commands_never_import_torch_or_numpy():
+    code = ("import sys, byoc.cli, byoc.aws.commands, byoc.aws.status, byoc.aws.teardown, byoc.aws.s3data\n"
+            "byoc.cli.build_parser()\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'numpy', 'PIL')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_every_aws_command_is_registered():
+    from byoc.cli import build_parser
+
+    choices = build_parser()._subparsers._group_actions[0].choices
+    assert set(AWS_COMMANDS) <= set(choices)
+
+
+def _byoc(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    return subprocess.run([sys.executable, "-m", "byoc.cli", *argv], capture_output=True, text=True,
+                          env={**clean, **env}, timeout=60)
+
+
+def test_missing_credentials_is_a_one_line_error():
+    env = aws_env(None)
+    del env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+    proc = _byoc("status", "--name", "dogs", env=env)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: no AWS credentials found") and "Traceback" not in proc.stderr
+
+
+def test_missing_region_is_a_one_line_error():
+    env = aws_env(None)
+    del env["AWS_DEFAULT_REGION"]
+    proc = _byoc("teardown", "--name", "dogs", env=env)
+    assert proc.returncode == 1 and proc.stderr.startswith("error: no AWS region: pass --region")
+
+
+@pytest.mark.parametrize("name", ["-dogs", "dogs_prod", "x" * 41, ""])
+def test_bad_names_are_refused_before_any_call(name):
+    proc = _byoc("status", "--name", name, env=aws_env("http://127.0.0.1:9"))
+    assert proc.returncode == 2 and "--name" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,99 @@
+"""`byoc status` and `byoc teardown` against moto_server: all of NAME goes, a neighbour's resources stay."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from byoc.aws import endpoint
+
+from tests.awsutil import ROLE, aws, byoc, moto_server  # noqa: F401 - fixtures
+
+
+@pytest.fixture
+def source(tmp_path):
+    (tmp_path / "lambda_function.py").write_text("def lambda_handler(event, context):\n    return {}\n")
+    return tmp_path
+
+
+def build(capsys, name: str, source) -> None:
+    """Everything the commands create for `name` (deploy and train-job use the role sagemaker-role made)."""
+    out = byoc(capsys, "sagemaker-role", "--name", name, "--bucket", "byoc-test-bucket")
+    assert f"role/byoc/byoc-{name}-sagemaker" in out
+    byoc(capsys, "deploy", "--name", name, "--model-data", f"s3://m/{name}.tar.gz", "--poll", "0.05")
+    # The model and config an earlier deploy left behind (moto cannot run the UpdateEndpoint that follows).
+    old = endpoint.DeploySpec(name=name, image="x", model_data=f"s3://m/{name}-v0.tar.gz", role=ROLE)
+    sm = boto3.client("sagemaker")
+    sm.create_model(**endpoint.model_request(old))
+    sm.create_endpoint_config(**endpoint.config_request(old, endpoint.model_request(old)["ModelName"]))
+    byoc(capsys, "autoscale", "--name", name, "--max", "3", "--target-invocations", "100")
+    byoc(capsys, "lambda-deploy", "--name", name, "--function", f"{name}-fn", "--source", str(source),
+         "--reserved-concurrency", "2", "--function-url")
+    byoc(capsys, "train-job", "--name", name, "--data", "s3://byoc-test-bucket/dogImages", "--poll", "0.05")
+
+
+def inventory(name: str) -> dict:
+    """What exists under `name`, read straight from the services (not through byoc)."""
+    sm, lam, iam, logs = (boto3.client(s) for s in ("sagemaker", "lambda", "iam", "logs"))
+    aas = boto3.client("application-autoscaling")
+
+    def tagged(arn):
+        return {"Key": "byoc:name", "Value": name} in sm.list_tags(ResourceArn=arn)["Tags"]
+
+    endpoints = [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"] if e["EndpointName"] == name]
+    return {
+        "endpoint": endpoints,
+        "configs": [c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]
+                    if tagged(c["EndpointConfigArn"])],
+        "models": [m["ModelName"] for m in sm.list_models()["Models"] if tagged(m["ModelArn"])],
+        "targets": [t["ResourceId"] for t in aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+                    if t["ResourceId"] == f"endpoint/{name}/variant/AllTraffic"],
+        "policies": [p["PolicyName"] for p in aas.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+                     if p["ResourceId"] == f"endpoint/{name}/variant/AllTraffic"],
+        "functions": [f["FunctionName"] for f in lam.list_functions()["Functions"] if f["FunctionName"] == f"{name}-fn"],
+        "roles": [r["RoleName"] for r in iam.list_roles()["Roles"]
+                  if r["RoleName"] in (f"byoc-{name}-lambda", f"byoc-{name}-sagemaker")],
+        "log_groups": [g["logGroupName"] for g in logs.describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{name}-fn")
+                       ["logGroups"] if g["logGroupName"] == f"/aws/lambda/{name}-fn"],
+    }
+
+
+def test_teardown_removes_everything_of_name_and_nothing_of_its_neighbour(aws, capsys, source):
+    build(capsys, "alpha", source)
+    build(capsys, "alpha-2", source)  # shares the prefix: NameContains="alpha" finds its resources too
+    boto3.client("sagemaker").create_model(  # someone else's model whose name contains ours, untagged
+        ModelName="alpha-handmade", PrimaryContainer={"Image": "x"}, ExecutionRoleArn=ROLE)
+    before = inventory("alpha")
+    assert all(before.values()), before
+    assert len(before["configs"]) == 2 and len(before["models"]) == 2 and len(before["roles"]) == 2
+    sm = boto3.client("sagemaker")
+    config = sm.describe_endpoint_config(EndpointConfigName=sm.describe_endpoint(EndpointName="alpha")["EndpointConfigName"])
+    model = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+    assert model["ExecutionRoleArn"] == "arn:aws:iam::123456789012:role/byoc/byoc-alpha-sagemaker"
+    neighbour = inventory("alpha-2")
+
+    out = byoc(capsys, "status", "--name", "alpha")
+    assert "endpoint alpha: InService" in out and "1 x ml.m5.large" in out
+    assert "endpoint configs: 2; models: 2" in out
+    assert "auto-scaling endpoint/alpha/variant/AllTraffic: 1..3 instances, target 100" in out
+    assert "lambda alpha-fn: Active, alias live -> 1, reserved concurrency 2" in out
+    assert "estimated cost: about $0.12/hour" in out
+    assert "alpha-2" not in out
+
+    out = byoc(capsys, "teardown", "--name", "alpha", "--dry-run")
+    assert out.count("would delete") == 10  # scaling, endpoint, 2 configs, 2 models, function, log group, 2 roles
+    assert inventory("alpha") == before
+
+    out = byoc(capsys, "teardown", "--name", "alpha", "--poll", "0.05")
+    assert "deleting endpoint alpha" in out and "deleting IAM role byoc-alpha-lambda" in out
+    assert not any(inventory("alpha").values()), inventory("alpha")
+    assert inventory("alpha-2") == neighbour
+    assert boto3.client("sagemaker").describe_model(ModelName="alpha-handmade")
+
+    out = byoc(capsys, "teardown", "--name", "alpha")
+    assert "nothing left to delete" in out
+    out = byoc(capsys, "status", "--name", "alpha")
+    assert "endpoint: none" in out and "nothing billed by the hour" in out
+
+    byoc(capsys, "teardown", "--name", "alpha-2", "--poll", "0.05")
+    assert not any(inventory("alpha-2").values())
