@@ -18,6 +18,7 @@ from byoc.errors import ByocError
 COMMAND_MODULES = (
     "byoc.commands.demo_data",
     "byoc.local_runtime",
+    "byoc.web.dev_server",
     "byoc.aws.commands",
 )
 

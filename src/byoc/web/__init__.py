@@ -1,0 +1,1 @@
+"""The demo web page (index.html) and its development server (`byoc lambda-local`)."""
