@@ -53,3 +53,33 @@ def test_cli_overrides_forms():
         "epochs": "5", "lr": "0.1", "pretrained": "false", "freeze-backbone": "true"}
     with pytest.raises(ConfigError):
         _cli_overrides(["epochs"])
+
+
+def _in_subprocess(base, code):
+    """sagemaker-training reads SAGEMAKER_BASE_DIR at import: use a fresh interpreter."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base)}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+
+
+def test_no_config_files_gets_local_defaults(tmp_path):
+    (tmp_path / "input" / "data" / "training").mkdir(parents=True)
+    out = _in_subprocess(tmp_path, "from byoc import contract; contract.prepare(); job, cfg = contract.load(['--epochs', '3']);"
+                                   "print(job.hosts == [job.current_host], sorted(job.channels), cfg.epochs, job.checkpoint_dir)")
+    assert out.split() == ["True", "['training']", "3", str(tmp_path / "checkpoints")]
+    assert (tmp_path / "output" / "data").is_dir()
+
+
+def test_sagemaker_config_files_are_read(tmp_path):
+    config = tmp_path / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps({"epochs": "7", "arch": "resnet18", "sagemaker_region": "\"eu-west-1\""}))
+    (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-2", "hosts": ["algo-2", "algo-1"],
+                                                             "network_interface_name": "eth7"}))
+    (config / "inputdataconfig.json").write_text(json.dumps({"train": {}, "validation": {}, "test": {}}))
+    out = _in_subprocess(tmp_path, "from byoc import contract; job, cfg = contract.load(['--lr', '0.5']);"
+                                   "print(job.hosts, job.node_rank, job.master_host, job.network_interface, cfg.epochs, cfg.lr, cfg.arch)")
+    assert out.split() == ["['algo-1',", "'algo-2']", "1", "algo-1", "eth7", "7", "0.5", "resnet18"]

@@ -14,6 +14,9 @@ def main() -> None:
         # writes the failure file for ClientError and sets the exit code.
         from sagemaker_training.cli import train
 
+        from byoc import contract
+
+        contract.prepare()
         sys.argv = ["train", *rest]
         train.main()
         return

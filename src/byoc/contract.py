@@ -51,6 +51,7 @@ class TrainConfig:
     profile_steps: int = 0
     checkpoint_dir: str = DEFAULT_CHECKPOINT_DIR
     checkpoint_every: int = 1  # epochs
+    processes_per_host: int = 0  # 0: one per GPU, or 1 on a CPU-only host
     log_every: int = 50  # steps
 
     _CHOICES = {
@@ -60,7 +61,7 @@ class TrainConfig:
         "pin_memory": ("auto", "true", "false"),
     }
     _MINIMUM = {"epochs": 1, "batch_size": 1, "image_size": 16, "num_workers": -1,
-                "early_stopping_patience": 0, "profile_steps": 0, "checkpoint_every": 1, "log_every": 1}
+                "early_stopping_patience": 0, "profile_steps": 0, "processes_per_host": 0, "checkpoint_every": 1, "log_every": 1}
 
     @classmethod
     def names(cls) -> list[str]:
@@ -164,6 +165,20 @@ class Job:
         return self.output_dir / "failure"
 
 
+def prepare() -> None:
+    """Make /opt/ml complete enough for sagemaker-training's `train` to start.
+
+    Must run before the toolkit's trainer: it reads resourceconfig.json before calling
+    our entry point, and when that fails its own failure handling cannot write
+    /opt/ml/output/failure and exits 0, silently.
+    """
+    from sagemaker_training import environment
+
+    _ensure_config_files(environment)
+    Path(environment.output_data_dir).mkdir(parents=True, exist_ok=True)
+    Path(environment.model_dir).mkdir(parents=True, exist_ok=True)
+
+
 def _ensure_config_files(env_module) -> None:
     """Fill in config files SageMaker would have written, for runs outside SageMaker.
 
@@ -178,7 +193,7 @@ def _ensure_config_files(env_module) -> None:
         host = socket.gethostname()
         defaults[env_module.resource_config_file_dir] = {"current_host": host, "hosts": [host]}
     if not Path(env_module.input_data_config_file_dir).exists():
-        data_dir = Path(env_module.data_dir)
+        data_dir = Path(env_module.input_dir) / "data"
         channels = sorted(p.name for p in data_dir.iterdir() if p.is_dir()) if data_dir.is_dir() else []
         defaults[env_module.input_data_config_file_dir] = {c: {"TrainingInputMode": "File"} for c in channels}
     if not Path(env_module.hyperparameters_file_dir).exists():

@@ -1,0 +1,218 @@
+"""The training image as SageMaker runs it: `docker run byoc-train train` on an /opt/ml tree."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+import uuid
+
+import pytest
+from PIL import Image
+
+from tests import dockerutil as du
+
+pytestmark = pytest.mark.container
+
+FAST = {"arch": "resnet18", "image-size": 16, "pretrained": "false", "epochs": "2", "batch-size": "32",
+        "lr": "0.003", "num-workers": "1", "log-every": "2"}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """Real digits, 16 px, 20/5/5 per class, with mixed image modes and one corrupt file."""
+    from byoc.data import write_demo_dataset
+
+    root = tmp_path_factory.mktemp("tiny") / "dogImages"
+    write_demo_dataset(root, size=16)
+    for split, keep in (("train", 20), ("valid", 5), ("test", 5)):
+        for cls in (root / split).iterdir():
+            for extra in sorted(cls.iterdir())[keep:]:
+                extra.unlink()
+    zero = root / "train" / "01.zero"
+    first = sorted(zero.iterdir())
+    Image.open(first[0]).convert("RGBA").save(zero / "rgba.png")
+    Image.open(first[1]).convert("CMYK").save(zero / "cmyk.jpg")
+    Image.open(first[2]).convert("P").save(zero / "palette.gif")
+    Image.open(first[3]).convert("L").save(zero / "grey.JPEG")
+    (zero / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 64)
+    return root
+
+
+def _opt_ml(tmp_path, data, hps=None, **kw):
+    return du.make_opt_ml(tmp_path / "opt_ml", {**FAST, **(hps or {})}, {"training": data}, **kw)
+
+
+def _log(proc) -> str:
+    return proc.stdout + proc.stderr
+
+
+def _sha(text: str) -> set[str]:
+    return set(re.findall(r"final_weights_sha256=([0-9a-f]{64})", text))
+
+
+def test_trains_on_mixed_modes_with_corrupt_file(train_image, tiny_data, tmp_path):
+    root = _opt_ml(tmp_path, tiny_data, {"profile-steps": "2"})
+    proc = du.train_container(root)
+    log = _log(proc)
+    assert proc.returncode == 0, log[-4000:]
+    assert re.search(r"epoch=1 train_loss=[0-9.]+ train_accuracy=[0-9.]+ val_loss=[0-9.]+ val_accuracy=[0-9.]+", log)
+    assert re.search(r"test_loss=[0-9.]+ test_accuracy=[0-9.]+", log)
+    meta = json.loads((root / "model" / "model.json").read_text())
+    assert meta["labels"] == ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    assert (root / "model" / "model.pt").stat().st_size > 1_000_000
+    metrics = json.loads((root / "output" / "data" / "metrics.json").read_text())
+    assert metrics["skipped_images"] == 1 and metrics["world_size"] == 1
+    assert [e["epoch"] for e in metrics["epochs"]] == [0, 1]
+    assert {"train_loss", "val_loss", "val_accuracy"} <= set(metrics["epochs"][0])
+    assert metrics["test_images"] == 50
+    assert (root / "output" / "data" / "training_curves.png").exists()
+    assert list((root / "output" / "tensorboard").glob("events.out.tfevents.*"))
+    assert (root / "output" / "data" / "profile" / "top_operators.txt").read_text().strip()
+    assert (root / "output" / "data" / "profile" / "trace.json").stat().st_size > 0
+    assert not (root / "output" / "failure").exists()
+    assert (root / "output" / "success").exists()
+
+
+def test_bad_hyperparameter_fails_with_reason(train_image, tiny_data, tmp_path):
+    root = _opt_ml(tmp_path, tiny_data, {"learning-rate": "0.1"})
+    proc = du.train_container(root)
+    assert proc.returncode != 0
+    reason = (root / "output" / "failure").read_text()
+    assert "learning-rate" in reason[:300] and "lr" in reason and "Traceback" not in reason
+
+
+def test_bad_value_fails_with_reason(train_image, tiny_data, tmp_path):
+    root = _opt_ml(tmp_path, tiny_data, {"epochs": "many"})
+    proc = du.train_container(root)
+    assert proc.returncode != 0
+    assert "epochs='many' must be an integer" in (root / "output" / "failure").read_text()
+
+
+def test_missing_channel_fails_with_reason(train_image, tmp_path, tiny_data):
+    root = du.make_opt_ml(tmp_path / "opt_ml", FAST, {"train": tiny_data / "train"})
+    proc = du.train_container(root)
+    assert proc.returncode != 0
+    reason = (root / "output" / "failure").read_text()
+    assert reason.startswith("DataError: missing data for split(s) valid, test")
+
+
+def test_pretrained_without_network_suggests_fix(train_image, tiny_data, tmp_path):
+    root = _opt_ml(tmp_path, tiny_data, {"pretrained": "true"})
+    proc = du.train_container(root)
+    assert proc.returncode != 0
+    reason = (root / "output" / "failure").read_text()
+    assert "pretrained=false" in reason and "weights" in reason
+
+
+def test_cli_overrides_and_no_config_files(train_image, tiny_data, tmp_path):
+    """EC2/laptop use: only the data is mounted; options on the command line."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    out = tmp_path / "model"
+    out.mkdir(mode=0o777)
+    proc = du.run(["run", "--rm", "--network", "none", "-v", f"{data}:/opt/ml/input/data/training",
+                   "-v", f"{out}:/opt/ml/model", du.TRAIN_IMAGE, "train", "--epochs", "1", "--arch", "resnet18",
+                   "--image-size=16", "--no-pretrained", "--batch-size", "64"], timeout=900)
+    assert proc.returncode == 0, _log(proc)[-3000:]
+    assert "epoch=0 train_loss" in _log(proc) and "epoch=1 train_loss" not in _log(proc)
+    assert json.loads((out / "model.json").read_text())["arch"] == "resnet18"
+
+
+def test_two_hosts_train_one_model(train_image, tiny_data, tmp_path):
+    """Two containers as algo-1 and algo-2 on the host network: DDP over gloo on loopback."""
+    hosts = ["algo-1", "algo-2"]
+    tag = uuid.uuid4().hex[:8]
+    roots, names = {}, {}
+    for host in hosts:
+        roots[host] = du.make_opt_ml(tmp_path / host, FAST, {"training": tiny_data}, hosts=hosts, current_host=host)
+        names[host] = f"byoc-test-{host}-{tag}"
+    try:
+        for host in hosts:
+            du.run(["run", "-d", "--name", names[host], "--network", "host", "--hostname", host,
+                    "--add-host", "algo-1:127.0.0.1", "--add-host", "algo-2:127.0.0.1", "--shm-size", "1g",
+                    "-v", f"{roots[host]}:/opt/ml", du.TRAIN_IMAGE, "train"], check=True)
+        codes = {h: int(du.run(["wait", names[h]], timeout=900).stdout.strip()) for h in hosts}
+        logs = {h: _log(du.run(["logs", names[h]])) for h in hosts}
+    finally:
+        for host in hosts:
+            du.run(["rm", "-f", names[host]])
+    assert codes == {"algo-1": 0, "algo-2": 0}, logs
+    shas = _sha(logs["algo-1"]) | _sha(logs["algo-2"])
+    assert len(shas) == 1, shas  # every rank holds the same model
+    metrics = json.loads((roots["algo-1"] / "output" / "data" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    train_images = 20 * 10 + 4  # four extra-mode images; the corrupt one is skipped
+    assert abs(metrics["samples_per_rank"][0] - metrics["samples_per_rank"][1]) <= 4  # half each
+    assert sum(metrics["samples_per_rank"]) == train_images * 2  # two epochs, each image once per epoch
+    assert (roots["algo-1"] / "model" / "model.pt").exists()
+    assert not any((roots["algo-2"] / "model").iterdir())
+    assert not (roots["algo-2"] / "output" / "data" / "metrics.json").exists()
+    assert "--nnodes=2" in logs["algo-2"] and "--node_rank=1" in logs["algo-2"]
+
+
+def test_one_host_two_processes(train_image, tiny_data, tmp_path):
+    root = _opt_ml(tmp_path, tiny_data, {"processes-per-host": "2", "epochs": "1"})
+    proc = du.train_container(root)
+    log = _log(proc)
+    assert proc.returncode == 0, log[-4000:]
+    assert len(_sha(log)) == 1 and log.count("final_weights_sha256=") == 2
+    metrics = json.loads((root / "output" / "data" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and len(metrics["samples_per_rank"]) == 2
+
+
+def test_sigterm_saves_checkpoint_and_rerun_resumes_to_same_weights(train_image, tiny_data, tmp_path):
+    hps = {"epochs": "3", "log-every": "1", "batch-size": "16"}
+    straight = _opt_ml(tmp_path / "straight", tiny_data, hps)
+    proc = du.train_container(straight)
+    assert proc.returncode == 0, _log(proc)[-3000:]
+    expected = _sha(_log(proc))
+
+    root = _opt_ml(tmp_path / "spot", tiny_data, hps)
+    name = f"byoc-test-spot-{uuid.uuid4().hex[:8]}"
+    du.train_container(root, name=name, detach=True)
+    try:
+        deadline = time.monotonic() + 600
+        while "epoch=1 step=3 " not in _log(du.run(["logs", name])):
+            assert time.monotonic() < deadline, "training never reached epoch 1"
+            time.sleep(0.5)
+        started = time.monotonic()
+        du.run(["stop", "-t", "120", name])
+        stop_seconds = time.monotonic() - started
+        code = int(du.run(["inspect", "-f", "{{.State.ExitCode}}", name]).stdout.strip())
+        log = _log(du.run(["logs", name]))
+    finally:
+        du.run(["rm", "-f", name])
+    assert code == 143, log[-3000:]
+    assert stop_seconds < 60
+    saved = sorted(p.name for p in (root / "checkpoints").glob("checkpoint-*.pt"))
+    assert any(re.match(r"checkpoint-00001-000000[1-9]", n) for n in saved), saved
+    assert not (root / "output" / "failure").exists()
+
+    proc = du.train_container(root)
+    log = _log(proc)
+    assert proc.returncode == 0, log[-3000:]
+    assert re.search(r"resumed_from_epoch=1 step=\d+", log)
+    assert _sha(log) == expected
+
+
+def test_corrupt_newest_checkpoint_is_skipped(train_image, tiny_data, tmp_path):
+    root = _opt_ml(tmp_path, tiny_data, {"epochs": "1"})
+    assert du.train_container(root).returncode == 0
+    (root / "checkpoints" / "checkpoint-00009-0000000.pt").write_bytes(b"PK\x03\x04 half written")
+    (root / "model" / "model.pt").unlink()
+    proc = du.train_container(root, "--epochs", "2")
+    log = _log(proc)
+    assert proc.returncode == 0, log[-3000:]
+    assert "skipping unreadable checkpoint checkpoint-00009-0000000.pt" in log
+    assert "resumed_from_epoch=1" in log
+
+
+def test_rules_fire_on_a_broken_run(train_image, tiny_data, tmp_path):
+    root = _opt_ml(tmp_path, tiny_data, {"lr": "1e6", "epochs": "2", "optimizer": "sgd"})
+    proc = du.train_container(root)
+    log = _log(proc)
+    assert proc.returncode == 0, log[-3000:]
+    assert "rule=LossNotFinite" in log or "rule=ExplodingGradient" in log
