@@ -35,6 +35,7 @@ test-unit: venv
 	$(PY) -m pytest -m "not container" $(PYTEST_ARGS)
 
 test: venv images
+	scripts/install_test_deps.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: venv images

@@ -60,6 +60,13 @@ def test_trains_on_mixed_modes_with_corrupt_file(train_image, tiny_data, tmp_pat
     assert proc.returncode == 0, log[-4000:]
     assert re.search(r"epoch=1 train_loss=[0-9.]+ train_accuracy=[0-9.]+ val_loss=[0-9.]+ val_accuracy=[0-9.]+", log)
     assert re.search(r"test_loss=[0-9.]+ test_accuracy=[0-9.]+", log)
+    from byoc.aws.metrics import parse  # the metric definitions training jobs are created with
+
+    scraped = {}
+    for line in log.splitlines():
+        scraped.update(parse(line))
+    assert {"epoch", "train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy"} <= set(scraped)
+    assert scraped["epoch"] == 1
     meta = json.loads((root / "model" / "model.json").read_text())
     assert meta["labels"] == ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
     assert (root / "model" / "model.pt").stat().st_size > 1_000_000
