@@ -41,8 +41,11 @@ def test_mixed_modes_and_corrupt_file(tmp_path):
     assert len(splits.train) == 7  # six images and the corrupt one; hidden files ignored
     batch = data.collate([splits.train[i] for i in range(len(splits.train))])
     images, targets, bad = batch
-    assert images.shape == (6, 3, 32, 32) and images.dtype == torch.float32
+    # training substitutes a readable neighbour, so batches keep their size
+    assert images.shape == (7, 3, 32, 32) and images.dtype == torch.float32
     assert len(bad) == 1 and bad[0].endswith("broken.jpg")
+    images, _, bad = data.collate([splits.test[i] for i in range(len(splits.test))])
+    assert images.shape[0] == len(splits.test) and not bad
 
 
 def test_separate_channels_and_nested_archive(tmp_path):

@@ -5,6 +5,7 @@ import math
 import shutil
 
 import pytest
+import torch
 
 from byoc import artifact, train
 from byoc.contract import Job, TrainConfig
@@ -110,12 +111,23 @@ def test_rules_fire_on_broken_run(caplog):
         assert f"rule={rule}" in text
 
 
-def test_shard_sampler_splits_epoch_without_padding():
-    a = train.ShardSampler(10, 0, 2, seed=1, shuffle=True)
-    b = train.ShardSampler(10, 1, 2, seed=1, shuffle=True)
+def test_shard_sampler_gives_every_rank_an_equal_share():
+    a = train.ShardSampler(11, 0, 2, seed=1, shuffle=True)
+    b = train.ShardSampler(11, 1, 2, seed=1, shuffle=True)
     ia, ib = [i for _, i in a], [i for _, i in b]
-    assert sorted(ia + ib) == list(range(10)) and len(ia) == len(ib) == 5
+    assert set(ia + ib) == set(range(11)) and len(ia) == len(ib) == 6  # padded by one
     a.set_epoch(1)
     assert [i for _, i in a] != ia  # reshuffled per epoch
     a.set_epoch(1, skip=2)
-    assert len(list(a)) == 3
+    assert len(list(a)) == len(a) == 4
+
+
+def test_evaluation_shards_count_every_image_once():
+    shards = [list(train.ShardSampler(11, r, 3, seed=0, shuffle=False)) for r in range(3)]
+    assert sorted(sum(shards, [])) == list(range(11))
+
+
+def test_last_training_batch_of_one_is_dropped():
+    sampler = train.ShardSampler(65, 0, 1, seed=0, shuffle=True)
+    loader = train.make_loader(list(range(65)), sampler, TrainConfig(batch_size=32), 0, train.Runtime(device=torch.device("cpu")))
+    assert loader.drop_last

@@ -160,30 +160,42 @@ def eval_transform(pre: Preprocessing) -> T.Compose:
 
 
 class ImageFolderSplit(Dataset):
-    """Images of one split. A file that fails to decode yields None (skipped by `collate`)."""
+    """Images of one split. An unreadable file is reported by path (third item) and either
+    yields no image (skipped by `collate`) or, with `substitute`, a neighbouring readable one,
+    so that every training batch keeps its size: DDP ranks must run the same number of steps."""
 
-    def __init__(self, samples: list[Sample], transform, draft_size: int | None = None):
+    def __init__(self, samples: list[Sample], transform, draft_size: int | None = None, substitute: bool = False):
         self.samples = samples
         self.transform = transform
         self.draft_size = draft_size
+        self.substitute = substitute
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int):
+    def _read(self, i: int):
         sample = self.samples[i]
+        return self.transform(open_rgb(sample.path, self.draft_size)), sample.target
+
+    def __getitem__(self, i: int):
         try:
-            img = open_rgb(sample.path, self.draft_size)
-            return self.transform(img), sample.target, ""
+            return (*self._read(i), "")
         except Exception as exc:  # corrupt, truncated or not really an image
-            log.debug("cannot read %s: %s", sample.path, exc)
-            return None, sample.target, str(sample.path)
+            bad = str(self.samples[i].path)
+            log.debug("cannot read %s: %s", bad, exc)
+        if self.substitute:
+            for j in range(1, min(len(self.samples), 16)):
+                try:
+                    return (*self._read((i + j) % len(self.samples)), bad)
+                except Exception:
+                    continue
+        return None, self.samples[i].target, bad
 
 
 def collate(batch):
-    """Stack the readable images; report the unreadable ones by path."""
+    """Stack the readable images; report the unreadable files by path."""
     good = [(x, y) for x, y, _ in batch if x is not None]
-    bad = [p for x, _, p in batch if x is None]
+    bad = [p for _, _, p in batch if p]
     if not good:
         return None, None, bad
     xs, ys = zip(*good)
@@ -212,7 +224,7 @@ def load(channels: dict[str, Path], pre: Preprocessing, augment: bool = True) ->
     return Splits(
         class_folders=class_folders,
         labels=labels,
-        train=ImageFolderSplit(train_samples, train_transform(pre, augment), draft),
+        train=ImageFolderSplit(train_samples, train_transform(pre, augment), draft, substitute=True),
         valid=ImageFolderSplit(valid_samples, eval_transform(pre), draft),
         test=ImageFolderSplit(test_samples, eval_transform(pre), draft),
     )

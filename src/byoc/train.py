@@ -107,11 +107,14 @@ def state_sha256(model: nn.Module) -> str:
 
 # --------------------------------------------------------------------------- data
 class ShardSampler(Sampler):
-    """This rank's share of an epoch: reshuffled per epoch (seed + epoch), no padding.
+    """This rank's share of an epoch, reshuffled per epoch (seed + epoch).
 
-    Yields (epoch, index) so the dataset can seed augmentation per sample: the same
-    image gets the same crop in an interrupted-and-resumed run as in a straight one,
-    whichever worker loads it.
+    Training (`shuffle=True`) pads the order to a multiple of the world size, as
+    DistributedSampler does, so that every rank runs the same number of steps (DDP
+    requires it), and yields (epoch, index) so the dataset can seed augmentation per
+    sample: the same image gets the same crop in an interrupted-and-resumed run as in a
+    straight one, whichever worker loads it. Evaluation does not pad: every image
+    counts exactly once.
     """
 
     def __init__(self, size: int, rank: int, world: int, seed: int, shuffle: bool):
@@ -123,11 +126,12 @@ class ShardSampler(Sampler):
         self.epoch, self.skip = epoch, skip
 
     def indices(self) -> list[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.size, generator=g).tolist()
-        else:
-            order = list(range(self.size))
+        if not self.shuffle:
+            return list(range(self.size))[self.rank::self.world]
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.size, generator=g).tolist()
+        padded = -(-self.size // self.world) * self.world
+        order += order[: padded - self.size]
         return order[self.rank::self.world]
 
     def __iter__(self):
@@ -135,7 +139,7 @@ class ShardSampler(Sampler):
             yield (self.epoch, i) if self.shuffle else i
 
     def __len__(self) -> int:
-        return max(0, len(range(self.rank, self.size, self.world)) - self.skip)
+        return max(0, len(self.indices()) - self.skip)
 
 
 class SeededDataset(torch.utils.data.Dataset):
@@ -164,6 +168,9 @@ def num_workers(cfg: TrainConfig, job: Job, rt: Runtime) -> int:
 
 def make_loader(dataset, sampler: ShardSampler, cfg: TrainConfig, workers: int, rt: Runtime) -> DataLoader:
     pin = cfg.pin_memory == "true" or (cfg.pin_memory == "auto" and rt.device.type == "cuda")
+    # A last training batch of one image breaks BatchNorm; every rank has the same share, so
+    # dropping it keeps the ranks in step.
+    drop_last = sampler.shuffle and len(sampler.indices()) % cfg.batch_size == 1 and len(sampler.indices()) > 1
     return DataLoader(
         dataset,
         batch_size=cfg.batch_size,
@@ -173,6 +180,7 @@ def make_loader(dataset, sampler: ShardSampler, cfg: TrainConfig, workers: int, 
         pin_memory=pin,
         persistent_workers=cfg.persistent_workers and workers > 0,
         prefetch_factor=4 if workers > 0 else None,
+        drop_last=drop_last,
     )
 
 
