@@ -83,3 +83,16 @@ def test_sagemaker_config_files_are_read(tmp_path):
     out = _in_subprocess(tmp_path, "from byoc import contract; job, cfg = contract.load(['--lr', '0.5']);"
                                    "print(job.hosts, job.node_rank, job.master_host, job.network_interface, cfg.epochs, cfg.lr, cfg.arch)")
     assert out.split() == ["['algo-1',", "'algo-2']", "1", "algo-1", "eth7", "7", "0.5", "resnet18"]
+
+
+def test_pipe_mode_is_refused_with_reason(tmp_path):
+    import subprocess
+
+    config = tmp_path / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text("{}")
+    (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
+    (config / "inputdataconfig.json").write_text(json.dumps({"training": {"TrainingInputMode": "Pipe"}}))
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        _in_subprocess(tmp_path, "from byoc import contract; contract.load([])")
+    assert "Pipe input mode" in err.value.stderr

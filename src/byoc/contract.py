@@ -240,6 +240,13 @@ def load(argv: list[str] | None = None) -> tuple[Job, TrainConfig]:
     hyperparameters.update(overrides)
     config = TrainConfig.from_dict(hyperparameters)
 
+    pipes = sorted(name for name, c in env.input_data_config.items()
+                   if isinstance(c, dict) and c.get("TrainingInputMode") == "Pipe")
+    if pipes:
+        raise ConfigError(
+            f"channel(s) {', '.join(pipes)} use Pipe input mode, which streams records, not image files. "
+            "Use TrainingInputMode File or FastFile."
+        )
     if env.current_host not in env.hosts:
         raise ConfigError(f"resourceconfig.json: current_host {env.current_host!r} is not in hosts {env.hosts}")
     checkpoint_dir = Path(config.checkpoint_dir)
