@@ -87,8 +87,9 @@ class ModelMeta:
         return meta
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+def atomic_write(path: Path, write) -> None:
+    """Write a file through `write(fh)` so that readers see the old file or the whole new one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.")
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -110,9 +111,9 @@ def save(model_dir: Path, model: nn.Module, meta: ModelMeta) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     meta.created_with = {"byoc": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(model_dir / WEIGHTS_FILE, lambda fh: torch.save(state, fh))
+    atomic_write(model_dir / WEIGHTS_FILE, lambda fh: torch.save(state, fh))
     text = json.dumps(meta.to_json(), indent=2).encode()
-    _atomic_write(model_dir / META_FILE, lambda fh: fh.write(text))
+    atomic_write(model_dir / META_FILE, lambda fh: fh.write(text))
 
 
 def read_meta(model_dir: Path) -> ModelMeta:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from byoc.artifact import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +44,7 @@ def save(directory: Path, state: dict[str, Any], epoch: int, step: int) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / name_for(epoch, step)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-checkpoint-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(final, lambda fh: torch.save(state, fh))
     for old in candidates(directory)[KEEP:]:
         old.unlink(missing_ok=True)
     return final
