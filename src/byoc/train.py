@@ -400,7 +400,13 @@ def run(job: Job, cfg: TrainConfig) -> dict:
     if rt.distributed:
         train_model = nn.parallel.DistributedDataParallel(net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     if cfg.compile:
-        train_model = torch.compile(train_model)
+        import shutil
+
+        if shutil.which(os.environ.get("CXX", "g++")) or shutil.which("gcc"):
+            train_model = torch.compile(train_model)
+        elif rt.is_main:  # inductor compiles C++/Triton glue at run time
+            log.warning("compile=true ignored: torch.compile needs a C/C++ compiler, and this image has none "
+                        "(a slim runtime image). Training continues without compilation.")
 
     writer = None
     if rt.is_main:
