@@ -32,7 +32,8 @@ def make_job(tmp_path, data_root) -> Job:
                checkpoint_dir=out / "checkpoints")
 
 
-QUICK = dict(arch="resnet18", image_size=16, pretrained=False, epochs=2, batch_size=32, lr=3e-3, num_workers=0, log_every=5)
+QUICK = dict(arch="resnet18", image_size=16, pretrained=False, epochs=2, batch_size=32, lr=3e-3, num_workers=0, log_every=5,
+             amp="off", channels_last="false")  # fixed: "auto" picks by timing, which may differ run to run
 
 
 def test_run_writes_artifact_metrics_and_curves(tmp_path, small_data):

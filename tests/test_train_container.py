@@ -170,7 +170,7 @@ def test_one_host_two_processes(train_image, tiny_data, tmp_path):
 
 
 def test_sigterm_saves_checkpoint_and_rerun_resumes_to_same_weights(train_image, tiny_data, tmp_path):
-    hps = {"epochs": "3", "log-every": "1", "batch-size": "16"}
+    hps = {"epochs": "3", "log-every": "1", "batch-size": "16", "amp": "off", "channels-last": "false"}
     straight = _opt_ml(tmp_path / "straight", tiny_data, hps)
     proc = du.train_container(straight)
     assert proc.returncode == 0, _log(proc)[-3000:]

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from byoc import artifact, checkpoint, contract, data, model as model_factory
+from byoc import artifact, checkpoint, contract, data, model as model_factory, speed
 from byoc.contract import Job, TrainConfig
 from byoc.errors import ByocError, ConfigError
 
@@ -44,6 +44,7 @@ class Runtime:
     local_rank: int = 0
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
+    speed: "speed.Speed | None" = None
     stop_requested: bool = False
 
     @property
@@ -69,23 +70,25 @@ def setup_runtime(job: Job, cfg: TrainConfig) -> Runtime:
         if not cuda:
             procs_per_host = max(1, rt.world_size // max(1, len(job.hosts)))
             torch.set_num_threads(max(1, job.num_cpus // procs_per_host))
-    rt.amp_dtype = _amp_dtype(cfg.amp, device)
-    rt.channels_last = cfg.channels_last == "true" or (cfg.channels_last == "auto" and cuda)
     return rt
 
 
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    if amp == "off":
-        return None
-    if amp == "fp16":
-        return torch.float16
-    if amp == "bf16":
-        return torch.bfloat16
-    # auto: mixed precision on GPUs (bf16 where supported); fp32 on CPUs, where bf16 autocast
-    # is only faster with AMX/AVX512-BF16 and costs accuracy on small models.
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return None
+def choose_speed(net: nn.Module, cfg: TrainConfig, num_classes: int, rt: Runtime, saved: dict | None) -> None:
+    """Set AMP and memory format: as saved in the checkpoint being resumed (a resumed run must
+    compute exactly as the interrupted one did), else the fastest measured on rank 0, for all ranks."""
+    if saved is not None:
+        choice = speed.Speed(saved["amp"], saved["channels_last"])
+    else:
+        options = speed.candidates(cfg.amp, cfg.channels_last, rt.device)
+        index = options.index(speed.fastest(net, options, cfg.batch_size, cfg.image_size, num_classes, rt.device)) \
+            if rt.is_main else 0
+        if rt.distributed:
+            t = torch.tensor([index], device=rt.device)
+            dist.broadcast(t, src=0)
+            index = int(t.item())
+        choice = options[index]
+    rt.amp_dtype, rt.channels_last = choice.dtype, choice.channels_last
+    rt.speed = choice
 
 
 def all_reduce_sum(values: list[float], rt: Runtime) -> list[float]:
@@ -356,9 +359,9 @@ def run(job: Job, cfg: TrainConfig) -> dict:
     splits = data.load(job.channels, pre, augment=cfg.augment)
     workers = num_workers(cfg, job, rt)
     if rt.is_main:
-        log.info("data: %d classes, train=%d valid=%d test=%d images; world_size=%d device=%s amp=%s "
-                 "channels_last=%s workers=%d", len(splits.labels), len(splits.train), len(splits.valid),
-                 len(splits.test), rt.world_size, rt.device, rt.amp_dtype, rt.channels_last, workers)
+        log.info("data: %d classes, train=%d valid=%d test=%d images; world_size=%d device=%s workers=%d",
+                 len(splits.labels), len(splits.train), len(splits.valid), len(splits.test), rt.world_size,
+                 rt.device, workers)
 
     train_sampler = ShardSampler(len(splits.train), rt.rank, rt.world_size, cfg.seed, shuffle=True)
     train_loader = make_loader(SeededDataset(splits.train, cfg.seed), train_sampler, cfg, workers, rt)
@@ -367,6 +370,10 @@ def run(job: Job, cfg: TrainConfig) -> dict:
     weights_file = _weights_file(job)
     net = model_factory.create(cfg.arch, len(splits.labels), pretrained=cfg.pretrained,
                                freeze_backbone=cfg.freeze_backbone, weights_file=weights_file).to(rt.device)
+    resumed = checkpoint.load_newest(job.checkpoint_dir)
+    choose_speed(net, cfg, len(splits.labels), rt, resumed[0].get("speed") if resumed else None)
+    if rt.is_main:
+        log.info("amp=%s channels_last=%s", rt.speed.amp, rt.speed.channels_last)
     if rt.channels_last:
         net = net.to(memory_format=torch.channels_last)
     params = [p for p in net.parameters() if p.requires_grad]
@@ -384,7 +391,6 @@ def run(job: Job, cfg: TrainConfig) -> dict:
     start_epoch, start_step, history = 0, 0, []
     best = {"epoch": -1, "val_accuracy": -1.0, "state": None}
     partial = EpochStats()
-    resumed = checkpoint.load_newest(job.checkpoint_dir)
     if resumed is not None:
         state, path = resumed
         net.load_state_dict(state["model"])
@@ -424,6 +430,7 @@ def run(job: Job, cfg: TrainConfig) -> dict:
             "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "rng": checkpoint.rng_state(), "epoch": epoch, "step": step,
             "history": history, "best": best, "config": cfg.to_dict(),
+            "speed": {"amp": rt.speed.amp, "channels_last": rt.speed.channels_last},
             "partial": [stats.loss_sum, stats.correct, stats.count, sorted(stats.skipped)],
         }
         path = checkpoint.save(job.checkpoint_dir, state, epoch, step)
