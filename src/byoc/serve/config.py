@@ -1,0 +1,69 @@
+"""Serving settings: one source each (an environment variable), a default that works,
+read by the server and, through the environment it passes on, by every worker."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Mapping
+
+from byoc.errors import ConfigError
+
+DEFAULT_MAX_PAYLOAD_MB = 6  # SageMaker real-time endpoints' request limit
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: ~120 MB decoded RGB, fits any endpoint
+DEFAULT_TOP_K = 5
+MODEL_DIR_ENV = "BYOC_MODEL_DIR"
+THREADS_ENV = "BYOC_TORCH_THREADS"
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int = 1) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} must be an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    model_dir: Path
+    port: int = 8080
+    bind_host: str = "0.0.0.0"  # SageMaker reaches the container from outside; tests use 127.0.0.1
+    workers: int | None = None  # None: from cores, GPUs and model size (byoc.serve.sizing)
+    torch_threads: int | None = None  # None: cores / workers
+    timeout: int = 60  # seconds per request
+    startup_timeout: int = 600  # seconds for the first worker to load the model
+    max_request_bytes: int = DEFAULT_MAX_PAYLOAD_MB * 1024 * 1024
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    top_k: int = DEFAULT_TOP_K
+    vmargs: str = "-Xmx512m -XX:+UseContainerSupport"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, model_dir: str | Path | None = None) -> "ServeConfig":
+        """SageMaker's variables (SAGEMAKER_*) plus byoc's own (BYOC_*)."""
+        env = os.environ if env is None else env
+        base = env.get("SAGEMAKER_BASE_DIR", "/opt/ml")
+        model_dir = model_dir or env.get(MODEL_DIR_ENV) or os.path.join(base, "model")
+        mb = _int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", DEFAULT_MAX_PAYLOAD_MB)
+        return cls(
+            model_dir=Path(model_dir),
+            port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080),
+            bind_host=env.get("BYOC_BIND_HOST", "").strip() or cls.bind_host,
+            workers=_int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", None),
+            torch_threads=_int(env, THREADS_ENV, None),
+            timeout=_int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 60),
+            startup_timeout=_int(env, "SAGEMAKER_STARTUP_TIMEOUT", 600),
+            max_request_bytes=mb * 1024 * 1024,
+            max_image_pixels=_int(env, "BYOC_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS),
+            top_k=_int(env, "BYOC_TOP_K", DEFAULT_TOP_K),
+            vmargs=env.get("SAGEMAKER_MODEL_SERVER_VMARGS", cls.vmargs),
+        )
+
+    def describe(self) -> dict:
+        return {k: str(v) for k, v in asdict(self).items()}

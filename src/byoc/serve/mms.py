@@ -1,0 +1,130 @@
+"""multi-model-server behind the front: its config and model store under a temp dir,
+its process, and its management API's view of the workers."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import sagemaker_inference
+
+from byoc.serve.config import MODEL_DIR_ENV, THREADS_ENV, ServeConfig
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "model"
+HANDLER = "byoc.serve.handler:handle"
+# Sent only by the front (it never forwards this header from clients): the handler answers without the model.
+PROBE_HEADER = "X-Byoc-Probe"
+LOG_CONFIG = Path(sagemaker_inference.__file__).parent / "etc" / "log4j2.xml"
+
+
+def free_port() -> int:
+    """A free loopback port below 32767 (MMS rejects higher ones, i.e. the kernel's ephemeral range)."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32767)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no free loopback port in 20000-32766 for the model server")
+
+
+class ModelServer:
+    """One MMS process group: the Java frontend on loopback ports and its Python workers."""
+
+    def __init__(self, config: ServeConfig, workers: int, threads: int, gpus: int, workdir: Path):
+        self.config, self.workers, self.threads, self.gpus = config, workers, threads, gpus
+        self.workdir = Path(workdir)
+        self.inference_port, self.management_port = free_port(), free_port()
+        self.process: subprocess.Popen | None = None
+
+    def _write_files(self) -> Path:
+        """config.properties and a model store holding only a manifest (the model dir stays untouched)."""
+        store = self.workdir / "model-store"
+        manifest = store / MODEL_NAME / "MAR-INF" / "MANIFEST.json"
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(json.dumps({
+            "runtime": "python", "model": {"modelName": MODEL_NAME, "handler": HANDLER},
+            "modelServerVersion": "1.0", "implementationVersion": "1.0", "specificationVersion": "1.0",
+        }))
+        # The front enforces the request limit with a JSON 413; MMS's own limit sits just above it.
+        limit = self.config.max_request_bytes + 1024 * 1024
+        props = {
+            "inference_address": f"http://127.0.0.1:{self.inference_port}",
+            "management_address": f"http://127.0.0.1:{self.management_port}",
+            "model_store": str(store),
+            "load_models": MODEL_NAME,
+            "default_workers_per_model": self.workers,
+            "number_of_gpu": self.gpus,
+            "default_response_timeout": self.config.timeout,
+            "unregister_model_timeout": self.config.timeout,
+            "max_request_size": limit,
+            "max_response_size": limit,
+            "decode_input_request": "false",
+            "async_logging": "true",
+            "enable_envvars_config": "false",
+            "vmargs": self.config.vmargs,
+        }
+        path = self.workdir / "config.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        return path
+
+    def start(self) -> None:
+        properties = self._write_files()
+        logs = self.workdir / "logs"
+        logs.mkdir(exist_ok=True)
+        env = dict(os.environ, **{
+            MODEL_DIR_ENV: str(self.config.model_dir),
+            THREADS_ENV: str(self.threads),
+            "OMP_NUM_THREADS": str(self.threads),
+            "TEMP": str(self.workdir),
+            "LOG_LOCATION": str(logs),
+            "METRICS_LOCATION": str(logs),
+        })
+        cmd = [sys.executable, "-m", "mms.model_server", "--start", "--foreground", "--mms-config", str(properties),
+               "--model-store", str(properties.parent / "model-store"), "--log-config", str(LOG_CONFIG)]
+        # Own process group: stop() reaches the JVM and every worker it forked.
+        self.process = subprocess.Popen(cmd, cwd=self.workdir, env=env, start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def probe(self, timeout: float = 2.0) -> bool:
+        """True when a worker answers a health probe: MMS routed it, the worker process is alive
+        and its model is loaded (MMS's own worker status says READY before the model loads)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.inference_port, timeout=timeout)
+        try:
+            conn.request("POST", f"/predictions/{MODEL_NAME}", b"", {PROBE_HEADER: "1", "Content-Type": ""})
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.process is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.process.wait(timeout)
+                break
+            except subprocess.TimeoutExpired:
+                log.warning("model server did not stop within %.0f s; killing it", timeout)

@@ -1,0 +1,78 @@
+"""How many model-server workers and torch threads per worker this machine can afford."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+WORKER_OVERHEAD = 500 * 1024**2  # python + torch runtime per worker process, measured ~350-450 MB
+MODEL_FACTOR = 4  # weights + activations + allocator slack, as multiples of the weights' size
+MEMORY_SHARE = 0.8  # leave room for the JVM frontend and request buffers
+THREADS_PER_CPU_WORKER = 4  # intra-op scaling flattens beyond ~4 threads for one image
+
+
+def _read(*paths: str) -> str | None:
+    """The first of these cgroup files that exists (v2 names first, then v1)."""
+    for path in paths:
+        try:
+            return Path("/sys/fs/cgroup", path).read_text().strip()
+        except OSError:
+            continue
+    return None
+
+
+def _number(text: str | None) -> int | None:
+    return int(text) if text and text.lstrip("-").isdigit() else None
+
+
+def cpu_count() -> int:
+    """Cores this process may use: CPU affinity, capped by a cgroup CPU quota (v2 or v1)."""
+    cores = len(os.sched_getaffinity(0))
+    quota = period = None
+    v2 = _read("cpu.max")
+    if v2 and not v2.startswith("max"):
+        quota, period = (_number(x) for x in v2.split()[:2])
+    elif v2 is None:
+        quota, period = _number(_read("cpu/cpu.cfs_quota_us")), _number(_read("cpu/cpu.cfs_period_us"))
+    if quota and period and quota > 0:
+        cores = min(cores, max(1, quota // period))
+    return max(1, cores)
+
+
+def memory_available() -> int:
+    """Bytes that can still be allocated: the machine's available memory, capped by a cgroup limit."""
+    available = psutil.virtual_memory().available
+    limit = _number(_read("memory.max", "memory/memory.limit_in_bytes"))
+    used = _number(_read("memory.current", "memory/memory.usage_in_bytes"))
+    if limit is not None and used is not None and limit < 2**60:  # v1 says "no limit" with a huge number
+        available = min(available, limit - used)
+    return max(0, available)
+
+
+@dataclass(frozen=True)
+class Plan:
+    workers: int
+    threads: int
+    reason: str
+
+
+def plan(cores: int, gpus: int, model_bytes: int, memory: int,
+         workers: int | None = None, threads: int | None = None) -> Plan:
+    """Workers from GPUs or cores, capped by memory; threads so that workers x threads <= cores."""
+    per_worker = WORKER_OVERHEAD + MODEL_FACTOR * model_bytes
+    by_memory = max(1, int(memory * MEMORY_SHARE // per_worker))
+    if workers is not None:
+        reason = "SAGEMAKER_MODEL_SERVER_WORKERS"
+    elif gpus:
+        workers, reason = min(gpus, by_memory), f"one per GPU ({gpus}), memory allows {by_memory}"
+    else:
+        # Few fat workers: at concurrency 1 a worker with several threads answers sooner than
+        # several single-thread workers, and throughput stays close.
+        by_cpu = max(1, cores // min(cores, THREADS_PER_CPU_WORKER))
+        workers = min(by_cpu, by_memory)
+        reason = f"{cores} cores / up to {THREADS_PER_CPU_WORKER} threads each, memory allows {by_memory}"
+    threads = threads or max(1, cores // workers)
+    return Plan(workers=workers, threads=threads, reason=reason)

@@ -1,0 +1,267 @@
+"""The serving image with a model trained by the training image: health, predictions,
+top_k, every error status, memory under a pixel bomb, SIGTERM, broken artifacts.
+One container serves every test up to the SIGTERM test, which stops it."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import glob
+import io
+import json
+import struct
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests import dockerutil as du
+
+pytestmark = pytest.mark.container
+
+
+def request(port: int, path: str, body: bytes | None = None, headers: dict | None = None,
+            timeout: float = 60) -> tuple[int, dict, dict]:
+    """(status, JSON body, headers) of one HTTP call; error statuses are returned, not raised."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, headers=headers or {},
+                                 method="POST" if body is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read()), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        return exc.code, json.loads(raw), dict(exc.headers)
+
+
+def png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def start_server(model_dir: Path, port: int, name: str, *env: str) -> str:
+    args = ["run", "-d", "--name", name, "--network", "host", "-v", f"{model_dir}:/opt/ml/model:ro",
+            "-e", f"SAGEMAKER_BIND_TO_PORT={port}", "-e", "BYOC_BIND_HOST=127.0.0.1"]
+    for item in env:
+        args += ["-e", item]
+    return du.run([*args, du.SERVE_IMAGE, "serve"], check=True).stdout.strip()
+
+
+def memory_usage_file(container_id: str) -> Path:
+    """The container's cgroup memory usage file on the host (cgroup v1 or v2, cgroupfs or systemd)."""
+    for pattern in (f"/sys/fs/cgroup/memory/docker/{container_id}*/memory.usage_in_bytes",
+                    f"/sys/fs/cgroup/memory/system.slice/docker-{container_id}*.scope/memory.usage_in_bytes",
+                    f"/sys/fs/cgroup/docker/{container_id}*/memory.current",
+                    f"/sys/fs/cgroup/system.slice/docker-{container_id}*.scope/memory.current"):
+        found = glob.glob(pattern)
+        if found:
+            return Path(found[0])
+    raise AssertionError(f"no cgroup memory file for container {container_id}")
+
+
+@pytest.fixture(scope="module")
+def server(serve_image, trained_model):
+    """One serving container on a free loopback port, model mounted read-only."""
+    port = du.free_port()
+    name = f"byoc-test-serve-{uuid.uuid4().hex[:8]}"
+    cid = start_server(trained_model["model_dir"], port, name,
+                       "SAGEMAKER_MODEL_SERVER_WORKERS=1", "SAGEMAKER_MODEL_SERVER_TIMEOUT=30")
+    try:
+        du.wait_http(f"http://127.0.0.1:{port}/ping", timeout=240)
+        yield {"port": port, "name": name, "id": cid, **trained_model}
+    finally:
+        du.run(["rm", "-f", name])
+
+
+def test_ping_and_unknown_paths(server):
+    status, doc, _ = request(server["port"], "/ping")
+    assert status == 200 and doc == {"status": "healthy"}
+    status, doc, _ = request(server["port"], "/nope")
+    assert status == 404 and doc["status"] == 404
+
+
+def test_settings_are_honoured_and_printed_once(server):
+    logs = du.run(["logs", server["name"]]).stderr
+    [line] = [json.loads(x) for x in logs.splitlines() if x.startswith('{"event": "config"')]
+    assert (line["workers"], line["timeout"], line["torch_threads"]) == (1, "30", line["cores"])
+
+
+def test_predictions_agree_with_training_test_accuracy(server):
+    """Every held-out test image, one request each: the served accuracy is the job's test_accuracy."""
+    test_dir = Path(server["data"]) / "test"
+    correct = total = 0
+    for class_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
+        label = class_dir.name.split(".", 1)[1]
+        for path in sorted(class_dir.glob("*.png")):
+            status, doc, headers = request(server["port"], "/invocations", path.read_bytes(),
+                                           {"Content-Type": "image/png"})
+            assert status == 200 and headers["Content-Type"] == "application/json"
+            preds = doc["predictions"]
+            assert len(preds) == 5 and [p["score"] for p in preds] == sorted((p["score"] for p in preds), reverse=True)
+            correct += preds[0]["label"] == label
+            total += 1
+    expected = server["metrics"]["test_accuracy"] * total
+    print(f"served {correct}/{total} correct; training job's test_accuracy gives {expected:.1f}")
+    assert abs(correct - expected) <= 1, f"served {correct}/{total} correct, training reported {expected:.1f}"
+
+
+def test_top_k_and_batches(server):
+    port = server["port"]
+    img = png(Image.new("RGB", (32, 32), (255, 255, 255)))
+    status, doc, _ = request(port, "/invocations", img, {"Content-Type": "image/png",
+                                                          "X-Amzn-SageMaker-Custom-Attributes": "top_k=3"})
+    assert status == 200 and len(doc["predictions"]) == 3
+    single = doc["predictions"]
+    status, doc, _ = request(port, "/invocations", img, {"Content-Type": "image/png",
+                                                          "X-Amzn-SageMaker-Custom-Attributes": "top_k=99"})
+    assert len(doc["predictions"]) == 10 and abs(sum(p["score"] for p in doc["predictions"]) - 1) < 1e-3
+    b64 = base64.b64encode(img).decode()
+    status, doc, _ = request(port, "/invocations", json.dumps({"instances": [{"b64": b64}] * 3}).encode(),
+                             {"Content-Type": "application/json", "X-Amzn-SageMaker-Custom-Attributes": "top_k=3"})
+    assert status == 200 and doc["predictions"] == [single] * 3
+    buf = io.BytesIO()
+    np.save(buf, np.full((2, 32, 32, 3), 255, np.uint8))
+    status, doc, _ = request(port, "/invocations", buf.getvalue(), {"Content-Type": "application/x-npy",
+                                                                     "X-Amzn-SageMaker-Custom-Attributes": "top_k=3"})
+    assert status == 200 and doc["predictions"] == [single] * 2
+
+
+@functools.lru_cache(maxsize=1)
+def _bomb(side: int = 30000) -> bytes:
+    """A valid greyscale PNG of side x side zero pixels: ~900 KB on the wire, 900 MB decoded.
+    Written row by row so the test itself never holds the pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z = zlib.compressobj(9)
+    row = bytes(side + 1)  # filter byte + pixels
+    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def _pickled_npy() -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    return buf.getvalue()
+
+
+BAD_REQUESTS = {
+    "unsupported content type": (415, b"hello", {"Content-Type": "text/plain"}),
+    "no content type": (415, b"hello", {"Content-Type": ""}),
+    "unsupported accept": (406, b"x", {"Content-Type": "image/png", "Accept": "text/csv"}),
+    "undecodable image": (400, b"\x89PNG not really", {"Content-Type": "image/png"}),
+    "bad json": (400, b'{"instances": [', {"Content-Type": "application/json"}),
+    "bad npy (pickled objects)": (400, _pickled_npy(), {"Content-Type": "application/x-npy"}),
+    "bad top_k": (400, b"x", {"Content-Type": "image/png", "X-Amzn-SageMaker-Custom-Attributes": "top_k=zero"}),
+    "body over the limit": (413, b"\0" * (6 * 1024 * 1024 + 1), {"Content-Type": "image/jpeg"}),
+    "pixel bomb": (400, None, {"Content-Type": "image/png"}),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_errors_are_json_and_the_server_keeps_serving(server, case):
+    status, body, headers = BAD_REQUESTS[case]
+    got, doc, resp_headers = request(server["port"], "/invocations", body if body is not None else _bomb(), headers)
+    assert got == status and resp_headers["Content-Type"] == "application/json"
+    assert set(doc) == {"error", "status"} and doc["status"] == status
+    assert "Traceback" not in doc["error"] and 'File "' not in doc["error"] and len(doc["error"]) > 20
+    ok, doc, _ = request(server["port"], "/invocations", png(Image.new("RGB", (32, 32))), {"Content-Type": "image/png"})
+    assert ok == 200 and len(doc["predictions"]) == 5
+
+
+def test_pixel_bomb_keeps_memory_flat(server):
+    usage = memory_usage_file(server["id"])
+    samples: list[int] = []
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            samples.append(int(usage.read_text()))
+            time.sleep(0.005)
+
+    before = int(usage.read_text())
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        status, doc, _ = request(server["port"], "/invocations", _bomb(), {"Content-Type": "image/png"})
+    finally:
+        done.set()
+        sampler.join()
+    assert status == 400 and "30000x30000" in doc["error"]
+    growth = max(samples) - before
+    print(f"container memory: {before / 2**20:.0f} MiB before, peak growth {growth / 2**20:.1f} MiB over {len(samples)} samples")
+    assert growth < 150 * 1024**2, f"container memory grew by {growth / 2**20:.0f} MiB for a 900 MB bomb"
+
+
+def test_model_dir_is_left_untouched(server):
+    assert sorted(p.name for p in Path(server["model_dir"]).iterdir()) == ["model.json", "model.pt"]
+
+
+def test_sigterm_finishes_in_flight_and_exits_within_30s(server):
+    """Last test on the shared container: it stops it."""
+    img = base64.b64encode(png(Image.new("RGB", (300, 300), (9, 9, 9)))).decode()
+    big_batch = json.dumps({"instances": [{"b64": img}] * 400}).encode()
+    result: dict = {}
+
+    def slow_request():
+        result["answer"] = request(server["port"], "/invocations", big_batch, {"Content-Type": "application/json"})
+
+    worker = threading.Thread(target=slow_request)
+    worker.start()
+    time.sleep(0.3)  # the request is in flight
+    start = time.monotonic()
+    du.run(["kill", "--signal", "TERM", server["name"]], check=True)
+    waited = du.run(["wait", server["name"]], timeout=60)
+    elapsed = time.monotonic() - start
+    worker.join(60)
+    print(f"exited {elapsed:.1f} s after SIGTERM")
+    assert elapsed < 30, f"container took {elapsed:.1f} s to exit after SIGTERM"
+    assert waited.stdout.strip() == "0", f"exit code {waited.stdout.strip()}"
+    status, doc, _ = result["answer"]
+    assert status == 200 and len(doc["predictions"]) == 400
+
+
+@pytest.mark.parametrize("breakage", ["missing", "corrupt weights", "wrong architecture"])
+def test_broken_artifact_exits_nonzero_and_never_pings_200(serve_image, trained_model, tmp_path, breakage):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    if breakage != "missing":
+        src = Path(trained_model["model_dir"])
+        meta = json.loads((src / "model.json").read_text())
+        weights = (src / "model.pt").read_bytes()
+        if breakage == "corrupt weights":
+            weights = weights[: len(weights) // 2]
+        else:
+            meta["arch"] = "resnet34"
+        (model_dir / "model.json").write_text(json.dumps(meta))
+        (model_dir / "model.pt").write_bytes(weights)
+    port = du.free_port()
+    name = f"byoc-test-serve-broken-{uuid.uuid4().hex[:8]}"
+    start = time.monotonic()
+    start_server(model_dir, port, name)
+    try:
+        pings = []
+        while du.run(["inspect", "-f", "{{.State.Running}}", name]).stdout.strip() == "true":
+            assert time.monotonic() - start < 120, "the container did not exit"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as resp:
+                    pings.append(resp.status)
+            except (urllib.error.URLError, OSError) as exc:
+                pings.append(getattr(exc, "code", None))
+            time.sleep(0.2)
+        code = int(du.run(["inspect", "-f", "{{.State.ExitCode}}", name]).stdout.strip())
+        logs = du.run(["logs", name])
+        assert code != 0 and 200 not in pings
+        errors = [line for line in logs.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and "Traceback" not in logs.stderr, logs.stderr[-2000:]
+        assert {"missing": "model.json", "corrupt weights": "corrupt", "wrong architecture": "does not match"}[breakage] in errors[0]
+    finally:
+        du.run(["rm", "-f", name])

@@ -1,0 +1,118 @@
+"""The handler under multi-model-server's own Context (byoc.serve.handler), and parity of its
+preprocessing with training's eval transform."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from mms.context import Context, RequestProcessor
+from PIL import Image
+
+from byoc import artifact, model
+from byoc.artifact import ModelMeta, Preprocessing
+from byoc.serve.config import ServeConfig
+from byoc.serve.handler import ImageClassifierHandler
+from byoc.serve.imaging import Preprocessor, open_image
+
+LABELS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("served") / "model"
+    torch.manual_seed(0)
+    artifact.save(path, model.build("resnet18", len(LABELS)),
+                  ModelMeta(arch="resnet18", labels=LABELS, preprocessing=Preprocessing.for_size(32)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def handler(model_dir):
+    h = ImageClassifierHandler(ServeConfig(model_dir=model_dir, max_image_pixels=1_000_000))
+    h.initialize(Context("model", str(model_dir), None, 1, None, "1.1.11"))
+    return h
+
+
+def _png(size=(40, 30), color=(10, 200, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _call(handler, body: bytes, **headers) -> tuple[int, str, dict]:
+    ctx = Context("model", "unused", None, 1, None, "1.1.11")
+    ctx.request_processor = [RequestProcessor({k.replace("_", "-"): v for k, v in headers.items()})]
+    [answer] = handler.handle([{"body": bytearray(body)}], ctx)
+    status, _ = ctx.get_response_status(0)
+    return status, ctx.get_response_content_type(0), json.loads(answer)
+
+
+def test_prediction(handler):
+    status, ctype, doc = _call(handler, _png(), Content_Type="image/png")
+    assert status == 200 and ctype == "application/json"
+    preds = doc["predictions"]
+    assert len(preds) == 5 and {p["label"] for p in preds} <= set(LABELS)
+    assert [p["score"] for p in preds] == sorted((p["score"] for p in preds), reverse=True)
+    assert all(LABELS[p["index"]] == p["label"] for p in preds)
+
+
+def test_scores_are_the_softmax_of_the_model(handler, model_dir):
+    _, _, doc = _call(handler, _png(), **{"Content-Type": "image/png", "X-Amzn-SageMaker-Custom-Attributes": "top_k=10"})
+    net, meta = artifact.load(model_dir)
+    from byoc.data import eval_transform, open_rgb
+
+    with torch.no_grad():
+        probs = torch.softmax(net(eval_transform(meta.preprocessing)(open_rgb(io.BytesIO(_png())))[None]), 1)[0]
+    assert sum(p["score"] for p in doc["predictions"]) == pytest.approx(1.0, abs=1e-4)
+    for p in doc["predictions"]:
+        assert p["score"] == pytest.approx(probs[p["index"]].item(), abs=1e-5)
+
+
+def test_serving_preprocessing_matches_training_eval_transform():
+    from byoc.data import eval_transform, open_rgb
+
+    pre = Preprocessing.for_size(224)
+    rng = np.random.default_rng(1)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (700, 900, 3), dtype=np.uint8)).save(buf, format="JPEG")
+    data = buf.getvalue()
+    ours = Preprocessor(pre)([open_image(data, 10**8, pre.resize_size)])[0]
+    theirs = eval_transform(pre)(open_rgb(io.BytesIO(data), pre.resize_size))
+    assert torch.equal(ours, theirs)
+
+
+def test_top_k_header_case_does_not_matter(handler):
+    _, _, doc = _call(handler, _png(), **{"content-type": "image/png", "x-amzn-sagemaker-custom-attributes": "top_k=2"})
+    assert len(doc["predictions"]) == 2
+
+
+@pytest.mark.parametrize("headers, body, status", [
+    ({"Content-Type": "text/plain"}, b"hi", 415),
+    ({"Content-Type": "image/png", "Accept": "text/csv"}, _png(), 406),
+    ({"Content-Type": "image/png"}, b"garbage", 400),
+    ({"Content-Type": "image/png"}, _png(size=(2000, 1000)), 400),  # over the 1 MP bound of this fixture
+    ({"Content-Type": "application/json"}, b"{", 400),
+])
+def test_errors_are_json_with_status(handler, headers, body, status):
+    got, ctype, doc = _call(handler, body, **headers)
+    assert got == status and ctype == "application/json"
+    assert doc["status"] == status and "Traceback" not in doc["error"]
+    assert _call(handler, _png(), Content_Type="image/png")[0] == 200  # still serving
+
+
+def test_unexpected_failure_is_500_without_internals(handler, monkeypatch):
+    def boom(batch):
+        raise RuntimeError("CUDA exploded at secret/path.py")
+
+    monkeypatch.setattr(handler, "inference", boom)
+    status, _, doc = _call(handler, _png(), Content_Type="image/png")
+    assert status == 500 and "secret" not in doc["error"] and doc["status"] == 500
+
+
+def test_probe_answers_without_a_body(handler):
+    status, _, doc = _call(handler, b"", X_Byoc_Probe="1")
+    assert status == 200 and doc == {"status": "ready"}

@@ -1,0 +1,54 @@
+"""Default worker and thread counts (byoc.serve.sizing) and settings (byoc.serve.config)."""
+
+from __future__ import annotations
+
+import pytest
+
+from byoc.errors import ConfigError
+from byoc.serve import sizing
+from byoc.serve.config import ServeConfig
+
+GB = 1024**3
+RESNET50 = 100 * 1024**2
+
+
+@pytest.mark.parametrize("cores, workers, threads", [(1, 1, 1), (2, 1, 2), (4, 1, 4), (8, 2, 4), (96, 24, 4)])
+def test_cpu_defaults_keep_workers_times_threads_within_cores(cores, workers, threads):
+    plan = sizing.plan(cores, 0, RESNET50, 64 * GB)
+    assert (plan.workers, plan.threads) == (workers, threads)
+    assert plan.workers * plan.threads <= cores
+
+
+def test_memory_caps_workers():
+    plan = sizing.plan(96, 0, RESNET50, 2 * GB)
+    assert plan.workers == 1 and plan.workers * plan.threads <= 96
+    assert sizing.plan(96, 0, 4 * GB, 1 * GB).workers == 1  # never zero
+
+
+def test_one_worker_per_gpu():
+    plan = sizing.plan(8, 4, RESNET50, 64 * GB)
+    assert (plan.workers, plan.threads) == (4, 2)
+
+
+def test_explicit_workers_set_threads():
+    plan = sizing.plan(8, 0, RESNET50, 64 * GB, workers=8)
+    assert (plan.workers, plan.threads, plan.reason) == (8, 1, "SAGEMAKER_MODEL_SERVER_WORKERS")
+
+
+def test_machine_probes_are_sane():
+    assert sizing.cpu_count() >= 1 and sizing.memory_available() > 0
+
+
+def test_config_from_sagemaker_variables():
+    cfg = ServeConfig.from_env({"SAGEMAKER_BIND_TO_PORT": "9000", "SAGEMAKER_MODEL_SERVER_WORKERS": "3",
+                                "SAGEMAKER_MODEL_SERVER_TIMEOUT": "20", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "2",
+                                "SAGEMAKER_BASE_DIR": "/x"})
+    assert (cfg.port, cfg.workers, cfg.timeout, cfg.max_request_bytes) == (9000, 3, 20, 2 * 1024**2)
+    assert str(cfg.model_dir) == "/x/model"
+    assert ServeConfig.from_env({}).max_request_bytes == 6 * 1024**2
+
+
+@pytest.mark.parametrize("env", [{"SAGEMAKER_MODEL_SERVER_WORKERS": "two"}, {"BYOC_TOP_K": "0"}])
+def test_bad_settings_are_config_errors(env):
+    with pytest.raises(ConfigError):
+        ServeConfig.from_env(env)
