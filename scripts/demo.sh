@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 TRAIN_IMAGE="${BYOC_TRAIN_IMAGE:-byoc-train:latest}"
 SERVE_IMAGE="${BYOC_SERVE_IMAGE:-byoc-serve:latest}"
-HPS=(--arch resnet18 --image-size 32 --pretrained false --epochs 4 --batch-size 64 --lr 0.003 --num-workers 1)
+HPS=(--arch resnet18 --image-size 32 --pretrained false --epochs 10 --batch-size 64 --lr 0.003 --num-workers 1)
 
 scripts/ensure_docker.sh
 for image in "$TRAIN_IMAGE" "$SERVE_IMAGE"; do

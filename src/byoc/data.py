@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile
 from torch.utils.data import Dataset
 from torchvision.transforms import v2 as T
 
 from byoc.artifact import Preprocessing
 from byoc.errors import DataError
+from byoc.imaging import eval_transform, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -119,24 +120,12 @@ def scan_split(folder: Path, class_folders: list[str] | None = None) -> tuple[li
 
 
 def open_rgb(path_or_file, draft_size: int | None = None) -> Image.Image:
-    """Open any image Pillow reads as RGB: EXIF orientation applied; L, LA, P, RGBA, CMYK, I;16 converted."""
+    """Open any image Pillow reads as RGB (see `byoc.imaging.to_rgb`)."""
     img = Image.open(path_or_file)
     if draft_size and img.format == "JPEG":
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the image is much larger than needed.
         img.draft("RGB", (draft_size, draft_size))
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
-    elif img.mode.startswith("I") or img.mode == "F":
-        # 16/32-bit or float greyscale: scale to 8 bit rather than clip.
-        import numpy as np
-
-        arr = np.asarray(img, dtype=np.float64)
-        top = arr.max() if arr.size and arr.max() > 255 else 255.0
-        img = Image.fromarray((arr.clip(0, None) * (255.0 / top)).astype("uint8"))
-    return img.convert("RGB")
+    return to_rgb(img)
 
 
 def train_transform(pre: Preprocessing, augment: bool = True) -> T.Compose:
@@ -147,16 +136,6 @@ def train_transform(pre: Preprocessing, augment: bool = True) -> T.Compose:
         steps += [T.Resize(pre.resize_size, antialias=True), T.CenterCrop(pre.image_size)]
     steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(pre.mean, pre.std)]
     return T.Compose(steps)
-
-
-def eval_transform(pre: Preprocessing) -> T.Compose:
-    return T.Compose([
-        T.ToImage(),
-        T.Resize(pre.resize_size, antialias=True),
-        T.CenterCrop(pre.image_size),
-        T.ToDtype(torch.float32, scale=True),
-        T.Normalize(pre.mean, pre.std),
-    ])
 
 
 class ImageFolderSplit(Dataset):

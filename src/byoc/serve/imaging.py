@@ -1,6 +1,5 @@
-"""Image bytes and arrays -> normalised tensors, with the same semantics as training's
-`byoc.data.open_rgb` + `byoc.data.eval_transform` (serving must not import the training code,
-so the few lines are kept here; change both together)."""
+"""Image bytes and arrays -> normalised tensors, exactly as in training
+(conversion and transform are shared through `byoc.imaging`)."""
 
 from __future__ import annotations
 
@@ -8,10 +7,10 @@ import io
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps
-from torchvision.transforms import v2 as T
+from PIL import Image, ImageFile
 
 from byoc.artifact import Preprocessing
+from byoc.imaging import eval_transform, to_rgb
 from byoc.serve.errors import BadRequest, ImageTooLarge
 
 # A truncated file is an error, not half an image.
@@ -26,21 +25,6 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
             f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
             "(BYOC_MAX_IMAGE_PIXELS): send a smaller image"
         )
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """EXIF orientation applied; L, LA, P, RGBA, CMYK, I;16 and F converted to 8-bit RGB (alpha over white)."""
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
-    elif img.mode.startswith("I") or img.mode == "F":
-        # 16/32-bit or float greyscale: scale to 8 bit rather than clip.
-        arr = np.asarray(img, dtype=np.float64)
-        top = arr.max() if arr.size and arr.max() > 255 else 255.0
-        img = Image.fromarray((arr.clip(0, None) * (255.0 / top)).astype("uint8"))
-    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def open_image(data: bytes, max_pixels: int, draft_size: int | None = None) -> Image.Image:
@@ -75,13 +59,7 @@ class Preprocessor:
 
     def __init__(self, pre: Preprocessing):
         self.pre = pre
-        self.transform = T.Compose([
-            T.ToImage(),
-            T.Resize(pre.resize_size, antialias=True),
-            T.CenterCrop(pre.image_size),
-            T.ToDtype(torch.float32, scale=True),
-            T.Normalize(pre.mean, pre.std),
-        ])
+        self.transform = eval_transform(pre)
 
     @property
     def draft_size(self) -> int:
