@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the byoc images: byoc-train:latest and byoc-serve:latest.
 #
-# usage: scripts/build_images.sh [train|serve|all] [extra docker build args...]
+# usage: scripts/build_images.sh [train|serve|all|torchserve] [extra docker build args...]
+#        (torchserve: byoc-torchserve:latest, bench/'s TorchServe comparison image; not in `all`)
 #
 # Environment:
 #   BASE_IMAGE        base for both images (default python:3.11-slim-bookworm). When it
@@ -75,6 +76,7 @@ case "$what" in
     train) build byoc-train docker/train/Dockerfile "$@" ;;
     serve) build byoc-serve docker/serve/Dockerfile "$@" ;;
     all) build byoc-train docker/train/Dockerfile "$@"; build byoc-serve docker/serve/Dockerfile "$@" ;;
-    *) echo "usage: $0 [train|serve|all]" >&2; exit 2 ;;
+    torchserve) build byoc-torchserve docker/bench/torchserve/Dockerfile "$@" ;;
+    *) echo "usage: $0 [train|serve|all|torchserve]" >&2; exit 2 ;;
 esac
 docker image prune -f >/dev/null 2>&1 || true

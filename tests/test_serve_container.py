@@ -112,6 +112,13 @@ def test_predictions_agree_with_training_test_accuracy(server):
     assert abs(correct - expected) <= 1, f"served {correct}/{total} correct, training reported {expected:.1f}"
 
 
+def same(a: list[dict], b: list[dict]) -> bool:
+    """Same classes in the same order and the same scores up to float noise: a batch of N runs other
+    kernels than a batch of 1 (differences around 1e-8 can flip the 6th decimal of a rounded score)."""
+    return [p["index"] for p in a] == [p["index"] for p in b] and all(
+        abs(p["score"] - q["score"]) < 1e-5 for p, q in zip(a, b))
+
+
 def test_top_k_and_batches(server):
     port = server["port"]
     img = png(Image.new("RGB", (32, 32), (255, 255, 255)))
@@ -125,12 +132,12 @@ def test_top_k_and_batches(server):
     b64 = base64.b64encode(img).decode()
     status, doc, _ = request(port, "/invocations", json.dumps({"instances": [{"b64": b64}] * 3}).encode(),
                              {"Content-Type": "application/json", "X-Amzn-SageMaker-Custom-Attributes": "top_k=3"})
-    assert status == 200 and doc["predictions"] == [single] * 3
+    assert status == 200 and len(doc["predictions"]) == 3 and all(same(p, single) for p in doc["predictions"])
     buf = io.BytesIO()
     np.save(buf, np.full((2, 32, 32, 3), 255, np.uint8))
     status, doc, _ = request(port, "/invocations", buf.getvalue(), {"Content-Type": "application/x-npy",
                                                                      "X-Amzn-SageMaker-Custom-Attributes": "top_k=3"})
-    assert status == 200 and doc["predictions"] == [single] * 2
+    assert status == 200 and len(doc["predictions"]) == 2 and all(same(p, single) for p in doc["predictions"])
 
 
 @functools.lru_cache(maxsize=1)

@@ -93,6 +93,10 @@ class ModelServer:
             "LOG_LOCATION": str(logs),
             "METRICS_LOCATION": str(logs),
         })
+        # Waiting OpenMP threads sleep instead of spinning: when a core is busy elsewhere (the JVM,
+        # the front, another worker, a neighbour) spinning cost ~10x the CPU per request and 4x the
+        # latency in bench/ (README "Performance"). An explicit setting still wins.
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         cmd = [sys.executable, "-m", "mms.model_server", "--start", "--foreground", "--mms-config", str(properties),
                "--model-store", str(properties.parent / "model-store"), "--log-config", str(LOG_CONFIG)]
         # Own process group: stop() reaches the JVM and every worker it forked.

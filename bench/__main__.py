@@ -1,0 +1,158 @@
+"""Run the benchmarks (serving, training, image sizes) and write bench/results/.
+
+Writes results.json, summary.md and PNG plots, prints the tables. Exit 1 only when a run
+failed (a missed target is a finding, not a failure)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench import accuracy, artifact, containers, payloads, plot, report, serving, sizes, training
+
+log = logging.getLogger("bench")
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+SUITES = ("serving", "training", "sizes")
+# byoc-serve settings besides its defaults (SageMaker's environment variables): label -> env.
+VARIANTS = {
+    "2w1t": {"SAGEMAKER_MODEL_SERVER_WORKERS": "2", "BYOC_TORCH_THREADS": "1"},
+    # OpenMP threads that sleep instead of spinning when they wait (costs a wake-up per parallel region).
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+}
+DEFAULT_VARIANTS = "2w1t"
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    docker_version = containers.docker("version", "-f", "{{.Server.Version}}", check=False).stdout.strip()
+    info = {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_gb, 1), "kernel": platform.release(),
+            "docker": docker_version, "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+            "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+    info["summary"] = f"{cpu}, {info['cores']} cores, {info['memory_gib']} GiB, load {info['load_average_at_start'][0]}"
+    return info
+
+
+def ensure_image(image: str, what: str) -> None:
+    if not containers.image_exists(image):
+        log.info("building %s (scripts/build_images.sh %s)", image, what)
+        subprocess.run([str(REPO / "scripts" / "build_images.sh"), what], check=True)
+
+
+def run_serving(args, work: Path, failures: list[str]) -> dict:
+    ensure_image("byoc-serve:latest", "serve")
+    ensure_image("byoc-torchserve:latest", "torchserve")
+    photos = payloads.write(work / "payloads", {k: v for k, v in payloads.MEGAPIXELS.items() if k in args.payloads})
+    model_dir = artifact.write_byoc(work / "model")
+    mar = artifact.write_mar(model_dir, work / "mar")
+    out: dict = {"model": {"arch": artifact.ARCH, "classes": artifact.CLASSES, "image_size": artifact.IMAGE_SIZE},
+                 "payload_bytes": {k: p.stat().st_size for k, p in photos.items()},
+                 "concurrency": list(args.concurrency), "seconds_per_point": args.seconds, "servers": []}
+    try:
+        if args.no_inprocess:
+            raise RuntimeError("skipped (--no-inprocess)")
+        out["inprocess"] = serving.run_inprocess("byoc-serve:latest", model_dir, photos, args.threads,
+                                                 args.inprocess_seconds)
+        log.info("in-process limit: %s", json.dumps(out["inprocess"]["e2e_batch1_ms"]))
+    except Exception as exc:
+        if not args.no_inprocess:
+            failures.append(f"in-process limit: {exc}")
+            log.error("in-process limit failed: %s", exc)
+    servers = [serving.byoc_server(model_dir)] if "byoc" in args.servers else []
+    servers += [serving.byoc_server(model_dir, label=f"byoc-{v}", env=VARIANTS[v]) for v in args.variants]
+    if "torchserve" in args.servers:
+        servers.append(serving.torchserve_server(mar))
+    if containers.image_exists("byoc-serve:cpu"):
+        servers.append(serving.byoc_server(model_dir, image="byoc-serve:cpu", label="byoc-cpu"))
+    for server in servers:
+        result = serving.run_server(server, photos, tuple(args.concurrency), args.seconds, args.warmup, work)
+        if result.error:
+            failures.append(f"{server.label}: {result.error.splitlines()[0]}")
+        out["servers"].append(result.to_json())
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=",".join(SUITES), help=f"comma-separated suites from {','.join(SUITES)}")
+    ap.add_argument("--payloads", default=",".join(payloads.MEGAPIXELS), help="photo sizes to send")
+    ap.add_argument("--concurrency", default="1,4,16")
+    ap.add_argument("--seconds", type=float, default=10.0, help="measured seconds per load point")
+    ap.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each load point")
+    ap.add_argument("--servers", default="byoc,torchserve", help="which of byoc,torchserve to run (variants aside)")
+    ap.add_argument("--variants", default=DEFAULT_VARIANTS,
+                    help=f"byoc-serve settings to run besides the defaults (from {','.join(VARIANTS)}; '' for none)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads for the in-process limit")
+    ap.add_argument("--inprocess-seconds", type=float, default=3.0)
+    ap.add_argument("--no-inprocess", action="store_true", help="skip the in-process limit")
+    ap.add_argument("--quick", action="store_true", help="a short smoke run (small loads, small training set)")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/byoc-bench-work"),
+                    help="scratch folder for payloads, models and training data (kept between runs)")
+    args = ap.parse_args(argv)
+    args.payloads = args.payloads.split(",")
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    args.variants = [v for v in args.variants.split(",") if v]
+    if set(args.variants) - set(VARIANTS):
+        ap.error(f"unknown variant(s): choose from {', '.join(VARIANTS)}")
+    if args.quick:
+        args.seconds, args.warmup, args.inprocess_seconds = min(args.seconds, 3.0), min(args.warmup, 1.0), 1.0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    suites = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(suites) - set(SUITES)
+    if unknown:
+        ap.error(f"unknown suite(s) {', '.join(sorted(unknown))}: choose from {', '.join(SUITES)}")
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    started = time.monotonic()
+    failures: list[str] = []
+    results: dict = {"machine": machine(), "command": "make bench  # = .venv/bin/python -m bench " + " ".join(argv or sys.argv[1:])}
+    if "serving" in suites:
+        results["serving"] = run_serving(args, args.work, failures)
+    if "training" in suites:
+        try:
+            ensure_image("byoc-train:latest", "train")
+            results["training"] = training.run(args.work, quick=args.quick)
+            demo = results["training"]["demo"]
+            # Decoders differ only on JPEG: the demo test split, upscaled and re-encoded.
+            jpegs = accuracy.write_jpeg_test_set(Path(demo["test_split"]), args.work / "demo_test_jpeg", 256)
+            results["training"]["decode_top1"] = serving.run_accuracy("byoc-serve:latest", Path(demo["model_dir"]), jpegs)
+            log.info("top-1 per decode pipeline: %s", results["training"]["decode_top1"])
+        except Exception as exc:
+            failures.append(f"training: {exc}")
+            log.error("training benchmark failed: %s", exc)
+    if "sizes" in suites:
+        results["sizes"] = sizes.run()
+    results["targets"] = report.targets(results)
+    results["failures"] = failures
+    results["seconds"] = round(time.monotonic() - started, 1)
+
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    text = report.markdown(results)
+    (args.out / "summary.md").write_text(text + "\n")
+    for name, fn in (("serving.png", plot.serving), ("targets.png", plot.ratios)):
+        try:
+            fn(results, args.out / name)
+        except Exception as exc:  # a plot is not worth losing the numbers
+            log.error("plot %s failed: %s", name, exc)
+    print(text)
+    print(f"\nresults: {args.out}/results.json, summary.md, serving.png, targets.png ({results['seconds']:.0f} s)")
+    if failures:
+        print("FAILED runs:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""PNG plots of a results document: latency and throughput against concurrency, per payload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import report
+
+
+def serving(results: dict, path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    serving = results.get("serving", {})
+    servers = [s for s in serving.get("servers", []) if s.get("load")]
+    if not servers:
+        return None
+    limit = serving.get("inprocess") or {}
+    payloads = list(servers[0]["load"])
+    fig, axes = plt.subplots(2, len(payloads), figsize=(4.2 * len(payloads), 7), squeeze=False)
+    for col, payload in enumerate(payloads):
+        lat, thr = axes[0][col], axes[1][col]
+        for i, s in enumerate(servers):
+            pts = [p for p in s["load"].get(payload, []) if p["requests"]]
+            cs, color = [p["concurrency"] for p in pts], f"C{i}"
+            lat.plot(cs, [p["p50_ms"] for p in pts], "o-", color=color, label=f"{s['label']} p50")
+            lat.plot(cs, [p["p99_ms"] for p in pts], "x--", color=color, alpha=0.5, label=f"{s['label']} p99")
+            thr.plot(cs, [p["rps"] for p in pts], "o-", color=color, label=s["label"])
+        e2e = limit.get("e2e_batch1_ms", {}).get(payload)
+        if e2e:
+            lat.axhline(e2e["ms"], color="k", ls=":", label="in-process batch 1")
+            thr.axhline(1e3 / e2e["ms"], color="k", ls=":", label="in-process batch 1")
+        best = limit.get("best_batch", {}).get(payload)
+        if best:
+            thr.axhline(best["images_per_s"], color="grey", ls="-.", label=f"in-process batch {best['batch']}")
+        for ax in (lat, thr):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("concurrent connections")
+            ax.grid(alpha=0.3)
+        lat.set(title=f"{payload} JPEG: latency", ylabel="ms")
+        thr.set(title=f"{payload} JPEG: throughput", ylabel="requests/s", ylim=(0, None))
+    axes[0][0].legend(fontsize=7)
+    axes[1][0].legend(fontsize=7)
+    fig.suptitle(f"ResNet-50 224 px, 133 classes\n{results.get('machine', {}).get('summary', '')}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def ratios(results: dict, path: Path) -> Path | None:
+    """Each measured target as value / goal (a bar at or past 1 is met)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report.targets(results) if r["value"] is not None]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.2))
+    scores, colors = [], []
+    for r in rows:
+        goal = float(r["goal"].split()[1])
+        higher = r["goal"].startswith(">=")
+        score = r["value"] / goal if higher else goal / r["value"] if r["value"] else 0
+        scores.append(score)
+        colors.append("tab:green" if r["met"] else "tab:red")
+    ax.barh([r["target"] for r in rows], scores, color=colors)
+    ax.axvline(1.0, color="k", lw=1)
+    ax.invert_yaxis()
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_xlabel("measured vs goal (>= 1 is met)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -1,0 +1,173 @@
+"""Figures, ratios and targets from a results document, as Markdown tables (printed and in the README)."""
+
+from __future__ import annotations
+
+import math
+
+P50_VS_LIMIT = 1.10
+THROUGHPUT_VS_LIMIT = 0.90
+THROUGHPUT_VS_TORCHSERVE = 1.30
+COLD_START_S = 10.0
+TRAINING_VS_LIMIT = 0.85
+TOP1_CHANGE = 0.005
+
+
+def _num(x) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if isinstance(x, float) and 0 < abs(x) < 0.1:
+        return f"{x:.4f}"
+    return f"{x:.2f}" if isinstance(x, float) and abs(x) < 10 else f"{x:.1f}" if isinstance(x, float) else str(x)
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table ('' without rows)."""
+    if not rows:
+        return ""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_num(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def point(server: dict, payload: str, concurrency: int) -> dict | None:
+    for r in server.get("load", {}).get(payload, []):
+        if r["concurrency"] == concurrency:
+            return r
+    return None
+
+
+def saturated(server: dict, payload: str) -> float | None:
+    """Throughput at saturation: the best req/s over the concurrencies run."""
+    rates = [r["rps"] for r in server.get("load", {}).get(payload, []) if r["requests"]]
+    return max(rates) if rates else None
+
+
+def ratio(a, b) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def _target(name: str, value, goal: float, higher_is_better: bool, unit: str = "") -> dict:
+    met = None if value is None else (value >= goal if higher_is_better else value <= goal)
+    return {"target": name, "value": value, "goal": f"{'>=' if higher_is_better else '<='} {goal}{unit}", "met": met}
+
+
+def targets(results: dict) -> list[dict]:
+    """Every target of the issue with its measured value; met is None when it was not measured."""
+    out = []
+    serving = results.get("serving", {})
+    servers = {s["label"]: s for s in serving.get("servers", [])}
+    limit = serving.get("inprocess") or {}
+    ts = servers.get("torchserve")
+    for label, ours in servers.items():
+        if not label.startswith("byoc"):
+            continue
+        for payload in ours.get("load", {}):
+            c1 = point(ours, payload, 1)
+            lim1 = limit.get("e2e_batch1_ms", {}).get(payload, {}).get("ms")
+            best = limit.get("best_batch", {}).get(payload, {}).get("images_per_s")
+            sat = saturated(ours, payload)
+            out.append(_target(f"{label} {payload}: p50 at c=1 / in-process batch-1 limit",
+                               ratio(c1["p50_ms"] if c1 and c1["requests"] else None, lim1), P50_VS_LIMIT, False))
+            out.append(_target(f"{label} {payload}: saturated req/s / in-process best-batch limit",
+                               ratio(sat, best), THROUGHPUT_VS_LIMIT, True))
+            if ts is not None:
+                out.append(_target(f"{label} {payload}: saturated req/s / TorchServe's",
+                                   ratio(sat, saturated(ts, payload)), THROUGHPUT_VS_TORCHSERVE, True))
+        out.append(_target(f"{label}: cold start, container start to /ping 200", ours.get("cold_start_ping_s"),
+                           COLD_START_S, False, " s"))
+    training = results.get("training") or {}
+    if training:
+        out.append(_target("training container images/s / in-process limit", training.get("ratio"),
+                           TRAINING_VS_LIMIT, True))
+        top1 = (training.get("decode_top1") or {}).get("top1", {})
+        for name, value in top1.items():
+            if name != "pil_full" and "pil_full" in top1:
+                out.append(_target(f"top-1 change, {name} vs full decode (demo test set as JPEG)",
+                                   round(abs(value - top1["pil_full"]), 4), TOP1_CHANGE, False))
+    for row in results.get("sizes", []):
+        if row.get("target_gb") is not None:
+            out.append(_target(f"image size {row['image']} ({row['what']})", row.get("gb"), row["target_gb"], False,
+                               " GB"))
+    return out
+
+
+def serving_table(results: dict) -> str:
+    serving = results.get("serving", {})
+    limit = serving.get("inprocess") or {}
+    rows = []
+    for s in serving.get("servers", []):
+        for payload, points in s.get("load", {}).items():
+            for r in points:
+                rows.append([s["label"], payload, r["concurrency"], r["p50_ms"], r["p99_ms"], r["rps"],
+                             r.get("cpu_ms_per_request"), r["errors"]])
+    for payload, e2e in limit.get("e2e_batch1_ms", {}).items():
+        best = limit.get("best_batch", {}).get(payload, {})
+        rows.append([f"in-process ({e2e['pipeline']})", payload, "batch 1", e2e["ms"], None,
+                     round(1e3 / e2e["ms"], 2), e2e.get("cpu_ms"), None])
+        if best:
+            rows.append([f"in-process ({e2e['pipeline']})", payload, f"batch {best['batch']}", None, None,
+                         best["images_per_s"], None, None])
+        handler_ms = limit.get("handler_ms", {}).get(payload)
+        if handler_ms:
+            rows.append(["in-process byoc handler.predict", payload, "batch 1", handler_ms, None,
+                         round(1e3 / handler_ms, 2), None, None])
+    return table(["server", "payload", "concurrency", "p50 ms", "p99 ms", "req/s", "CPU ms/req", "errors"], rows)
+
+
+def servers_table(results: dict) -> str:
+    rows = []
+    for s in results.get("serving", {}).get("servers", []):
+        mem = s.get("memory") or {}
+        rows.append([s["label"], s["image"], s.get("cold_start_ping_s"), s.get("cold_start_first_prediction_s"),
+                     mem.get("container_mb"), mem.get("workers"), ", ".join(str(m) for m in mem.get("worker_pss_mb", [])),
+                     s.get("notes") or "", (s.get("error") or "")[:80]])
+    return table(["server", "image", "cold start to /ping 200 s", "to first prediction s", "container MiB",
+                  "workers", "MiB per worker (PSS)", "settings", "error"], rows)
+
+
+def preprocess_table(results: dict) -> str:
+    limit = results.get("serving", {}).get("inprocess") or {}
+    pre = limit.get("preprocess_ms", {})
+    if not pre:
+        return ""
+    names = list(next(iter(pre.values())))
+    rows = [[payload, *[pre[payload].get(n) for n in names]] for payload in pre]
+    fwd = limit.get("forward_ms", {})
+    return (table(["payload (decode + preprocess ms)", *names], rows)
+            + f"\n\nForward pass alone at batch 1 ({limit.get('threads')} threads, torch {limit.get('torch')}): "
+            + ", ".join(f"{k} {v} ms" for k, v in fwd.items()))
+
+
+def training_text(results: dict) -> str:
+    t = results.get("training") or {}
+    if not t:
+        return ""
+    rows = [["container (224 px JPEG ImageFolder)", t["container_epoch_s"], t["container_images_per_s"]],
+            ["in-process limit (synthetic tensors)", t["limit_epoch_s"], t["limit_images_per_s"]]]
+    text = table([f"training {t['arch']} batch {t['batch_size']}, {t['train_images']} + {t['valid_images']} images",
+                  "epoch s", "train images/s"], rows)
+    demo = t.get("demo")
+    if demo:
+        text += (f"\n\nDemo dataset (handwritten digits, {demo['hyperparameters']}): "
+                 f"{demo['mean_epoch_s']} s per epoch on average ({demo['epoch_s']}), test accuracy {demo['test_accuracy']:.3f}")
+    top1 = t.get("decode_top1")
+    if top1:
+        text += (f"\n\nTop-1 of that model on its {top1['images']} test images re-encoded as 256 px JPEG, per decode "
+                 "pipeline: " + ", ".join(f"{k} {v:.4f}" for k, v in top1["top1"].items()))
+    return text
+
+
+def sizes_table(results: dict) -> str:
+    rows = [[r["image"], r["what"], r["gb"], r["target_gb"]] for r in results.get("sizes", [])]
+    return table(["image", "what", "size GB", "target GB"], rows) if rows else ""
+
+
+def targets_table(rows: list[dict]) -> str:
+    mark = {True: "met", False: "MISSED", None: "not measured"}
+    return table(["target", "measured", "goal", ""], [[r["target"], r["value"], r["goal"], mark[r["met"]]] for r in rows])
+
+
+def markdown(results: dict) -> str:
+    parts = [targets_table(targets(results)), serving_table(results), servers_table(results),
+             preprocess_table(results), training_text(results), sizes_table(results)]
+    return "\n\n".join(p for p in parts if p)

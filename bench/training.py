@@ -1,0 +1,117 @@
+"""The training benchmark: images/s of the training container on a 224 px JPEG ImageFolder
+against the same model's training steps on synthetic tensors in one process (the limit), and
+the epoch time on the demo dataset."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import uuid
+from pathlib import Path
+
+from bench import containers
+
+log = logging.getLogger("bench")
+REPO = Path(__file__).resolve().parents[1]
+IMAGE = "byoc-train:latest"
+
+
+def write_jpeg_folder(root: Path, classes: int, train: int, valid: int, test: int, size: int = 224,
+                      seed: int = 0) -> Path:
+    """An ImageFolder (dogImages layout) of size x size JPEG crops of real photographs."""
+    from PIL import Image, ImageOps
+    from sklearn.datasets import load_sample_image
+
+    if (root / "test").is_dir():
+        return root
+    rng = random.Random(seed)
+    photos = [Image.fromarray(load_sample_image(n)) for n in ("china.jpg", "flower.jpg")]
+    for split, count in (("train", train), ("valid", valid), ("test", test)):
+        for c in range(classes):
+            folder = root / split / f"{c + 1:03d}.class_{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                src = photos[c % 2]
+                side = rng.randint(160, 420)
+                x, y = rng.randint(0, src.width - side), rng.randint(0, src.height - side)
+                img = src.crop((x, y, x + side, y + side)).resize((size, size), Image.Resampling.BILINEAR)
+                if c >= 2:  # more classes than photos: mirrored and rotated variants
+                    img = ImageOps.mirror(img).rotate(90 * (c // 2))
+                img.save(folder / f"img_{i:04d}.jpg", quality=90)
+    return root
+
+
+def run_container(opt_ml_root: Path, data: Path, hps: dict) -> dict:
+    """`docker run byoc-train train` as SageMaker would; returns metrics.json."""
+    import shutil
+
+    config = opt_ml_root / "input" / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "hyperparameters.json").write_text(json.dumps({k: str(v) for k, v in hps.items()}))
+    (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"],
+                                                            "network_interface_name": "lo"}))
+    (config / "inputdataconfig.json").write_text(json.dumps({"training": {"TrainingInputMode": "File"}}))
+    channel = opt_ml_root / "input" / "data" / "training"
+    if not channel.exists():
+        shutil.copytree(data, channel)
+    for sub in ("model", "output/data", "checkpoints"):
+        (opt_ml_root / sub).mkdir(parents=True, exist_ok=True)
+    proc = containers.run_once(IMAGE, ["train"], ["--network", "none", "--hostname", "algo-1", "--add-host",
+                                                   "algo-1:127.0.0.1", "--shm-size", "1g", "-v", f"{opt_ml_root}:/opt/ml"],
+                               "train", timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"training container exited {proc.returncode}: {(proc.stdout + proc.stderr)[-1500:]}")
+    return json.loads((opt_ml_root / "output" / "data" / "metrics.json").read_text())
+
+
+def run_limit(arch: str, classes: int, train: int, valid: int, batch: int, image_size: int) -> dict:
+    """bench.trainlimit inside the training image: same torch, same cores."""
+    proc = containers.run_once(IMAGE, ["-m", "bench.trainlimit", "--arch", arch, "--classes", str(classes),
+                                       "--train", str(train), "--valid", str(valid), "--batch-size", str(batch),
+                                       "--image-size", str(image_size)],
+                               ["--network", "none", "-v", f"{REPO / 'bench'}:/bench/bench:ro", "-e", "PYTHONPATH=/bench",
+                                "--entrypoint", "python3"], "trainlimit")
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.trainlimit exited {proc.returncode}: {proc.stderr.strip()[-1500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(work: Path, quick: bool = False) -> dict:
+    """Container vs limit on JPEGs, and the demo dataset's epoch time."""
+    classes, train, valid, test, batch = (4, 32, 8, 8, 32) if quick else (4, 64, 8, 8, 32)
+    arch, size = "resnet18", 224
+    data = write_jpeg_folder(work / f"jpeg{size}_{classes}x{train}", classes, train, valid, test, size)
+    hps = {"arch": arch, "image-size": size, "pretrained": "false", "epochs": 2, "batch-size": batch,
+           "log-every": 1000, "early-stopping-patience": 0}
+    metrics = run_container(work / f"opt_ml_jpeg_{uuid.uuid4().hex[:6]}", data, hps)
+    last = metrics["epochs"][-1]  # epoch 2: loader workers already up (persistent)
+    limit = run_limit(arch, classes, train * classes, valid * classes, batch, size)
+    result = {
+        "arch": arch, "image_size": size, "batch_size": batch, "train_images": train * classes,
+        "valid_images": valid * classes,
+        "container_epoch_s": last["seconds"], "limit_epoch_s": limit["epoch_s"],
+        "container_images_per_s": round(train * classes / last["seconds"], 2),
+        "limit_images_per_s": round(train * classes / limit["epoch_s"], 2),
+        "limit": limit, "container_epochs": metrics["epochs"],
+    }
+    result["ratio"] = round(limit["epoch_s"] / last["seconds"], 3)
+    log.info("training: container %.2f img/s, limit %.2f img/s (ratio %.2f)", result["container_images_per_s"],
+             result["limit_images_per_s"], result["ratio"])
+    from byoc.data import write_demo_dataset
+
+    demo = work / "demo"
+    if not demo.exists():
+        write_demo_dataset(demo)
+    # The README's demo settings, fewer epochs: the epoch time is the figure, the model feeds the top-1 check.
+    quick_hps = {"arch": "resnet18", "image-size": 32, "pretrained": "false", "epochs": 2 if quick else 3,
+                 "batch-size": 64, "lr": 0.003}
+    demo_root = work / f"opt_ml_demo_{uuid.uuid4().hex[:6]}"
+    demo_metrics = run_container(demo_root, demo, quick_hps)
+    seconds = [e["seconds"] for e in demo_metrics["epochs"]]
+    result["demo"] = {"hyperparameters": quick_hps, "epoch_s": seconds, "mean_epoch_s": round(sum(seconds) / len(seconds), 2),
+                      "test_accuracy": demo_metrics["test_accuracy"], "model_dir": str(demo_root / "model"),
+                      "test_split": str(demo / "test")}
+    log.info("demo dataset: %.1f s per epoch, test accuracy %.3f", result["demo"]["mean_epoch_s"],
+             demo_metrics["test_accuracy"])
+    return result

@@ -1,0 +1,59 @@
+"""The training limit: the training loop's steps on synthetic tensors (no data loading) in one
+process. Runs inside the training image; prints one JSON document."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+from torch import nn
+
+
+def epoch_seconds(model, optimizer, train: int, valid: int, batch: int, size: int, classes: int) -> float:
+    """One epoch as byoc.train runs it: train steps over `train` images, then evaluation over `valid`."""
+    criterion = nn.CrossEntropyLoss()
+    x = torch.randn(batch, 3, size, size)
+    y = torch.randint(0, classes, (batch,))
+    start = time.perf_counter()
+    model.train()
+    for first in range(0, train, batch):
+        n = min(batch, train - first)
+        loss = criterion(model(x[:n]), y[:n])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+        optimizer.step()
+        float(loss.detach())
+    model.eval()
+    with torch.inference_mode():
+        for first in range(0, valid, batch):
+            model(x[: min(batch, valid - first)]).argmax(1)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    from byoc import model as model_factory
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default="resnet18")
+    ap.add_argument("--classes", type=int, default=4)
+    ap.add_argument("--train", type=int, default=384)
+    ap.add_argument("--valid", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--image-size", type=int, default=224)
+    args = ap.parse_args(argv)
+    net = model_factory.create(args.arch, args.classes)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    run = lambda: epoch_seconds(net, optimizer, args.train, args.valid, args.batch_size, args.image_size, args.classes)
+    warm = run()  # first epoch: allocator and oneDNN warm-up, as the container's first epoch
+    seconds = run()
+    print(json.dumps({"epoch_s": round(seconds, 2), "first_epoch_s": round(warm, 2), "threads": torch.get_num_threads(),
+                      "torch": torch.__version__}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""bench/: the load client, the report's ratios and targets, payloads, preprocessing pipelines,
+and a small end-to-end run of `python -m bench`."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from bench import containers, httpload, payloads, report
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    seen = 0
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).seen += 1
+        status = 500 if body == b"fail" else 200
+        answer = json.dumps({"bytes": len(body)}).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_percentile_is_nearest_rank():
+    values = list(range(1, 101))
+    assert httpload.percentile(values, 50) == 50
+    assert httpload.percentile(values, 99) == 99
+    assert httpload.percentile([3.0], 99) == 3.0
+
+
+def test_load_counts_answers_and_errors(http_server):
+    ok = httpload.run("127.0.0.1", http_server, "/x", b"a" * 5000, "image/jpeg", concurrency=3, seconds=0.5, warmup=0.1)
+    assert ok.requests > 10 and ok.errors == 0
+    assert ok.p50_ms <= ok.p99_ms and ok.rps > 0
+    bad = httpload.run("127.0.0.1", http_server, "/x", b"fail", "image/jpeg", concurrency=1, seconds=0.3, warmup=0.0)
+    assert bad.requests == 0 and bad.errors > 0 and "HTTP 500" in bad.first_error
+
+
+def test_load_reports_a_refused_connection():
+    port = containers.free_port()  # nothing listens there
+    result = httpload.run("127.0.0.1", port, "/x", b"a", "image/jpeg", concurrency=1, seconds=0.2, warmup=0.0)
+    assert result.requests == 0 and result.errors > 0
+
+
+def test_free_ports_are_distinct():
+    assert len({containers.free_port() for _ in range(5)}) == 5
+
+
+def test_docker_stats_sizes_parse():
+    assert containers.parse_size("1.5GiB") == 1.5 * 2**30
+    assert containers.parse_size("512MiB") == 512 * 2**20
+    assert containers.parse_size("100kB") == 100e3
+
+
+def test_payloads_have_the_requested_megapixels(tmp_path):
+    from PIL import Image
+
+    paths = payloads.write(tmp_path, {"0.3MP": 0.3, "1MP": 1.0})
+    for name, mp in (("0.3MP", 0.3), ("1MP", 1.0)):
+        with Image.open(paths[name]) as img:
+            assert img.format == "JPEG"
+            assert abs(img.width * img.height / 1e6 - mp) < 0.01
+
+
+def test_pipelines_agree_with_the_reference(tmp_path):
+    """Every decode/preprocess variant gives the reference tensor's shape and nearly its values."""
+    torch = pytest.importorskip("torch")
+    from bench.inprocess import Pipelines
+    from byoc.artifact import Preprocessing
+
+    data = payloads.write(tmp_path, {"0.3MP": 0.3})["0.3MP"].read_bytes()
+    pipes = Pipelines(Preprocessing.for_size(64))
+    ref = pipes.pil_full(data)
+    assert ref.shape == (3, 64, 64)
+    for name in Pipelines.NAMES:
+        x = getattr(pipes, name)(data)
+        assert x.shape == ref.shape, name
+        assert (x - ref).abs().mean() < 0.1, name  # reduced-DCT decoding differs a little
+    # Resizing uint8 in Pillow before the float conversion gives torchvision's numbers (to one 8-bit level).
+    assert (pipes.pil_draft_resize(data) - pipes.pil_draft(data)).abs().max() < 1.01 / 255 / min(pipes.pre.std)
+
+
+def _results(byoc_c1=110.0, byoc_rps=(9.0, 18.0), ts_rps=(7.0, 12.0), limit_ms=100.0, limit_best=20.0):
+    def load(c1, rates):
+        return {"2MP": [{"concurrency": c, "p50_ms": c1 * c, "p99_ms": c1 * c * 1.5, "rps": r, "requests": 10,
+                         "errors": 0} for c, r in zip((1, 4), rates)]}
+
+    return {
+        "serving": {
+            "servers": [{"label": "byoc", "image": "i", "load": load(byoc_c1, byoc_rps), "cold_start_ping_s": 6.0},
+                        {"label": "torchserve", "image": "t", "load": load(150.0, ts_rps), "cold_start_ping_s": 9.0}],
+            "inprocess": {"e2e_batch1_ms": {"2MP": {"pipeline": "pil_draft", "ms": limit_ms}},
+                          "best_batch": {"2MP": {"batch": 4, "images_per_s": limit_best}}},
+        },
+        "training": {"ratio": 0.8, "arch": "resnet18", "batch_size": 32, "train_images": 384, "valid_images": 32,
+                     "container_epoch_s": 50.0, "container_images_per_s": 7.7, "limit_epoch_s": 40.0,
+                     "limit_images_per_s": 9.6},
+        "sizes": [{"image": "byoc-serve:cpu", "what": "cpu", "gb": 1.2, "target_gb": 1.5}],
+    }
+
+
+def test_targets_compute_ratios_and_verdicts():
+    rows = {r["target"]: r for r in report.targets(_results())}
+    p50 = rows["byoc 2MP: p50 at c=1 / in-process batch-1 limit"]
+    assert p50["value"] == 1.1 and p50["met"] is True
+    sat = rows["byoc 2MP: saturated req/s / in-process best-batch limit"]
+    assert sat["value"] == 0.9 and sat["met"] is True
+    vs_ts = rows["byoc 2MP: saturated req/s / TorchServe's"]
+    assert vs_ts["value"] == 1.5 and vs_ts["met"] is True
+    assert rows["byoc: cold start, container start to /ping 200"]["met"] is True
+    assert rows["training container images/s / in-process limit"]["met"] is False
+    assert rows["image size byoc-serve:cpu (cpu)"]["met"] is True
+
+
+def test_targets_report_misses_and_unmeasured():
+    results = _results(byoc_c1=130.0, byoc_rps=(5.0, 8.0))
+    results["serving"]["servers"][0]["load"]["2MP"][0]["requests"] = 0  # c=1 never answered
+    rows = {r["target"]: r for r in report.targets(results)}
+    assert rows["byoc 2MP: p50 at c=1 / in-process batch-1 limit"]["met"] is None
+    assert rows["byoc 2MP: saturated req/s / TorchServe's"]["met"] is False
+    text = report.markdown(results)
+    assert "MISSED" in text and "not measured" in text and "| byoc | 2MP | 4 |" in text
+
+
+@pytest.mark.container
+def test_bench_cli_writes_results(tmp_path):
+    """`python -m bench --only sizes` runs end to end: JSON, Markdown summary, exit 0."""
+    from bench.__main__ import main
+    from tests.dockerutil import require_docker
+
+    require_docker()
+    assert main(["--only", "sizes", "--out", str(tmp_path), "--work", str(tmp_path / "work")]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["failures"] == [] and results["sizes"]
+    assert "size GB" in (tmp_path / "summary.md").read_text()
