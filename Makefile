@@ -18,6 +18,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip==25.2
 	$(PY) -m pip install -q -e '.[torch,train,serve,test]'
+	@# multi-model-server's model-archiver and torch-model-archiver both ship the Python package
+	@# `model_archiver`; the TorchServe comparison needs TorchServe's, whatever pip's install order.
+	$(PY) -m pip install -q --force-reinstall --no-deps torch-model-archiver==0.12.0
 	touch $@
 
 venv: $(VENV)/.installed
