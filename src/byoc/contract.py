@@ -8,7 +8,6 @@ hyperparameters, with command-line overrides applied).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -290,10 +289,3 @@ def torchrun_env() -> dict[str, int]:
         "world_size": int(os.environ.get("WORLD_SIZE", 1)),
         "local_rank": int(os.environ.get("LOCAL_RANK", 0)),
     }
-
-
-def parser_help() -> str:
-    parser = argparse.ArgumentParser(prog="train", description="Train an image classifier (SageMaker contract).")
-    for f in dataclasses.fields(TrainConfig):
-        parser.add_argument("--" + f.name.replace("_", "-"), default=f.default, help=f"default {f.default}")
-    return parser.format_help()

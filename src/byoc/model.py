@@ -14,10 +14,6 @@ from byoc.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def available_archs() -> list[str]:
-    return sorted(models.list_models(module=models))
-
-
 def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
     last = None
     for name, module in model.named_modules():

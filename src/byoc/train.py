@@ -42,10 +42,16 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    amp_dtype: torch.dtype | None = None
-    channels_last: bool = False
-    speed: "speed.Speed | None" = None
+    speed: speed.Speed = speed.Speed("off", False)  # set once by choose_speed
     stop_requested: bool = False
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return self.speed.dtype
+
+    @property
+    def channels_last(self) -> bool:
+        return self.speed.channels_last
 
     @property
     def is_main(self) -> bool:
@@ -87,7 +93,6 @@ def choose_speed(net: nn.Module, cfg: TrainConfig, num_classes: int, rt: Runtime
             dist.broadcast(t, src=0)
             index = int(t.item())
         choice = options[index]
-    rt.amp_dtype, rt.channels_last = choice.dtype, choice.channels_last
     rt.speed = choice
 
 
@@ -306,11 +311,6 @@ def evaluate(model, loader, criterion, rt: Runtime) -> EpochStats:
     return stats
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "_orig_mod", model)  # torch.compile
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def _install_sigterm(rt: Runtime) -> None:
     def handler(signum, frame):
         if not rt.stop_requested:
@@ -495,7 +495,7 @@ def run(job: Job, cfg: TrainConfig) -> dict:
     skipped_all |= test.skipped
     test_loss, test_acc, test_count = test.reduced(rt)
     samples_seen = [int(x) for x in all_reduce_sum([float(x) for x in samples_seen], rt)]
-    skipped_count = int(all_reduce_sum([float(len(skipped_all))], rt)[0]) if rt.distributed else len(skipped_all)
+    skipped_count = int(all_reduce_sum([float(len(skipped_all))], rt)[0])
     sha = state_sha256(net)
     log.info("final_weights_sha256=%s rank=%d", sha, rt.rank)
 
