@@ -52,3 +52,11 @@ def test_config_from_sagemaker_variables():
 def test_bad_settings_are_config_errors(env):
     with pytest.raises(ConfigError):
         ServeConfig.from_env(env)
+
+
+def test_model_bytes_and_gpus_without_torch(tmp_path):
+    (tmp_path / "model.json").write_text("{}")
+    (tmp_path / "model.pt").write_bytes(b"0" * 5000)
+    assert sizing.weights_bytes(tmp_path) == 5000
+    assert sizing.weights_bytes(tmp_path / "missing") == 0
+    assert sizing.gpu_count() == 0  # this machine has no /dev/nvidiaN

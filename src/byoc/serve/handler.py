@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from byoc import artifact
-from byoc.serve import codec
+from byoc.serve import codec, startup
 from byoc.serve.config import MODEL_DIR_ENV, ServeConfig
 from byoc.serve.errors import JSON_CONTENT_TYPE, Internal, RequestError, to_response
 from byoc.serve.imaging import Preprocessor
@@ -74,7 +74,8 @@ class ImageClassifierHandler:
     def initialize(self, context) -> None:
         props = context.system_properties
         model_dir = os.environ.get(MODEL_DIR_ENV) or props.get("model_dir")
-        self.load(model_dir, pick_device(props.get("gpu_id")))
+        with startup.reported(model_dir):
+            self.load(model_dir, pick_device(props.get("gpu_id")))
         log.info("loaded %s (%d classes) on %s with %d torch threads", self.meta.arch, self.meta.num_classes,
                  self.device, torch.get_num_threads())
 

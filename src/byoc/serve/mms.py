@@ -16,6 +16,7 @@ from pathlib import Path
 
 import sagemaker_inference
 
+from byoc.serve import startup
 from byoc.serve.config import MODEL_DIR_ENV, THREADS_ENV, ServeConfig
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,10 @@ def free_port() -> int:
 class ModelServer:
     """One MMS process group: the Java frontend on loopback ports and its Python workers."""
 
-    def __init__(self, config: ServeConfig, workers: int, threads: int, gpus: int, workdir: Path):
+    def __init__(self, config: ServeConfig, workers: int, threads: int, gpus: int, workdir: Path,
+                 startup_report: Path):
         self.config, self.workers, self.threads, self.gpus = config, workers, threads, gpus
-        self.workdir = Path(workdir)
+        self.workdir, self.startup_report = Path(workdir), Path(startup_report)
         self.inference_port, self.management_port = free_port(), free_port()
         self.process: subprocess.Popen | None = None
 
@@ -88,6 +90,7 @@ class ModelServer:
         env = dict(os.environ, **{
             MODEL_DIR_ENV: str(self.config.model_dir),
             THREADS_ENV: str(self.threads),
+            startup.REPORT_ENV: str(self.startup_report),
             "OMP_NUM_THREADS": str(self.threads),
             "TEMP": str(self.workdir),
             "LOG_LOCATION": str(logs),

@@ -1,6 +1,7 @@
-"""`serve`: check the artifact, start multi-model-server on loopback, put the front on the
-public port, and drain on SIGTERM. Exit codes: 0 after a clean shutdown, 1 on a bad
-artifact or setting (one-line reason on stderr), 2 when the model server dies."""
+"""`serve`: size the workers, start multi-model-server on loopback (its workers load and
+check the model), put the front on the public port, and drain on SIGTERM. Exit codes: 0
+after a clean shutdown, 1 on a bad artifact or setting (one-line reason on stderr), 2 when
+the model server dies."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import json
 import logging
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from byoc.errors import ByocError
+from byoc.serve import startup
 from byoc.serve.config import ServeConfig
 
 log = logging.getLogger("byoc.serve")
@@ -24,32 +25,12 @@ log = logging.getLogger("byoc.serve")
 GRACE_SECONDS = 20  # SageMaker allows 30 s after SIGTERM: drain, then stop the model server (<= 10 s)
 
 
-def check(config: ServeConfig) -> dict:
-    """Load the artifact and run it once in this process; what sizing needs to know."""
-    import torch
-
-    from byoc.serve.handler import ImageClassifierHandler, pick_device
-
-    handler = ImageClassifierHandler(config)
-    handler.load(config.model_dir, pick_device())
-    param_bytes = sum(p.numel() * p.element_size() for p in handler.model.parameters())
-    return {"arch": handler.meta.arch, "classes": handler.meta.num_classes, "param_bytes": param_bytes,
-            "gpus": torch.cuda.device_count()}
-
-
-def check_in_child(config: ServeConfig) -> dict:
-    """`check` in a child process, so the front never holds torch or the model in memory."""
-    proc = subprocess.run([sys.executable, "-m", "byoc.serve.server", "--check", "--model-dir", str(config.model_dir)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        raise ByocError(lines[-1].removeprefix("error: ") if lines else f"model check exited {proc.returncode}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _wait_ready(server, timeout: float, stop: threading.Event) -> None:
+def _wait_ready(server, report: Path, timeout: float, stop: threading.Event) -> None:
     deadline = time.monotonic() + timeout
     while not stop.is_set() and time.monotonic() < deadline:
+        failure = startup.read(report)
+        if failure:
+            raise ByocError(failure)
         if not server.alive():
             raise ByocError("the model server exited while starting; see the log above")
         if server.probe():
@@ -71,17 +52,18 @@ def run(config: ServeConfig) -> int:
     started = time.monotonic()
     stop = threading.Event()
     # PID 1 in a container ignores SIGTERM without a handler. Until the front is up there is
-    # nothing to drain: stop at once (subprocess.run kills the check child on the way out).
+    # nothing to drain: stop at once (the model server's process group is stopped on the way out).
     signal.signal(signal.SIGTERM, _exit_now)
     signal.signal(signal.SIGINT, _exit_now)
-    info = check_in_child(config)
-    cores = sizing.cpu_count()
-    plan = sizing.plan(cores, info["gpus"], info["param_bytes"], sizing.memory_available(),
-                       config.workers, config.torch_threads)
-    log.info(json.dumps({"event": "config", **config.describe(), "model": info, "cores": cores,
-                         "workers": plan.workers, "torch_threads": plan.threads, "workers_from": plan.reason}))
+    # Sized without loading the model: the workers load it once, and report a failure (startup.py).
+    cores, gpus, model_bytes = sizing.cpu_count(), sizing.gpu_count(), sizing.weights_bytes(config.model_dir)
+    plan = sizing.plan(cores, gpus, model_bytes, sizing.memory_available(), config.workers, config.torch_threads)
+    log.info(json.dumps({"event": "config", **config.describe(), "model_bytes": model_bytes, "gpus": gpus,
+                         "cores": cores, "workers": plan.workers, "torch_threads": plan.threads,
+                         "workers_from": plan.reason}))
     workdir = Path(tempfile.mkdtemp(prefix="byoc-serve-"))
-    server = ModelServer(config, plan.workers, plan.threads, info["gpus"], workdir)
+    report = workdir / "startup-failure"
+    server = ModelServer(config, plan.workers, plan.threads, gpus, workdir, report)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     front = None
@@ -90,7 +72,7 @@ def run(config: ServeConfig) -> int:
         # Listen at once: /ping says 503 until a worker is ready, so the port never lies.
         front = Front((config.bind_host, config.port), server, config.max_request_bytes, config.timeout)
         threading.Thread(target=front.serve_forever, name="front", daemon=True).start()
-        _wait_ready(server, config.startup_timeout, stop)
+        _wait_ready(server, report, config.startup_timeout, stop)
         if not stop.is_set():
             log.info(json.dumps({"event": "ready", "port": config.port, "seconds": round(time.monotonic() - started, 1)}))
         while not stop.wait(1.0):
@@ -115,29 +97,13 @@ def run(config: ServeConfig) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="serve", description="Serve a byoc model (SageMaker hosting contract).")
     parser.add_argument("--model-dir", help="model directory (default: $SAGEMAKER_BASE_DIR/model, i.e. /opt/ml/model)")
-    parser.add_argument("--check", action="store_true", help="only load the model and run it once")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        config = ServeConfig.from_env(model_dir=args.model_dir)
-        if args.check:
-            return _check_main(config)
-        return run(config)
+        return run(ServeConfig.from_env(model_dir=args.model_dir))
     except ByocError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-
-
-def _check_main(config: ServeConfig) -> int:
-    try:
-        print(json.dumps(check(config)))
-        return 0
-    except ByocError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-    except Exception as exc:  # an artifact that loads but cannot run: still one line for the operator
-        first = (str(exc).strip().splitlines() or [""])[0]
-        print(f"error: the model in {config.model_dir} fails on a test image: {type(exc).__name__}: {first}", file=sys.stderr)
-    return 1
 
 
 if __name__ == "__main__":

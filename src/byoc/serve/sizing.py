@@ -42,6 +42,22 @@ def cpu_count() -> int:
     return max(1, cores)
 
 
+def gpu_count() -> int:
+    """NVIDIA GPUs this container may use, without importing torch: the NVIDIA container runtime
+    mounts only the assigned /dev/nvidiaN devices; CUDA_VISIBLE_DEVICES narrows them further."""
+    devices = len([p for p in Path("/dev").glob("nvidia*") if p.name[6:].isdigit()])
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and devices:
+        devices = min(devices, len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"]))
+    return devices
+
+
+def weights_bytes(model_dir: Path) -> int:
+    """Roughly the model's size in memory: its largest file (the weights dominate any artifact)."""
+    sizes = [p.stat().st_size for p in Path(model_dir).iterdir() if p.is_file()] if Path(model_dir).is_dir() else []
+    return max(sizes, default=0)
+
+
 def memory_available() -> int:
     """Bytes that can still be allocated: the machine's available memory, capped by a cgroup limit."""
     available = psutil.virtual_memory().available
