@@ -24,10 +24,12 @@ SUITES = ("serving", "training", "sizes")
 # byoc-serve settings besides its defaults (SageMaker's environment variables): label -> env.
 VARIANTS = {
     "2w1t": {"SAGEMAKER_MODEL_SERVER_WORKERS": "2", "BYOC_TORCH_THREADS": "1"},
-    # OpenMP threads that sleep instead of spinning when they wait (costs a wake-up per parallel region).
-    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "2w2t": {"SAGEMAKER_MODEL_SERVER_WORKERS": "2", "BYOC_TORCH_THREADS": "2"},
+    "1w2t": {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "BYOC_TORCH_THREADS": "2"},
+    # OpenMP threads that spin while they wait (the default before byoc.serve.mms set PASSIVE).
+    "spin": {"OMP_WAIT_POLICY": "ACTIVE"},
 }
-DEFAULT_VARIANTS = "2w1t"
+DEFAULT_VARIANTS = "1w2t,2w1t"
 
 
 def machine() -> dict:

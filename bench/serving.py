@@ -119,8 +119,10 @@ def run_server(server: Server, payloads: dict[str, Path], concurrencies: tuple[i
 def in_image(image: str, module: str, args: list[str], mounts: dict[Path, str], label: str) -> dict:
     """`python3 -m bench.MODULE ARGS` inside `image` (no network, the core budget); its JSON output."""
     repo = Path(__file__).resolve().parents[1]
+    # OpenMP waits as in the server's workers (byoc.serve.mms): spinning threads would make the
+    # limit depend on what else runs on the box.
     opts = ["--network", "none", "-v", f"{repo / 'bench'}:/bench/bench:ro", "-e", "PYTHONPATH=/bench",
-            "--entrypoint", "python3"]
+            "-e", "OMP_WAIT_POLICY=PASSIVE", "--entrypoint", "python3"]
     for host, inside in mounts.items():
         opts += ["-v", f"{host}:{inside}:ro"]
     proc = containers.run_once(image, ["-m", f"bench.{module}", *args], opts, label)

@@ -12,16 +12,16 @@ GB = 1024**3
 RESNET50 = 100 * 1024**2
 
 
-@pytest.mark.parametrize("cores, workers, threads", [(1, 1, 1), (2, 1, 2), (4, 1, 4), (8, 2, 4), (96, 24, 4)])
-def test_cpu_defaults_keep_workers_times_threads_within_cores(cores, workers, threads):
+@pytest.mark.parametrize("cores, workers, threads", [(1, 1, 1), (2, 2, 2), (4, 2, 4), (8, 2, 4), (96, 24, 4)])
+def test_cpu_defaults_give_one_request_all_cores_and_overlap_two_workers(cores, workers, threads):
     plan = sizing.plan(cores, 0, RESNET50, 64 * GB)
     assert (plan.workers, plan.threads) == (workers, threads)
-    assert plan.workers * plan.threads <= cores
+    assert plan.threads == min(cores, 4) and plan.workers * plan.threads <= max(cores, 2 * plan.threads)
 
 
 def test_memory_caps_workers():
     plan = sizing.plan(96, 0, RESNET50, 2 * GB)
-    assert plan.workers == 1 and plan.workers * plan.threads <= 96
+    assert (plan.workers, plan.threads) == (1, 4)
     assert sizing.plan(96, 0, 4 * GB, 1 * GB).workers == 1  # never zero
 
 
