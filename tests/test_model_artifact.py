@@ -56,26 +56,107 @@ def _meta(labels=("a", "b", "c")):
 def test_artifact_round_trip(tmp_path):
     net = model.build("resnet18", 3).eval()
     artifact.save(tmp_path, net, _meta())
-    loaded, meta = artifact.load(tmp_path)
+    loaded, meta = artifact.load(tmp_path, torchscript=False)
     assert meta.labels == ["a", "b", "c"] and meta.preprocessing.resize_size == 37
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(net(x), loaded(x))
     doc = json.loads((tmp_path / "model.json").read_text())
     assert doc["format"] == "byoc-image-classifier" and doc["num_classes"] == 3 and "torch" in doc["created_with"]
+    assert doc["torchscript"] == "model.ts"
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda d: (d / "model.json").unlink(), "no model.json"),
-    (lambda d: (d / "model.pt").unlink(), "no model.pt"),
-    (lambda d: (d / "model.pt").write_bytes(b"garbage"), "corrupt"),
-    (lambda d: (d / "model.json").write_text("{"), "not valid JSON"),
-    (lambda d: (d / "model.json").write_text(json.dumps({"format": "other"})), "not a byoc-image-classifier"),
-    (lambda d: (d / "model.json").write_text((d / "model.json").read_text().replace('"c"', '"c", "d"')), "does not match"),
+@pytest.mark.parametrize("freeze", [True, False])
+def test_torchscript_copy_is_loaded_and_agrees_with_the_weights(tmp_path, freeze):
+    net = model.build("resnet18", 3).eval()
+    for m in net.modules():  # batch-norm statistics other than the defaults, so freezing folds something
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    artifact.save(tmp_path, net, _meta())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.pt", "model.ts"]
+    loaded, meta = artifact.load(tmp_path, freeze=freeze)
+    assert isinstance(loaded, torch.jit.ScriptModule) and meta.torchscript == "model.ts"
+    x = torch.randn(5, 3, 32, 32)  # another batch size than the trace's
+    with torch.inference_mode():
+        expected, got = torch.softmax(net(x), 1), torch.softmax(loaded(x), 1)
+    assert (got - expected).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v3_small", "vit_b_16"])
+def test_torchscript_traces_other_architectures(tmp_path, arch):
+    size = 224 if arch == "vit_b_16" else 64
+    net = model.build(arch, 4).eval()
+    meta = artifact.ModelMeta(arch=arch, labels=list("abcd"), preprocessing=artifact.Preprocessing.for_size(size))
+    artifact.save(tmp_path, net, meta)
+    loaded, _ = artifact.load(tmp_path)
+    x = torch.randn(3, 3, size, size)
+    with torch.inference_mode():
+        assert torch.allclose(loaded(x), net(x), atol=1e-4)
+
+
+def test_artifact_without_torchscript_loads_from_the_weights(tmp_path, caplog):
+    """An artifact written before model.ts existed, and one whose model.ts went missing."""
+    net = model.build("resnet18", 3).eval()
+    artifact.save(tmp_path, net, _meta())
+    (tmp_path / "model.ts").unlink()
+    loaded, _ = artifact.load(tmp_path)
+    assert not isinstance(loaded, torch.jit.ScriptModule)
+    assert "model.ts, which is missing" in caplog.text
+    doc = json.loads((tmp_path / "model.json").read_text())
+    del doc["torchscript"]
+    (tmp_path / "model.json").write_text(json.dumps(doc))
+    loaded, meta = artifact.load(tmp_path)
+    assert meta.torchscript is None and not isinstance(loaded, torch.jit.ScriptModule)
+
+
+def test_without_torchscript_or_torchvision_the_error_says_what_to_do(tmp_path, monkeypatch):
+    import sys
+
+    artifact.save(tmp_path, model.build("resnet18", 3), _meta())
+    (tmp_path / "model.ts").unlink()
+    monkeypatch.setitem(sys.modules, "byoc.model", None)  # import byoc.model -> ImportError, as without torchvision
+    with pytest.raises(ArtifactError, match="no TorchScript copy .*byoc-serve:latest") as err:
+        artifact.load(tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_model_that_does_not_trace_is_saved_without_torchscript(tmp_path, monkeypatch, caplog):
+    def untraceable(net, image_size):
+        raise RuntimeError("Tracer cannot infer type of output\nsecond line")
+
+    monkeypatch.setattr(artifact, "to_torchscript", untraceable)
+    (tmp_path / "model.ts").write_bytes(b"stale copy of an older model")
+    artifact.save(tmp_path, model.build("resnet18", 3), _meta())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.pt"]
+    assert json.loads((tmp_path / "model.json").read_text())["torchscript"] is None
+    assert "no TorchScript copy of resnet18 (RuntimeError: Tracer cannot infer type of output)" in caplog.text
+    loaded, _ = artifact.load(tmp_path)
+    assert not isinstance(loaded, torch.jit.ScriptModule)
+
+
+def _other_torchscript(d):
+    net = model.build("resnet18", 5).eval()
+    torch.jit.save(torch.jit.trace(net, torch.zeros(1, 3, 32, 32)), str(d / "model.ts"))
+
+
+@pytest.mark.parametrize("damage, message, torchscript", [
+    (lambda d: (d / "model.json").unlink(), "no model.json", True),
+    (lambda d: (d / "model.pt").unlink(), "no model.pt", False),
+    (lambda d: (d / "model.pt").write_bytes(b"garbage"), "corrupt", False),
+    (lambda d: (d / "model.json").write_text("{"), "not valid JSON", True),
+    (lambda d: (d / "model.json").write_text(json.dumps({"format": "other"})), "not a byoc-image-classifier", True),
+    (lambda d: (d / "model.json").write_text((d / "model.json").read_text().replace('"c"', '"c", "d"')), "does not match", False),
+    (lambda d: (d / "model.json").write_text((d / "model.json").read_text().replace('"c"', '"c", "d"')), "does not match", True),
+    (lambda d: (d / "model.ts").write_bytes(b"garbage"), "corrupt or not TorchScript", True),
+    (lambda d: (d / "model.ts").write_bytes((d / "model.ts").read_bytes()[:5000]), "corrupt or not TorchScript", True),
+    (_other_torchscript, "outputs \\[1, 5\\] for one image, model.json lists 3 labels", True),
+    (lambda d: (d / "model.json").write_text((d / "model.json").read_text().replace('"model.ts"', '"../model.ts"')),
+     "file name in the model directory", True),
 ])
-def test_broken_artifacts_give_one_line_reasons(tmp_path, damage, message):
+def test_broken_artifacts_give_one_line_reasons(tmp_path, damage, message, torchscript):
     artifact.save(tmp_path, model.build("resnet18", 3), _meta())
     damage(tmp_path)
     with pytest.raises(ArtifactError, match=message) as err:
-        artifact.load(tmp_path)
+        artifact.load(tmp_path, torchscript=torchscript)
     assert "\n" not in str(err.value)

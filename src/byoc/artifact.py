@@ -3,16 +3,22 @@
 A model directory (SageMaker's /opt/ml/model, packed as model.tar.gz) holds:
 
     model.pt    the state dict (tensors only: loads with weights_only=True)
-    model.json  architecture, labels, preprocessing and the training metrics
+    model.ts    the same model as TorchScript, traced on the CPU at the artifact's image size
+    model.json  architecture, labels, preprocessing, the TorchScript file's name and the metrics
 
-A server needs torch and torchvision to load it, never the training code.
+A server needs only torch to load model.ts, never the training code. Artifacts without
+model.ts (older ones, or an architecture that does not trace) load from model.pt, which
+rebuilds the architecture with torchvision.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +28,13 @@ from torch import nn
 
 from byoc.errors import ArtifactError
 
+log = logging.getLogger(__name__)
+
 FORMAT = "byoc-image-classifier"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.pt"
 META_FILE = "model.json"
+TORCHSCRIPT_FILE = "model.ts"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -52,6 +61,7 @@ class ModelMeta:
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     metrics: dict[str, Any] = field(default_factory=dict)
     created_with: dict[str, str] = field(default_factory=dict)
+    torchscript: str | None = None  # file name of the TorchScript copy, None when there is none
 
     @property
     def num_classes(self) -> int:
@@ -79,11 +89,15 @@ class ModelMeta:
                 preprocessing=pre,
                 metrics=dict(doc.get("metrics", {})),
                 created_with=dict(doc.get("created_with", {})),
+                torchscript=doc.get("torchscript"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{META_FILE} is malformed: {type(exc).__name__}: {exc}") from exc
         if not meta.labels:
             raise ArtifactError(f"{META_FILE} lists no labels")
+        ts = meta.torchscript
+        if ts is not None and (not isinstance(ts, str) or not ts or Path(ts).name != ts or ts in (".", "..")):
+            raise ArtifactError(f"{META_FILE}: torchscript must be a file name in the model directory, not {ts!r}")
         return meta
 
 
@@ -101,17 +115,60 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+@contextlib.contextmanager
+def _quiet_jit():
+    """Silence TorchScript's own notices, which say nothing about this model: its deprecation in
+    favour of torch.export (TorchScript stays the format an older CPU-only torch loads) and the
+    tracer's remarks on shape asserts (to_torchscript checks the trace instead)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\..* is deprecated")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        yield
+
+
+def to_torchscript(net: nn.Module, image_size: int) -> torch.jit.ScriptModule:
+    """`net` traced in eval mode on the CPU for 3 x image_size x image_size inputs, any batch size.
+    Raises ArtifactError if the trace does not reproduce the model for another batch size."""
+    example = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    with _quiet_jit(), torch.no_grad():
+        traced = torch.jit.trace(net, example[:1], check_trace=False)
+        expected, got = net(example), traced(example)
+    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
+        raise ArtifactError(f"the TorchScript trace of {type(net).__name__} does not reproduce the model for a batch of 2")
+    return traced
+
+
 def save(model_dir: Path, model: nn.Module, meta: ModelMeta) -> None:
-    """Write weights and metadata (each atomically) into `model_dir`."""
+    """Write weights, their TorchScript copy and metadata (each atomically, metadata last) into `model_dir`."""
     import torchvision
 
     from byoc import __version__
+    from byoc import model as model_factory
 
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     meta.created_with = {"byoc": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(model_dir / WEIGHTS_FILE, lambda fh: torch.save(state, fh))
+    # Trace a fresh fp32 CPU copy built from the saved state: exactly what load() rebuilds from
+    # model.pt, whatever device, precision or memory format the training model was in.
+    meta.torchscript = None
+    try:
+        net = model_factory.build(meta.arch, meta.num_classes)
+        net.load_state_dict(state, strict=True)
+        traced = to_torchscript(net.eval(), meta.preprocessing.image_size)
+        with _quiet_jit():
+            atomic_write(model_dir / TORCHSCRIPT_FILE, lambda fh: torch.jit.save(traced, fh))
+        meta.torchscript = TORCHSCRIPT_FILE
+    except Exception as exc:  # tracing fails in many ways; model.pt alone is still a complete artifact
+        log.warning("no TorchScript copy of %s (%s): serving it needs torchvision (byoc-serve:latest)",
+                    meta.arch, _first_line(exc))
+        (model_dir / TORCHSCRIPT_FILE).unlink(missing_ok=True)
     text = json.dumps(meta.to_json(), indent=2).encode()
     atomic_write(model_dir / META_FILE, lambda fh: fh.write(text))
 
@@ -129,16 +186,44 @@ def read_meta(model_dir: Path) -> ModelMeta:
     return ModelMeta.from_json(doc)
 
 
-def load(model_dir: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:
-    """Load an artifact for inference (eval mode, on `device`). Raises ArtifactError with a one-line reason."""
-    from byoc import model as model_factory
+def _load_torchscript(path: Path, meta: ModelMeta, device: torch.device, freeze: bool) -> nn.Module:
+    try:
+        with _quiet_jit():
+            net = torch.jit.load(str(path), map_location=device).eval()
+    except Exception as exc:  # RuntimeError, ValueError, zipfile errors, ...
+        raise ArtifactError(f"{path} is corrupt or not TorchScript: {_first_line(exc)}") from exc
+    size = meta.preprocessing.image_size
+    try:
+        with torch.inference_mode():
+            out = net(torch.zeros(1, 3, size, size, device=device))
+    except Exception as exc:
+        raise ArtifactError(f"{path.name} does not run on a 1x3x{size}x{size} image: {_first_line(exc)}") from exc
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, meta.num_classes):
+        shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ArtifactError(f"{path.name} does not match {META_FILE}: it outputs {shape} for one image, "
+                            f"{META_FILE} lists {meta.num_classes} labels")
+    if freeze:
+        # Constants folded, batch norm fused into the convolutions: faster on CPU and GPU alike
+        # (README, "Serving"). optimize_for_inference measured slower on CPU, so it is not used.
+        with _quiet_jit():
+            net = torch.jit.freeze(net)
+    return net
+
+
+def _load_state_dict(model_dir: Path, meta: ModelMeta, device: torch.device) -> nn.Module:
     from byoc.errors import ConfigError
 
-    model_dir = Path(model_dir)
-    meta = read_meta(model_dir)
     weights = model_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise ArtifactError(f"no {WEIGHTS_FILE} in {model_dir}")
+    try:
+        import byoc.model as model_factory  # needs torchvision
+    except ImportError as exc:
+        raise ArtifactError(
+            f"{model_dir} has no TorchScript copy ({TORCHSCRIPT_FILE}) and this image has no torchvision to "
+            f"rebuild {meta.arch} from {WEIGHTS_FILE}: serve it with byoc-serve:latest, or re-export it with "
+            f"the training image (which writes {TORCHSCRIPT_FILE})"
+        ) from exc
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a truncated or foreign file
@@ -155,5 +240,24 @@ def load(model_dir: Path, device: str | torch.device = "cpu") -> tuple[nn.Module
             f"{WEIGHTS_FILE} does not match {meta.arch} with {meta.num_classes} classes: "
             f"{first[1].strip() if len(first) > 1 else first[0] if first else exc}"
         ) from exc
-    net.eval().to(device)
-    return net, meta
+    return net.eval().to(device)
+
+
+def load(model_dir: Path, device: str | torch.device = "cpu", torchscript: bool = True,
+         freeze: bool = True) -> tuple[nn.Module, ModelMeta]:
+    """Load an artifact for inference (eval mode, on `device`). Raises ArtifactError with a one-line reason.
+
+    The TorchScript copy is used when the artifact has one (and `torchscript`), frozen unless
+    `freeze` is false; otherwise the state dict, which needs torchvision."""
+    model_dir = Path(model_dir)
+    device = torch.device(device)
+    meta = read_meta(model_dir)
+    if torchscript and meta.torchscript:
+        path = model_dir / meta.torchscript
+        if path.is_file():
+            net = _load_torchscript(path, meta, device, freeze)
+            log.info("loaded %s (TorchScript%s) on %s", path.name, ", frozen" if freeze else "", device)
+            return net, meta
+        log.warning("%s names %s, which is missing from %s: loading %s instead",
+                    META_FILE, meta.torchscript, model_dir, WEIGHTS_FILE)
+    return _load_state_dict(model_dir, meta, device), meta

@@ -1,0 +1,96 @@
+"""byoc.imaging's torch-only evaluation transform against torchvision.transforms.v2, which
+training used before and which the GPU image still has."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from byoc.artifact import Preprocessing
+from byoc.imaging import eval_transform, resized_size, to_rgb
+
+T = pytest.importorskip("torchvision.transforms.v2")
+
+# Bound on |ours - torchvision| after normalisation. The same torch ops in the same order give
+# bit-identical tensors (measured: 0.0); the bound only absorbs float noise, far below one uint8
+# level (1/255/std ~ 0.017), so a rounding or crop-anchor difference fails the test.
+MAX_ABS_DIFF = 1e-6
+
+
+def torchvision_eval_transform(pre: Preprocessing):
+    """The pipeline byoc.imaging.eval_transform replaces, as it was written with torchvision."""
+    return T.Compose([
+        T.ToImage(),
+        T.Resize(pre.resize_size, antialias=True),
+        T.CenterCrop(pre.image_size),
+        T.ToDtype(torch.float32, scale=True),
+        T.Normalize(pre.mean, pre.std),
+    ])
+
+
+def real_images() -> list[tuple[str, Image.Image]]:
+    """scikit-learn's two sample photographs (JPEG, 640x427) and real handwritten digits."""
+    import sklearn.datasets
+    from sklearn.datasets import load_digits
+
+    folder = Path(sklearn.datasets.__file__).parent / "images"
+    images = [(p.name, to_rgb(Image.open(p))) for p in sorted(folder.glob("*.jpg"))]
+    digits = load_digits().images[:3]
+    images += [(f"digit{i}", to_rgb(Image.fromarray((d * 16).clip(0, 255).astype("uint8"))))
+               for i, d in enumerate(digits)]
+    return images
+
+
+def derived(img: Image.Image) -> list[tuple[str, Image.Image]]:
+    """Crops of a photo with awkward shapes: portrait, odd sizes, smaller than the crop."""
+    w, h = img.size
+    return [("portrait", img.crop((0, 0, h // 2, h))), ("odd", img.crop((3, 5, 3 + 301, 5 + 199))),
+            ("tiny", img.crop((10, 10, 30, 27))), ("wide", img.crop((0, 0, w, 41)))]
+
+
+@pytest.mark.parametrize("pre", [Preprocessing.for_size(224), Preprocessing.for_size(32),
+                                 Preprocessing(image_size=64, resize_size=48)], ids=["224", "32", "pad"])
+def test_eval_transform_matches_torchvision_on_real_images(pre):
+    ours, theirs = eval_transform(pre), torchvision_eval_transform(pre)
+    photos = real_images()
+    worst = 0.0
+    for name, img in photos + derived(photos[0][1]):
+        a, b = ours(img), theirs(img)
+        assert a.shape == b.shape == (3, pre.image_size, pre.image_size), name
+        assert a.dtype == b.dtype == torch.float32
+        diff = (a - b).abs().max().item()
+        worst = max(worst, diff)
+        assert diff <= MAX_ABS_DIFF, f"{name}: max abs difference {diff}"
+    print(f"max abs difference over {len(photos) + 4} images at {pre}: {worst}")
+
+
+def test_float_resize_path_rounds_like_torchvision(monkeypatch):
+    """On CPUs without AVX2 both resize through float32 and round back to uint8."""
+    import torchvision.transforms.v2.functional._geometry as tv_geometry
+
+    import byoc.imaging as imaging
+
+    monkeypatch.setattr(imaging, "_native_uint8_bilinear", lambda device: False)
+    monkeypatch.setattr(tv_geometry, "_do_native_uint8_resize_on_cpu", lambda interpolation: False)
+    pre = Preprocessing.for_size(224)
+    img = real_images()[0][1]
+    assert (eval_transform(pre)(img) - torchvision_eval_transform(pre)(img)).abs().max().item() <= MAX_ABS_DIFF
+
+
+@pytest.mark.parametrize("hw, short, expected", [((427, 640), 256, (256, 383)), ((640, 427), 256, (383, 256)),
+                                                 ((100, 100), 37, (37, 37))])
+def test_resized_size_truncates_the_long_side(hw, short, expected):
+    assert resized_size(*hw, short) == expected
+
+
+def test_eval_transform_pickles_for_dataloader_workers():
+    import pickle
+
+    pre = Preprocessing.for_size(32)
+    img = Image.new("RGB", (50, 40), (10, 200, 30))
+    assert torch.equal(pickle.loads(pickle.dumps(eval_transform(pre)))(img), eval_transform(pre)(img))
