@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import uuid
 from pathlib import Path
 
@@ -62,14 +63,19 @@ def run_container(opt_ml_root: Path, data: Path, hps: dict) -> dict:
                                "train", timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"training container exited {proc.returncode}: {(proc.stdout + proc.stderr)[-1500:]}")
-    return json.loads((opt_ml_root / "output" / "data" / "metrics.json").read_text())
+    metrics = json.loads((opt_ml_root / "output" / "data" / "metrics.json").read_text())
+    # The job's own speed choice (amp / channels_last = auto), from its log line.
+    chosen = re.search(r"amp=(\w+) channels_last=(\w+)", proc.stdout + proc.stderr)
+    metrics["speed"] = {"amp": chosen[1], "channels_last": chosen[2] == "True"} if chosen else {}
+    return metrics
 
 
-def run_limit(arch: str, classes: int, train: int, valid: int, batch: int, image_size: int) -> dict:
-    """bench.trainlimit inside the training image: same torch, same cores."""
+def run_limit(arch: str, classes: int, train: int, valid: int, batch: int, image_size: int, speed: dict) -> dict:
+    """bench.trainlimit inside the training image: same torch, same cores, the container's speed choice."""
     proc = containers.run_once(IMAGE, ["-m", "bench.trainlimit", "--arch", arch, "--classes", str(classes),
                                        "--train", str(train), "--valid", str(valid), "--batch-size", str(batch),
-                                       "--image-size", str(image_size)],
+                                       "--image-size", str(image_size), "--amp", speed.get("amp", "off"),
+                                       "--channels-last", str(bool(speed.get("channels_last"))).lower()],
                                ["--network", "none", "-v", f"{REPO / 'bench'}:/bench/bench:ro", "-e", "PYTHONPATH=/bench",
                                 "--entrypoint", "python3"], "trainlimit")
     if proc.returncode != 0:
@@ -86,14 +92,14 @@ def run(work: Path, quick: bool = False) -> dict:
            "log-every": 1000, "early-stopping-patience": 0}
     metrics = run_container(work / f"opt_ml_jpeg_{uuid.uuid4().hex[:6]}", data, hps)
     last = metrics["epochs"][-1]  # epoch 2: loader workers already up (persistent)
-    limit = run_limit(arch, classes, train * classes, valid * classes, batch, size)
+    limit = run_limit(arch, classes, train * classes, valid * classes, batch, size, metrics.get("speed", {}))
     result = {
         "arch": arch, "image_size": size, "batch_size": batch, "train_images": train * classes,
         "valid_images": valid * classes,
         "container_epoch_s": last["seconds"], "limit_epoch_s": limit["epoch_s"],
         "container_images_per_s": round(train * classes / last["seconds"], 2),
         "limit_images_per_s": round(train * classes / limit["epoch_s"], 2),
-        "limit": limit, "container_epochs": metrics["epochs"],
+        "limit": limit, "container_epochs": metrics["epochs"], "speed": metrics.get("speed", {}),
     }
     result["ratio"] = round(limit["epoch_s"] / last["seconds"], 3)
     log.info("training: container %.2f img/s, limit %.2f img/s (ratio %.2f)", result["container_images_per_s"],

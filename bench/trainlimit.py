@@ -7,28 +7,36 @@ import argparse
 import json
 import sys
 import time
+from contextlib import nullcontext
 
 import torch
 from torch import nn
 
 
-def epoch_seconds(model, optimizer, train: int, valid: int, batch: int, size: int, classes: int) -> float:
-    """One epoch as byoc.train runs it: train steps over `train` images, then evaluation over `valid`."""
+def epoch_seconds(model, optimizer, train: int, valid: int, batch: int, size: int, classes: int,
+                  amp: str = "off", channels_last: bool = False) -> float:
+    """One epoch as byoc.train runs it: train steps over `train` images, then evaluation over `valid`,
+    with the job's own speed choice (autocast dtype, memory format)."""
     criterion = nn.CrossEntropyLoss()
-    x = torch.randn(batch, 3, size, size)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
     y = torch.randint(0, classes, (batch,))
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    autocast = (lambda: torch.autocast("cpu", dtype=dtype)) if dtype else nullcontext
+    model.to(memory_format=fmt)
     start = time.perf_counter()
     model.train()
     for first in range(0, train, batch):
         n = min(batch, train - first)
-        loss = criterion(model(x[:n]), y[:n])
+        with autocast():
+            loss = criterion(model(x[:n]), y[:n])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
         optimizer.step()
         float(loss.detach())
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast():
         for first in range(0, valid, batch):
             model(x[: min(batch, valid - first)]).argmax(1)
     return time.perf_counter() - start
@@ -44,13 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--valid", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--amp", default="off", choices=("off", "bf16", "fp16"), help="the container's choice (metrics.json speed)")
+    ap.add_argument("--channels-last", default="false", choices=("true", "false"))
     args = ap.parse_args(argv)
     net = model_factory.create(args.arch, args.classes)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
-    run = lambda: epoch_seconds(net, optimizer, args.train, args.valid, args.batch_size, args.image_size, args.classes)
+    run = lambda: epoch_seconds(net, optimizer, args.train, args.valid, args.batch_size, args.image_size, args.classes,
+                                args.amp, args.channels_last == "true")
     warm = run()  # first epoch: allocator and oneDNN warm-up, as the container's first epoch
     seconds = run()
     print(json.dumps({"epoch_s": round(seconds, 2), "first_epoch_s": round(warm, 2), "threads": torch.get_num_threads(),
+                      "amp": args.amp, "channels_last": args.channels_last == "true",
                       "torch": torch.__version__}))
     return 0
 
