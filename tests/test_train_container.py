@@ -11,12 +11,16 @@ import uuid
 import pytest
 from PIL import Image
 
+from byoc import checkpoint
 from tests import dockerutil as du
 
 pytestmark = pytest.mark.container
 
+# amp and channels-last are fixed: "auto" picks whichever setting measures fastest at start, so
+# the run's numerics (and, with bf16 + channels_last on CPU, an occasional NaN) changed from run to
+# run. The two-host test keeps "auto" to cover the measured choice being shared by every rank.
 FAST = {"arch": "resnet18", "image-size": 16, "pretrained": "false", "epochs": "2", "batch-size": "32",
-        "lr": "0.001", "num-workers": "1", "log-every": "2"}
+        "lr": "0.001", "num-workers": "1", "log-every": "2", "amp": "off", "channels-last": "false"}
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +61,17 @@ def test_trains_on_mixed_modes_with_corrupt_file(train_image, tiny_data, tmp_pat
     proc = du.train_container(root)
     log = _log(proc)
     assert proc.returncode == 0, log[-4000:]
-    epochs = "\n".join(line for line in log.splitlines() if "epoch=" in line)
-    # a loss may print as nan/inf on this tiny noisy run: the test is about the line's shape
-    assert re.search(r"epoch=1 train_loss=\S+ train_accuracy=[0-9.]+ val_loss=\S+ val_accuracy=[0-9.]+", log), epochs
-    assert re.search(r"test_loss=[0-9.]+ test_accuracy=[0-9.]+", log)
-    from byoc.aws.metrics import parse  # the metric definitions training jobs are created with
+    summary = "\n".join(line for line in log.splitlines() if "loss=" in line)
+    number = r"[0-9]+\.[0-9]+"  # fp32 at lr 0.001 stays finite: a nan or inf here is a regression
+    assert re.search(rf"epoch=1 train_loss={number} train_accuracy={number} val_loss={number} val_accuracy={number}",
+                     log), summary
+    assert re.search(rf"test_loss={number} test_accuracy={number} test_images=50 skipped_images=1", log), summary
+    from byoc.aws.metrics import METRIC_DEFINITIONS, parse  # the definitions training jobs are created with
 
     scraped = {}
     for line in log.splitlines():
         scraped.update(parse(line))
-    assert {"epoch", "train_loss", "val_accuracy", "test_accuracy"} <= set(scraped), epochs
+    assert set(scraped) == {d["Name"] for d in METRIC_DEFINITIONS}, summary
     assert scraped["epoch"] == 1
     meta = json.loads((root / "model" / "model.json").read_text())
     assert meta["labels"] == ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -135,7 +140,8 @@ def test_two_hosts_train_one_model(train_image, tiny_data, tmp_path):
     tag = uuid.uuid4().hex[:8]
     roots, names = {}, {}
     for host in hosts:
-        roots[host] = du.make_opt_ml(tmp_path / host, FAST, {"training": tiny_data}, hosts=hosts, current_host=host)
+        hps = {**FAST, "amp": "auto", "channels-last": "auto"}  # rank 0 measures, every rank uses its choice
+        roots[host] = du.make_opt_ml(tmp_path / host, hps, {"training": tiny_data}, hosts=hosts, current_host=host)
         names[host] = f"byoc-test-{host}-{tag}"
     try:
         for host in hosts:
@@ -195,13 +201,17 @@ def test_sigterm_saves_checkpoint_and_rerun_resumes_to_same_weights(train_image,
     assert code == 143, log[-3000:]
     assert stop_seconds < 60
     saved = sorted(p.name for p in (root / "checkpoints").glob("checkpoint-*.pt"))
-    assert any(re.match(r"checkpoint-00001-000000[1-9]", n) for n in saved), saved
+    # Where the stop lands depends on timing (a later step of epoch 1, or early in epoch 2 when the
+    # signal arrives during validation); it is always after a step, never on an epoch boundary.
+    interrupted = [(int(m[1]), int(m[2])) for m in map(checkpoint.PATTERN.match, saved) if m and int(m[2]) > 0]
+    assert len(interrupted) == 1 and interrupted[0] >= (1, 3), saved
+    epoch, step = interrupted[0]
     assert not (root / "output" / "failure").exists()
 
     proc = du.train_container(root)
     log = _log(proc)
     assert proc.returncode == 0, log[-3000:]
-    assert re.search(r"resumed_from_epoch=1 step=\d+", log)
+    assert f"resumed_from_epoch={epoch} step={step} " in log, log[-3000:]
     assert _sha(log) == expected
 
 
