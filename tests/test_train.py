@@ -131,3 +131,36 @@ def test_last_training_batch_of_one_is_dropped():
     sampler = train.ShardSampler(65, 0, 1, seed=0, shuffle=True)
     loader = train.make_loader(list(range(65)), sampler, TrainConfig(batch_size=32), 0, train.Runtime(device=torch.device("cpu")))
     assert loader.drop_last
+
+
+def _union_worker(rank: int, world: int, port: int, per_rank: list[set[str]], out) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        rt = train.Runtime(device=torch.device("cpu"), rank=rank, world_size=world)
+        out.put((rank, sorted(train.union_across_ranks(per_rank[rank], rt))))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_union_across_ranks_counts_a_file_seen_by_several_ranks_once():
+    """Two gloo processes: a corrupt file met by both ranks (in different epochs) is one file."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    per_rank = [{"a.jpg", "b.jpg"}, {"b.jpg", "c.jpg"}]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    out = ctx.SimpleQueue()
+    mp.start_processes(_union_worker, args=(2, port, per_rank, out), nprocs=2, start_method="spawn")
+    results = dict(out.get() for _ in range(2))
+    assert results == {0: ["a.jpg", "b.jpg", "c.jpg"], 1: ["a.jpg", "b.jpg", "c.jpg"]}
+
+
+def test_union_across_ranks_single_process_is_the_set_itself():
+    items = {"a.jpg"}
+    assert train.union_across_ranks(items, train.Runtime(device=torch.device("cpu"))) is items

@@ -44,6 +44,32 @@ def tiny_data(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def ddp_data(tiny_data, tmp_path_factory):
+    """tiny_data with four corrupt training files (208 files: 104 a rank and epoch, no padding)."""
+    root = tmp_path_factory.mktemp("ddp") / "dogImages"
+    shutil.copytree(tiny_data, root)
+    for cls in ("03.two", "06.five", "09.eight"):
+        (root / "train" / cls / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)
+    return root
+
+
+def _corrupt_files_per_rank(root, world: int, epochs: int, seed: int = 42) -> list[set[str]]:
+    """Which corrupt training files each rank reads over the run, by the job's own sampler."""
+    from byoc.data import scan_split
+    from byoc.train import ShardSampler
+
+    _, samples = scan_split(root / "train")
+    per_rank = []
+    for rank in range(world):
+        sampler, seen = ShardSampler(len(samples), rank, world, seed, shuffle=True), set()
+        for epoch in range(epochs):
+            sampler.set_epoch(epoch)
+            seen |= {str(samples[i].path) for _, i in sampler if samples[i].path.name.startswith("corrupt")}
+        per_rank.append(seen)
+    return per_rank
+
+
 def _opt_ml(tmp_path, data, hps=None, **kw):
     return du.make_opt_ml(tmp_path / "opt_ml", {**FAST, **(hps or {})}, {"training": data}, **kw)
 
@@ -166,14 +192,21 @@ def test_two_hosts_train_one_model(train_image, tiny_data, tmp_path):
     assert "--nnodes=2" in logs["algo-2"] and "--node_rank=1" in logs["algo-2"]
 
 
-def test_one_host_two_processes(train_image, tiny_data, tmp_path):
-    root = _opt_ml(tmp_path, tiny_data, {"processes-per-host": "2", "epochs": "1"})
+def test_one_host_two_processes(train_image, ddp_data, tmp_path):
+    root = _opt_ml(tmp_path, ddp_data, {"processes-per-host": "2", "epochs": "2"})
     proc = du.train_container(root)
     log = _log(proc)
     assert proc.returncode == 0, log[-4000:]
     assert len(_sha(log)) == 1 and log.count("final_weights_sha256=") == 2
     metrics = json.loads((root / "output" / "data" / "metrics.json").read_text())
-    assert metrics["world_size"] == 2 and len(metrics["samples_per_rank"]) == 2
+    assert metrics["world_size"] == 2 and metrics["samples_per_rank"] == [208, 208]
+    # Every corrupt file is read every epoch, by one rank or the other: each counts once, however
+    # many ranks met it. The shuffle puts some on both ranks, so a per-rank sum would say more.
+    corrupt = {str(p) for p in (ddp_data / "train").rglob("corrupt.*")}
+    per_rank = _corrupt_files_per_rank(ddp_data, world=2, epochs=2)
+    assert len(corrupt) == 4 and sum(map(len, per_rank)) > len(corrupt), per_rank
+    assert metrics["skipped_images"] == len(corrupt), metrics
+    assert re.search(rf"test_images=50 skipped_images={len(corrupt)}\b", log), log[-3000:]
 
 
 def test_sigterm_saves_checkpoint_and_rerun_resumes_to_same_weights(train_image, tiny_data, tmp_path):

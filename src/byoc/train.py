@@ -104,6 +104,15 @@ def all_reduce_sum(values: list[float], rt: Runtime) -> list[float]:
     return t.tolist()
 
 
+def union_across_ranks(items: set[str], rt: Runtime) -> set[str]:
+    """The union of every rank's set (a collective call: every rank must make it)."""
+    if not rt.distributed:
+        return items
+    gathered: list[list[str] | None] = [None] * rt.world_size
+    dist.all_gather_object(gathered, sorted(items))
+    return set().union(*gathered)
+
+
 def state_sha256(model: nn.Module) -> str:
     """Hash of the weights: equal on every rank when DDP kept them in sync."""
     h = hashlib.sha256()
@@ -495,7 +504,9 @@ def run(job: Job, cfg: TrainConfig) -> dict:
     skipped_all |= test.skipped
     test_loss, test_acc, test_count = test.reduced(rt)
     samples_seen = [int(x) for x in all_reduce_sum([float(x) for x in samples_seen], rt)]
-    skipped_count = int(all_reduce_sum([float(len(skipped_all))], rt)[0])
+    # A corrupt training file can land on different ranks in different epochs: count it once.
+    skipped_all = union_across_ranks(skipped_all, rt)
+    skipped_count = len(skipped_all)
     sha = state_sha256(net)
     log.info("final_weights_sha256=%s rank=%d", sha, rt.rank)
 
