@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Build the byoc images: byoc-train:latest and byoc-serve:latest.
+# Build the byoc images: byoc-train:latest, byoc-serve:latest and byoc-serve:cpu.
 #
-# usage: scripts/build_images.sh [train|serve|all|torchserve] [extra docker build args...]
-#        (torchserve: byoc-torchserve:latest, bench/'s TorchServe comparison image; not in `all`)
+# usage: scripts/build_images.sh [train|serve|cpu|all|torchserve] [extra docker build args...]
+#        (cpu: byoc-serve:cpu, the CPU-only serving image: docker/serve/Dockerfile with
+#         TORCH_REQUIREMENTS=torch-cpu.txt; all: train, serve and cpu;
+#         torchserve: byoc-torchserve:latest, bench/'s TorchServe comparison image; not in `all`)
 #
 # Environment:
 #   BASE_IMAGE        base for both images (default python:3.11-slim-bookworm). When it
@@ -11,10 +13,14 @@
 #                     debootstrap (scripts/local_base_image.sh).
 #   PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST
 #                     passed through to pip inside the build (mirrors).
-#   BYOC_WHEELHOUSE   space-separated local PEP 503 "simple" directories (e.g. a wheel mirror
-#                     on disk); each is served on 127.0.0.1 during the build and added to
-#                     PIP_EXTRA_INDEX_URL. Default: the ones under /opt/pypi* if present.
-#   TAG               image tag (default latest)
+#   BYOC_WHEELHOUSE   space-separated local wheel directories: PEP 503 mirrors (DIR/simple/...)
+#                     or flat folders of .whl files (a simple index is generated for those);
+#                     each is served on 127.0.0.1 during the build and added to
+#                     PIP_EXTRA_INDEX_URL. Default: /opt/pypi-more, /opt/pypi and /opt/wheels
+#                     where present.
+#   TAG               image tag (default latest; the CPU image is TAG-cpu, or cpu for latest)
+#   Online, the CPU image's torch comes from https://download.pytorch.org/whl/cpu: `cpu` adds
+#   that index when no local wheel directory holds the pinned wheel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,8 +44,21 @@ fi
 if [ -z "${BYOC_WHEELHOUSE+x}" ]; then
     BYOC_WHEELHOUSE=""
     for d in /opt/pypi-more /opt/pypi; do [ -d "$d/simple" ] && BYOC_WHEELHOUSE="$BYOC_WHEELHOUSE $d"; done
+    if compgen -G "/opt/wheels/*.whl" >/dev/null; then BYOC_WHEELHOUSE="$BYOC_WHEELHOUSE /opt/wheels"; fi
 fi
 extra_index="${PIP_EXTRA_INDEX_URL:-}"
+simple_index() {  # simple_index WHEEL_DIR OUT: a PEP 503 index OUT/simple/ over a flat folder of wheels
+    local dir="$1" out="$2" whl file project
+    mkdir -p "$out/files" "$out/simple"
+    for whl in "$dir"/*.whl; do
+        [ -e "$whl" ] || continue
+        file="$(basename "$whl")"
+        project="$(echo "${file%%-*}" | tr 'A-Z_.' 'a-z--')"
+        ln -sf "$whl" "$out/files/$file"
+        mkdir -p "$out/simple/$project"
+        echo "<a href=\"../../files/${file//+/%2B}\">$file</a><br>" >>"$out/simple/$project/index.html"
+    done
+}
 server_pid=""
 cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true; }
 trap cleanup EXIT
@@ -50,7 +69,11 @@ if [ -n "${BYOC_WHEELHOUSE// /}" ]; then
     rm -rf "$root"; mkdir -p "$root"
     i=0
     for d in $BYOC_WHEELHOUSE; do
-        ln -s "$d" "$root/$i"
+        if [ -d "$d/simple" ]; then
+            ln -s "$d" "$root/$i"
+        else
+            simple_index "$d" "$root/$i"
+        fi
         extra_index="$extra_index http://127.0.0.1:$port/$i/simple"
         i=$((i + 1))
     done
@@ -72,11 +95,25 @@ build() {  # build NAME DOCKERFILE [docker build args]
         --build-arg BASE_IMAGE="$BASE_IMAGE" "${pip_args[@]}" "$@" .
 }
 
+build_cpu() {  # byoc-serve:cpu: the serving Dockerfile with CPU-only torch
+    local cpu_tag="cpu" torch_pin
+    [ "$TAG" != "latest" ] && cpu_tag="$TAG-cpu"
+    torch_pin="$(sed -n 's/^torch==\([^ ]*\).*/\1/p' docker/requirements/torch-cpu.txt)"
+    local args=(--build-arg TORCH_REQUIREMENTS=torch-cpu.txt)
+    if ! find -L $BYOC_WHEELHOUSE -maxdepth 3 -name "torch-${torch_pin}-*.whl" 2>/dev/null | grep -q .; then
+        echo "no local wheel of torch $torch_pin: taking it from https://download.pytorch.org/whl/cpu"
+        args+=(--build-arg "PIP_EXTRA_INDEX_URL=${extra_index# } https://download.pytorch.org/whl/cpu")
+    fi
+    TAG="$cpu_tag" build byoc-serve docker/serve/Dockerfile "${args[@]}" "$@"
+}
+
 case "$what" in
     train) build byoc-train docker/train/Dockerfile "$@" ;;
     serve) build byoc-serve docker/serve/Dockerfile "$@" ;;
-    all) build byoc-train docker/train/Dockerfile "$@"; build byoc-serve docker/serve/Dockerfile "$@" ;;
+    cpu) build_cpu "$@" ;;
+    all) build byoc-train docker/train/Dockerfile "$@"; build byoc-serve docker/serve/Dockerfile "$@"
+         build_cpu "$@" ;;
     torchserve) build byoc-torchserve docker/bench/torchserve/Dockerfile "$@" ;;
-    *) echo "usage: $0 [train|serve|all|torchserve]" >&2; exit 2 ;;
+    *) echo "usage: $0 [train|serve|cpu|all|torchserve]" >&2; exit 2 ;;
 esac
 docker image prune -f >/dev/null 2>&1 || true

@@ -11,8 +11,8 @@
 #   --images     what to build and push (default: BYOC_PUSH_IMAGES or "train serve serve-cpu"):
 #                  train      byoc-train:latest -> repository byoc-train
 #                  serve      byoc-serve:latest -> repository byoc-serve (GPU-capable, runs on CPU too)
-#                  serve-cpu  byoc-serve:cpu    -> repository byoc-serve-cpu (torch from PyTorch's CPU
-#                             index, for ml.m5/ml.c5 endpoints; needs download.pytorch.org)
+#                  serve-cpu  byoc-serve:cpu    -> repository byoc-serve-cpu (CPU-only torch, no
+#                             torchvision, for ml.m5/ml.c5 endpoints; `scripts/build_images.sh cpu`)
 #                  LOCAL=REPO an image already on this machine, pushed as REPO (never built here)
 #   --no-build   push the local images as they are
 #
@@ -87,10 +87,7 @@ if [ "$build" = 1 ]; then
     for item in ${images//,/ }; do
         case "$item" in
             train|serve) echo "== building $item"; scripts/build_images.sh "$item" ;;
-            serve-cpu)
-                echo "== building serve-cpu (torch from PyTorch's CPU wheel index)"
-                PIP_INDEX_URL=https://download.pytorch.org/whl/cpu PIP_EXTRA_INDEX_URL=https://pypi.org/simple \
-                    BYOC_WHEELHOUSE="" TAG=cpu scripts/build_images.sh serve ;;
+            serve-cpu) echo "== building serve-cpu"; scripts/build_images.sh cpu ;;
         esac
     done
 fi

@@ -48,6 +48,11 @@ def serve_image() -> str:
     return du.ensure_image(du.SERVE_IMAGE, "serve")
 
 
+@pytest.fixture(scope="session")
+def serve_cpu_image() -> str:
+    return du.ensure_image(du.SERVE_CPU_IMAGE, "cpu")
+
+
 # Fast settings that still give a real model on the demo data (see README's demo section).
 QUICK_HPS = {"arch": "resnet18", "image-size": 32, "pretrained": "false", "epochs": "4", "batch-size": "64",
              "lr": "0.003", "num-workers": "1"}

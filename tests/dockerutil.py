@@ -16,6 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_IMAGE = os.environ.get("BYOC_TRAIN_IMAGE", "byoc-train:latest")
 SERVE_IMAGE = os.environ.get("BYOC_SERVE_IMAGE", "byoc-serve:latest")
+SERVE_CPU_IMAGE = os.environ.get("BYOC_SERVE_CPU_IMAGE", "byoc-serve:cpu")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

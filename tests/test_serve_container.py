@@ -209,7 +209,7 @@ def test_pixel_bomb_keeps_memory_flat(server):
 
 
 def test_model_dir_is_left_untouched(server):
-    assert sorted(p.name for p in Path(server["model_dir"]).iterdir()) == ["model.json", "model.pt"]
+    assert sorted(p.name for p in Path(server["model_dir"]).iterdir()) == ["model.json", "model.pt", "model.ts"]
 
 
 def test_sigterm_finishes_in_flight_and_exits_within_30s(server):
