@@ -66,21 +66,22 @@ def test_artifact_round_trip(tmp_path):
     assert doc["torchscript"] == "model.ts"
 
 
-@pytest.mark.parametrize("freeze", [True, False])
-def test_torchscript_copy_is_loaded_and_agrees_with_the_weights(tmp_path, freeze):
+@pytest.mark.parametrize("optimize", [True, False])
+def test_torchscript_copy_is_loaded_and_agrees_with_the_weights(tmp_path, optimize):
     net = model.build("resnet18", 3).eval()
-    for m in net.modules():  # batch-norm statistics other than the defaults, so freezing folds something
+    for m in net.modules():  # batch-norm statistics other than the defaults, so optimising folds something
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 1.5)
     artifact.save(tmp_path, net, _meta())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.pt", "model.ts"]
-    loaded, meta = artifact.load(tmp_path, freeze=freeze)
+    loaded, meta = artifact.load(tmp_path, optimize=optimize)
     assert isinstance(loaded, torch.jit.ScriptModule) and meta.torchscript == "model.ts"
     x = torch.randn(5, 3, 32, 32)  # another batch size than the trace's
     with torch.inference_mode():
         expected, got = torch.softmax(net(x), 1), torch.softmax(loaded(x), 1)
-    assert (got - expected).abs().max().item() < 1e-5
+    # Folded batch norm and oneDNN kernels round differently from the eager model.
+    assert (got - expected).abs().max().item() < (1e-4 if optimize else 1e-6)
 
 
 @pytest.mark.parametrize("arch", ["mobilenet_v3_small", "vit_b_16"])
