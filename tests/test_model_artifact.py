@@ -161,3 +161,24 @@ def test_broken_artifacts_give_one_line_reasons(tmp_path, damage, message, torch
     with pytest.raises(ArtifactError, match=message) as err:
         artifact.load(tmp_path, torchscript=torchscript)
     assert "\n" not in str(err.value)
+
+
+def test_serving_path_never_imports_torchvision(tmp_path):
+    """The CPU serving image has no torchvision: loading an artifact with model.ts and predicting
+    through the handler must not import it (checked in a fresh interpreter, where it is installed)."""
+    import subprocess
+    import sys
+
+    artifact.save(tmp_path, model.build("resnet18", 3), _meta())
+    script = f"""
+import sys
+import byoc.container, byoc.serve.server, byoc.serve.front, byoc.serve.mms, byoc.serve.handler as h
+from PIL import Image
+handler = h.ImageClassifierHandler()
+handler.load({str(tmp_path)!r}, h.pick_device())
+print(handler.postprocess(handler.inference(handler.preprocess([Image.new("RGB", (50, 40))])), 1))
+print(sorted(m for m in sys.modules if m.split(".")[0] == "torchvision"))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout
