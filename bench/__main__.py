@@ -53,6 +53,7 @@ def ensure_image(image: str, what: str) -> None:
 def run_serving(args, work: Path, failures: list[str]) -> dict:
     ensure_image("byoc-serve:latest", "serve")
     ensure_image("byoc-torchserve:latest", "torchserve")
+    ensure_image("byoc-serve:cpu", "cpu")
     photos = payloads.write(work / "payloads", {k: v for k, v in payloads.MEGAPIXELS.items() if k in args.payloads})
     model_dir = artifact.write_byoc(work / "model")
     mar = artifact.write_mar(model_dir, work / "mar")
@@ -73,7 +74,7 @@ def run_serving(args, work: Path, failures: list[str]) -> dict:
     servers += [serving.byoc_server(model_dir, label=f"byoc-{v}", env=VARIANTS[v]) for v in args.variants]
     if "torchserve" in args.servers:
         servers.append(serving.torchserve_server(mar))
-    if containers.image_exists("byoc-serve:cpu"):
+    if "byoc" in args.servers:
         servers.append(serving.byoc_server(model_dir, image="byoc-serve:cpu", label="byoc-cpu"))
     for server in servers:
         result = serving.run_server(server, photos, tuple(args.concurrency), args.seconds, args.warmup, work)

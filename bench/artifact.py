@@ -34,7 +34,7 @@ def write_byoc(model_dir: Path, arch: str = ARCH, image_size: int = IMAGE_SIZE, 
 
     from byoc import artifact, model
 
-    if (model_dir / artifact.META_FILE).is_file():
+    if all((model_dir / f).is_file() for f in (artifact.META_FILE, artifact.WEIGHTS_FILE, artifact.TORCHSCRIPT_FILE)):
         return model_dir
     torch.manual_seed(seed)
     net = model.build(arch, CLASSES)
