@@ -17,8 +17,9 @@ from tests import dockerutil as du
 pytestmark = pytest.mark.container
 
 # amp and channels-last are fixed: "auto" picks whichever setting measures fastest at start, so
-# the run's numerics (and, with bf16 + channels_last on CPU, an occasional NaN) changed from run to
-# run. The two-host test keeps "auto" to cover the measured choice being shared by every rank.
+# the run's numerics would change from run to run. (At these 16 px, `auto` on CPU no longer offers
+# bf16, which gave random NaN gradients: see speed.CPU_BF16_MIN_IMAGE_SIZE.) The two-host test keeps
+# "auto" to cover the measured choice being shared by every rank.
 FAST = {"arch": "resnet18", "image-size": 16, "pretrained": "false", "epochs": "2", "batch-size": "32",
         "lr": "0.001", "num-workers": "1", "log-every": "2", "amp": "off", "channels-last": "false"}
 

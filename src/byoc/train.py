@@ -85,7 +85,7 @@ def choose_speed(net: nn.Module, cfg: TrainConfig, num_classes: int, rt: Runtime
     if saved is not None:
         choice = speed.Speed(saved["amp"], saved["channels_last"])
     else:
-        options = speed.candidates(cfg.amp, cfg.channels_last, rt.device)
+        options = speed.candidates(cfg.amp, cfg.channels_last, rt.device, cfg.image_size)
         index = options.index(speed.fastest(net, options, cfg.batch_size, cfg.image_size, num_classes, rt.device)) \
             if rt.is_main else 0
         if rt.distributed:
