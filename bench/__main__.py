@@ -28,6 +28,10 @@ VARIANTS = {
     "1w2t": {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "BYOC_TORCH_THREADS": "2"},
     # OpenMP threads that spin while they wait (the default before byoc.serve.mms set PASSIVE).
     "spin": {"OMP_WAIT_POLICY": "ACTIVE"},
+    # Request batching in the model server (BYOC_BATCH_SIZE requests per forward pass).
+    "b1": {"BYOC_BATCH_SIZE": "1"},
+    "b4": {"BYOC_BATCH_SIZE": "4", "BYOC_MAX_BATCH_DELAY_MS": "5"},
+    "b4d0": {"BYOC_BATCH_SIZE": "4", "BYOC_MAX_BATCH_DELAY_MS": "0"},  # only what is already queued
 }
 DEFAULT_VARIANTS = "1w2t,2w1t"
 

@@ -116,3 +116,82 @@ def test_unexpected_failure_is_500_without_internals(handler, monkeypatch):
 def test_probe_answers_without_a_body(handler):
     status, _, doc = _call(handler, b"", X_Byoc_Probe="1")
     assert status == 200 and doc == {"status": "ready"}
+
+
+def _call_many(handler, requests: list[tuple[bytes, dict]]) -> list[tuple[int, dict]]:
+    """Several requests in one handle() call, as multi-model-server sends them with batch_size > 1."""
+    ctx = Context("model", "unused", None, len(requests), None, "1.1.11")
+    ctx.request_processor = [RequestProcessor(headers) for _, headers in requests]
+    answers = handler.handle([{"body": bytearray(body)} for body, _ in requests], ctx)
+    assert len(answers) == len(requests)
+    out = []
+    for idx, answer in enumerate(answers):
+        assert ctx.get_response_content_type(idx) == "application/json"
+        out.append((ctx.get_response_status(idx)[0], json.loads(answer)))
+    return out
+
+
+def _npy(n: int) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.random.default_rng(n).integers(0, 255, (n, 36, 48, 3), dtype=np.uint8))
+    return buf.getvalue()
+
+
+def _instances(*images: bytes) -> bytes:
+    import base64
+
+    return json.dumps({"instances": [{"b64": base64.b64encode(i).decode()} for i in images]}).encode()
+
+
+def test_one_call_answers_each_request_on_its_own(handler, monkeypatch):
+    png = {"Content-Type": "image/png"}
+    requests = [
+        (_png(color=(200, 10, 10)), {**png, "X-Amzn-SageMaker-Custom-Attributes": "top_k=1"}),
+        (b"garbage", png),
+        (_instances(_png(), _png(color=(0, 0, 250))), {"Content-Type": "application/json",
+                                                       "X-Amzn-SageMaker-Custom-Attributes": "top_k=3"}),
+        (b"", {"X-Byoc-Probe": "1"}),
+        (_png(), {**png, "Accept": "text/csv"}),
+        (_npy(3), {"Content-Type": "application/x-npy"}),
+        (_png(color=(5, 5, 5)), png),
+    ]
+    forwards = []
+    inference = handler.inference
+    monkeypatch.setattr(handler, "inference", lambda batch: forwards.append(len(batch)) or inference(batch))
+    got = _call_many(handler, requests)
+    assert forwards == [1 + 2 + 3 + 1]  # every valid image in one forward pass
+    assert [status for status, _ in got] == [200, 400, 200, 200, 406, 200, 200]
+    assert len(got[0][1]["predictions"]) == 1
+    assert got[1][1]["status"] == 400 and got[4][1]["status"] == 406
+    assert [len(p) for p in got[2][1]["predictions"]] == [3, 3]
+    assert got[3][1] == {"status": "ready"}
+    assert [len(p) for p in got[5][1]["predictions"]] == [5, 5, 5]
+    assert len(got[6][1]["predictions"]) == 5
+    # Each request's answer is what it gets alone (up to float noise between batch shapes).
+    for idx in (0, 2, 5, 6):
+        [(status, alone)] = _call_many(handler, [requests[idx]])
+        together = np.array(got[idx][1]["predictions"], dtype=object).ravel()
+        alone = np.array(alone["predictions"], dtype=object).ravel()
+        assert [p["index"] for p in together] == [p["index"] for p in alone]
+        assert [p["score"] for p in together] == pytest.approx([p["score"] for p in alone], abs=1e-5)
+
+
+def test_a_failed_batch_runs_its_requests_one_by_one(handler, monkeypatch):
+    inference = handler.inference
+
+    def fails_on_blue_or_batches(batch):
+        if len(batch) > 1 or batch[0, 2].mean() > batch[0, 0].mean():
+            raise RuntimeError("out of memory at secret/path.py")
+        return inference(batch)
+
+    monkeypatch.setattr(handler, "inference", fails_on_blue_or_batches)
+    got = _call_many(handler, [(_png(color=(250, 0, 0)), {"Content-Type": "image/png"}),
+                               (_png(color=(0, 0, 250)), {"Content-Type": "image/png"})])
+    assert got[0][0] == 200 and len(got[0][1]["predictions"]) == 5
+    assert got[1][0] == 500 and "secret" not in got[1][1]["error"]
+
+
+def test_a_call_with_only_bad_requests_runs_no_forward(handler, monkeypatch):
+    monkeypatch.setattr(handler, "inference", lambda batch: pytest.fail("no forward pass expected"))
+    got = _call_many(handler, [(b"x", {"Content-Type": "text/plain"}), (b"", {"X-Byoc-Probe": "1"})])
+    assert [status for status, _ in got] == [415, 200]

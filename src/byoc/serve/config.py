@@ -13,6 +13,8 @@ from byoc.errors import ConfigError
 DEFAULT_MAX_PAYLOAD_MB = 6  # SageMaker real-time endpoints' request limit
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: ~120 MB decoded RGB, fits any endpoint
 DEFAULT_TOP_K = 5
+DEFAULT_BATCH_SIZE = 1  # requests per forward pass; 1 = no batching (bench/: see README "Serving")
+DEFAULT_MAX_BATCH_DELAY_MS = 5  # how long a worker waits for more requests to fill a batch
 MODEL_DIR_ENV = "BYOC_MODEL_DIR"
 THREADS_ENV = "BYOC_TORCH_THREADS"
 
@@ -42,6 +44,8 @@ class ServeConfig:
     max_request_bytes: int = DEFAULT_MAX_PAYLOAD_MB * 1024 * 1024
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     top_k: int = DEFAULT_TOP_K
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_batch_delay_ms: int = DEFAULT_MAX_BATCH_DELAY_MS
     vmargs: str = "-Xmx512m -XX:+UseContainerSupport"
 
     @classmethod
@@ -62,6 +66,8 @@ class ServeConfig:
             max_request_bytes=mb * 1024 * 1024,
             max_image_pixels=_int(env, "BYOC_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS),
             top_k=_int(env, "BYOC_TOP_K", DEFAULT_TOP_K),
+            batch_size=_int(env, "BYOC_BATCH_SIZE", DEFAULT_BATCH_SIZE),
+            max_batch_delay_ms=_int(env, "BYOC_MAX_BATCH_DELAY_MS", DEFAULT_MAX_BATCH_DELAY_MS, minimum=0),
             vmargs=env.get("SAGEMAKER_MODEL_SERVER_VMARGS", cls.vmargs),
         )
 

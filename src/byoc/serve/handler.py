@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 
 import torch
 from PIL import Image
@@ -43,6 +44,13 @@ def _headers(context, idx: int) -> dict[str, str]:
     """Request headers, names lower-cased (the servers keep the client's spelling)."""
     raw = context.get_all_request_header(idx) or {}
     return {str(k).lower(): v for k, v in raw.items() if isinstance(v, str)}
+
+
+@dataclass
+class _Parsed:
+    batch: torch.Tensor  # the request's preprocessed images
+    batched: bool  # answer with a list of prediction lists
+    top_k: int
 
 
 class ImageClassifierHandler:
@@ -92,38 +100,83 @@ class ImageClassifierHandler:
     def postprocess(self, probs: torch.Tensor, top_k: int) -> list[list[dict]]:
         return codec.top_predictions(probs, self.meta.labels, top_k)
 
-    # -- one request -----------------------------------------------------------------
-    def predict(self, body: bytes, headers: dict[str, str]) -> bytes:
-        """One request's body and headers -> JSON predictions (raises RequestError)."""
+    # -- requests --------------------------------------------------------------------
+    def parse(self, body: bytes, headers: dict[str, str]) -> _Parsed:
+        """One request's body and headers -> its images and answer shape (raises RequestError)."""
         codec.check_accept(headers.get("accept"))
         top_k = codec.parse_top_k(headers.get(codec.CUSTOM_ATTRIBUTES.lower()), self.default_top_k,
                                   self.meta.num_classes)
         images, batched = codec.decode(body, headers.get("content-type"), self.config.max_image_pixels,
                                        self.preprocessor.draft_size)
-        predictions = self.postprocess(self.inference(self.preprocess(images)), top_k)
-        return codec.encode(predictions, batched)
+        return _Parsed(self.preprocess(images), batched, top_k)
+
+    def answer(self, parsed: _Parsed, probs: torch.Tensor) -> bytes:
+        return codec.encode(self.postprocess(probs, parsed.top_k), parsed.batched)
+
+    def predict(self, body: bytes, headers: dict[str, str]) -> bytes:
+        """One request's body and headers -> JSON predictions (raises RequestError)."""
+        parsed = self.parse(body, headers)
+        return self.answer(parsed, self.inference(parsed.batch))
 
     def handle(self, data: list, context) -> list[bytes]:
-        answers = []
+        """Every request in the call gets its own answer; the valid ones share one forward pass
+        (the model server hands several requests at once when its batch size is above 1)."""
+        start = time.perf_counter()
+        answers: list = [None] * len(data)
+        parsed: dict[int, _Parsed] = {}
         for idx, request in enumerate(data):
-            start = time.perf_counter()
             headers = _headers(context, idx)
+            if PROBE in headers:
+                answers[idx] = _reply(context, idx, 200, b'{"status": "ready"}')
+                continue
             try:
-                if PROBE in headers:
-                    status, answer = 200, b'{"status": "ready"}'
-                else:
-                    status, answer = 200, self.predict(_body(request), headers)
-            except RequestError as exc:
-                status, answer = to_response(exc)
-                log.info("request %d rejected: %d %s", idx, status, exc.message)
-            except Exception:  # a bug or resource failure: details to the log only
-                log.exception("request %d failed", idx)
-                status, answer = to_response(Internal("internal error while predicting; see the endpoint's logs"))
-            context.set_response_status(status, "OK" if status == 200 else "Error", idx)
-            context.set_response_content_type(idx, JSON_CONTENT_TYPE)
-            log.debug("request %d: %d in %.1f ms", idx, status, (time.perf_counter() - start) * 1e3)
-            answers.append(answer)
+                parsed[idx] = self.parse(_body(request), headers)
+            except Exception as exc:
+                answers[idx] = _failure(context, idx, exc)
+        if parsed:
+            for idx, answer in self._predict_all(parsed).items():
+                answers[idx] = (_failure(context, idx, answer) if isinstance(answer, Exception)
+                                else _reply(context, idx, 200, answer))
+        log.debug("%d requests (%d images) in %.1f ms", len(data), sum(len(p.batch) for p in parsed.values()),
+                  (time.perf_counter() - start) * 1e3)
         return answers
+
+    def _predict_all(self, parsed: dict[int, _Parsed]) -> dict[int, bytes | Exception]:
+        """One forward pass over every request's images, split back per request. When that pass
+        fails, each request runs alone, so one request's failure is not its neighbours'."""
+        if len(parsed) > 1:
+            try:
+                probs = self.inference(torch.cat([p.batch for p in parsed.values()]))
+                out, offset = {}, 0
+                for idx, p in parsed.items():
+                    out[idx] = self.answer(p, probs[offset:offset + len(p.batch)])
+                    offset += len(p.batch)
+                return out
+            except Exception:
+                log.warning("a batch of %d requests failed; running them one by one", len(parsed), exc_info=True)
+        out = {}
+        for idx, p in parsed.items():
+            try:
+                out[idx] = self.answer(p, self.inference(p.batch))
+            except Exception as exc:
+                out[idx] = exc
+        return out
+
+
+def _reply(context, idx: int, status: int, body: bytes) -> bytes:
+    context.set_response_status(status, "OK" if status == 200 else "Error", idx)
+    context.set_response_content_type(idx, JSON_CONTENT_TYPE)
+    return body
+
+
+def _failure(context, idx: int, exc: Exception) -> bytes:
+    """A request's error as its JSON answer: ours with its status, anything else a 500 without internals."""
+    if isinstance(exc, RequestError):
+        log.info("request %d rejected: %d %s", idx, exc.status, exc.message)
+    else:  # a bug or resource failure: details to the log only
+        log.error("request %d failed", idx, exc_info=exc)
+        exc = Internal("internal error while predicting; see the endpoint's logs")
+    return _reply(context, idx, *to_response(exc))
 
 
 _service = ImageClassifierHandler()

@@ -1,5 +1,5 @@
 """multi-model-server behind the front: its config and model store under a temp dir,
-its process, and its management API's view of the workers."""
+its process, and the model's registration through its management API."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 import sagemaker_inference
 
@@ -67,7 +70,7 @@ class ModelServer:
             "inference_address": f"http://127.0.0.1:{self.inference_port}",
             "management_address": f"http://127.0.0.1:{self.management_port}",
             "model_store": str(store),
-            "load_models": MODEL_NAME,
+            # No load_models: MMS would register the model with batch size 1; register() sets it.
             "default_workers_per_model": self.workers,
             "number_of_gpu": self.gpus,
             "default_response_timeout": self.config.timeout,
@@ -104,6 +107,35 @@ class ModelServer:
                "--model-store", str(properties.parent / "model-store"), "--log-config", str(LOG_CONFIG)]
         # Own process group: stop() reaches the JVM and every worker it forked.
         self.process = subprocess.Popen(cmd, cwd=self.workdir, env=env, start_new_session=True)
+        threading.Thread(target=self.register, name="mms-register", daemon=True).start()
+
+    def register(self, poll: float = 0.05) -> None:
+        """Register the model with its batching once the management API listens (MMS's start-up
+        models always get batch size 1). A refusal goes to the start-up report, so the server
+        stops with the reason instead of waiting for a worker that never comes."""
+        query = urlencode({"url": MODEL_NAME, "model_name": MODEL_NAME, "initial_workers": self.workers,
+                           "batch_size": self.config.batch_size,
+                           "max_batch_delay": self.config.max_batch_delay_ms, "synchronous": "false"})
+        deadline = time.monotonic() + self.config.startup_timeout
+        while self.alive() and time.monotonic() < deadline:
+            conn = http.client.HTTPConnection("127.0.0.1", self.management_port, timeout=10)
+            try:
+                conn.request("POST", f"/models?{query}")
+                resp = conn.getresponse()
+                body = resp.read().decode(errors="replace")
+            except (OSError, http.client.HTTPException):
+                time.sleep(poll)  # not listening yet
+                continue
+            finally:
+                conn.close()
+            if resp.status < 300 or resp.status == 409:  # 409: an earlier attempt that timed out got through
+                log.debug("model registered: %s", body.strip())
+                return
+            reason = f"the model server refused the model: HTTP {resp.status} {' '.join(body.split())[:300]}"
+            tmp = self.startup_report.with_name(f"{self.startup_report.name}.register")
+            tmp.write_text(reason + "\n")
+            os.replace(tmp, self.startup_report)
+            return
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
