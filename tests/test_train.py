@@ -164,3 +164,76 @@ def test_union_across_ranks_counts_a_file_seen_by_several_ranks_once():
 def test_union_across_ranks_single_process_is_the_set_itself():
     items = {"a.jpg"}
     assert train.union_across_ranks(items, train.Runtime(device=torch.device("cpu"))) is items
+
+
+def _ddp_resume_worker(rank: int, world: int, ports: list[int], data_root, tmp_path, out) -> None:
+    """One of two gloo ranks: a straight run, then a run stopped mid-epoch and resumed."""
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1"})
+    cfg = TrainConfig(**{**QUICK, "epochs": 1, "batch_size": 16})
+    os.environ["MASTER_PORT"] = str(ports[0])
+    straight = train.run(make_job(tmp_path / "straight", data_root), cfg)
+
+    job = make_job(tmp_path / "resumed", data_root)  # one /opt/ml on one host: rank 0 writes, both read
+    calls = {"n": 0}
+
+    def stop_at_step_3(rt):  # the same step on both ranks, as the real agreement gives
+        calls["n"] += 1
+        return calls["n"] >= 3
+
+    real_stop = train._stop_agreed
+    train._stop_agreed = stop_at_step_3
+    os.environ["MASTER_PORT"] = str(ports[1])
+    try:
+        train.run(job, cfg)
+        raise AssertionError("the stop was not reached")
+    except train.Interrupted:
+        dist.destroy_process_group()
+    train._stop_agreed = real_stop
+    os.environ["MASTER_PORT"] = str(ports[2])
+    resumed = train.run(job, cfg)
+    out.put((rank, {k: (straight[k], resumed[k]) for k in ("epochs", "samples_per_rank", "final_weights_sha256")}))
+
+
+def test_two_ranks_resume_mid_epoch_to_the_same_metrics(tmp_path, small_data):
+    """Each rank's totals of the interrupted epoch are saved and restored, not rank 0's for all."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    ports = []
+    for _ in range(3):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    ctx = mp.get_context("spawn")
+    out = ctx.SimpleQueue()
+    mp.start_processes(_ddp_resume_worker, args=(2, ports, small_data, tmp_path, out), nprocs=2, start_method="spawn")
+    results = dict(out.get() for _ in range(2))
+    for rank, got in results.items():
+        (straight, resumed) = got["epochs"]
+        assert len(straight) == len(resumed) == 1
+        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+            assert resumed[0][key] == pytest.approx(straight[0][key], rel=1e-9), (rank, key, straight, resumed)
+        assert got["samples_per_rank"] == ([150, 150], [150, 150]), rank  # 300 images, 150 a rank
+        assert got["final_weights_sha256"][0] == got["final_weights_sha256"][1]
+
+
+def test_resume_with_another_world_size_puts_the_saved_totals_on_rank_0(caplog):
+    entries = [{"loss_sum": 2.0, "correct": 1.0, "count": 4.0, "skipped": ["a.jpg"], "samples": 10},
+               {"loss_sum": 3.0, "correct": 2.0, "count": 4.0, "skipped": ["b.jpg"], "samples": 10}]
+    cpu = torch.device("cpu")
+    same = [train.resumed_progress({"ranks": entries}, train.Runtime(cpu, rank=r, world_size=2)) for r in (0, 1)]
+    assert [(s.loss_sum, s.count, s.skipped, n) for s, n in same] == [(2.0, 4.0, {"a.jpg"}, 10), (3.0, 4.0, {"b.jpg"}, 10)]
+    rank0, n0 = train.resumed_progress({"ranks": entries}, train.Runtime(cpu, rank=0, world_size=3))
+    rank2, n2 = train.resumed_progress({"ranks": entries}, train.Runtime(cpu, rank=2, world_size=3))
+    assert (rank0.loss_sum, rank0.correct, rank0.count, rank0.skipped, n0) == (5.0, 3.0, 8.0, {"a.jpg", "b.jpg"}, 20)
+    assert (rank2.count, n2) == (0.0, 0)
+    assert "checkpoint written by 2 process(es), resumed by 3" in caplog.text
+    # a checkpoint from before per-rank entries: rank 0's totals
+    old, n = train.resumed_progress({"partial": [2.0, 1.0, 4.0, ["a.jpg"]]}, train.Runtime(cpu))
+    assert (old.loss_sum, old.count, old.skipped, n) == (2.0, 4.0, {"a.jpg"}, 0)

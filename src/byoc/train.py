@@ -113,6 +113,15 @@ def union_across_ranks(items: set[str], rt: Runtime) -> set[str]:
     return set().union(*gathered)
 
 
+def gather_objects(obj, rt: Runtime) -> list:
+    """Every rank's `obj`, in rank order (a collective call: every rank must make it)."""
+    if not rt.distributed:
+        return [obj]
+    gathered: list = [None] * rt.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def state_sha256(model: nn.Module) -> str:
     """Hash of the weights: equal on every rank when DDP kept them in sync."""
     h = hashlib.sha256()
@@ -251,6 +260,31 @@ class EpochStats:
         if count == 0:
             return float("nan"), 0.0, 0
         return loss_sum / count, correct / count, int(count)
+
+
+def resumed_progress(state: dict, rt: Runtime) -> tuple[EpochStats, int]:
+    """This rank's totals of the interrupted epoch so far, and its samples of the epochs before.
+
+    A checkpoint holds one entry per rank. Resumed with the same world size, each rank takes
+    its own. With another world size the shards differ, so no entry belongs to a new rank: rank 0
+    carries the sum of them all, which keeps the epoch's reduced metrics and the total sample count
+    right and attributes the saved samples to rank 0 in samples_per_rank.
+    """
+    entries = state.get("ranks")
+    if entries is None:  # a checkpoint that saved rank 0's partial totals only
+        loss_sum, correct, count, skipped = state["partial"]
+        entries = [{"loss_sum": loss_sum, "correct": correct, "count": count, "skipped": skipped, "samples": 0}]
+    if len(entries) == rt.world_size:
+        mine = [entries[rt.rank]]
+    else:
+        if rt.is_main:
+            log.warning("checkpoint written by %d process(es), resumed by %d: rank 0 carries the interrupted "
+                        "epoch's totals so far and the samples of earlier epochs", len(entries), rt.world_size)
+        mine = entries if rt.is_main else []
+    stats = EpochStats()
+    for e in mine:
+        stats.add(e["loss_sum"], e["correct"], e["count"], e["skipped"])
+    return stats, sum(e["samples"] for e in mine)
 
 
 # --------------------------------------------------------------------------- loop
@@ -400,6 +434,7 @@ def run(job: Job, cfg: TrainConfig) -> dict:
     start_epoch, start_step, history = 0, 0, []
     best = {"epoch": -1, "val_accuracy": -1.0, "state": None}
     partial = EpochStats()
+    samples_seen = [0] * rt.world_size  # per rank, over finished epochs; summed across ranks at the end
     if resumed is not None:
         state, path = resumed
         net.load_state_dict(state["model"])
@@ -408,7 +443,7 @@ def run(job: Job, cfg: TrainConfig) -> dict:
         scaler.load_state_dict(state["scaler"])
         checkpoint.set_rng_state(state["rng"])
         start_epoch, start_step, history, best = state["epoch"], state["step"], state["history"], state["best"]
-        partial = EpochStats(*state["partial"][:3], set(state["partial"][3]))
+        partial, samples_seen[rt.rank] = resumed_progress(state, rt)
         log.info("resumed_from_epoch=%d step=%d checkpoint=%s", start_epoch, start_step, path.name)
 
     train_model: nn.Module = net
@@ -430,9 +465,12 @@ def run(job: Job, cfg: TrainConfig) -> dict:
         writer = SummaryWriter(str(job.tensorboard_dir))
     rules = Rules()
     skipped_all: set[str] = set()
-    samples_seen = [0] * rt.world_size
 
     def save_checkpoint(epoch: int, step: int, stats: EpochStats) -> None:
+        """Every rank calls this at the same point (an agreed stop, or the end of an epoch): each
+        rank's share of the epoch so far goes into the checkpoint, which rank 0 writes."""
+        ranks = gather_objects({"loss_sum": stats.loss_sum, "correct": stats.correct, "count": stats.count,
+                                "skipped": sorted(stats.skipped), "samples": samples_seen[rt.rank]}, rt)
         if not rt.is_main:
             return
         state = {
@@ -440,7 +478,7 @@ def run(job: Job, cfg: TrainConfig) -> dict:
             "scaler": scaler.state_dict(), "rng": checkpoint.rng_state(), "epoch": epoch, "step": step,
             "history": history, "best": best, "config": cfg.to_dict(),
             "speed": {"amp": rt.speed.amp, "channels_last": rt.speed.channels_last},
-            "partial": [stats.loss_sum, stats.correct, stats.count, sorted(stats.skipped)],
+            "ranks": ranks,
         }
         path = checkpoint.save(job.checkpoint_dir, state, epoch, step)
         log.info("checkpoint saved: %s", path)
@@ -461,10 +499,10 @@ def run(job: Job, cfg: TrainConfig) -> dict:
             )
         if profiler is not None:
             _write_profile(profiler, job)
-        samples_seen[rt.rank] += int(stats.count)
         if _stop_agreed(rt):
             save_checkpoint(epoch, steps, stats)
             raise Interrupted(f"stopped by SIGTERM at epoch {epoch} step {steps}; checkpoint saved")
+        samples_seen[rt.rank] += int(stats.count)
         train_loss, train_acc, _ = stats.reduced(rt)
         skipped_all |= stats.skipped
         val = evaluate(train_model, valid_loader, criterion, rt)
