@@ -13,7 +13,9 @@ from byoc.errors import ConfigError
 DEFAULT_MAX_PAYLOAD_MB = 6  # SageMaker real-time endpoints' request limit
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: ~120 MB decoded RGB, fits any endpoint
 DEFAULT_TOP_K = 5
-DEFAULT_BATCH_SIZE = 1  # requests per forward pass; 1 = no batching (bench/: see README "Serving")
+# Requests per forward pass; 1 = no batching. Off: on 2 cores it lost throughput, and MMS 1.1.11
+# drops a worker when a batched answer reaches its decoder in two reads (README "Serving").
+DEFAULT_BATCH_SIZE = 1
 DEFAULT_MAX_BATCH_DELAY_MS = 5  # how long a worker waits for more requests to fill a batch
 MODEL_DIR_ENV = "BYOC_MODEL_DIR"
 THREADS_ENV = "BYOC_TORCH_THREADS"
