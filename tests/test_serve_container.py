@@ -212,6 +212,39 @@ def test_model_dir_is_left_untouched(server):
     assert sorted(p.name for p in Path(server["model_dir"]).iterdir()) == ["model.json", "model.pt", "model.ts"]
 
 
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(server):
+    """With the one worker busy, requests queue at the front and go to it in batches (up to
+    BYOC_BATCH_SIZE, default 4); each still gets exactly the answer it gets alone, errors included."""
+    port = server["port"]
+    images = sorted((Path(server["data"]) / "test").glob("*/*.png"))[:10]
+    cases = [(p.read_bytes(), {"Content-Type": "image/png", "X-Amzn-SageMaker-Custom-Attributes": f"top_k={1 + i % 3}"})
+             for i, p in enumerate(images)]
+    cases += [(b"not an image", {"Content-Type": "image/png"}), (b"x", {"Content-Type": "text/csv"})]
+    alone = [request(port, "/invocations", body, headers) for body, headers in cases]
+    assert [a[0] for a in alone] == [200] * 10 + [400, 415]
+    slow = json.dumps({"instances": [{"b64": base64.b64encode(cases[0][0]).decode()}] * 300}).encode()
+    together: dict[int, tuple] = {}
+
+    def send(i):
+        together[i] = request(port, "/invocations", *cases[i])
+
+    blocker = threading.Thread(target=request, args=(port, "/invocations", slow, {"Content-Type": "application/json"}))
+    blocker.start()
+    time.sleep(0.3)  # the worker is busy with 300 images: the next requests wait at the front
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(cases))]
+    for t in threads:
+        t.start()
+    for t in threads + [blocker]:
+        t.join(120)
+    for i, (status, doc, _) in enumerate(alone):
+        got_status, got, _ = together[i]
+        assert got_status == status, (i, got)
+        if status == 200:
+            assert len(got["predictions"]) == 1 + i % 3 and same(got["predictions"], doc["predictions"])
+        else:
+            assert got == doc
+
+
 def test_sigterm_finishes_in_flight_and_exits_within_30s(server):
     """Last test on the shared container: it stops it."""
     img = base64.b64encode(png(Image.new("RGB", (300, 300), (9, 9, 9)))).decode()
@@ -234,6 +267,10 @@ def test_sigterm_finishes_in_flight_and_exits_within_30s(server):
     assert waited.stdout.strip() == "0", f"exit code {waited.stdout.strip()}"
     status, doc, _ = result["answer"]
     assert status == 200 and len(doc["predictions"]) == 400
+    # The batching test before this one sent requests that waited for the busy worker together.
+    [stopped] = [json.loads(x) for x in du.run(["logs", server["name"]]).stderr.splitlines()
+                 if x.startswith('{"event": "stopped"')]
+    assert stopped["drained"] and max(int(k) for k in stopped["calls_by_batch_size"]) > 1, stopped
 
 
 @pytest.mark.parametrize("breakage", ["missing", "corrupt weights", "wrong architecture"])

@@ -6,10 +6,12 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from byoc.serve import batching
 from byoc.serve.front import Front
 
 
@@ -22,16 +24,25 @@ class FakeMMS(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    delay = 0.0  # seconds each answer takes (lets requests queue at the front)
+
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         FakeMMS.seen.append((dict(self.headers), body))
-        if body == b"crash":
+        time.sleep(FakeMMS.delay)
+        if self.headers.get(batching.BATCH_HEADER):  # as the handler answers a framed batch
+            parts = batching.unpack_requests(body, int(self.headers[batching.BATCH_HEADER]))
+            answers = [(400, json.dumps({"error": "bad image", "status": 400}).encode()) if b == b"ours"
+                       else (200, json.dumps({"predictions": [], "len": len(b), "ct": h["Content-Type"]}).encode())
+                       for h, b in parts]
+            status, out = 200, batching.pack_answers(answers)
+        elif body == b"crash":
             status, out = 503, json.dumps({"code": 503, "type": "InternalServerException", "message": "Prediction failed"})
         elif body == b"ours":
             status, out = 400, json.dumps({"error": "bad image", "status": 400})
         else:
-            status, out = 200, json.dumps({"predictions": [], "len": len(body)})
-        data = out.encode()
+            status, out = 200, json.dumps({"predictions": [], "len": len(body), "ct": self.headers["Content-Type"]})
+        data = out if isinstance(out, bytes) else out.encode()
         self.send_response(status)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -39,8 +50,9 @@ class FakeMMS(BaseHTTPRequestHandler):
 
 
 class Upstream:
-    def __init__(self, port: int):
+    def __init__(self, port: int, workers: int = 1):
         self.inference_port = port
+        self.workers = workers
         self.is_alive = True
         self.probes = True
 
@@ -52,13 +64,15 @@ class Upstream:
 
 
 @pytest.fixture
-def front():
+def front(request):
     mms = ThreadingHTTPServer(("127.0.0.1", 0), FakeMMS)
     threading.Thread(target=mms.serve_forever, daemon=True).start()
     upstream = Upstream(mms.server_address[1])
-    server = Front(("127.0.0.1", 0), upstream, max_request_bytes=1000, timeout=5)
+    server = Front(("127.0.0.1", 0), upstream, max_request_bytes=1000, timeout=5,
+                   batch_size=getattr(request, "param", 1))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     FakeMMS.seen.clear()
+    FakeMMS.delay = 0.0
     yield server, upstream
     server.shutdown()
     server.server_close()
@@ -93,12 +107,37 @@ def test_recent_success_counts_as_healthy(front):
 def test_only_the_handlers_headers_are_forwarded(front):
     server, _ = front
     status, doc, _ = call(server, "POST", "/invocations", b"abc", {
-        "Content-Type": "image/png", "Accept": "application/json", "X-Byoc-Probe": "1",
+        "Content-Type": "image/png", "Accept": "application/json", "X-Byoc-Probe": "1", "X-Byoc-Batch": "1",
         "X-Amzn-SageMaker-Custom-Attributes": "top_k=2", "Cookie": "x"})
     assert status == 200 and doc["len"] == 3
     headers = {k.lower(): v for k, v in FakeMMS.seen[-1][0].items()}
     assert headers["content-type"] == "image/png" and headers["x-amzn-sagemaker-custom-attributes"] == "top_k=2"
-    assert "x-byoc-probe" not in headers and "cookie" not in headers
+    assert "x-byoc-probe" not in headers and "x-byoc-batch" not in headers and "cookie" not in headers
+
+
+@pytest.mark.parametrize("front", [4], indirect=True)
+def test_requests_waiting_for_a_busy_worker_go_together_and_are_answered_one_by_one(front):
+    server, _ = front
+    FakeMMS.delay = 0.3
+    bodies = [b"first", b"a", b"bb", b"ours", b"dddd", b"eeeee"]
+    results: dict[bytes, tuple] = {}
+
+    def client(body):
+        results[body] = call(server, "POST", "/invocations", body, {"Content-Type": f"image/x-{len(body)}"})[:2]
+
+    threads = [threading.Thread(target=client, args=(b,)) for b in bodies]
+    threads[0].start()
+    time.sleep(0.1)  # the one worker is busy with the first request; the others queue
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results[b"ours"] == (400, {"error": "bad image", "status": 400})
+    for body in set(bodies) - {b"ours"}:
+        assert results[body] == (200, {"predictions": [], "len": len(body), "ct": f"image/x-{len(body)}"})
+    sizes = [int(h.get(batching.BATCH_HEADER, 1)) for h, _ in FakeMMS.seen]
+    assert sizes[0] == 1 and sum(sizes) == 6 and max(sizes) == 4  # batch_size caps a batch
+    assert server.batcher.sizes[4] == 1
 
 
 def test_foreign_errors_are_rewrapped_and_ours_pass_through(front):

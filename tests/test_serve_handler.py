@@ -195,3 +195,36 @@ def test_a_call_with_only_bad_requests_runs_no_forward(handler, monkeypatch):
     monkeypatch.setattr(handler, "inference", lambda batch: pytest.fail("no forward pass expected"))
     got = _call_many(handler, [(b"x", {"Content-Type": "text/plain"}), (b"", {"X-Byoc-Probe": "1"})])
     assert [status for status, _ in got] == [415, 200]
+
+
+def test_a_framed_batch_from_the_front_answers_each_part(handler, monkeypatch):
+    """The front's batch (byoc.serve.batching) is one model-server request; each part keeps its own
+    headers and gets its own status, and the valid ones share one forward pass."""
+    from byoc.serve import batching
+
+    parts = [({"Content-Type": "image/png", "X-Amzn-SageMaker-Custom-Attributes": "top_k=2"}, _png()),
+             ({"Content-Type": "text/plain"}, b"hello"),
+             ({"Content-Type": "image/png"}, b"not a png"),
+             ({"Content-Type": "application/x-npy"}, _npy(2))]
+    forwards = []
+    inference = handler.inference
+    monkeypatch.setattr(handler, "inference", lambda batch: forwards.append(len(batch)) or inference(batch))
+    ctx = Context("model", "unused", None, 1, None, "1.1.11")
+    ctx.request_processor = [RequestProcessor({"X-Byoc-Batch": str(len(parts))})]
+    [answer] = handler.handle([{"body": bytearray(batching.pack_requests(parts))}], ctx)
+    assert ctx.get_response_status(0)[0] == 200
+    assert ctx.get_response_content_type(0) == batching.FRAMED_CONTENT_TYPE
+    got = [(status, json.loads(body)) for status, body in batching.unpack_answers(answer, len(parts))]
+    assert forwards == [1 + 2]
+    assert [status for status, _ in got] == [200, 415, 400, 200]
+    assert len(got[0][1]["predictions"]) == 2
+    assert got[1][1]["status"] == 415 and "image/jpeg" in got[1][1]["error"]
+    assert [len(p) for p in got[3][1]["predictions"]] == [5, 5]
+    [(_, alone)] = _call_many(handler, [(parts[0][1], parts[0][0])])
+    assert [p["index"] for p in got[0][1]["predictions"]] == [p["index"] for p in alone["predictions"]]
+
+
+@pytest.mark.parametrize("count, body", [("2", b"\x00\x00"), ("x", b""), ("0", b"")])
+def test_a_malformed_framed_batch_is_400(handler, count, body):
+    status, _, doc = _call(handler, body, X_Byoc_Batch=count)
+    assert status == 400 and doc["status"] == 400 and "malformed batch" in doc["error"]

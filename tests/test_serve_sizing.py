@@ -46,9 +46,19 @@ def test_config_from_sagemaker_variables():
     assert (cfg.port, cfg.workers, cfg.timeout, cfg.max_request_bytes) == (9000, 3, 20, 2 * 1024**2)
     assert str(cfg.model_dir) == "/x/model"
     assert ServeConfig.from_env({}).max_request_bytes == 6 * 1024**2
+    newer = ServeConfig.from_env({"SAGEMAKER_MODEL_SERVER_TIMEOUT": "20", "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "90"})
+    assert newer.timeout == 90
 
 
-@pytest.mark.parametrize("env", [{"SAGEMAKER_MODEL_SERVER_WORKERS": "two"}, {"BYOC_TOP_K": "0"}])
+def test_batching_and_access_log_settings():
+    default = ServeConfig.from_env({})
+    assert (default.batch_size, default.max_batch_delay_ms, default.access_log) == (4, 0, False)
+    cfg = ServeConfig.from_env({"BYOC_BATCH_SIZE": "16", "BYOC_MAX_BATCH_DELAY_MS": "5", "BYOC_ACCESS_LOG": "1"})
+    assert (cfg.batch_size, cfg.max_batch_delay_ms, cfg.access_log) == (16, 5, True)
+
+
+@pytest.mark.parametrize("env", [{"SAGEMAKER_MODEL_SERVER_WORKERS": "two"}, {"BYOC_TOP_K": "0"},
+                                 {"BYOC_BATCH_SIZE": "0"}, {"BYOC_MAX_BATCH_DELAY_MS": "-1"}])
 def test_bad_settings_are_config_errors(env):
     with pytest.raises(ConfigError):
         ServeConfig.from_env(env)

@@ -8,15 +8,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
+from sagemaker_inference import parameters as sm  # SageMaker hosting's variable names
+
 from byoc.errors import ConfigError
 
 DEFAULT_MAX_PAYLOAD_MB = 6  # SageMaker real-time endpoints' request limit
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: ~120 MB decoded RGB, fits any endpoint
 DEFAULT_TOP_K = 5
-# Requests per forward pass; 1 = no batching. Off: on 2 cores it lost throughput, and MMS 1.1.11
-# drops a worker when a batched answer reaches its decoder in two reads (README "Serving").
-DEFAULT_BATCH_SIZE = 1
-DEFAULT_MAX_BATCH_DELAY_MS = 5  # how long a worker waits for more requests to fill a batch
+# At most this many requests per forward pass, grouped by the front from those waiting for a
+# busy worker (byoc.serve.batching); 1 = never group.
+DEFAULT_BATCH_SIZE = 4
+# How long a free worker waits for more requests to fill a batch; 0: it takes only what already waits.
+DEFAULT_MAX_BATCH_DELAY_MS = 0
 MODEL_DIR_ENV = "BYOC_MODEL_DIR"
 THREADS_ENV = "BYOC_TORCH_THREADS"
 
@@ -49,28 +52,32 @@ class ServeConfig:
     batch_size: int = DEFAULT_BATCH_SIZE
     max_batch_delay_ms: int = DEFAULT_MAX_BATCH_DELAY_MS
     vmargs: str = "-Xmx512m -XX:+UseContainerSupport"
+    access_log: bool = False  # one model-server log line per request
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, model_dir: str | Path | None = None) -> "ServeConfig":
-        """SageMaker's variables (SAGEMAKER_*) plus byoc's own (BYOC_*)."""
+        """SageMaker's variables (SAGEMAKER_*, named as sagemaker-inference names them) plus byoc's own (BYOC_*)."""
         env = os.environ if env is None else env
-        base = env.get("SAGEMAKER_BASE_DIR", "/opt/ml")
+        base = env.get(sm.BASE_PATH_ENV, "/opt/ml")
         model_dir = model_dir or env.get(MODEL_DIR_ENV) or os.path.join(base, "model")
-        mb = _int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", DEFAULT_MAX_PAYLOAD_MB)
+        mb = _int(env, sm.MAX_REQUEST_SIZE, DEFAULT_MAX_PAYLOAD_MB)
+        # The newer SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS wins over SAGEMAKER_MODEL_SERVER_TIMEOUT.
+        timeout = _int(env, sm.MODEL_SERVER_TIMEOUT_SECONDS_ENV, None) or _int(env, sm.MODEL_SERVER_TIMEOUT_ENV, 60)
         return cls(
             model_dir=Path(model_dir),
-            port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080),
+            port=_int(env, sm.BIND_TO_PORT_ENV, 8080),
             bind_host=env.get("BYOC_BIND_HOST", "").strip() or cls.bind_host,
-            workers=_int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", None),
+            workers=_int(env, sm.MODEL_SERVER_WORKERS_ENV, None),
             torch_threads=_int(env, THREADS_ENV, None),
-            timeout=_int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 60),
-            startup_timeout=_int(env, "SAGEMAKER_STARTUP_TIMEOUT", 600),
+            timeout=timeout,
+            startup_timeout=_int(env, sm.STARTUP_TIMEOUT_ENV, 600),
             max_request_bytes=mb * 1024 * 1024,
             max_image_pixels=_int(env, "BYOC_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS),
             top_k=_int(env, "BYOC_TOP_K", DEFAULT_TOP_K),
             batch_size=_int(env, "BYOC_BATCH_SIZE", DEFAULT_BATCH_SIZE),
             max_batch_delay_ms=_int(env, "BYOC_MAX_BATCH_DELAY_MS", DEFAULT_MAX_BATCH_DELAY_MS, minimum=0),
-            vmargs=env.get("SAGEMAKER_MODEL_SERVER_VMARGS", cls.vmargs),
+            vmargs=env.get(sm.MODEL_SERVER_VMARGS, cls.vmargs),
+            access_log=_int(env, "BYOC_ACCESS_LOG", 0, minimum=0) > 0,
         )
 
     def describe(self) -> dict:

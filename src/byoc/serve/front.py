@@ -11,6 +11,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from byoc.serve.batching import Batcher
 from byoc.serve.errors import JSON_CONTENT_TYPE, body, is_error_body
 from byoc.serve.mms import MODEL_NAME, ModelServer
 
@@ -39,11 +40,14 @@ class Front(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address, upstream: ModelServer, max_request_bytes: int, timeout: float):
+    def __init__(self, address, upstream: ModelServer, max_request_bytes: int, timeout: float,
+                 batch_size: int = 1, max_batch_delay: float = 0.0):
         super().__init__(address, FrontHandler)
         self.upstream = upstream
         self.max_request_bytes = max_request_bytes
         self.upstream_timeout = timeout + 5
+        # One dispatcher per model worker: requests beyond that wait here and go out together.
+        self.batcher = Batcher(self.forward, upstream.workers, batch_size, max_request_bytes, max_batch_delay)
         self.draining = False
         self._inflight = 0
         self._idle = threading.Condition()
@@ -76,6 +80,31 @@ class Front(ThreadingHTTPServer):
         """Wait until no request is in flight; False when `timeout` passed first."""
         with self._idle:
             return self._idle.wait_for(lambda: self._inflight == 0, timeout)
+
+    def forward(self, payload: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """One request to the model server on this thread's connection; every failure as our JSON body."""
+        for attempt in (0, 1):
+            conn = self.connection(fresh=attempt > 0)
+            try:
+                conn.request("POST", f"/predictions/{MODEL_NAME}", payload, headers)
+                resp = conn.getresponse()
+                answer = resp.read()
+                break
+            except TimeoutError:
+                conn.close()
+                return 504, body(504, UPSTREAM_MESSAGES[408])
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                if attempt:  # a fresh connection failed too: the model server is down
+                    log.error("model server unreachable: %s", exc)
+                    return 503, body(503, UPSTREAM_MESSAGES[503])
+        if resp.status == 200:
+            self._last_success = time.monotonic()
+            return resp.status, answer
+        if is_error_body(answer):
+            return resp.status, answer
+        log.warning("model server answered %d: %s", resp.status, answer[:300])
+        return resp.status, body(resp.status, UPSTREAM_MESSAGES.get(resp.status, "the model server failed this request"))
 
     def connection(self, fresh: bool = False) -> http.client.HTTPConnection:
         """This thread's keep-alive connection to the model server."""
@@ -157,7 +186,10 @@ class FrontHandler(BaseHTTPRequestHandler):
         front.begin()
         try:
             payload = self.rfile.read(length)
-            status, answer = self._forward(payload)
+            headers = {name: self.headers[name] for name in FORWARDED if self.headers.get(name) is not None}
+            # The handler reads an absent Content-Type as absent, not as MMS's default.
+            headers.setdefault("Content-Type", "")
+            status, answer = front.batcher.submit(payload, headers)
             self._send(status, answer)
         finally:
             front.end()
@@ -168,30 +200,3 @@ class FrontHandler(BaseHTTPRequestHandler):
             if not chunk:
                 break
             length -= len(chunk)
-
-    def _forward(self, payload: bytes) -> tuple[int, bytes]:
-        headers = {name: self.headers[name] for name in FORWARDED if self.headers.get(name) is not None}
-        # The handler reads an absent Content-Type as absent, not as MMS's default.
-        headers.setdefault("Content-Type", "")
-        for attempt in (0, 1):
-            conn = self.server.connection(fresh=attempt > 0)
-            try:
-                conn.request("POST", f"/predictions/{MODEL_NAME}", payload, headers)
-                resp = conn.getresponse()
-                answer = resp.read()
-                break
-            except TimeoutError:
-                conn.close()
-                return 504, body(504, UPSTREAM_MESSAGES[408])
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
-                if attempt:  # a fresh connection failed too: the model server is down
-                    log.error("model server unreachable: %s", exc)
-                    return 503, body(503, UPSTREAM_MESSAGES[503])
-        if resp.status == 200:
-            self.server._last_success = time.monotonic()
-            return resp.status, answer
-        if is_error_body(answer):
-            return resp.status, answer
-        log.warning("model server answered %d: %s", resp.status, answer[:300])
-        return resp.status, body(resp.status, UPSTREAM_MESSAGES.get(resp.status, "the model server failed this request"))

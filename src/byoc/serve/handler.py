@@ -14,13 +14,14 @@ import torch
 from PIL import Image
 
 from byoc import artifact
-from byoc.serve import codec, startup
+from byoc.serve import batching, codec, startup
 from byoc.serve.config import MODEL_DIR_ENV, ServeConfig
-from byoc.serve.errors import JSON_CONTENT_TYPE, Internal, RequestError, to_response
+from byoc.serve.errors import JSON_CONTENT_TYPE, BadRequest, Internal, RequestError, to_response
 from byoc.serve.imaging import Preprocessor
 
 log = logging.getLogger(__name__)
 PROBE = "x-byoc-probe"  # the front's health probe (byoc.serve.mms.PROBE_HEADER)
+BATCH = batching.BATCH_HEADER.lower()  # the front's framed batch of requests
 
 
 def pick_device(gpu_id: int | None = None) -> torch.device:
@@ -119,64 +120,85 @@ class ImageClassifierHandler:
         return self.answer(parsed, self.inference(parsed.batch))
 
     def handle(self, data: list, context) -> list[bytes]:
-        """Every request in the call gets its own answer; the valid ones share one forward pass
-        (the model server hands several requests at once when its batch size is above 1)."""
+        """Every request in the call gets its own answer; the valid ones share one forward pass.
+        Several requests arrive together as a framed batch from the front (byoc.serve.batching)
+        or as a list when the model server batches (TorchServe with batch_size > 1)."""
         start = time.perf_counter()
         answers: list = [None] * len(data)
-        parsed: dict[int, _Parsed] = {}
+        framed: dict[int, int] = {}  # request index -> its number of parts
+        parts: dict[tuple[int, int], tuple[bytes, dict[str, str]]] = {}
         for idx, request in enumerate(data):
             headers = _headers(context, idx)
             if PROBE in headers:
                 answers[idx] = _reply(context, idx, 200, b'{"status": "ready"}')
-                continue
+            elif BATCH in headers:
+                try:
+                    unpacked = batching.unpack_requests(_body(request), int(headers[BATCH]))
+                except ValueError as exc:
+                    answers[idx] = _reply(context, idx, *_error_answer(BadRequest(f"malformed batch: {exc}")))
+                    continue
+                framed[idx] = len(unpacked)
+                for j, (part_headers, part_body) in enumerate(unpacked):
+                    parts[idx, j] = part_body, {k.lower(): v for k, v in part_headers.items()}
+            else:
+                parts[idx, 0] = _body(request), headers
+        results: dict[tuple[int, int], tuple[int, bytes]] = {}
+        parsed: dict[tuple[int, int], _Parsed] = {}
+        for key, (body, headers) in parts.items():
             try:
-                parsed[idx] = self.parse(_body(request), headers)
+                parsed[key] = self.parse(body, headers)
             except Exception as exc:
-                answers[idx] = _failure(context, idx, exc)
-        if parsed:
-            for idx, answer in self._predict_all(parsed).items():
-                answers[idx] = (_failure(context, idx, answer) if isinstance(answer, Exception)
-                                else _reply(context, idx, 200, answer))
-        log.debug("%d requests (%d images) in %.1f ms", len(data), sum(len(p.batch) for p in parsed.values()),
+                results[key] = _error_answer(exc)
+        for key, answer in self._predict_all(parsed).items():
+            results[key] = _error_answer(answer) if isinstance(answer, Exception) else (200, answer)
+        for idx in range(len(data)):
+            if idx in framed:
+                packed = batching.pack_answers([results[idx, j] for j in range(framed[idx])])
+                answers[idx] = _reply(context, idx, 200, packed, batching.FRAMED_CONTENT_TYPE)
+            elif answers[idx] is None:
+                answers[idx] = _reply(context, idx, *results[idx, 0])
+        log.debug("%d requests (%d images) in %.1f ms", len(parts), sum(len(p.batch) for p in parsed.values()),
                   (time.perf_counter() - start) * 1e3)
         return answers
 
-    def _predict_all(self, parsed: dict[int, _Parsed]) -> dict[int, bytes | Exception]:
+    def _predict_all(self, parsed: dict) -> dict:
         """One forward pass over every request's images, split back per request. When that pass
         fails, each request runs alone, so one request's failure is not its neighbours'."""
+        if not parsed:
+            return {}
         if len(parsed) > 1:
             try:
                 probs = self.inference(torch.cat([p.batch for p in parsed.values()]))
                 out, offset = {}, 0
-                for idx, p in parsed.items():
-                    out[idx] = self.answer(p, probs[offset:offset + len(p.batch)])
+                for key, p in parsed.items():
+                    out[key] = self.answer(p, probs[offset:offset + len(p.batch)])
                     offset += len(p.batch)
                 return out
             except Exception:
                 log.warning("a batch of %d requests failed; running them one by one", len(parsed), exc_info=True)
         out = {}
-        for idx, p in parsed.items():
+        for key, p in parsed.items():
             try:
-                out[idx] = self.answer(p, self.inference(p.batch))
+                out[key] = self.answer(p, self.inference(p.batch))
             except Exception as exc:
-                out[idx] = exc
+                out[key] = exc
         return out
 
 
-def _reply(context, idx: int, status: int, body: bytes) -> bytes:
+def _reply(context, idx: int, status: int, body: bytes, content_type: str = JSON_CONTENT_TYPE) -> bytes:
     context.set_response_status(status, "OK" if status == 200 else "Error", idx)
-    context.set_response_content_type(idx, JSON_CONTENT_TYPE)
+    context.set_response_content_type(idx, content_type)
     return body
 
 
-def _failure(context, idx: int, exc: Exception) -> bytes:
-    """A request's error as its JSON answer: ours with its status, anything else a 500 without internals."""
+def _error_answer(exc: Exception) -> tuple[int, bytes]:
+    """A request's error as (status, JSON body): ours with its status, anything else a 500 without internals."""
     if isinstance(exc, RequestError):
-        log.info("request %d rejected: %d %s", idx, exc.status, exc.message)
+        log.info("request rejected: %d %s", exc.status, exc.message)
     else:  # a bug or resource failure: details to the log only
-        log.error("request %d failed", idx, exc_info=exc)
+        log.error("request failed", exc_info=exc)
         exc = Internal("internal error while predicting; see the endpoint's logs")
-    return _reply(context, idx, *to_response(exc))
+    return to_response(exc)
 
 
 _service = ImageClassifierHandler()

@@ -17,8 +17,6 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
-import sagemaker_inference
-
 from byoc.serve import startup
 from byoc.serve.config import MODEL_DIR_ENV, THREADS_ENV, ServeConfig
 
@@ -28,7 +26,7 @@ MODEL_NAME = "model"
 HANDLER = "byoc.serve.handler:handle"
 # Sent only by the front (it never forwards this header from clients): the handler answers without the model.
 PROBE_HEADER = "X-Byoc-Probe"
-LOG_CONFIG = Path(sagemaker_inference.__file__).parent / "etc" / "log4j2.xml"
+LOG_CONFIG = Path(__file__).with_name("log4j2.xml")  # stdout only; per-request lines off (see there)
 
 
 def free_port() -> int:
@@ -70,7 +68,7 @@ class ModelServer:
             "inference_address": f"http://127.0.0.1:{self.inference_port}",
             "management_address": f"http://127.0.0.1:{self.management_port}",
             "model_store": str(store),
-            # No load_models: MMS would register the model with batch size 1; register() sets it.
+            # No load_models: register() adds the model, so that a refusal reaches the start-up report.
             "default_workers_per_model": self.workers,
             "number_of_gpu": self.gpus,
             "default_response_timeout": self.config.timeout,
@@ -98,6 +96,7 @@ class ModelServer:
             "TEMP": str(self.workdir),
             "LOG_LOCATION": str(logs),
             "METRICS_LOCATION": str(logs),
+            "BYOC_MMS_ACCESS_LOG_LEVEL": "info" if self.config.access_log else "warn",
         })
         # Waiting OpenMP threads sleep instead of spinning: when a core is busy elsewhere (the JVM,
         # the front, another worker, a neighbour) spinning cost ~10x the CPU per request and 4x the
@@ -110,12 +109,11 @@ class ModelServer:
         threading.Thread(target=self.register, name="mms-register", daemon=True).start()
 
     def register(self, poll: float = 0.05) -> None:
-        """Register the model with its batching once the management API listens (MMS's start-up
-        models always get batch size 1). A refusal goes to the start-up report, so the server
+        """Register the model once the management API listens. MMS batches nothing (batch size 1):
+        the front does (byoc.serve.batching). A refusal goes to the start-up report, so the server
         stops with the reason instead of waiting for a worker that never comes."""
         query = urlencode({"url": MODEL_NAME, "model_name": MODEL_NAME, "initial_workers": self.workers,
-                           "batch_size": self.config.batch_size,
-                           "max_batch_delay": self.config.max_batch_delay_ms, "synchronous": "false"})
+                           "batch_size": 1, "synchronous": "false"})
         deadline = time.monotonic() + self.config.startup_timeout
         while self.alive() and time.monotonic() < deadline:
             conn = http.client.HTTPConnection("127.0.0.1", self.management_port, timeout=10)

@@ -70,7 +70,8 @@ def run(config: ServeConfig) -> int:
     try:
         server.start()
         # Listen at once: /ping says 503 until a worker is ready, so the port never lies.
-        front = Front((config.bind_host, config.port), server, config.max_request_bytes, config.timeout)
+        front = Front((config.bind_host, config.port), server, config.max_request_bytes, config.timeout,
+                      config.batch_size, config.max_batch_delay_ms / 1000)
         threading.Thread(target=front.serve_forever, name="front", daemon=True).start()
         _wait_ready(server, report, config.startup_timeout, stop)
         if not stop.is_set():
@@ -84,7 +85,8 @@ def run(config: ServeConfig) -> int:
         front.shutdown()  # stop accepting; requests already read keep their threads
         front.server_close()
         drained = front.wait_idle(GRACE_SECONDS)
-        log.info(json.dumps({"event": "stopped", "drained": drained}))
+        log.info(json.dumps({"event": "stopped", "drained": drained,
+                             "calls_by_batch_size": dict(sorted(front.batcher.sizes.items()))}))
         return 0
     finally:
         if front is not None:

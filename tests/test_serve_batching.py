@@ -1,0 +1,149 @@
+"""byoc.serve.batching: the framing of a batch of requests and its answers, and the batcher
+that groups requests waiting for a busy worker."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from byoc.serve import batching
+
+
+def test_requests_and_answers_round_trip():
+    parts = [({"Content-Type": "image/jpeg"}, b"\xff\xd8" * 100), ({}, b""), ({"Accept": "*/*"}, bytes(range(256)))]
+    assert batching.unpack_requests(batching.pack_requests(parts), 3) == parts
+    answers = [(200, b'{"predictions": []}'), (415, b""), (400, b"x" * 70000)]
+    assert batching.unpack_answers(batching.pack_answers(answers), 3) == answers
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda b: b[:-1],  # truncated body
+    lambda b: b + b"x",  # trailing bytes
+    lambda b: b[:3],  # truncated length
+    lambda b: b"\x00\x00\x00\x01[" + b[5:],  # headers not JSON
+])
+def test_malformed_requests_raise_value_error(mangle):
+    packed = batching.pack_requests([({"Content-Type": "image/png"}, b"abc"), ({}, b"de")])
+    with pytest.raises(ValueError):
+        batching.unpack_requests(mangle(packed), 2)
+
+
+def test_wrong_counts_raise_value_error():
+    packed = batching.pack_requests([({}, b"a")])
+    for count in (0, 2):
+        with pytest.raises(ValueError):
+            batching.unpack_requests(packed, count)
+    with pytest.raises(ValueError):
+        batching.unpack_answers(batching.pack_answers([(200, b"a")]), 2)
+    with pytest.raises(ValueError):
+        batching.unpack_requests(b'\x00\x00\x00\x02[]\x00\x00\x00\x00', 1)  # headers not an object
+
+
+class FakeWorker:
+    """A model server with one slow worker: answers a framed batch part by part, records what it got."""
+
+    def __init__(self, seconds: float = 0.2, status: int = 200):
+        self.seconds, self.status, self.calls = seconds, status, []
+
+    def __call__(self, body: bytes, headers: dict) -> tuple[int, bytes]:
+        time.sleep(self.seconds)
+        count = int(headers.get(batching.BATCH_HEADER, 0))
+        self.calls.append(count or 1)
+        if self.status != 200:
+            return self.status, b'{"error": "busy", "status": %d}' % self.status
+        if not count:
+            return 200, b"alone:" + body
+        parts = batching.unpack_requests(body, count)
+        return 200, batching.pack_answers([(200 if b else 400, b"part:" + b) for _, b in parts])
+
+
+def _submit_all(batcher, bodies, first_alone=True):
+    out = {}
+
+    def client(body):
+        out[body] = batcher.submit(body, {"Content-Type": "image/png"})
+
+    threads = [threading.Thread(target=client, args=(b,)) for b in bodies]
+    for i, t in enumerate(threads):
+        t.start()
+        if i == 0 and first_alone:
+            time.sleep(0.05)  # the first one occupies the worker
+    for t in threads:
+        t.join(10)
+    return out
+
+
+def test_a_lone_request_goes_at_once_unframed_from_its_own_thread():
+    senders = []
+
+    def send(body, headers):
+        senders.append(threading.current_thread())
+        return 200, b"alone:" + body
+
+    batcher = batching.Batcher(send, slots=1, max_batch=8, max_bytes=1000)
+    start = time.monotonic()
+    assert batcher.submit(b"one", {}) == (200, b"alone:one")
+    assert time.monotonic() - start < 0.1 and senders == [threading.current_thread()]
+    assert batcher.submit(b"two", {}) == (200, b"alone:two") and batcher.sizes == {1: 2}
+
+
+def test_waiting_requests_go_together_up_to_max_batch_and_max_bytes():
+    worker = FakeWorker()
+    batcher = batching.Batcher(worker, slots=1, max_batch=3, max_bytes=1000)
+    bodies = [b"first", b"b1", b"b2", b"b3", b"b4", b""]
+    out = _submit_all(batcher, bodies)
+    assert out[b"first"] == (200, b"alone:first")
+    assert all(out[b] == (200, b"part:" + b) for b in bodies[1:5]) and out[b""] == (400, b"part:")
+    assert worker.calls[0] == 1 and max(worker.calls) == 3 and sum(worker.calls) == 6
+
+    worker = FakeWorker()
+    batcher = batching.Batcher(worker, slots=1, max_batch=8, max_bytes=10)
+    out = _submit_all(batcher, [b"first", b"x" * 6, b"y" * 6, b"z" * 3])
+    assert worker.calls[0] == 1 and max(worker.calls) == 2  # 6 + 6 bytes do not fit in 10
+    assert out[b"y" * 6][0] == 200 and out[b"z" * 3][0] == 200
+
+
+def test_each_slot_sends_its_own_batch():
+    worker = FakeWorker(seconds=0.3)
+    batcher = batching.Batcher(worker, slots=2, max_batch=8, max_bytes=1000)
+    start = time.monotonic()
+    out = _submit_all(batcher, [b"a", b"b"], first_alone=False)
+    assert time.monotonic() - start < 0.55  # in parallel, one each
+    assert sorted(worker.calls) == [1, 1] and out[b"a"] == (200, b"alone:a")
+
+
+def test_a_failed_call_answers_every_request_in_it():
+    worker = FakeWorker(status=504)
+    batcher = batching.Batcher(worker, slots=1, max_batch=8, max_bytes=1000)
+    out = _submit_all(batcher, [b"first", b"x", b"y"])
+    assert {status for status, _ in out.values()} == {504}
+
+    def broken(body, headers):
+        if batching.BATCH_HEADER in headers:
+            return 200, b"\x00"  # not the framing
+        time.sleep(0.2)
+        raise RuntimeError("bug")
+
+    batcher = batching.Batcher(broken, slots=1, max_batch=8, max_bytes=1000)
+    out = _submit_all(batcher, [b"first", b"x", b"y"])
+    assert {status for status, _ in out.values()} == {500}
+    assert all(b"internal error" in body and b"bug" not in body for _, body in out.values())
+
+
+def test_max_delay_waits_to_fill_a_batch():
+    worker = FakeWorker(seconds=0.0)
+    batcher = batching.Batcher(worker, slots=1, max_batch=2, max_bytes=1000, max_delay=0.3)
+    out = _submit_all(batcher, [b"a", b"b"], first_alone=True)
+    assert worker.calls == [2] and out[b"a"] == (200, b"part:a")
+
+
+def test_every_waiting_request_is_answered_under_load():
+    worker = FakeWorker(seconds=0.01)
+    batcher = batching.Batcher(worker, slots=2, max_batch=4, max_bytes=1000)
+    bodies = [f"r{i}".encode() for i in range(60)]
+    out = _submit_all(batcher, bodies, first_alone=False)
+    assert all(out[b] in ((200, b"alone:" + b), (200, b"part:" + b)) for b in bodies)
+    assert sum(n * k for n, k in batcher.sizes.items()) == 60 and max(batcher.sizes) <= 4
+    assert batcher._busy == 0 and not batcher._queue
