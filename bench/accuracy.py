@@ -23,9 +23,9 @@ def top1(model_dir: Path, data: Path) -> dict:
     pipes = Pipelines(meta.preprocessing)
     folders = sorted(p for p in data.iterdir() if p.is_dir())
     samples = [(f, i) for i, folder in enumerate(folders) for f in sorted(folder.glob("*.jpg"))]
-    correct = {name: 0 for name in Pipelines.NAMES}
+    correct = {name: 0 for name in pipes.names}
     with torch.inference_mode():
-        for name in Pipelines.NAMES:
+        for name in pipes.names:
             fn = getattr(pipes, name)
             for start in range(0, len(samples), 64):
                 chunk = samples[start:start + 64]

@@ -17,7 +17,6 @@ def serving(results: dict, path: Path) -> Path | None:
     servers = [s for s in serving.get("servers", []) if s.get("load")]
     if not servers:
         return None
-    limit = serving.get("inprocess") or {}
     payloads = list(servers[0]["load"])
     fig, axes = plt.subplots(2, len(payloads), figsize=(4.2 * len(payloads), 7), squeeze=False)
     for col, payload in enumerate(payloads):
@@ -28,13 +27,13 @@ def serving(results: dict, path: Path) -> Path | None:
             lat.plot(cs, [p["p50_ms"] for p in pts], "o-", color=color, label=f"{s['label']} p50")
             lat.plot(cs, [p["p99_ms"] for p in pts], "x--", color=color, alpha=0.5, label=f"{s['label']} p99")
             thr.plot(cs, [p["rps"] for p in pts], "o-", color=color, label=s["label"])
-        e2e = limit.get("e2e_batch1_ms", {}).get(payload)
-        if e2e:
-            lat.axhline(e2e["ms"], color="k", ls=":", label="in-process batch 1")
-            thr.axhline(1e3 / e2e["ms"], color="k", ls=":", label="in-process batch 1")
-        best = limit.get("best_batch", {}).get(payload)
-        if best:
-            thr.axhline(best["images_per_s"], color="grey", ls="-.", label=f"in-process batch {best['batch']}")
+        # The limit taken in the first judged server's container (report.limit_of).
+        ref = next((s for s in servers if report.limit_of(s, payload)[0]), None)
+        if ref is not None:
+            ms, rate, lim = report.limit_of(ref, payload)
+            lat.axhline(ms, color="k", ls=":", label=f"in-process batch 1 ({ref['label']})")
+            thr.axhline(1e3 / ms, color="k", ls=":", label=f"in-process batch 1 ({ref['label']})")
+            thr.axhline(rate, color="grey", ls="-.", label=f"in-process batch {lim['best_batch'][payload]['batch']}")
         for ax in (lat, thr):
             ax.set_xscale("log", base=2)
             ax.set_xlabel("concurrent connections")

@@ -43,6 +43,15 @@ def saturated(server: dict, payload: str) -> float | None:
     return max(rates) if rates else None
 
 
+def limit_of(server: dict, payload: str) -> tuple[float | None, float | None, dict]:
+    """(batch-1 ms, best-batch images/s, the whole measurement) of the in-process limit taken in
+    this server's container just before its load points for `payload`."""
+    lim = (server.get("limit") or {}).get(payload) or {}
+    e2e = lim.get("e2e_batch1_ms", {}).get(payload, {})
+    best = lim.get("best_batch", {}).get(payload, {})
+    return e2e.get("ms"), best.get("images_per_s"), lim
+
+
 def ratio(a, b) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
@@ -57,18 +66,19 @@ def targets(results: dict) -> list[dict]:
     out = []
     serving = results.get("serving", {})
     servers = {s["label"]: s for s in serving.get("servers", [])}
-    limit = serving.get("inprocess") or {}
     ts = servers.get("torchserve")
     for label, ours in servers.items():
         if label not in JUDGED:  # variants (other worker/thread settings) are findings, not the product
             continue
         for payload in ours.get("load", {}):
             c1 = point(ours, payload, 1)
-            lim1 = limit.get("e2e_batch1_ms", {}).get(payload, {}).get("ms")
-            best = limit.get("best_batch", {}).get(payload, {}).get("images_per_s")
+            lim1, best, _ = limit_of(ours, payload)
             sat = saturated(ours, payload)
+            # The median over interleaved slices where the run has them (bench.serving.combine).
+            sliced = limit_of(ours, payload)[2].get("e2e_batch1_ms", {}).get(payload, {}).get("ratio")
             out.append(_target(f"{label} {payload}: p50 at c=1 / in-process batch-1 limit",
-                               ratio(c1["p50_ms"] if c1 and c1["requests"] else None, lim1), P50_VS_LIMIT, False))
+                               sliced if sliced is not None and c1 and c1["requests"]
+                               else ratio(c1["p50_ms"] if c1 and c1["requests"] else None, lim1), P50_VS_LIMIT, False))
             out.append(_target(f"{label} {payload}: saturated req/s / in-process best-batch limit",
                                ratio(sat, best), THROUGHPUT_VS_LIMIT, True))
             if ts is not None:
@@ -92,25 +102,30 @@ def targets(results: dict) -> list[dict]:
     return out
 
 
+def _limited(results: dict):
+    """(server, payload, limit measurement) for every limit taken."""
+    for s in results.get("serving", {}).get("servers", []):
+        for payload in s.get("load", {}):
+            lim = limit_of(s, payload)[2]
+            if lim.get("e2e_batch1_ms"):
+                yield s, payload, lim
+
+
 def serving_table(results: dict) -> str:
-    serving = results.get("serving", {})
-    limit = serving.get("inprocess") or {}
     rows = []
-    for s in serving.get("servers", []):
+    for s in results.get("serving", {}).get("servers", []):
         for payload, points in s.get("load", {}).items():
             for r in points:
                 rows.append([s["label"], payload, r["concurrency"], r["p50_ms"], r["p99_ms"], r["rps"],
                              r.get("cpu_ms_per_request"), r["errors"]])
-    for payload, e2e in limit.get("e2e_batch1_ms", {}).items():
-        best = limit.get("best_batch", {}).get(payload, {})
-        rows.append([f"in-process ({e2e['pipeline']})", payload, "batch 1", e2e["ms"], None,
-                     round(1e3 / e2e["ms"], 2), e2e.get("cpu_ms"), None])
-        if best:
-            rows.append([f"in-process ({e2e['pipeline']})", payload, f"batch {best['batch']}", None, None,
-                         best["images_per_s"], None, None])
-        handler_ms = limit.get("handler_ms", {}).get(payload)
+    for s, payload, lim in _limited(results):
+        e2e, best = lim["e2e_batch1_ms"][payload], lim["best_batch"][payload]
+        where = f"in-process limit in {s['label']} ({e2e['pipeline']})"
+        rows.append([where, payload, "batch 1", e2e["ms"], None, round(1e3 / e2e["ms"], 2), e2e.get("cpu_ms"), None])
+        rows.append([where, payload, f"batch {best['batch']}", None, None, best["images_per_s"], None, None])
+        handler_ms = lim.get("handler_ms", {}).get(payload)
         if handler_ms:
-            rows.append(["in-process byoc handler.predict", payload, "batch 1", handler_ms, None,
+            rows.append([f"byoc handler.predict in {s['label']}", payload, "batch 1", handler_ms, None,
                          round(1e3 / handler_ms, 2), None, None])
     return table(["server", "payload", "concurrency", "p50 ms", "p99 ms", "req/s", "CPU ms/req", "errors"], rows)
 
@@ -127,16 +142,18 @@ def servers_table(results: dict) -> str:
 
 
 def preprocess_table(results: dict) -> str:
-    limit = results.get("serving", {}).get("inprocess") or {}
-    pre = limit.get("preprocess_ms", {})
-    if not pre:
+    limits = list(_limited(results))
+    if not limits:
         return ""
-    names = list(next(iter(pre.values())))
-    rows = [[payload, *[pre[payload].get(n) for n in names]] for payload in pre]
-    fwd = limit.get("forward_ms", {})
-    return (table(["payload (decode + preprocess ms)", *names], rows)
-            + f"\n\nForward pass alone at batch 1 ({limit.get('threads')} threads, torch {limit.get('torch')}): "
-            + ", ".join(f"{k} {v} ms" for k, v in fwd.items()))
+    names = list(dict.fromkeys(n for _, p, lim in limits for n in lim["preprocess_ms"][p]))
+    rows = [[s["label"], p, *[lim["preprocess_ms"][p].get(n) for n in names]] for s, p, lim in limits]
+    forms = list(dict.fromkeys(f for _, _, lim in limits for f in lim.get("forward_ms", {})))
+    fwd = [[s["label"], lim.get("torch"), p, *[lim.get("forward_ms", {}).get(f) for f in forms]]
+           for s, p, lim in limits]
+    threads = limits[0][2].get("threads")
+    return (table(["server", "payload (decode + preprocess ms)", *names], rows)
+            + f"\n\nForward pass alone, batch 1, {threads} threads (ms), measured before each payload's load:\n\n"
+            + table(["server", "torch", "before", *forms], fwd))
 
 
 def training_text(results: dict) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Callable
 from bench import containers, httpload
 
 log = logging.getLogger("bench")
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -27,10 +30,11 @@ class Server:
     invoke: str
     worker_marker: str
     notes: str = ""
+    limit: bool = False  # measure the in-process limit inside this server's container (byoc images)
 
 
 def byoc_server(model_dir: Path, image: str = "byoc-serve:latest", label: str = "byoc",
-                env: dict[str, str] | None = None) -> Server:
+                env: dict[str, str] | None = None, limit: bool = False) -> Server:
     def setup(_work: Path, port: int):
         opts = ["-v", f"{model_dir}:/opt/ml/model:ro", "-e", f"SAGEMAKER_BIND_TO_PORT={port}",
                 "-e", "BYOC_BIND_HOST=127.0.0.1"]
@@ -39,10 +43,11 @@ def byoc_server(model_dir: Path, image: str = "byoc-serve:latest", label: str = 
         return opts, ["serve"]
 
     return Server(label, image, setup, "/ping", "/invocations", "model_service_worker",
-                  notes=" ".join(f"{k}={v}" for k, v in (env or {}).items()))
+                  notes=" ".join(f"{k}={v}" for k, v in (env or {}).items()), limit=limit)
 
 
-def torchserve_server(mar: Path, image: str = "byoc-torchserve:latest") -> Server:
+def torchserve_server(mar: Path, image: str = "byoc-torchserve:latest", label: str = "torchserve",
+                      env: dict[str, str] | None = None) -> Server:
     def setup(work: Path, port: int):
         ports = [containers.free_port() for _ in range(4)]
         config = work / f"ts-{port}.properties"
@@ -55,10 +60,13 @@ def torchserve_server(mar: Path, image: str = "byoc-torchserve:latest") -> Serve
             f"grpc_inference_port={ports[2]}\ngrpc_management_port={ports[3]}\n"
             "disable_system_metrics=true\n")
         opts = ["-v", f"{mar.parent}:/models:ro", "-v", f"{config}:/config.properties:ro"]
+        for k, v in (env or {}).items():
+            opts += ["-e", f"{k}={v}"]
         return opts, ["--models", f"model={mar.name}"]
 
-    return Server("torchserve", image, setup, "/ping", "/predictions/model", "model_service_worker",
-                  notes="stock image_classifier handler, default config")
+    notes = "stock image_classifier handler, default config"
+    return Server(label, image, setup, "/ping", "/predictions/model", "model_service_worker",
+                  notes=" ".join([notes, *(f"{k}={v}" for k, v in (env or {}).items())]))
 
 
 @dataclass
@@ -70,6 +78,7 @@ class ServerResult:
     cold_start_first_prediction_s: float | None = None
     memory: dict = field(default_factory=dict)
     load: dict = field(default_factory=dict)  # payload -> [LoadResult json per concurrency]
+    limit: dict = field(default_factory=dict)  # payload -> bench.inprocess result, taken just before its load
     error: str = ""
 
     def to_json(self) -> dict:
@@ -77,11 +86,18 @@ class ServerResult:
 
 
 def run_server(server: Server, payloads: dict[str, Path], concurrencies: tuple[int, ...], seconds: float,
-               warmup: float, work: Path, start_timeout: float = 300) -> ServerResult:
-    """Start the server, time its cold start, load it with every payload and concurrency, stop it."""
+               warmup: float, work: Path, start_timeout: float = 300, threads: int = 2,
+               limit_seconds: float = 3.0, server_warmup: float = 10.0) -> ServerResult:
+    """Start the server, time its cold start, warm it up (`server_warmup` seconds of load at
+    concurrency 4, not counted), load it with every payload and concurrency, stop it.
+    With `server.limit`, the in-process limit for each payload is taken in the same container around
+    that payload's load points (same image, same cgroup, same minutes; the workers idle meanwhile):
+    see `combine`."""
     result = ServerResult(server.label, server.image, server.notes)
     port = containers.free_port()
     opts, args = server.setup(work, port)
+    if server.limit:
+        opts += ["-v", f"{REPO / 'bench'}:/bench/bench:ro", "-v", f"{next(iter(payloads.values())).parent}:/payloads:ro"]
     base = f"http://127.0.0.1:{port}"
     first = next(iter(payloads.values())).read_bytes()
     try:
@@ -95,20 +111,14 @@ def run_server(server: Server, payloads: dict[str, Path], concurrencies: tuple[i
             result.cold_start_first_prediction_s = round(time.monotonic() - started, 2)
             log.info("%s: /ping 200 after %.1f s, first prediction after %.1f s", server.label,
                      result.cold_start_ping_s, result.cold_start_first_prediction_s)
-            for pname, path in payloads.items():
-                body = path.read_bytes()
-                result.load[pname] = []
-                for c in concurrencies:
-                    cpu0 = containers.cpu_seconds(name)
-                    r = httpload.run("127.0.0.1", port, server.invoke, body, "image/jpeg", c, seconds, warmup)
-                    cpu1 = containers.cpu_seconds(name)
-                    if cpu0 is not None and cpu1 is not None and r.total_requests:
-                        r.cpu_ms_per_request = round((cpu1 - cpu0) * 1e3 / r.total_requests, 1)
-                    log.info("%s %s c=%d: p50 %.1f ms p99 %.1f ms %.2f req/s (%d ok, %d errors), %s CPU ms/request",
-                             server.label, pname, c, r.p50_ms, r.p99_ms, r.rps, r.requests, r.errors, r.cpu_ms_per_request)
-                    if r.errors:
-                        log.warning("%s: first error: %s", server.label, r.first_error)
-                    result.load[pname].append(r.to_json())
+            if server_warmup > 0:  # the JVM's JIT and the workers' first passes, before anything counts
+                httpload.run("127.0.0.1", port, server.invoke, first, "image/jpeg", 4, server_warmup, 0)
+            session = LimitSession(name, threads, limit_seconds) if server.limit else None
+            try:
+                load_all(server, name, port, payloads, concurrencies, seconds, warmup, result, session)
+            finally:
+                if session:
+                    session.close()
             result.memory = containers.memory(name, server.worker_marker)  # after load: the peak working set
     except Exception as exc:  # one failed server must not lose the others' results
         log.error("%s failed: %s", server.label, exc)
@@ -116,27 +126,125 @@ def run_server(server: Server, payloads: dict[str, Path], concurrencies: tuple[i
     return result
 
 
+SLICES = 3  # the concurrency-1 point, in slices with the in-process limit taken between them
+
+
+def load_point(name: str, port: int, server: Server, body: bytes, concurrency: int, seconds: float,
+               warmup: float) -> httpload.LoadResult:
+    """One load run, with the server container's CPU time per request."""
+    cpu0 = containers.cpu_seconds(name)
+    r = httpload.run("127.0.0.1", port, server.invoke, body, "image/jpeg", concurrency, seconds, warmup)
+    cpu1 = containers.cpu_seconds(name)
+    if cpu0 is not None and cpu1 is not None and r.total_requests:
+        r.cpu_ms_per_request = round((cpu1 - cpu0) * 1e3 / r.total_requests, 1)
+    return r
+
+
+def load_all(server: Server, name: str, port: int, payloads: dict[str, Path], concurrencies: tuple[int, ...],
+             seconds: float, warmup: float, result: ServerResult, session: LimitSession | None) -> None:
+    """Every payload at every concurrency into `result.load`; the limit around them into `result.limit`.
+    With a limit session the first (lowest) concurrency runs in SLICES slices, the limit's batch-1
+    latency taken before each and after the last, so that both see the same minutes of this box."""
+    for pname, path in payloads.items():
+        body = path.read_bytes()
+        asked: list[dict] = []
+        if session:
+            asked.append(session.ask(pname))
+        result.load[pname] = []
+        for i, c in enumerate(concurrencies):
+            if session and i == 0:
+                parts, between = [], [asked[0]["e2e"]]
+                for k in range(SLICES):
+                    parts.append(load_point(name, port, server, body, c, seconds / SLICES, warmup if k == 0 else 0.5))
+                    between.append(session.ask(pname, "e2e")["e2e"])
+                r = httpload.merge(parts)
+                asked.append({"e2e_slices": [{"server_p50_ms": p.p50_ms, "limit_before_ms": a["ms"],
+                                              "limit_after_ms": b["ms"]}
+                                             for p, a, b in zip(parts, between, between[1:])],
+                              "e2e": between})
+            else:
+                r = load_point(name, port, server, body, c, seconds, warmup)
+            log.info("%s %s c=%d: p50 %.1f ms p99 %.1f ms %.2f req/s (%d ok, %d errors), %s CPU ms/request",
+                     server.label, pname, c, r.p50_ms, r.p99_ms, r.rps, r.requests, r.errors, r.cpu_ms_per_request)
+            if r.errors:
+                log.warning("%s: first error: %s", server.label, r.first_error)
+            result.load[pname].append(r.to_json())
+        if session:
+            asked.append(session.ask(pname, "best_batch"))
+            lim = result.limit[pname] = combine(session.info, pname, *asked)
+            e2e = lim["e2e_batch1_ms"][pname]
+            log.info("%s %s in-process limit: batch 1 %s ms (%s; from %s), best batch %s img/s; c=%d p50 / limit %s",
+                     server.label, pname, e2e["ms"], e2e["pipeline"], e2e["samples_ms"],
+                     lim["best_batch"][pname]["images_per_s"], concurrencies[0], e2e["ratio"])
+
+
+# OpenMP waits as in the server's workers (byoc.serve.mms): spinning threads would make the
+# limit depend on what else runs on the box (and cost the same ResNet-50 forward pass here).
+LIMIT_ENV = ["-e", "PYTHONPATH=/bench", "-e", "OMP_WAIT_POLICY=PASSIVE"]
+
+
+class LimitSession:
+    """bench.inprocess --interactive inside the running server container `name` (its torch, its
+    libraries, its cores; the model loaded once), asked for one payload's figures at a time."""
+
+    def __init__(self, name: str, threads: int, seconds: float, batches: str = "1,2,4,8"):
+        self.proc = subprocess.Popen(
+            ["docker", "exec", "-i", *LIMIT_ENV, name, "python3", "-m", "bench.inprocess", "--interactive",
+             "--model-dir", "/opt/ml/model", "--payloads", "/payloads", "--threads", str(threads),
+             "--seconds", str(seconds), "--batches", batches],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.info = self._answer()
+
+    def _answer(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(10)
+            raise RuntimeError(f"bench.inprocess exited {self.proc.returncode}: {self.proc.stderr.read()[-1500:]}")
+        return json.loads(line)
+
+    def ask(self, payload: str, *parts: str) -> dict:
+        self.proc.stdin.write(f"{payload} {' '.join(parts)}\n")
+        self.proc.stdin.flush()
+        return self._answer()
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def combine(info: dict, payload: str, before: dict, sliced: dict, after_all: dict) -> dict:
+    """One payload's limit in bench.inprocess's document shape. Batch 1: the median of the
+    measurements taken between the concurrency-1 slices, and `ratio`, the median over slices of the
+    slice's p50 over the mean of the limit just before and just after it. Best batch: the mean of
+    the rates before the first load point and after the last (the minutes the server ran in)."""
+    samples = [e["ms"] for e in sliced["e2e"]]
+    ratios = sorted(s["server_p50_ms"] / ((s["limit_before_ms"] + s["limit_after_ms"]) / 2)
+                    for s in sliced["e2e_slices"])
+    e2e = {**before["e2e"], "ms": round(statistics.median(samples), 1), "samples_ms": samples,
+           "cpu_ms": round(statistics.median(e["cpu_ms"] for e in sliced["e2e"]), 1),
+           "slices": sliced["e2e_slices"], "ratio": round(statistics.median(ratios), 3)}
+    rates = {b: round((r + after_all["best_batch"]["by_batch"][b]) / 2, 2)
+             for b, r in before["best_batch"]["by_batch"].items()}
+    top = max(rates, key=rates.get)
+    best = {"batch": top, "images_per_s": rates[top], "by_batch": rates,
+            "before": before["best_batch"], "after": after_all["best_batch"]}
+    return {**info, "preprocess_ms": {payload: before["preprocess"]}, "e2e_batch1_ms": {payload: e2e},
+            "handler_ms": {payload: before["handler_ms"]}, "best_batch": {payload: best}}
+
+
 def in_image(image: str, module: str, args: list[str], mounts: dict[Path, str], label: str) -> dict:
     """`python3 -m bench.MODULE ARGS` inside `image` (no network, the core budget); its JSON output."""
-    repo = Path(__file__).resolve().parents[1]
-    # OpenMP waits as in the server's workers (byoc.serve.mms): spinning threads would make the
-    # limit depend on what else runs on the box.
-    opts = ["--network", "none", "-v", f"{repo / 'bench'}:/bench/bench:ro", "-e", "PYTHONPATH=/bench",
-            "-e", "OMP_WAIT_POLICY=PASSIVE", "--entrypoint", "python3"]
+    opts = ["--network", "none", "-v", f"{REPO / 'bench'}:/bench/bench:ro", *LIMIT_ENV, "--entrypoint", "python3"]
     for host, inside in mounts.items():
         opts += ["-v", f"{host}:{inside}:ro"]
     proc = containers.run_once(image, ["-m", f"bench.{module}", *args], opts, label)
     if proc.returncode != 0:
         raise RuntimeError(f"bench.{module} in {image} exited {proc.returncode}: {proc.stderr.strip()[-1500:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def run_inprocess(image: str, model_dir: Path, photos: dict[str, Path], threads: int, seconds: float,
-                  batches: str = "1,2,4,8") -> dict:
-    """bench.inprocess inside the serving image: the same torch and libraries as the server, no server."""
-    return in_image(image, "inprocess", ["--model-dir", "/model", "--payloads", "/payloads", "--threads", str(threads),
-                                         "--seconds", str(seconds), "--batches", batches, "--names", ",".join(photos)],
-                    {model_dir: "/model", next(iter(photos.values())).parent: "/payloads"}, "inprocess")
 
 
 def run_accuracy(image: str, model_dir: Path, data: Path) -> dict:

@@ -43,8 +43,8 @@ def write_jpeg_folder(root: Path, classes: int, train: int, valid: int, test: in
     return root
 
 
-def run_container(opt_ml_root: Path, data: Path, hps: dict) -> dict:
-    """`docker run byoc-train train` as SageMaker would; returns metrics.json."""
+def run_container(opt_ml_root: Path, data: Path, hps: dict, env: dict[str, str] | None = None) -> dict:
+    """`docker run byoc-train train` as SageMaker would (plus `env`); returns metrics.json."""
     import shutil
 
     config = opt_ml_root / "input" / "config"
@@ -58,9 +58,9 @@ def run_container(opt_ml_root: Path, data: Path, hps: dict) -> dict:
         shutil.copytree(data, channel)
     for sub in ("model", "output/data", "checkpoints"):
         (opt_ml_root / sub).mkdir(parents=True, exist_ok=True)
-    proc = containers.run_once(IMAGE, ["train"], ["--network", "none", "--hostname", "algo-1", "--add-host",
-                                                   "algo-1:127.0.0.1", "--shm-size", "1g", "-v", f"{opt_ml_root}:/opt/ml"],
-                               "train", timeout=1800)
+    opts = ["--network", "none", "--hostname", "algo-1", "--add-host", "algo-1:127.0.0.1", "--shm-size", "1g",
+            "-v", f"{opt_ml_root}:/opt/ml", *(x for k, v in (env or {}).items() for x in ("-e", f"{k}={v}"))]
+    proc = containers.run_once(IMAGE, ["train"], opts, "train", timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"training container exited {proc.returncode}: {(proc.stdout + proc.stderr)[-1500:]}")
     metrics = json.loads((opt_ml_root / "output" / "data" / "metrics.json").read_text())

@@ -90,7 +90,8 @@ def test_pipelines_agree_with_the_reference(tmp_path):
     pipes = Pipelines(Preprocessing.for_size(64))
     ref = pipes.pil_full(data)
     assert ref.shape == (3, 64, 64)
-    for name in Pipelines.NAMES:
+    assert pipes.names == ["pil_full", "pil_draft", "pil_draft_resize", "tv_decode_jpeg"]  # torchvision here
+    for name in pipes.names:
         x = getattr(pipes, name)(data)
         assert x.shape == ref.shape, name
         assert (x - ref).abs().mean() < 0.1, name  # reduced-DCT decoding differs a little
@@ -103,12 +104,15 @@ def _results(byoc_c1=110.0, byoc_rps=(9.0, 18.0), ts_rps=(7.0, 12.0), limit_ms=1
         return {"2MP": [{"concurrency": c, "p50_ms": c1 * c, "p99_ms": c1 * c * 1.5, "rps": r, "requests": 10,
                          "errors": 0} for c, r in zip((1, 4), rates)]}
 
+    limit = {"2MP": {"e2e_batch1_ms": {"2MP": {"pipeline": "pil_draft", "ms": limit_ms}},
+                     "best_batch": {"2MP": {"batch": 4, "images_per_s": limit_best}},
+                     "preprocess_ms": {"2MP": {"pil_full": 15.0, "pil_draft": 7.0}},
+                     "forward_ms": {"torchscript_optimized": 60.0}, "torch": "2.x", "threads": 2}}
     return {
         "serving": {
-            "servers": [{"label": "byoc", "image": "i", "load": load(byoc_c1, byoc_rps), "cold_start_ping_s": 6.0},
+            "servers": [{"label": "byoc", "image": "i", "load": load(byoc_c1, byoc_rps), "cold_start_ping_s": 6.0,
+                         "limit": limit},
                         {"label": "torchserve", "image": "t", "load": load(150.0, ts_rps), "cold_start_ping_s": 9.0}],
-            "inprocess": {"e2e_batch1_ms": {"2MP": {"pipeline": "pil_draft", "ms": limit_ms}},
-                          "best_batch": {"2MP": {"batch": 4, "images_per_s": limit_best}}},
         },
         "training": {"ratio": 0.8, "arch": "resnet18", "batch_size": 32, "train_images": 384, "valid_images": 32,
                      "container_epoch_s": 50.0, "container_images_per_s": 7.7, "limit_epoch_s": 40.0,
@@ -151,3 +155,32 @@ def test_bench_cli_writes_results(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["failures"] == [] and results["sizes"]
     assert "size GB" in (tmp_path / "summary.md").read_text()
+
+
+def test_merged_slices_pool_latencies_and_counts():
+    a = httpload.LoadResult(1, 2.0, 3, 0, 10, 10, 10, 1.5, total_requests=3, cpu_ms_per_request=100.0,
+                            latencies_ms=[10.0, 11.0, 12.0])
+    b = httpload.LoadResult(1, 2.0, 2, 1, 30, 30, 30, 1.0, first_error="HTTP 500", total_requests=2,
+                            cpu_ms_per_request=200.0, latencies_ms=[30.0, 40.0])
+    m = httpload.merge([a, b])
+    assert (m.requests, m.errors, m.seconds, m.rps, m.p50_ms, m.p99_ms) == (5, 1, 4.0, 1.25, 12.0, 40.0)
+    assert m.cpu_ms_per_request == 140.0 and m.first_error == "HTTP 500" and "latencies_ms" not in m.to_json()
+
+
+def test_the_limit_around_sliced_load_points_is_combined():
+    from bench.serving import combine
+
+    e2e = {"pipeline": "pil_draft", "ms": 60.0, "cpu_ms": 110.0}
+    before = {"e2e": e2e, "preprocess": {"pil_draft": 7.0}, "handler_ms": 61.0,
+              "best_batch": {"batch": 8, "images_per_s": 17.0, "by_batch": {1: 15.0, 8: 17.0}}}
+    samples = [dict(e2e, ms=ms) for ms in (60.0, 80.0, 62.0, 61.0)]  # one slow minute between slices
+    sliced = {"e2e": samples, "e2e_slices": [
+        {"server_p50_ms": 66.0, "limit_before_ms": 60.0, "limit_after_ms": 80.0},
+        {"server_p50_ms": 90.0, "limit_before_ms": 80.0, "limit_after_ms": 62.0},
+        {"server_p50_ms": 65.0, "limit_before_ms": 62.0, "limit_after_ms": 61.0}]}
+    after = {"best_batch": {"batch": 8, "images_per_s": 19.0, "by_batch": {1: 14.0, 8: 19.0}}}
+    lim = combine({"torch": "x"}, "2MP", before, sliced, after)
+    got = lim["e2e_batch1_ms"]["2MP"]
+    assert got["ms"] == 61.5 and got["ratio"] == round(65.0 / 61.5, 3)  # the median slice
+    assert lim["best_batch"]["2MP"] == {**lim["best_batch"]["2MP"], "batch": 8, "images_per_s": 18.0}
+    assert report.limit_of({"limit": {"2MP": lim}}, "2MP")[:2] == (61.5, 18.0)
