@@ -237,3 +237,15 @@ def test_resume_with_another_world_size_puts_the_saved_totals_on_rank_0(caplog):
     # a checkpoint from before per-rank entries: rank 0's totals
     old, n = train.resumed_progress({"partial": [2.0, 1.0, 4.0, ["a.jpg"]]}, train.Runtime(cpu))
     assert (old.loss_sum, old.count, old.skipped, n) == (2.0, 4.0, {"a.jpg"}, 0)
+
+
+@pytest.mark.parametrize("device, cores, world, expected", [
+    ("cpu", 2, 1, 0), ("cpu", 4, 1, 1), ("cpu", 8, 1, 2), ("cpu", 96, 1, 8), ("cpu", 8, 2, 1),
+    ("cuda", 2, 1, 1), ("cuda", 8, 1, 7), ("cuda", 96, 8, 8)])
+def test_default_loader_workers_follow_device_and_cores(tmp_path, device, cores, world, expected):
+    job = Job(hosts=["algo-1"], current_host="algo-1", network_interface="lo", num_gpus=0, num_cpus=cores,
+              channels={}, model_dir=tmp_path, output_dir=tmp_path, output_data_dir=tmp_path,
+              tensorboard_dir=tmp_path, checkpoint_dir=tmp_path)
+    rt = train.Runtime(device=torch.device(device), world_size=world)
+    assert train.num_workers(TrainConfig(), job, rt) == expected
+    assert train.num_workers(TrainConfig(num_workers=3), job, rt) == 3

@@ -40,7 +40,7 @@ class TrainConfig:
     freeze_backbone: bool = False
     augment: bool = True
     seed: int = 42
-    num_workers: int = -1  # -1: one per CPU core, at most 8
+    num_workers: int = -1  # -1: from the cores and the device (byoc.train.num_workers)
     early_stopping_patience: int = 0  # 0: off
     amp: str = "auto"  # auto | bf16 | fp16 | off
     channels_last: str = "auto"  # auto | true | false
