@@ -163,7 +163,11 @@ def training_text(results: dict) -> str:
     rows = [["container (224 px JPEG ImageFolder)", t["container_epoch_s"], t["container_images_per_s"]],
             ["in-process limit (synthetic tensors)", t["limit_epoch_s"], t["limit_images_per_s"]]]
     text = table([f"training {t['arch']} batch {t['batch_size']}, {t['train_images']} + {t['valid_images']} images",
-                  "epoch s", "train images/s"], rows)
+                  "fastest epoch s", "train images/s"], rows)
+    if t.get("rounds"):
+        text += ("\n\nEpoch seconds per interleaved round (the first epoch of each run is warm-up and not counted): "
+                 + "; ".join(f"container {r['container']}, limit {r['limit']}" for r in t["rounds"])
+                 + f". Median of the per-round ratios: {t.get('ratio_median_of_rounds')}")
     demo = t.get("demo")
     if demo:
         text += (f"\n\nDemo dataset (handwritten digits, {demo['hyperparameters']}): "

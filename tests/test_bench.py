@@ -4,6 +4,7 @@ and a small end-to-end run of `python -m bench`."""
 from __future__ import annotations
 
 import json
+import statistics
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -184,3 +185,25 @@ def test_the_limit_around_sliced_load_points_is_combined():
     assert got["ms"] == 61.5 and got["ratio"] == round(65.0 / 61.5, 3)  # the median slice
     assert lim["best_batch"]["2MP"] == {**lim["best_batch"]["2MP"], "batch": 8, "images_per_s": 18.0}
     assert report.limit_of({"limit": {"2MP": lim}}, "2MP")[:2] == (61.5, 18.0)
+
+
+def test_training_summary_takes_each_sides_fastest_counted_epoch():
+    from bench import training
+
+    rounds = [{"container": [30.0, 24.0, 26.0], "limit": [29.0, 22.0, 23.0]},
+              {"container": [28.0, 31.0, 23.0], "limit": [25.0, 21.0, 27.0]}]
+    s = training.summarise(rounds, train_images=256)
+    assert s["container_epoch_s"] == 23.0 and s["limit_epoch_s"] == 21.0  # first epochs (28, 25) not counted
+    assert s["ratio"] == round(21.0 / 23.0, 3)
+    assert s["ratio_median_of_rounds"] == round(statistics.median([22.5 / 25.0, 24.0 / 27.0]), 3)
+    assert s["container_images_per_s"] == round(256 / 23.0, 2)
+    text = report.training_text({"training": {"arch": "resnet18", "batch_size": 32, "train_images": 256,
+                                              "valid_images": 32, **s}})
+    assert "container [30.0, 24.0, 26.0], limit [29.0, 22.0, 23.0]" in text
+
+
+def test_training_summary_needs_a_counted_epoch():
+    from bench import training
+
+    with pytest.raises(ValueError):
+        training.summarise([{"container": [30.0], "limit": [29.0]}], train_images=256)
