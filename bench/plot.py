@@ -49,6 +49,9 @@ def serving(results: dict, path: Path) -> Path | None:
     return path
 
 
+CAP = 3.0  # ratios to the goal are drawn up to this
+
+
 def ratios(results: dict, path: Path) -> Path | None:
     """Each measured target as value / goal (a bar at or past 1 is met)."""
     import matplotlib
@@ -64,11 +67,15 @@ def ratios(results: dict, path: Path) -> Path | None:
     for r in rows:
         goal = float(r["goal"].split()[1])
         higher = r["goal"].startswith(">=")
-        score = r["value"] / goal if higher else goal / r["value"] if r["value"] else 0
-        scores.append(score)
+        score = r["value"] / goal if higher else goal / r["value"] if r["value"] else float("inf")
+        scores.append(min(score, CAP))  # a zero change or a tiny image would run off the chart
         colors.append("tab:green" if r["met"] else "tab:red")
     ax.barh([r["target"] for r in rows], scores, color=colors)
     ax.axvline(1.0, color="k", lw=1)
+    for y, score in enumerate(scores):
+        if score >= CAP:
+            ax.text(CAP, y, f" >= {CAP:g}", va="center", fontsize=7)
+    ax.set_xlim(0, CAP * 1.12)
     ax.invert_yaxis()
     ax.tick_params(axis="y", labelsize=7)
     ax.set_xlabel("measured vs goal (>= 1 is met)")

@@ -148,12 +148,14 @@ def preprocess_table(results: dict) -> str:
     names = list(dict.fromkeys(n for _, p, lim in limits for n in lim["preprocess_ms"][p]))
     rows = [[s["label"], p, *[lim["preprocess_ms"][p].get(n) for n in names]] for s, p, lim in limits]
     forms = list(dict.fromkeys(f for _, _, lim in limits for f in lim.get("forward_ms", {})))
-    fwd = [[s["label"], lim.get("torch"), p, *[lim.get("forward_ms", {}).get(f) for f in forms]]
-           for s, p, lim in limits]
+    # Measured once per limit process: one row per server.
+    first = {s["label"]: lim for s, _, lim in reversed(limits)}
+    fwd = [[label, lim.get("torch"), *[lim.get("forward_ms", {}).get(f) for f in forms]]
+           for label, lim in reversed(first.items())]
     threads = limits[0][2].get("threads")
     return (table(["server", "payload (decode + preprocess ms)", *names], rows)
-            + f"\n\nForward pass alone, batch 1, {threads} threads (ms), measured before each payload's load:\n\n"
-            + table(["server", "torch", "before", *forms], fwd))
+            + f"\n\nForward pass alone, batch 1, {threads} threads (ms), in each server's container when its limit"
+            " process starts:\n\n" + table(["server", "torch", *forms], fwd))
 
 
 def training_text(results: dict) -> str:

@@ -207,3 +207,13 @@ def test_training_summary_needs_a_counted_epoch():
 
     with pytest.raises(ValueError):
         training.summarise([{"container": [30.0], "limit": [29.0]}], train_images=256)
+
+
+def test_plots_write_pngs_even_for_a_zero_change(tmp_path):
+    from bench import plot
+
+    results = _results()
+    results["training"]["decode_top1"] = {"images": 10, "top1": {"pil_full": 0.9, "pil_draft": 0.9}}
+    for fn, name in ((plot.serving, "serving.png"), (plot.ratios, "targets.png")):
+        out = fn(results, tmp_path / name)
+        assert out is not None and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
