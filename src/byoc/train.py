@@ -62,6 +62,11 @@ class Runtime:
         return self.world_size > 1
 
 
+def cores_per_process(job: Job, rt: Runtime) -> int:
+    """This host's cores divided among its training processes."""
+    return max(1, job.num_cpus // max(1, rt.world_size // max(1, len(job.hosts))))
+
+
 def setup_runtime(job: Job, cfg: TrainConfig) -> Runtime:
     """Device, process group (under torchrun), AMP and memory-format choices, once."""
     env = contract.torchrun_env()
@@ -74,8 +79,7 @@ def setup_runtime(job: Job, cfg: TrainConfig) -> Runtime:
     if rt.distributed:
         dist.init_process_group("nccl" if cuda else "gloo")
         if not cuda:
-            procs_per_host = max(1, rt.world_size // max(1, len(job.hosts)))
-            torch.set_num_threads(max(1, job.num_cpus // procs_per_host))
+            torch.set_num_threads(cores_per_process(job, rt))
     return rt
 
 
@@ -182,10 +186,6 @@ class SeededDataset(torch.utils.data.Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + i)
             return self.inner[i]
-
-
-def cores_per_process(job: Job, rt: Runtime) -> int:
-    return max(1, job.num_cpus // max(1, rt.world_size // max(1, len(job.hosts))))
 
 
 def num_workers(cfg: TrainConfig, job: Job, rt: Runtime) -> int:
