@@ -52,6 +52,16 @@ def serving(results: dict, path: Path) -> Path | None:
 CAP = 3.0  # ratios to the goal are drawn up to this
 
 
+def score(target: dict) -> float:
+    """A target row's measured value against its goal, >= 1 when met, at most CAP (a zero change
+    or a tiny image would run off the chart)."""
+    goal = float(target["goal"].split()[1])
+    value = target["value"]
+    if target["goal"].startswith(">="):
+        return min(value / goal, CAP)
+    return min(goal / value, CAP) if value else CAP
+
+
 def ratios(results: dict, path: Path) -> Path | None:
     """Each measured target as value / goal (a bar at or past 1 is met)."""
     import matplotlib
@@ -63,17 +73,12 @@ def ratios(results: dict, path: Path) -> Path | None:
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.2))
-    scores, colors = [], []
-    for r in rows:
-        goal = float(r["goal"].split()[1])
-        higher = r["goal"].startswith(">=")
-        score = r["value"] / goal if higher else goal / r["value"] if r["value"] else float("inf")
-        scores.append(min(score, CAP))  # a zero change or a tiny image would run off the chart
-        colors.append("tab:green" if r["met"] else "tab:red")
+    scores = [score(r) for r in rows]
+    colors = ["tab:green" if r["met"] else "tab:red" for r in rows]
     ax.barh([r["target"] for r in rows], scores, color=colors)
     ax.axvline(1.0, color="k", lw=1)
-    for y, score in enumerate(scores):
-        if score >= CAP:
+    for y, s in enumerate(scores):
+        if s >= CAP:
             ax.text(CAP, y, f" >= {CAP:g}", va="center", fontsize=7)
     ax.set_xlim(0, CAP * 1.12)
     ax.invert_yaxis()

@@ -222,8 +222,8 @@ def combine(info: dict, payload: str, before: dict, sliced: dict, after_all: dic
     slice's p50 over the mean of the limit just before and just after it. Best batch: the mean of
     the rates before the first load point and after the last (the minutes the server ran in)."""
     samples = [e["ms"] for e in sliced["e2e"]]
-    ratios = sorted(s["server_p50_ms"] / ((s["limit_before_ms"] + s["limit_after_ms"]) / 2)
-                    for s in sliced["e2e_slices"])
+    ratios = [s["server_p50_ms"] / ((s["limit_before_ms"] + s["limit_after_ms"]) / 2)
+              for s in sliced["e2e_slices"]]
     e2e = {**before["e2e"], "ms": round(statistics.median(samples), 1), "samples_ms": samples,
            "cpu_ms": round(statistics.median(e["cpu_ms"] for e in sliced["e2e"]), 1),
            "slices": sliced["e2e_slices"], "ratio": round(statistics.median(ratios), 3)}

@@ -96,7 +96,7 @@ def summarise(rounds: list[dict], train_images: int) -> dict:
     limit = [s for r in rounds for s in r["limit"][1:]]
     if not container or not limit:
         raise ValueError("every run needs at least two epochs")
-    per_round = sorted(statistics.median(r["limit"][1:]) / statistics.median(r["container"][1:]) for r in rounds)
+    per_round = [statistics.median(r["limit"][1:]) / statistics.median(r["container"][1:]) for r in rounds]
     best_c, best_l = min(container), min(limit)
     return {"container_epoch_s": best_c, "limit_epoch_s": best_l,
             "container_images_per_s": round(train_images / best_c, 2),
@@ -124,7 +124,7 @@ def run(work: Path, quick: bool = False, rounds: int = 2) -> dict:
                  measured[-1]["limit"])
     result = {"arch": arch, "image_size": size, "batch_size": batch, "train_images": train * classes,
               "valid_images": valid * classes, "speed": speed,
-              "limit": {k: v for k, v in limit.items() if k not in ("epochs_s", "epoch_s", "first_epoch_s")},
+              "limit": {k: v for k, v in limit.items() if k != "epochs_s"},  # its settings; the epochs are in rounds
               **summarise(measured, train * classes)}
     log.info("training: container %.2f img/s, limit %.2f img/s (ratio %.2f; median of rounds %.2f)",
              result["container_images_per_s"], result["limit_images_per_s"], result["ratio"],

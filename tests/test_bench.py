@@ -217,3 +217,8 @@ def test_plots_write_pngs_even_for_a_zero_change(tmp_path):
     for fn, name in ((plot.serving, "serving.png"), (plot.ratios, "targets.png")):
         out = fn(results, tmp_path / name)
         assert out is not None and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = {r["target"]: r for r in report.targets(results)}
+    zero = rows["top-1 change, pil_draft vs full decode (demo test set as JPEG)"]
+    assert zero["value"] == 0 and plot.score(zero) == plot.CAP  # met by the widest margin, not an empty bar
+    assert plot.score(rows["byoc 2MP: p50 at c=1 / in-process batch-1 limit"]) == 1.0
+    assert plot.score(rows["training container images/s / in-process limit"]) == pytest.approx(0.8 / 0.85)  # missed
