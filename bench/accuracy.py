@@ -17,7 +17,7 @@ from bench.inprocess import Pipelines
 
 
 def top1(model_dir: Path, data: Path) -> dict:
-    from byoc import artifact
+    from byoc.core import artifact
 
     model, meta = artifact.load(model_dir, "cpu")
     pipes = Pipelines(meta.preprocessing)

@@ -32,7 +32,8 @@ def write_byoc(model_dir: Path, arch: str = ARCH, image_size: int = IMAGE_SIZE, 
     """A byoc model directory (model.pt + model.json) with seeded random weights."""
     import torch
 
-    from byoc import artifact, model
+    from byoc.core import artifact
+    from byoc.training import model
 
     if all((model_dir / f).is_file() for f in (artifact.META_FILE, artifact.WEIGHTS_FILE, artifact.TORCHSCRIPT_FILE)):
         return model_dir

@@ -37,11 +37,11 @@ def timed(fn, seconds: float, min_runs: int = 5, warmup: int = 2) -> list[float]
 
 class Pipelines:
     """Ways to turn JPEG bytes into a normalised 3xSxS tensor, all with the evaluation transform's
-    semantics (byoc.imaging, bit-identical to torchvision's v2 pipeline). `names` lists those this
+    semantics (byoc.core.preprocessing, bit-identical to torchvision's v2 pipeline). `names` lists those this
     image can run: tv_decode_jpeg needs torchvision, which the CPU serving image does not have."""
 
     def __init__(self, pre):
-        from byoc.imaging import EvalTransform
+        from byoc.core.preprocessing import EvalTransform
 
         self.pre = pre
         self.transform = EvalTransform(pre)
@@ -50,14 +50,14 @@ class Pipelines:
 
     def pil_full(self, data: bytes) -> torch.Tensor:
         """Full decode, then the evaluation transform (what training's evaluation does)."""
-        from byoc.imaging import to_rgb
+        from byoc.core.preprocessing import to_rgb
 
         return self.transform(to_rgb(Image.open(io.BytesIO(data))))
 
     def pil_draft(self, data: bytes) -> torch.Tensor:
         """libjpeg's reduced-DCT decode (1/2..1/8 scale, short side kept >= resize_size), then the same
         (what the server's handler does)."""
-        from byoc.imaging import to_rgb
+        from byoc.core.preprocessing import to_rgb
 
         img = Image.open(io.BytesIO(data))
         img.draft("RGB", (self.pre.resize_size, self.pre.resize_size))
@@ -82,7 +82,7 @@ class Pipelines:
         """torchvision.io.decode_jpeg (libjpeg-turbo, full size), then the evaluation transform's tensor ops."""
         from torchvision.io import ImageReadMode, decode_jpeg
 
-        from byoc.imaging import center_crop, resize
+        from byoc.core.preprocessing import center_crop, resize
 
         raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
         x = center_crop(resize(decode_jpeg(raw, mode=ImageReadMode.RGB), self.pre.resize_size), self.pre.image_size)
@@ -114,7 +114,7 @@ class Limit:
     method measures one part of the limit for one payload and returns JSON-ready figures."""
 
     def __init__(self, model_dir: Path, threads: int, seconds: float, batches: tuple[int, ...]):
-        from byoc import artifact
+        from byoc.core import artifact
 
         torch.set_num_threads(threads)
         self.seconds, self.batches = seconds, batches

@@ -129,7 +129,7 @@ def run(work: Path, quick: bool = False, rounds: int = 2) -> dict:
     log.info("training: container %.2f img/s, limit %.2f img/s (ratio %.2f; median of rounds %.2f)",
              result["container_images_per_s"], result["limit_images_per_s"], result["ratio"],
              result["ratio_median_of_rounds"])
-    from byoc.data import write_demo_dataset
+    from byoc.local.demo_data import write_demo_dataset
 
     demo = work / "demo"
     if not demo.exists():

@@ -15,7 +15,7 @@ from torch import nn
 
 def epoch_seconds(model, optimizer, train: int, valid: int, batch: int, size: int, classes: int,
                   amp: str = "off", channels_last: bool = False) -> float:
-    """One epoch as byoc.train runs it: train steps over `train` images, then evaluation over `valid`,
+    """One epoch as byoc.training.train runs it: train steps over `train` images, then evaluation over `valid`,
     with the job's own speed choice (autocast dtype, memory format)."""
     criterion = nn.CrossEntropyLoss()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -43,7 +43,7 @@ def epoch_seconds(model, optimizer, train: int, valid: int, batch: int, size: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    from byoc import model as model_factory
+    from byoc.training import model as model_factory
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="resnet18")

@@ -31,7 +31,7 @@ def pytest_sessionfinish(session, exitstatus):
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> Path:
     """The embedded demo dataset (real handwritten digits) in the dogImages layout."""
-    from byoc.data import write_demo_dataset
+    from byoc.local.demo_data import write_demo_dataset
 
     root = tmp_path_factory.mktemp("demo") / "dogImages"
     write_demo_dataset(root)

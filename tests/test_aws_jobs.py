@@ -14,7 +14,7 @@ from byoc.aws import jobs, metrics
 from byoc.aws.session import Aws, AwsError
 from tests.awsutil import ROLE, aws, byoc, moto_server  # noqa: F401 - fixtures
 
-# Lines in the format byoc.train logs (see its log.info calls), as CloudWatch receives them.
+# Lines in the format byoc.training.train logs (see its log.info calls), as CloudWatch receives them.
 EPOCH_LINE = ("2026-11-22 01:00:00 INFO epoch=2 train_loss=0.4121 train_accuracy=0.8810 val_loss=0.5012 "
               "val_accuracy=0.8550 epoch_seconds=12.3")
 STEP_LINE = "epoch=2 step=50 loss=0.3999 grad_norm=1.234"

@@ -85,7 +85,7 @@ def test_pipelines_agree_with_the_reference(tmp_path):
     """Every decode/preprocess variant gives the reference tensor's shape and nearly its values."""
     torch = pytest.importorskip("torch")
     from bench.inprocess import Pipelines
-    from byoc.artifact import Preprocessing
+    from byoc.core.preprocessing import Preprocessing
 
     data = payloads.write(tmp_path, {"0.3MP": 0.3})["0.3MP"].read_bytes()
     pipes = Pipelines(Preprocessing.for_size(64))

@@ -1,6 +1,6 @@
 import torch
 
-from byoc import checkpoint
+from byoc.training import checkpoint
 
 
 def test_atomic_save_prunes_and_resumes_newest(tmp_path):

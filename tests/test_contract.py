@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from byoc.contract import TrainConfig, _cli_overrides
-from byoc.errors import ConfigError
+from byoc.training.contract import TrainConfig, _cli_overrides
+from byoc.core.errors import ConfigError
 
 
 def test_sagemaker_sends_strings():
@@ -67,7 +67,7 @@ def _in_subprocess(base, code):
 
 def test_no_config_files_gets_local_defaults(tmp_path):
     (tmp_path / "input" / "data" / "training").mkdir(parents=True)
-    out = _in_subprocess(tmp_path, "from byoc import contract; contract.prepare(); job, cfg = contract.load(['--epochs', '3']);"
+    out = _in_subprocess(tmp_path, "from byoc.training import contract; contract.prepare(); job, cfg = contract.load(['--epochs', '3']);"
                                    "print(job.hosts == [job.current_host], sorted(job.channels), cfg.epochs, job.checkpoint_dir)")
     assert out.split() == ["True", "['training']", "3", str(tmp_path / "checkpoints")]
     assert (tmp_path / "output" / "data").is_dir()
@@ -80,7 +80,7 @@ def test_sagemaker_config_files_are_read(tmp_path):
     (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-2", "hosts": ["algo-2", "algo-1"],
                                                              "network_interface_name": "eth7"}))
     (config / "inputdataconfig.json").write_text(json.dumps({"train": {}, "validation": {}, "test": {}}))
-    out = _in_subprocess(tmp_path, "from byoc import contract; job, cfg = contract.load(['--lr', '0.5']);"
+    out = _in_subprocess(tmp_path, "from byoc.training import contract; job, cfg = contract.load(['--lr', '0.5']);"
                                    "print(job.hosts, job.node_rank, job.master_host, job.network_interface, cfg.epochs, cfg.lr, cfg.arch)")
     assert out.split() == ["['algo-1',", "'algo-2']", "1", "algo-1", "eth7", "7", "0.5", "resnet18"]
 
@@ -94,5 +94,5 @@ def test_pipe_mode_is_refused_with_reason(tmp_path):
     (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
     (config / "inputdataconfig.json").write_text(json.dumps({"training": {"TrainingInputMode": "Pipe"}}))
     with pytest.raises(subprocess.CalledProcessError) as err:
-        _in_subprocess(tmp_path, "from byoc import contract; contract.load([])")
+        _in_subprocess(tmp_path, "from byoc.training import contract; contract.load([])")
     assert "Pipe input mode" in err.value.stderr

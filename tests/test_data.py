@@ -5,9 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-from byoc import data
-from byoc.artifact import Preprocessing
-from byoc.errors import DataError
+from byoc.core import preprocessing
+from byoc.local.demo_data import write_demo_dataset
+from byoc.training import data
+from byoc.core.preprocessing import Preprocessing
+from byoc.core.errors import DataError
 
 
 def _img(path, mode="RGB", size=(40, 30), fmt=None):
@@ -85,17 +87,17 @@ def test_exif_orientation_applied(tmp_path):
     buf = io.BytesIO()
     img.save(buf, format="JPEG", exif=exif)
     buf.seek(0)
-    assert data.open_rgb(buf).size == (20, 40)
+    assert preprocessing.open_image(buf, 10**9).size == (20, 40)
 
 
 def test_sixteen_bit_greyscale_scaled_not_clipped(tmp_path):
     path = _img(tmp_path / "x.tif", "I;16")
-    arr = np.asarray(data.open_rgb(path))
+    arr = np.asarray(preprocessing.open_image(path, 10**9))
     assert arr.shape == (30, 40, 3) and 100 < arr.mean() < 255
 
 
 def test_demo_dataset(tmp_path):
-    counts = data.write_demo_dataset(tmp_path)
+    counts = write_demo_dataset(tmp_path)
     assert counts == {"train": 1259, "valid": 269, "test": 269}
     assert sorted(p.name for p in (tmp_path / "train").iterdir())[0] == "01.zero"
     splits = data.load({"training": tmp_path}, Preprocessing.for_size(32))

@@ -16,8 +16,8 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from byoc import local_runtime
-from byoc.web.dev_server import DEFAULT_FUNCTION, load_function
+from byoc.local import runtime as local_runtime
+from byoc.local.web.dev_server import DEFAULT_FUNCTION, load_function
 from tests.dockerutil import free_port
 from tests.test_local_runtime import StandIn
 

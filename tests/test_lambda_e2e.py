@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from byoc.web.dev_server import DEFAULT_FUNCTION, load_function
+from byoc.local.web.dev_server import DEFAULT_FUNCTION, load_function
 from tests import dockerutil as du
 from tests.test_lambda import Context, assert_clean, function_url, http_v2, rest_v1
 

@@ -1,4 +1,4 @@
-"""byoc.local_runtime: an unmodified boto3 client against the local SageMaker Runtime.
+"""byoc.local.runtime: an unmodified boto3 client against the local SageMaker Runtime.
 
 The container behind it here is a small stand-in HTTP server that answers /invocations
 like the serving image's contract; test_lambda_e2e.py runs the real serving container.
@@ -19,7 +19,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from byoc import local_runtime
+from byoc.local import runtime as local_runtime
 from tests.dockerutil import free_port
 
 

@@ -3,8 +3,9 @@ import json
 import pytest
 import torch
 
-from byoc import artifact, model
-from byoc.errors import ArtifactError, ConfigError
+from byoc.core import artifact
+from byoc.training import model
+from byoc.core.errors import ArtifactError, ConfigError
 
 
 @pytest.mark.parametrize("arch, head", [("resnet18", "fc"), ("mobilenet_v3_small", "classifier.3"),
@@ -116,7 +117,7 @@ def test_without_torchscript_or_torchvision_the_error_says_what_to_do(tmp_path, 
 
     artifact.save(tmp_path, model.build("resnet18", 3), _meta())
     (tmp_path / "model.ts").unlink()
-    monkeypatch.setitem(sys.modules, "byoc.model", None)  # import byoc.model -> ImportError, as without torchvision
+    monkeypatch.setitem(sys.modules, "byoc.core.architecture", None)  # import -> ImportError, as without torchvision
     with pytest.raises(ArtifactError, match="no TorchScript copy .*byoc-serve:latest") as err:
         artifact.load(tmp_path)
     assert "\n" not in str(err.value)

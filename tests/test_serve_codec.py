@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageFile
 
 from byoc.serve import codec
-from byoc.serve.errors import BadRequest, ImageTooLarge, NotAcceptable, UnsupportedMediaType
+from byoc.serve.http_errors import BadRequest, ImageTooLarge, NotAcceptable, UnsupportedMediaType
 
 MAX = 10_000_000
 

@@ -12,11 +12,13 @@ import torch
 from mms.context import Context, RequestProcessor
 from PIL import Image
 
-from byoc import artifact, model
-from byoc.artifact import ModelMeta, Preprocessing
+from byoc.core import artifact
+from byoc.core import architecture as model
+from byoc.core.artifact import ModelMeta
+from byoc.core.preprocessing import Preprocessing
 from byoc.serve.config import ServeConfig
 from byoc.serve.handler import ImageClassifierHandler
-from byoc.serve.imaging import Preprocessor, open_image
+from byoc.core.preprocessing import eval_transform, open_image
 
 LABELS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -63,26 +65,24 @@ def test_prediction(handler):
 def test_scores_are_the_softmax_of_the_model(handler, model_dir):
     _, _, doc = _call(handler, _png(), **{"Content-Type": "image/png", "X-Amzn-SageMaker-Custom-Attributes": "top_k=10"})
     net, meta = artifact.load(model_dir)
-    from byoc.data import eval_transform, open_rgb
-
     with torch.no_grad():
-        probs = torch.softmax(net(eval_transform(meta.preprocessing)(open_rgb(io.BytesIO(_png())))[None]), 1)[0]
+        probs = torch.softmax(net(eval_transform(meta.preprocessing)(open_image(_png(), 10**8)))[None], 1)[0]
     assert sum(p["score"] for p in doc["predictions"]) == pytest.approx(1.0, abs=1e-4)
     for p in doc["predictions"]:
         assert p["score"] == pytest.approx(probs[p["index"]].item(), abs=1e-5)
 
 
-def test_serving_preprocessing_matches_training_eval_transform():
-    from byoc.data import eval_transform, open_rgb
+def test_serving_preprocessing_matches_training_evaluation(handler, tmp_path):
+    """The handler's batch for a JPEG body equals what training's evaluation split loads from the same file."""
+    from byoc.training.data import ImageFolderSplit, Sample
 
-    pre = Preprocessing.for_size(224)
+    pre = handler.meta.preprocessing
     rng = np.random.default_rng(1)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (700, 900, 3), dtype=np.uint8)).save(buf, format="JPEG")
-    data = buf.getvalue()
-    ours = Preprocessor(pre)([open_image(data, 10**8, pre.resize_size)])[0]
-    theirs = eval_transform(pre)(open_rgb(io.BytesIO(data), pre.resize_size))
-    assert torch.equal(ours, theirs)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(rng.integers(0, 255, (700, 900, 3), dtype=np.uint8)).save(path, format="JPEG")
+    served = handler.preprocess([Request(path.read_bytes(), {"content-type": "image/jpeg"})]).images[0]
+    trained, _, bad = ImageFolderSplit([Sample(path, 0)], eval_transform(pre), pre.draft_size)[0]
+    assert not bad and torch.equal(served, trained)
 
 
 def test_top_k_header_case_does_not_matter(handler):

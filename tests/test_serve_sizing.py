@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from byoc.errors import ConfigError
+from byoc.core.errors import ConfigError
 from byoc.serve import sizing
 from byoc.serve.config import ServeConfig
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from byoc.errors import ArtifactError
+from byoc.core.errors import ArtifactError
 from byoc.serve import startup
 
 

@@ -18,8 +18,10 @@ import pytest
 import torch
 from PIL import Image
 
-from byoc import artifact, model
-from byoc.artifact import ModelMeta, Preprocessing
+from byoc.core import artifact
+from byoc.core import architecture as model
+from byoc.core.artifact import ModelMeta
+from byoc.core.preprocessing import Preprocessing
 from tests import dockerutil as du
 
 LABELS = [f"class{i}" for i in range(4)]

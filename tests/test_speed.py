@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from byoc import model, speed
+from byoc.training import model, speed
 
 CPU = torch.device("cpu")
 

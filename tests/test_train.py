@@ -6,13 +6,14 @@ import math
 import pytest
 import torch
 
-from byoc import artifact, train
-from byoc.contract import Job, TrainConfig
+from byoc.core import artifact
+from byoc.training import train
+from byoc.training.contract import Job, TrainConfig
 
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
-    from byoc.data import write_demo_dataset
+    from byoc.local.demo_data import write_demo_dataset
 
     root = tmp_path_factory.mktemp("digits")
     write_demo_dataset(root, size=16)

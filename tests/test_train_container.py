@@ -11,7 +11,7 @@ import uuid
 import pytest
 from PIL import Image
 
-from byoc import checkpoint
+from byoc.training import checkpoint
 from tests import dockerutil as du
 
 pytestmark = pytest.mark.container
@@ -27,7 +27,7 @@ FAST = {"arch": "resnet18", "image-size": 16, "pretrained": "false", "epochs": "
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     """Real digits, 16 px, 20/5/5 per class, with mixed image modes and one corrupt file."""
-    from byoc.data import write_demo_dataset
+    from byoc.local.demo_data import write_demo_dataset
 
     root = tmp_path_factory.mktemp("tiny") / "dogImages"
     write_demo_dataset(root, size=16)
@@ -57,8 +57,8 @@ def ddp_data(tiny_data, tmp_path_factory):
 
 def _corrupt_files_per_rank(root, world: int, epochs: int, seed: int = 42) -> list[set[str]]:
     """Which corrupt training files each rank reads over the run, by the job's own sampler."""
-    from byoc.data import scan_split
-    from byoc.train import ShardSampler
+    from byoc.training.data import scan_split
+    from byoc.training.train import ShardSampler
 
     _, samples = scan_split(root / "train")
     per_rank = []

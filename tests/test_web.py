@@ -13,8 +13,8 @@ import urllib.request
 
 import pytest
 
-from byoc import local_runtime
-from byoc.web import dev_server
+from byoc.local import runtime as local_runtime
+from byoc.local.web import dev_server
 from tests import dockerutil as du
 from tests.test_lambda_e2e import container_predictions, serving  # noqa: F401 (a fixture)
 from tests.test_local_runtime import StandIn

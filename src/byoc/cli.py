@@ -11,14 +11,14 @@ import importlib
 import logging
 import sys
 
-from byoc.errors import ByocError
+from byoc.core.errors import ByocError
 
 # module -> its `register(subparsers)` adds one or more subcommands whose
 # handler is stored as `func` (called with the parsed args, returns an exit code).
 COMMAND_MODULES = (
-    "byoc.commands.demo_data",
-    "byoc.local_runtime",
-    "byoc.web.dev_server",
+    "byoc.local.demo_data",
+    "byoc.local.runtime",
+    "byoc.local.web.dev_server",
     "byoc.aws.commands",
 )
 

@@ -10,11 +10,11 @@ def main() -> None:
     args = sys.argv[1:] or ["train"]
     command, rest = args[0], args[1:]
     if command == "train":
-        # sagemaker-training parses /opt/ml, runs SAGEMAKER_TRAINING_MODULE (byoc.launch:main),
+        # sagemaker-training parses /opt/ml, runs SAGEMAKER_TRAINING_MODULE (byoc.training.launch:main),
         # writes the failure file for ClientError and sets the exit code.
         from sagemaker_training.cli import train
 
-        from byoc import contract
+        from byoc.training import contract
 
         contract.prepare()
         sys.argv = ["train", *rest]

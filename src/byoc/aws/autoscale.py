@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from byoc.aws.endpoint import VARIANT
 from byoc.aws.session import NAME_TAG, Aws, AwsError, find, owned, paginate, say
-from byoc.errors import ConfigError
+from byoc.core.errors import ConfigError
 
 NAMESPACE = "sagemaker"
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"

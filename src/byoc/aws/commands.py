@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from byoc.aws import autoscale, ecr, endpoint, jobs, lambda_deploy, s3data, sagemaker_role, session, status, teardown
-from byoc.errors import ConfigError
+from byoc.core.errors import ConfigError
 
 # The training image's most used hyperparameters as flags; any other goes through --hp NAME=VALUE.
 HP_FLAGS = (("epochs", int), ("batch-size", int), ("lr", float), ("arch", str), ("image-size", int),

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from byoc.aws import waiting
 from byoc.aws.session import Aws, AwsError, digest, find, owned, say, tags_list
-from byoc.errors import ConfigError
+from byoc.core.errors import ConfigError
 
 VARIANT = "AllTraffic"
 BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack")

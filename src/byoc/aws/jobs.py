@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from byoc.aws import metrics, waiting
 from byoc.aws.logtail import LogTail
 from byoc.aws.session import Aws, AwsError, digest, find, say, tags_list
-from byoc.contract import DEFAULT_CHECKPOINT_DIR, TrainConfig
-from byoc.errors import ConfigError
+from byoc.training.contract import DEFAULT_CHECKPOINT_DIR, TrainConfig
+from byoc.core.errors import ConfigError
 
-TENSORBOARD_LOCAL = "/opt/ml/output/tensorboard"  # where byoc.train writes TensorBoard events
+TENSORBOARD_LOCAL = "/opt/ml/output/tensorboard"  # where byoc.training.train writes TensorBoard events
 TUNED = ("lr", "batch-size")  # ranged by tuning, so not static hyperparameters there
 
 
@@ -75,7 +75,7 @@ def definition(spec: JobSpec) -> dict:
         if stopping["MaxWaitTimeInSeconds"] < spec.max_run:
             raise ConfigError("--max-wait must be >= --max-run (it includes the time waiting for spot capacity)")
         request["EnableManagedSpotTraining"] = True
-        # A reclaimed spot instance resumes from here: byoc.train keeps its checkpoints in LocalPath.
+        # A reclaimed spot instance resumes from here: byoc.training.train keeps its checkpoints in LocalPath.
         request["CheckpointConfig"] = {"S3Uri": f"{output}/checkpoints/", "LocalPath": DEFAULT_CHECKPOINT_DIR}
     return request
 

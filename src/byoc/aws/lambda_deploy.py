@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from byoc.aws import iam, policies, waiting
 from byoc.aws.session import NAME_TAG, Aws, AwsError, error_code, find, owned, say
-from byoc.errors import ConfigError
+from byoc.core.errors import ConfigError
 
 RUNTIME = "python3.12"
 HANDLER = "lambda_function.lambda_handler"

@@ -1,6 +1,6 @@
 """The metrics SageMaker scrapes from the training log: one list, used by training and tuning jobs.
 
-They match the lines byoc.train logs, e.g.
+They match the lines byoc.training.train logs, e.g.
     epoch=3 train_loss=0.4121 train_accuracy=0.8810 val_loss=0.5012 val_accuracy=0.8550 epoch_seconds=12.3
     test_loss=0.5230 test_accuracy=0.8490 test_images=836 skipped_images=0
 """

@@ -14,7 +14,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from byoc.aws.session import Aws, AwsError, digest, error_code, paginate, say
-from byoc.errors import DataError
+from byoc.core.errors import DataError
 
 # The archive the reference (Udacity dog-project) notebook downloads: 133 breeds, ~1.1 GB.
 DOG_IMAGES_URL = "https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from byoc.aws import ecr, iam, policies
 from byoc.aws.session import Aws, AwsError, find, owned, say
-from byoc.errors import ConfigError
+from byoc.core.errors import ConfigError
 
 INLINE_POLICY = "byoc-training-and-hosting"
 REPOSITORIES = (ecr.TRAIN_REPO, ecr.SERVE_REPO, f"{ecr.SERVE_REPO}-cpu")

@@ -14,7 +14,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
-from byoc.errors import ByocError, ConfigError
+from byoc.core.errors import ByocError, ConfigError
 
 NAME_TAG = "byoc:name"  # every resource a command creates carries it: status and teardown find them by it
 # SageMaker's endpoint-name pattern, kept short enough for "-<suffix>" on every derived name.

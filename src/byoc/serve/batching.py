@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from byoc.serve.errors import body
+from byoc.serve.http_errors import body
 
 log = logging.getLogger(__name__)
 

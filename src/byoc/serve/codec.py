@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from byoc.serve import imaging
-from byoc.serve.errors import BadRequest, NotAcceptable, UnsupportedMediaType
+from byoc.core import preprocessing
+from byoc.core.errors import ImageError
+from byoc.serve.http_errors import BadRequest, NotAcceptable, UnsupportedMediaType, image_rejected
 
 JSON = "application/json"
 NPY = "application/x-npy"
@@ -89,11 +90,22 @@ def _decode_json(body: bytes, max_pixels: int, draft_size: int | None) -> list[I
             data = base64.b64decode(inst["b64"], validate=True)
         except (binascii.Error, ValueError) as exc:
             raise BadRequest(f"instances[{i}].b64 is not valid base64 ({exc})") from exc
-        try:
-            images.append(imaging.open_image(data, max_pixels, draft_size))
-        except BadRequest as exc:
-            raise type(exc)(f"instances[{i}]: {exc.message}") from exc
+        images.append(_open(data, max_pixels, draft_size, f"instances[{i}]: "))
     return images
+
+
+def _open(data: bytes, max_pixels: int, draft_size: int | None, where: str = "") -> Image.Image:
+    try:
+        return preprocessing.open_image(data, max_pixels, draft_size)
+    except ImageError as exc:
+        raise image_rejected(exc, where) from exc
+
+
+def _from_array(arr: np.ndarray, max_pixels: int) -> Image.Image:
+    try:
+        return preprocessing.image_from_array(arr, max_pixels)
+    except ImageError as exc:
+        raise image_rejected(exc) from exc
 
 
 def _decode_npy(body: bytes, max_pixels: int) -> tuple[list[Image.Image], bool]:
@@ -107,9 +119,9 @@ def _decode_npy(body: bytes, max_pixels: int) -> tuple[list[Image.Image], bool]:
     if arr.ndim == 4:
         if arr.shape[0] == 0:
             raise BadRequest(f"array holds no images: {usage}")
-        return [imaging.from_array(a, max_pixels) for a in arr], True
+        return [_from_array(a, max_pixels) for a in arr], True
     if arr.ndim in (2, 3):
-        return [imaging.from_array(arr, max_pixels)], False
+        return [_from_array(arr, max_pixels)], False
     raise BadRequest(f"array of shape {list(arr.shape)} is not an image: {usage}")
 
 
@@ -122,7 +134,7 @@ def decode(body: bytes, content_type: str | None, max_pixels: int, draft_size: i
         return _decode_json(body, max_pixels, draft_size), True
     if mtype == NPY:
         return _decode_npy(body, max_pixels)
-    return [imaging.open_image(body, max_pixels, draft_size)], False
+    return [_open(body, max_pixels, draft_size)], False
 
 
 def top_predictions(probs: torch.Tensor, labels: list[str], top_k: int) -> list[list[dict]]:

@@ -10,7 +10,7 @@ from typing import Mapping
 
 from sagemaker_inference import parameters as sm  # SageMaker hosting's variable names
 
-from byoc.errors import ConfigError
+from byoc.core.errors import ConfigError
 
 DEFAULT_MAX_PAYLOAD_MB = 6  # SageMaker real-time endpoints' request limit
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: ~120 MB decoded RGB, fits any endpoint

@@ -12,7 +12,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from byoc.serve.batching import Batcher
-from byoc.serve.errors import JSON_CONTENT_TYPE, body, is_error_body
+from byoc.serve.http_errors import JSON_CONTENT_TYPE, body, is_error_body
 from byoc.serve.mms import MODEL_NAME, ModelServer
 
 log = logging.getLogger(__name__)

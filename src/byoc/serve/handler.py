@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from byoc import artifact
+from byoc.core import artifact
 from byoc.serve import batching, codec, startup
 from byoc.serve.config import MODEL_DIR_ENV, ServeConfig
-from byoc.serve.errors import JSON_CONTENT_TYPE, BadRequest, Internal, RequestError, to_response
-from byoc.serve.imaging import Preprocessor
+from byoc.serve.http_errors import JSON_CONTENT_TYPE, BadRequest, Internal, RequestError, to_response
+from byoc.core.preprocessing import EvalTransform, eval_batch, eval_transform
 
 log = logging.getLogger(__name__)
 PROBE = "x-byoc-probe"  # the front's health probe (byoc.serve.mms.PROBE_HEADER)
@@ -62,7 +62,7 @@ class ImageClassifierHandler:
         self.model = None
         self.meta = None
         self.device = torch.device("cpu")
-        self.preprocessor: Preprocessor | None = None
+        self.transform: EvalTransform | None = None
         self.initialized = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -73,7 +73,7 @@ class ImageClassifierHandler:
             torch.set_num_threads(self.config.torch_threads)
         self.device = device
         self.model, self.meta = artifact.load(model_dir, device)
-        self.preprocessor = Preprocessor(self.meta.preprocessing)
+        self.transform = eval_transform(self.meta.preprocessing)
         self.default_top_k = min(self.config.top_k, self.meta.num_classes)
         # One real forward pass: a model that cannot run fails here, not on the first request.
         blank = Image.new("RGB", (self.meta.preprocessing.resize_size,) * 2, (127, 127, 127))
@@ -90,7 +90,7 @@ class ImageClassifierHandler:
 
     # -- the four steps --------------------------------------------------------------
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
-        return self.preprocessor(images)
+        return eval_batch(images, self.transform)
 
     def inference(self, batch: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities, on the CPU."""
@@ -108,7 +108,7 @@ class ImageClassifierHandler:
         top_k = codec.parse_top_k(headers.get(codec.CUSTOM_ATTRIBUTES.lower()), self.default_top_k,
                                   self.meta.num_classes)
         images, batched = codec.decode(body, headers.get("content-type"), self.config.max_image_pixels,
-                                       self.preprocessor.draft_size)
+                                       self.meta.preprocessing.draft_size)
         return _Parsed(self.preprocess(images), batched, top_k)
 
     def answer(self, parsed: _Parsed, probs: torch.Tensor) -> bytes:

@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from byoc.errors import ByocError
+from byoc.core.errors import ByocError
 from byoc.serve import startup
 from byoc.serve.config import ServeConfig
 

@@ -13,7 +13,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from byoc.errors import ByocError
+from byoc.core.errors import ByocError
 
 REPORT_ENV = "BYOC_STARTUP_REPORT"
 

@@ -1,22 +1,92 @@
-"""Image conversion and evaluation preprocessing shared by training and serving.
+"""The train/serve seam for pixels: how a file becomes an RGB image and an image a tensor.
 
-Both sides must turn a file into exactly the same tensor, so the few lines live once,
-here, below both `byoc.data` (training) and `byoc.serve` (which never imports training code).
-Only torch, numpy and Pillow: the CPU serving image has no torchvision. The steps are
-torchvision.transforms.v2's ToImage, Resize(antialias=True), CenterCrop, ToDtype(scale=True)
-and Normalize, written with the same torch ops (tests/test_imaging.py compares the two).
+Both sides must turn a file into exactly the same tensor, so opening (`open_image`: the pixel
+bound, JPEG draft decoding, EXIF orientation, RGB conversion), the `Preprocessing` recorded in
+every artifact and the evaluation transform live once, here, below both `byoc.training.data`
+and `byoc.serve` (which never imports training code). Only torch, numpy and Pillow: the CPU
+serving image has no torchvision. The steps are torchvision.transforms.v2's ToImage,
+Resize(antialias=True), CenterCrop, ToDtype(scale=True) and Normalize, written with the same
+torch ops (tests/test_preprocessing.py compares the two).
 """
 
 from __future__ import annotations
 
+import io
 import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
-from byoc.artifact import Preprocessing
+from byoc.core.errors import ImageError, ImageTooLarge
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# A truncated file is an error, not half an image.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+# `open_image`'s own bound (checked on the header, before decoding) is the one that applies.
+Image.MAX_IMAGE_PIXELS = None
+
+
+@dataclass
+class Preprocessing:
+    """How an image becomes a tensor: resize the short side, centre-crop, normalise."""
+
+    image_size: int = 224
+    resize_size: int = 256
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @classmethod
+    def for_size(cls, image_size: int) -> "Preprocessing":
+        # torchvision's reference ratio: 224 -> 256
+        return cls(image_size=image_size, resize_size=int(round(image_size / 0.875)))
+
+    @property
+    def draft_size(self) -> int:
+        """The smallest short side a JPEG may be decoded at (libjpeg's 1/2, 1/4, 1/8 scales)."""
+        return self.resize_size
+
+
+def check_pixels(width: int, height: int, max_pixels: int) -> None:
+    """ImageTooLarge when width x height is over `max_pixels` (read from the header, before decoding)."""
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
+            "(BYOC_MAX_IMAGE_PIXELS): send a smaller image"
+        )
+
+
+def open_image(source: bytes | str | Path | BinaryIO, max_pixels: int, draft_size: int | None = None) -> Image.Image:
+    """Decode any image Pillow reads (bytes, a path or a file) into RGB; the pixel count is checked
+    on the header first. JPEGs larger than needed are decoded by libjpeg at 1/2, 1/4 or 1/8 scale
+    while the short side stays >= `draft_size`. Raises ImageError / ImageTooLarge."""
+    try:
+        img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except Exception as exc:  # Pillow raises UnidentifiedImageError, OSError, SyntaxError, ...
+        raise ImageError(f"cannot decode the image ({type(exc).__name__}): send a JPEG, PNG or other image Pillow reads") from exc
+    check_pixels(*img.size, max_pixels)
+    try:
+        if draft_size and img.format == "JPEG":
+            img.draft("RGB", (draft_size, draft_size))
+        img.load()
+        return to_rgb(img)
+    except Exception as exc:
+        raise ImageError(f"cannot decode the image ({type(exc).__name__}: {exc}): the file may be truncated or corrupt") from exc
+
+
+def image_from_array(arr: np.ndarray, max_pixels: int) -> Image.Image:
+    """One uint8 image array, HW or HWC with 1, 3 or 4 channels, as an RGB image (raises ImageError)."""
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)) or 0 in arr.shape:
+        raise ImageError(f"array of shape {list(arr.shape)} is not an image: send uint8 HWC (C = 1, 3 or 4) or NHWC")
+    check_pixels(arr.shape[1], arr.shape[0], max_pixels)
+    return to_rgb(Image.fromarray(np.ascontiguousarray(arr)))
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -107,3 +177,8 @@ class EvalTransform:
 def eval_transform(pre: Preprocessing) -> EvalTransform:
     """Resize the short side to `resize_size`, centre-crop `image_size`, scale to [0, 1], normalise."""
     return EvalTransform(pre)
+
+
+def eval_batch(images: list[Image.Image], transform: EvalTransform) -> torch.Tensor:
+    """RGB images -> one normalised float NxCxSxS batch."""
+    return torch.stack([transform(img) for img in images])

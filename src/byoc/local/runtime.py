@@ -21,7 +21,7 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
-from byoc.errors import ConfigError
+from byoc.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,12 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from byoc import artifact, checkpoint, contract, data, model as model_factory, speed
-from byoc.contract import Job, TrainConfig
-from byoc.errors import ByocError, ConfigError
+from byoc.core import artifact
+from byoc.training import checkpoint, contract, data, model as model_factory, speed
+from byoc.training.contract import Job, TrainConfig
+from byoc.core.errors import ByocError, ConfigError
 
-log = logging.getLogger("byoc.train")
+log = logging.getLogger("byoc.training.train")
 
 
 class Interrupted(Exception):

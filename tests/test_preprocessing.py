@@ -1,4 +1,4 @@
-"""byoc.imaging's torch-only evaluation transform against torchvision.transforms.v2, which
+"""byoc.core.preprocessing's torch-only evaluation transform against torchvision.transforms.v2, which
 training used before and which the GPU image still has."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from byoc.artifact import Preprocessing
-from byoc.imaging import eval_transform, resized_size, to_rgb
+from byoc.core.preprocessing import Preprocessing
+from byoc.core.preprocessing import eval_transform, resized_size, to_rgb
 
 T = pytest.importorskip("torchvision.transforms.v2")
 
@@ -23,7 +23,7 @@ MAX_ABS_DIFF = 1e-6
 
 
 def torchvision_eval_transform(pre: Preprocessing):
-    """The pipeline byoc.imaging.eval_transform replaces, as it was written with torchvision."""
+    """The pipeline byoc.core.preprocessing.eval_transform replaces, as it was written with torchvision."""
     return T.Compose([
         T.ToImage(),
         T.Resize(pre.resize_size, antialias=True),
@@ -73,7 +73,7 @@ def test_float_resize_path_rounds_like_torchvision(monkeypatch):
     """On CPUs without AVX2 both resize through float32 and round back to uint8."""
     import torchvision.transforms.v2.functional._geometry as tv_geometry
 
-    import byoc.imaging as imaging
+    import byoc.core.preprocessing as imaging
 
     monkeypatch.setattr(imaging, "_native_uint8_bilinear", lambda device: False)
     monkeypatch.setattr(tv_geometry, "_do_native_uint8_resize_on_cpu", lambda interpolation: False)

@@ -17,11 +17,11 @@ import time
 
 from sagemaker_training import errors
 
-from byoc import contract
-from byoc.contract import Job, TrainConfig
-from byoc.errors import ByocError
+from byoc.training import contract
+from byoc.training.contract import Job, TrainConfig
+from byoc.core.errors import ByocError
 
-log = logging.getLogger("byoc.launch")
+log = logging.getLogger("byoc.training.launch")
 
 HOST_WAIT_SECONDS = 900  # SageMaker: every host name resolves, but possibly only after a while
 GRACE_SECONDS = 110  # SageMaker kills 120 s after SIGTERM
@@ -45,7 +45,7 @@ def torchrun_command(job: Job, cfg: TrainConfig, argv: list[str]) -> list[str]:
         f"--master_addr={job.master_host}",
         f"--master_port={contract.MASTER_PORT}",
         "--max_restarts=0",
-        "-m", "byoc.train", *argv,
+        "-m", "byoc.training.train", *argv,
     ]
     return cmd
 
@@ -94,8 +94,8 @@ def run_torchrun(job: Job, cfg: TrainConfig, argv: list[str]) -> int:
 
 def main() -> None:
     """Framework entry point called by sagemaker-training's `train`."""
-    from byoc.train import configure_logging
-    from byoc import train as trainer
+    from byoc.training.train import configure_logging
+    from byoc.training import train as trainer
 
     configure_logging()
     # Until the loop installs its checkpointing handler, a stop request just ends the job

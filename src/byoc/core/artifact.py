@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from byoc.errors import ArtifactError
+from byoc.core.errors import ArtifactError, ConfigError, first_line
+from byoc.core.files import atomic_write
+from byoc.core.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +35,6 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.pt"
 META_FILE = "model.json"
 TORCHSCRIPT_FILE = "model.ts"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass
-class Preprocessing:
-    """How an image becomes a tensor: resize the short side, centre-crop, normalise."""
-
-    image_size: int = 224
-    resize_size: int = 256
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-    @classmethod
-    def for_size(cls, image_size: int) -> "Preprocessing":
-        # torchvision's reference ratio: 224 -> 256
-        return cls(image_size=image_size, resize_size=int(round(image_size / 0.875)))
 
 
 @dataclass
@@ -101,25 +84,6 @@ class ModelMeta:
         return meta
 
 
-def atomic_write(path: Path, write) -> None:
-    """Write a file through `write(fh)` so that readers see the old file or the whole new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
-
-
 @contextlib.contextmanager
 def _quiet_jit():
     """Silence TorchScript's own notices, which say nothing about this model: its deprecation in
@@ -148,7 +112,7 @@ def save(model_dir: Path, model: nn.Module, meta: ModelMeta) -> None:
     import torchvision
 
     from byoc import __version__
-    from byoc import model as model_factory
+    from byoc.core import architecture
 
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -159,7 +123,7 @@ def save(model_dir: Path, model: nn.Module, meta: ModelMeta) -> None:
     # model.pt, whatever device, precision or memory format the training model was in.
     meta.torchscript = None
     try:
-        net = model_factory.build(meta.arch, meta.num_classes)
+        net = architecture.build(meta.arch, meta.num_classes)
         net.load_state_dict(state, strict=True)
         traced = to_torchscript(net.eval(), meta.preprocessing.image_size)
         with _quiet_jit():
@@ -167,7 +131,7 @@ def save(model_dir: Path, model: nn.Module, meta: ModelMeta) -> None:
         meta.torchscript = TORCHSCRIPT_FILE
     except Exception as exc:  # tracing fails in many ways; model.pt alone is still a complete artifact
         log.warning("no TorchScript copy of %s (%s): serving it needs torchvision (byoc-serve:latest)",
-                    meta.arch, _first_line(exc))
+                    meta.arch, first_line(exc))
         (model_dir / TORCHSCRIPT_FILE).unlink(missing_ok=True)
     text = json.dumps(meta.to_json(), indent=2).encode()
     atomic_write(model_dir / META_FILE, lambda fh: fh.write(text))
@@ -191,13 +155,13 @@ def _load_torchscript(path: Path, meta: ModelMeta, device: torch.device, optimiz
         with _quiet_jit():
             net = torch.jit.load(str(path), map_location=device).eval()
     except Exception as exc:  # RuntimeError, ValueError, zipfile errors, ...
-        raise ArtifactError(f"{path} is corrupt or not TorchScript: {_first_line(exc)}") from exc
+        raise ArtifactError(f"{path} is corrupt or not TorchScript: {first_line(exc)}") from exc
     size = meta.preprocessing.image_size
     try:
         with torch.inference_mode():
             out = net(torch.zeros(1, 3, size, size, device=device))
     except Exception as exc:
-        raise ArtifactError(f"{path.name} does not run on a 1x3x{size}x{size} image: {_first_line(exc)}") from exc
+        raise ArtifactError(f"{path.name} does not run on a 1x3x{size}x{size} image: {first_line(exc)}") from exc
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, meta.num_classes):
         shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ArtifactError(f"{path.name} does not match {META_FILE}: it outputs {shape} for one image, "
@@ -214,13 +178,11 @@ def _load_torchscript(path: Path, meta: ModelMeta, device: torch.device, optimiz
 
 
 def _load_state_dict(model_dir: Path, meta: ModelMeta, device: torch.device) -> nn.Module:
-    from byoc.errors import ConfigError
-
     weights = model_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise ArtifactError(f"no {WEIGHTS_FILE} in {model_dir}")
     try:
-        import byoc.model as model_factory  # needs torchvision
+        import byoc.core.architecture as architecture  # needs torchvision
     except ImportError as exc:
         raise ArtifactError(
             f"{model_dir} has no TorchScript copy ({TORCHSCRIPT_FILE}) and this image has no torchvision to "
@@ -230,9 +192,9 @@ def _load_state_dict(model_dir: Path, meta: ModelMeta, device: torch.device) -> 
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a truncated or foreign file
-        raise ArtifactError(f"{weights} is corrupt or not a state dict: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+        raise ArtifactError(f"{weights} is corrupt or not a state dict: {first_line(exc)}") from exc
     try:
-        net = model_factory.build(meta.arch, meta.num_classes)
+        net = architecture.build(meta.arch, meta.num_classes)
     except ConfigError as exc:
         raise ArtifactError(f"{META_FILE}: {exc}") from exc
     try:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from byoc.artifact import atomic_write
+from byoc.core.files import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Datasets, transforms, class-name cleaning and the embedded demo dataset.
+"""Datasets, transforms and class-name cleaning for the training channels.
 
 Layout (the dogImages layout): one channel `training` with `train/`, `valid/`
 and `test/` folders of class folders (`train/001.Affenpinscher/*.jpg`), or
@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageFile
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2 as T
 
-from byoc.artifact import Preprocessing
-from byoc.errors import DataError
-from byoc.imaging import eval_transform, to_rgb
+from byoc.core.errors import DataError
+from byoc.core.preprocessing import Preprocessing, eval_transform, open_image
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +28,9 @@ SPLIT_DIR_NAMES = {"train": ("train", "training"), "valid": ("valid", "validatio
 SPLIT_CHANNELS = {"train": ("train",), "valid": ("validation", "valid", "val"), "test": ("test",)}
 COMBINED_CHANNELS = ("training", "data", "dataset")
 _PREFIX = re.compile(r"^\d+[._\-\s]+")
-# Truncated files raise instead of being half-read silently.
-ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Pillow's own bomb limit (2 x its warning threshold), so a dataset reads as it always did; an image
+# over it is skipped and counted like any unreadable file.
+MAX_TRAIN_PIXELS = 2 * 89_478_485
 
 
 def clean_class_name(folder: str) -> str:
@@ -119,15 +119,6 @@ def scan_split(folder: Path, class_folders: list[str] | None = None) -> tuple[li
     return class_folders, samples
 
 
-def open_rgb(path_or_file, draft_size: int | None = None) -> Image.Image:
-    """Open any image Pillow reads as RGB (see `byoc.imaging.to_rgb`)."""
-    img = Image.open(path_or_file)
-    if draft_size and img.format == "JPEG":
-        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the image is much larger than needed.
-        img.draft("RGB", (draft_size, draft_size))
-    return to_rgb(img)
-
-
 def train_transform(pre: Preprocessing, augment: bool = True) -> T.Compose:
     steps: list = [T.ToImage()]
     if augment:
@@ -154,7 +145,7 @@ class ImageFolderSplit(Dataset):
 
     def _read(self, i: int):
         sample = self.samples[i]
-        return self.transform(open_rgb(sample.path, self.draft_size)), sample.target
+        return self.transform(open_image(sample.path, MAX_TRAIN_PIXELS, self.draft_size)), sample.target
 
     def __getitem__(self, i: int):
         try:
@@ -207,31 +198,3 @@ def load(channels: dict[str, Path], pre: Preprocessing, augment: bool = True) ->
         valid=ImageFolderSplit(valid_samples, eval_transform(pre), draft),
         test=ImageFolderSplit(test_samples, eval_transform(pre), draft),
     )
-
-
-DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-
-
-def write_demo_dataset(out: Path, size: int = 32, seed: int = 0) -> dict[str, int]:
-    """Write scikit-learn's bundled handwritten digits (1,797 real 8x8 scans) as PNGs in the
-    dogImages layout: out/{train,valid,test}/NN.name/*.png, split 70/15/15 per class."""
-    import numpy as np
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    rng = np.random.default_rng(seed)
-    counts = {s: 0 for s in SPLITS}
-    for cls in range(10):
-        idx = np.flatnonzero(digits.target == cls)
-        rng.shuffle(idx)
-        n_test = n_valid = int(round(len(idx) * 0.15))
-        parts = {"test": idx[:n_test], "valid": idx[n_test:n_test + n_valid], "train": idx[n_test + n_valid:]}
-        for split, ids in parts.items():
-            folder = out / split / f"{cls + 1:02d}.{DIGIT_NAMES[cls]}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in ids:
-                pixels = (255 - digits.images[i] * (255 / 16)).clip(0, 255).astype("uint8")  # dark ink on white
-                img = Image.fromarray(pixels).resize((size, size), Image.Resampling.BICUBIC)
-                img.save(folder / f"digit_{i:04d}.png")
-                counts[split] += 1
-    return counts

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from byoc.errors import ConfigError
+from byoc.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class TrainConfig:
     freeze_backbone: bool = False
     augment: bool = True
     seed: int = 42
-    num_workers: int = -1  # -1: from the cores and the device (byoc.train.num_workers)
+    num_workers: int = -1  # -1: from the cores and the device (byoc.training.train.num_workers)
     early_stopping_patience: int = 0  # 0: off
     amp: str = "auto"  # auto | bf16 | fp16 | off
     channels_last: str = "auto"  # auto | true | false

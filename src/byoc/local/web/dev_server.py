@@ -2,7 +2,7 @@
 
 GET / serves the page; any POST becomes a Lambda Function URL event (payload 2.0) for
 `lambda_handler`, called in this process, and its proxy response is sent back. With
-`--container URL` a local SageMaker Runtime (byoc.local_runtime) is started in front of
+`--container URL` a local SageMaker Runtime (byoc.local.runtime) is started in front of
 that serving container and the function is pointed at it; without it the function
 calls whatever its environment says (AWS credentials, ENDPOINT_NAME).
 """
@@ -21,12 +21,12 @@ from pathlib import Path
 from types import ModuleType
 from urllib.parse import parse_qsl, urlsplit
 
-from byoc import local_runtime
-from byoc.errors import ConfigError
+from byoc.local import runtime as local_runtime
+from byoc.core.errors import ConfigError
 
 MAX_REQUEST = 8 * 1024 * 1024  # above Lambda's 6 MB so the function itself answers 413
 FUNCTION_TIMEOUT_MS = 30_000
-DEFAULT_FUNCTION = Path(__file__).resolve().parents[3] / "lambda" / "lambda_function.py"
+DEFAULT_FUNCTION = Path(__file__).resolve().parents[4] / "lambda" / "lambda_function.py"
 
 
 def load_function(path: Path) -> ModuleType:
@@ -114,7 +114,7 @@ def _handler_class(function: ModuleType, page: bytes):
 
 def make_server(function: ModuleType, port: int = 0) -> ThreadingHTTPServer:
     """The page and `function` on 127.0.0.1:port (0 picks a free port)."""
-    page = importlib.resources.files("byoc.web").joinpath("index.html").read_bytes()
+    page = importlib.resources.files("byoc.local.web").joinpath("index.html").read_bytes()
     server = ThreadingHTTPServer(("127.0.0.1", port), _handler_class(function, page))
     server.daemon_threads = True
     return server

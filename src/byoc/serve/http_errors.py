@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+from byoc.core.errors import ImageError
+from byoc.core.errors import ImageTooLarge as ImageOverLimit
+
 
 class RequestError(Exception):
     """A request the server cannot answer; `status` is its HTTP status code."""
@@ -50,6 +53,13 @@ class Internal(RequestError):
 
 
 JSON_CONTENT_TYPE = "application/json"
+
+
+def image_rejected(exc: ImageError, where: str = "") -> BadRequest:
+    """The 400 for an image the shared opener (byoc.core.preprocessing) refused; `where` prefixes
+    the message (e.g. "instances[2]: ")."""
+    kind = ImageTooLarge if isinstance(exc, ImageOverLimit) else BadRequest
+    return kind(f"{where}{exc}")
 
 
 def body(status: int, message: str) -> bytes:

@@ -1,4 +1,4 @@
-"""The one map from typed errors to status codes and JSON bodies (byoc.serve.errors)."""
+"""The one map from typed errors to status codes and JSON bodies (byoc.serve.http_errors)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from byoc.serve import errors
+from byoc.serve import http_errors as errors
 
 
 @pytest.mark.parametrize("cls, status", [
