@@ -1,16 +1,31 @@
 import json
+import re
 
 import pytest
 
-from byoc.training.contract import TrainConfig, _cli_overrides
 from byoc.core.errors import ConfigError
+from byoc.training.contract import TrainConfig, _cli_overrides
 
 
 def test_sagemaker_sends_strings():
-    cfg = TrainConfig.from_dict({"epochs": "2", "batch-size": "16", "lr": "0.001", "pretrained": "true",
-                                 "freeze-backbone": "False", "arch": "resnet18"})
+    cfg = TrainConfig.from_dict(
+        {
+            "epochs": "2",
+            "batch-size": "16",
+            "lr": "0.001",
+            "pretrained": "true",
+            "freeze-backbone": "False",
+            "arch": "resnet18",
+        }
+    )
     assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.pretrained, cfg.freeze_backbone, cfg.arch) == (
-        2, 16, 0.001, True, False, "resnet18")
+        2,
+        16,
+        0.001,
+        True,
+        False,
+        "resnet18",
+    )
 
 
 def test_typed_values_from_toolkit_json_decoding_and_snake_case():
@@ -23,7 +38,9 @@ def test_double_encoded_string_from_sdk():
 
 
 def test_sagemaker_and_tuning_bookkeeping_ignored():
-    cfg = TrainConfig.from_dict({"sagemaker_program": "x.py", "_tuning_objective_metric": "val_accuracy", "epochs": "1"})
+    cfg = TrainConfig.from_dict(
+        {"sagemaker_program": "x.py", "_tuning_objective_metric": "val_accuracy", "epochs": "1"}
+    )
     assert cfg.epochs == 1
 
 
@@ -34,15 +51,18 @@ def test_unknown_name_lists_valid_ones():
     assert "epoch" in msg and "batch-size" in msg and "image-size" in msg
 
 
-@pytest.mark.parametrize("values, fragment", [
-    ({"epochs": "two"}, "epochs='two' must be an integer"),
-    ({"epochs": "1.5"}, "must be an integer"),
-    ({"lr": "fast"}, "must be a number"),
-    ({"pretrained": "maybe"}, "true or false"),
-    ({"epochs": "0"}, "must be >= 1"),
-    ({"lr": "-1"}, "must be > 0"),
-    ({"amp": "fp8"}, "not one of"),
-])
+@pytest.mark.parametrize(
+    "values, fragment",
+    [
+        ({"epochs": "two"}, "epochs='two' must be an integer"),
+        ({"epochs": "1.5"}, "must be an integer"),
+        ({"lr": "fast"}, "must be a number"),
+        ({"pretrained": "maybe"}, "true or false"),
+        ({"epochs": "0"}, "must be >= 1"),
+        ({"lr": "-1"}, "must be > 0"),
+        ({"amp": "fp8"}, "not one of"),
+    ],
+)
 def test_bad_values(values, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         TrainConfig.from_dict(values)
@@ -50,7 +70,11 @@ def test_bad_values(values, fragment):
 
 def test_cli_overrides_forms():
     assert _cli_overrides(["--epochs", "5", "--lr=0.1", "--no-pretrained", "--freeze-backbone"]) == {
-        "epochs": "5", "lr": "0.1", "pretrained": "false", "freeze-backbone": "true"}
+        "epochs": "5",
+        "lr": "0.1",
+        "pretrained": "false",
+        "freeze-backbone": "true",
+    }
     with pytest.raises(ConfigError):
         _cli_overrides(["epochs"])
 
@@ -67,8 +91,11 @@ def _in_subprocess(base, code):
 
 def test_no_config_files_gets_local_defaults(tmp_path):
     (tmp_path / "input" / "data" / "training").mkdir(parents=True)
-    out = _in_subprocess(tmp_path, "from byoc.training import contract; contract.prepare(); job, cfg = contract.load(['--epochs', '3']);"
-                                   "print(job.hosts == [job.current_host], sorted(job.channels), cfg.epochs, job.checkpoint_dir)")
+    out = _in_subprocess(
+        tmp_path,
+        "from byoc.training import contract; contract.prepare(); job, cfg = contract.load(['--epochs', '3']);"
+        "print(job.hosts == [job.current_host], sorted(job.channels), cfg.epochs, job.checkpoint_dir)",
+    )
     assert out.split() == ["True", "['training']", "3", str(tmp_path / "checkpoints")]
     assert (tmp_path / "output" / "data").is_dir()
 
@@ -76,12 +103,18 @@ def test_no_config_files_gets_local_defaults(tmp_path):
 def test_sagemaker_config_files_are_read(tmp_path):
     config = tmp_path / "input" / "config"
     config.mkdir(parents=True)
-    (config / "hyperparameters.json").write_text(json.dumps({"epochs": "7", "arch": "resnet18", "sagemaker_region": "\"eu-west-1\""}))
-    (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-2", "hosts": ["algo-2", "algo-1"],
-                                                             "network_interface_name": "eth7"}))
+    (config / "hyperparameters.json").write_text(
+        json.dumps({"epochs": "7", "arch": "resnet18", "sagemaker_region": '"eu-west-1"'})
+    )
+    (config / "resourceconfig.json").write_text(
+        json.dumps({"current_host": "algo-2", "hosts": ["algo-2", "algo-1"], "network_interface_name": "eth7"})
+    )
     (config / "inputdataconfig.json").write_text(json.dumps({"train": {}, "validation": {}, "test": {}}))
-    out = _in_subprocess(tmp_path, "from byoc.training import contract; job, cfg = contract.load(['--lr', '0.5']);"
-                                   "print(job.hosts, job.node_rank, job.master_host, job.network_interface, cfg.epochs, cfg.lr, cfg.arch)")
+    out = _in_subprocess(
+        tmp_path,
+        "from byoc.training import contract; job, cfg = contract.load(['--lr', '0.5']);"
+        "print(job.hosts, job.node_rank, job.master_host, job.network_interface, cfg.epochs, cfg.lr, cfg.arch)",
+    )
     assert out.split() == ["['algo-1',", "'algo-2']", "1", "algo-1", "eth7", "7", "0.5", "resnet18"]
 
 
@@ -96,3 +129,42 @@ def test_pipe_mode_is_refused_with_reason(tmp_path):
     with pytest.raises(subprocess.CalledProcessError) as err:
         _in_subprocess(tmp_path, "from byoc.training import contract; contract.load([])")
     assert "Pipe input mode" in err.value.stderr
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"amp": "bogus"}, "amp='bogus' is not one of auto, bf16, fp16, off"),
+        ({"channels_last": "sometimes"}, "channels-last='sometimes' is not one of auto, true, false"),
+        ({"optimizer": "lion"}, "not one of adamw, sgd, adam"),
+        ({"epochs": 0}, "epochs=0 must be >= 1"),
+        ({"epochs": "3"}, "epochs='3' must be an integer"),
+        ({"pretrained": "yes"}, "pretrained='yes' must be true or false"),
+        ({"lr": 0.0}, "lr=0.0 must be > 0"),
+    ],
+)
+def test_every_train_config_is_validated_where_it_is_made(kwargs, message):
+    """The constructor validates as from_dict does: no TrainConfig holds a value the loop cannot use."""
+    from byoc.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        TrainConfig(**kwargs)
+
+
+def test_train_config_settings_are_typed_and_serialise_as_their_strings():
+    from byoc.training.contract import Amp, Optimizer, Switch
+
+    cfg = TrainConfig.from_dict(
+        {"amp": "BF16", "channels-last": "true", "pin-memory": "0", "optimizer": "SGD", "lr": "1"}
+    )
+    assert (cfg.amp, cfg.channels_last, cfg.pin_memory, cfg.optimizer) == (
+        Amp.BF16,
+        Switch.ON,
+        Switch.OFF,
+        Optimizer.SGD,
+    )
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    assert cfg.channels_last.resolve(auto=False) is True and Switch.AUTO.resolve(auto=True) is True
+    doc = cfg.to_dict()
+    assert (doc["amp"], doc["channels-last"], doc["optimizer"]) == ("bf16", "true", "sgd")
+    assert TrainConfig.from_dict(json.loads(json.dumps(doc))) == cfg

@@ -2,13 +2,24 @@
 
 import json
 import math
+import os
+import signal
 
 import pytest
 import torch
 
 from byoc.core import artifact
-from byoc.training import train
+from byoc.training import checkpoint, data, distributed, monitor, train
 from byoc.training.contract import Job, TrainConfig
+from byoc.training.distributed import Runtime, StopAgreement
+
+
+@pytest.fixture(autouse=True)
+def sigterm_handler_restored():
+    """A run installs its checkpointing SIGTERM handler in this process: put pytest's back after."""
+    before = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, before)
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +37,33 @@ def small_data(tmp_path_factory):
 
 def make_job(tmp_path, data_root) -> Job:
     out = tmp_path / "opt_ml"
-    return Job(hosts=["algo-1"], current_host="algo-1", network_interface="lo", num_gpus=0, num_cpus=2,
-               channels={"training": data_root}, model_dir=out / "model", output_dir=out / "output",
-               output_data_dir=out / "output" / "data", tensorboard_dir=out / "output" / "tensorboard",
-               checkpoint_dir=out / "checkpoints")
+    return Job(
+        hosts=["algo-1"],
+        current_host="algo-1",
+        network_interface="lo",
+        num_gpus=0,
+        num_cpus=2,
+        channels={"training": data_root},
+        model_dir=out / "model",
+        output_dir=out / "output",
+        output_data_dir=out / "output" / "data",
+        tensorboard_dir=out / "output" / "tensorboard",
+        checkpoint_dir=out / "checkpoints",
+    )
 
 
-QUICK = dict(arch="resnet18", image_size=16, pretrained=False, epochs=2, batch_size=32, lr=3e-3, num_workers=0, log_every=5,
-             amp="off", channels_last="false")  # fixed: "auto" picks by timing, which may differ run to run
+QUICK = dict(
+    arch="resnet18",
+    image_size=16,
+    pretrained=False,
+    epochs=2,
+    batch_size=32,
+    lr=3e-3,
+    num_workers=0,
+    log_every=5,
+    amp="off",
+    channels_last="false",
+)  # fixed: "auto" picks by timing, which may differ run to run
 
 
 def test_run_writes_artifact_metrics_and_curves(tmp_path, small_data):
@@ -44,7 +74,14 @@ def test_run_writes_artifact_metrics_and_curves(tmp_path, small_data):
     assert metrics["test_images"] == 100
     assert math.isclose(metrics["test_accuracy"] * 100, round(metrics["test_accuracy"] * 100), abs_tol=1e-6)
     saved = json.loads((job.output_data_dir / "metrics.json").read_text())
-    assert saved["world_size"] == 1 and saved["skipped_images"] == 0 and saved["samples_per_rank"] == [600, ]
+    assert (
+        saved["world_size"] == 1
+        and saved["skipped_images"] == 0
+        and saved["samples_per_rank"]
+        == [
+            600,
+        ]
+    )
     assert (job.output_data_dir / "training_curves.png").stat().st_size > 1000
     assert list(job.tensorboard_dir.glob("events.out.tfevents.*"))
     net, meta = artifact.load(job.model_dir)
@@ -52,27 +89,61 @@ def test_run_writes_artifact_metrics_and_curves(tmp_path, small_data):
 
 
 def test_best_epoch_is_exported_not_the_last(tmp_path, small_data, monkeypatch):
+    """Validation accuracy falls after epoch 0: the artifact holds epoch 0's weights, not the last ones."""
     job = make_job(tmp_path, small_data)
-    scores = iter([0.9, 0.5, 0.4])
-    real = train.EpochStats.reduced
+    accuracies = iter([0.9, 0.5, 0.4])
+    weights_at_end = []
+    real_end, real_evaluate = train.end_of_epoch, train.evaluate
 
-    def fake_reduced(self, rt):  # validation accuracy goes down after epoch 0
-        loss, acc, n = real(self, rt)
-        return (loss, next(scores), n) if self is not None and getattr(self, "_is_val", False) else (loss, acc, n)
+    class Validation:
+        skipped: set = set()
 
-    real_eval = train.evaluate
+        def __init__(self, accuracy):
+            self.accuracy = accuracy
 
-    def tagged_eval(*a, **k):
-        stats = real_eval(*a, **k)
-        stats._is_val = len(a) > 1 and a[1] is not None and tagged_eval.calls < 3
-        tagged_eval.calls += 1
-        return stats
+        def reduced(self, rt):
+            return 1.0, self.accuracy, 100
 
-    tagged_eval.calls = 0
-    monkeypatch.setattr(train.EpochStats, "reduced", fake_reduced)
-    monkeypatch.setattr(train, "evaluate", tagged_eval)
+    def end_of_epoch(epoch, stats, model, net, *rest):
+        weights_at_end.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        monkeypatch.setattr(train, "evaluate", lambda *a, **k: Validation(next(accuracies)))
+        try:
+            return real_end(epoch, stats, model, net, *rest)
+        finally:
+            monkeypatch.setattr(train, "evaluate", real_evaluate)
+
+    monkeypatch.setattr(train, "end_of_epoch", end_of_epoch)
     metrics = train.run(job, TrainConfig(**{**QUICK, "epochs": 3}))
     assert metrics["best_epoch"] == 0 and metrics["best_val_accuracy"] == 0.9
+    exported = torch.load(job.model_dir / "model.pt", weights_only=True)
+    assert all(torch.equal(exported[k], v) for k, v in weights_at_end[0].items())
+    assert not all(torch.equal(exported[k], v) for k, v in weights_at_end[2].items())
+
+
+def test_each_epoch_records_the_learning_rate_it_trained_at(tmp_path, small_data):
+    metrics = train.run(make_job(tmp_path, small_data), TrainConfig(**{**QUICK, "epochs": 3}))
+    cosine = [QUICK["lr"] * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)]
+    assert [e["lr"] for e in metrics["epochs"]] == pytest.approx(cosine, rel=1e-9)
+
+
+def test_tensorboard_steps_are_global_and_never_repeat(tmp_path, small_data):
+    """300 training images in batches of 32: 10 steps an epoch (the last one short), not 300 // 32 = 9."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    job = make_job(tmp_path, small_data)
+    train.run(job, TrainConfig(**{**QUICK, "log_every": 1}))
+    events = EventAccumulator(str(job.tensorboard_dir))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/step_loss")]
+    assert steps == list(range(1, 21))
+
+
+def test_tensorboard_steps_per_epoch_follow_the_world_size(tmp_path):
+    """Each of 2 ranks runs half the steps of an epoch: the global step counts a rank's steps."""
+    sampler = data.ShardSampler(300, 0, 2, seed=0, shuffle=True)
+    loader = data.make_loader(list(range(300)), sampler, TrainConfig(batch_size=32), 0, Runtime(torch.device("cpu")))
+    loaders = data.Loaders(labels=[], train_sampler=sampler, train=loader, valid=loader, test=loader, workers=0)
+    assert loaders.steps_per_epoch == len(loader) == 5
 
 
 def test_early_stopping(tmp_path, small_data):
@@ -86,25 +157,29 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, small_data, monke
 
     job = make_job(tmp_path / "b", small_data)
     calls = {"n": 0}
+    real_poll = StopAgreement.poll
 
-    def stop_at_step_5(rt):  # SIGTERM arriving in the middle of epoch 0
+    def sigterm_at_step_5(self):  # a real SIGTERM, arriving in the middle of epoch 0
         calls["n"] += 1
         if calls["n"] == 5:
-            rt.stop_requested = True
-        return rt.stop_requested
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_poll(self)
 
-    monkeypatch.setattr(train, "_stop_agreed", stop_at_step_5)
+    monkeypatch.setattr(StopAgreement, "poll", sigterm_at_step_5)
     with pytest.raises(train.Interrupted):
         train.run(job, TrainConfig(**QUICK))
     assert [p.name for p in job.checkpoint_dir.iterdir()] == ["checkpoint-00000-0000005.pt"]
-    monkeypatch.setattr(train, "_stop_agreed", lambda rt: False)
+    monkeypatch.setattr(StopAgreement, "poll", real_poll)
     resumed = train.run(job, TrainConfig(**QUICK))
     assert resumed["final_weights_sha256"] == straight["final_weights_sha256"]
     assert resumed["test_accuracy"] == straight["test_accuracy"]
+    assert resumed["epochs"] == [
+        {**e, "seconds": r["seconds"]} for e, r in zip(straight["epochs"], resumed["epochs"], strict=True)
+    ]
 
 
 def test_rules_fire_on_broken_run(caplog):
-    rules = train.Rules(window=2)
+    rules = monitor.Rules(window=2)
     for step, loss in enumerate([1.0, 1.0, 2.0, 3.0, float("nan")]):
         rules.check(0, step, loss, 1e9 if step == 1 else 1e-9)
     text = caplog.text
@@ -112,9 +187,16 @@ def test_rules_fire_on_broken_run(caplog):
         assert f"rule={rule}" in text
 
 
+def test_rules_stay_quiet_on_a_healthy_run(caplog):
+    rules = monitor.Rules(window=5)
+    for step in range(200):  # a loss that keeps falling, gradients of a normal size
+        rules.check(step // 50, step, 2.0 * 0.99**step, 1.0 + 0.01 * (step % 7))
+    assert "rule=" not in caplog.text
+
+
 def test_shard_sampler_gives_every_rank_an_equal_share():
-    a = train.ShardSampler(11, 0, 2, seed=1, shuffle=True)
-    b = train.ShardSampler(11, 1, 2, seed=1, shuffle=True)
+    a = data.ShardSampler(11, 0, 2, seed=1, shuffle=True)
+    b = data.ShardSampler(11, 1, 2, seed=1, shuffle=True)
     ia, ib = [i for _, i in a], [i for _, i in b]
     assert set(ia + ib) == set(range(11)) and len(ia) == len(ib) == 6  # padded by one
     a.set_epoch(1)
@@ -124,47 +206,44 @@ def test_shard_sampler_gives_every_rank_an_equal_share():
 
 
 def test_evaluation_shards_count_every_image_once():
-    shards = [list(train.ShardSampler(11, r, 3, seed=0, shuffle=False)) for r in range(3)]
+    shards = [list(data.ShardSampler(11, r, 3, seed=0, shuffle=False)) for r in range(3)]
     assert sorted(sum(shards, [])) == list(range(11))
 
 
 def test_last_training_batch_of_one_is_dropped():
-    sampler = train.ShardSampler(65, 0, 1, seed=0, shuffle=True)
-    loader = train.make_loader(list(range(65)), sampler, TrainConfig(batch_size=32), 0, train.Runtime(device=torch.device("cpu")))
+    sampler = data.ShardSampler(65, 0, 1, seed=0, shuffle=True)
+    loader = data.make_loader(
+        list(range(65)), sampler, TrainConfig(batch_size=32), 0, Runtime(device=torch.device("cpu"))
+    )
     assert loader.drop_last
 
 
-def _union_worker(rank: int, world: int, port: int, per_rank: list[set[str]], out) -> None:
+def _union_worker(rank: int, world: int, store: str, per_rank: list[set[str]], out) -> None:
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
-        rt = train.Runtime(device=torch.device("cpu"), rank=rank, world_size=world)
-        out.put((rank, sorted(train.union_across_ranks(per_rank[rank], rt))))
+        rt = Runtime(device=torch.device("cpu"), rank=rank, world_size=world)
+        out.put((rank, sorted(distributed.union_across_ranks(per_rank[rank], rt))))
     finally:
         dist.destroy_process_group()
 
 
-def test_union_across_ranks_counts_a_file_seen_by_several_ranks_once():
+def test_union_across_ranks_counts_a_file_seen_by_several_ranks_once(tmp_path):
     """Two gloo processes: a corrupt file met by both ranks (in different epochs) is one file."""
-    import socket
-
     import torch.multiprocessing as mp
 
     per_rank = [{"a.jpg", "b.jpg"}, {"b.jpg", "c.jpg"}]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     out = ctx.SimpleQueue()
-    mp.start_processes(_union_worker, args=(2, port, per_rank, out), nprocs=2, start_method="spawn")
+    mp.start_processes(_union_worker, args=(2, str(tmp_path / "store"), per_rank, out), nprocs=2, start_method="spawn")
     results = dict(out.get() for _ in range(2))
     assert results == {0: ["a.jpg", "b.jpg", "c.jpg"], 1: ["a.jpg", "b.jpg", "c.jpg"]}
 
 
 def test_union_across_ranks_single_process_is_the_set_itself():
     items = {"a.jpg"}
-    assert train.union_across_ranks(items, train.Runtime(device=torch.device("cpu"))) is items
+    assert distributed.union_across_ranks(items, Runtime(device=torch.device("cpu"))) is items
 
 
 def _ddp_resume_worker(rank: int, world: int, ports: list[int], data_root, tmp_path, out) -> None:
@@ -173,31 +252,37 @@ def _ddp_resume_worker(rank: int, world: int, ports: list[int], data_root, tmp_p
 
     import torch.distributed as dist
 
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1"})
+    os.environ.update(
+        {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1"}
+    )
     cfg = TrainConfig(**{**QUICK, "epochs": 1, "batch_size": 16})
     os.environ["MASTER_PORT"] = str(ports[0])
     straight = train.run(make_job(tmp_path / "straight", data_root), cfg)
 
     job = make_job(tmp_path / "resumed", data_root)  # one /opt/ml on one host: rank 0 writes, both read
     calls = {"n": 0}
+    real_poll = StopAgreement.poll
 
-    def stop_at_step_3(rt):  # the same step on both ranks, as the real agreement gives
+    def sigterm_on_rank_1_at_step_2(self):  # one host told to stop; the agreement stops both
         calls["n"] += 1
-        return calls["n"] >= 3
+        if calls["n"] == 2 and rank == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_poll(self)
 
-    real_stop = train._stop_agreed
-    train._stop_agreed = stop_at_step_3
+    StopAgreement.poll = sigterm_on_rank_1_at_step_2
     os.environ["MASTER_PORT"] = str(ports[1])
     try:
         train.run(job, cfg)
         raise AssertionError("the stop was not reached")
     except train.Interrupted:
         dist.destroy_process_group()
-    train._stop_agreed = real_stop
+    StopAgreement.poll = real_poll
+    # rank 0 writes the checkpoint while rank 1 goes on; the next run's rendezvous waits for both
+    stopped_at = [p.name for p in checkpoint.candidates(job.checkpoint_dir)] if rank == 0 else None
     os.environ["MASTER_PORT"] = str(ports[2])
     resumed = train.run(job, cfg)
-    out.put((rank, {k: (straight[k], resumed[k]) for k in ("epochs", "samples_per_rank", "final_weights_sha256")}))
+    got = {k: (straight[k], resumed[k]) for k in ("epochs", "samples_per_rank", "final_weights_sha256")}
+    out.put((rank, {**got, "stopped_at": stopped_at}))
 
 
 def test_two_ranks_resume_mid_epoch_to_the_same_metrics(tmp_path, small_data):
@@ -222,31 +307,58 @@ def test_two_ranks_resume_mid_epoch_to_the_same_metrics(tmp_path, small_data):
             assert resumed[0][key] == pytest.approx(straight[0][key], rel=1e-9), (rank, key, straight, resumed)
         assert got["samples_per_rank"] == ([150, 150], [150, 150]), rank  # 300 images, 150 a rank
         assert got["final_weights_sha256"][0] == got["final_weights_sha256"][1]
+        # rank 1's signal came during step 2; both ranks read the agreement one step later
+        assert got["stopped_at"] == (["checkpoint-00000-0000003.pt"] if rank == 0 else None)
 
 
 def test_resume_with_another_world_size_puts_the_saved_totals_on_rank_0(caplog):
-    entries = [{"loss_sum": 2.0, "correct": 1.0, "count": 4.0, "skipped": ["a.jpg"], "samples": 10},
-               {"loss_sum": 3.0, "correct": 2.0, "count": 4.0, "skipped": ["b.jpg"], "samples": 10}]
+    entries = [
+        {"loss_sum": 2.0, "correct": 1.0, "count": 4.0, "skipped": ["a.jpg"], "samples": 10},
+        {"loss_sum": 3.0, "correct": 2.0, "count": 4.0, "skipped": ["b.jpg"], "samples": 10},
+    ]
     cpu = torch.device("cpu")
-    same = [train.resumed_progress({"ranks": entries}, train.Runtime(cpu, rank=r, world_size=2)) for r in (0, 1)]
-    assert [(s.loss_sum, s.count, s.skipped, n) for s, n in same] == [(2.0, 4.0, {"a.jpg"}, 10), (3.0, 4.0, {"b.jpg"}, 10)]
-    rank0, n0 = train.resumed_progress({"ranks": entries}, train.Runtime(cpu, rank=0, world_size=3))
-    rank2, n2 = train.resumed_progress({"ranks": entries}, train.Runtime(cpu, rank=2, world_size=3))
-    assert (rank0.loss_sum, rank0.correct, rank0.count, rank0.skipped, n0) == (5.0, 3.0, 8.0, {"a.jpg", "b.jpg"}, 20)
-    assert (rank2.count, n2) == (0.0, 0)
+    same = [train.resumed_progress({"ranks": entries}, Runtime(cpu, rank=r, world_size=2)) for r in (0, 1)]
+    assert [(s.totals(), n) for s, n in same] == [
+        ({"loss_sum": 2.0, "correct": 1.0, "count": 4.0, "skipped": ["a.jpg"]}, 10),
+        ({"loss_sum": 3.0, "correct": 2.0, "count": 4.0, "skipped": ["b.jpg"]}, 10),
+    ]
+    rank0, n0 = train.resumed_progress({"ranks": entries}, Runtime(cpu, rank=0, world_size=3))
+    rank2, n2 = train.resumed_progress({"ranks": entries}, Runtime(cpu, rank=2, world_size=3))
+    assert (rank0.totals(), n0) == ({"loss_sum": 5.0, "correct": 3.0, "count": 8.0, "skipped": ["a.jpg", "b.jpg"]}, 20)
+    assert (rank2.count, n2) == (0, 0)
     assert "checkpoint written by 2 process(es), resumed by 3" in caplog.text
     # a checkpoint from before per-rank entries: rank 0's totals
-    old, n = train.resumed_progress({"partial": [2.0, 1.0, 4.0, ["a.jpg"]]}, train.Runtime(cpu))
-    assert (old.loss_sum, old.count, old.skipped, n) == (2.0, 4.0, {"a.jpg"}, 0)
+    old, n = train.resumed_progress({"partial": [2.0, 1.0, 4.0, ["a.jpg"]]}, Runtime(cpu))
+    assert (old.totals(), n) == ({"loss_sum": 2.0, "correct": 1.0, "count": 4.0, "skipped": ["a.jpg"]}, 0)
 
 
-@pytest.mark.parametrize("device, cores, world, expected", [
-    ("cpu", 2, 1, 0), ("cpu", 4, 1, 1), ("cpu", 8, 1, 2), ("cpu", 96, 1, 8), ("cpu", 8, 2, 1),
-    ("cuda", 2, 1, 1), ("cuda", 8, 1, 7), ("cuda", 96, 8, 8)])
+@pytest.mark.parametrize(
+    "device, cores, world, expected",
+    [
+        ("cpu", 2, 1, 0),
+        ("cpu", 4, 1, 1),
+        ("cpu", 8, 1, 2),
+        ("cpu", 96, 1, 8),
+        ("cpu", 8, 2, 1),
+        ("cuda", 2, 1, 1),
+        ("cuda", 8, 1, 7),
+        ("cuda", 96, 8, 8),
+    ],
+)
 def test_default_loader_workers_follow_device_and_cores(tmp_path, device, cores, world, expected):
-    job = Job(hosts=["algo-1"], current_host="algo-1", network_interface="lo", num_gpus=0, num_cpus=cores,
-              channels={}, model_dir=tmp_path, output_dir=tmp_path, output_data_dir=tmp_path,
-              tensorboard_dir=tmp_path, checkpoint_dir=tmp_path)
-    rt = train.Runtime(device=torch.device(device), world_size=world)
-    assert train.num_workers(TrainConfig(), job, rt) == expected
-    assert train.num_workers(TrainConfig(num_workers=3), job, rt) == 3
+    job = Job(
+        hosts=["algo-1"],
+        current_host="algo-1",
+        network_interface="lo",
+        num_gpus=0,
+        num_cpus=cores,
+        channels={},
+        model_dir=tmp_path,
+        output_dir=tmp_path,
+        output_data_dir=tmp_path,
+        tensorboard_dir=tmp_path,
+        checkpoint_dir=tmp_path,
+    )
+    rt = Runtime(device=torch.device(device), world_size=world)
+    assert data.num_workers(TrainConfig(), job, rt) == expected
+    assert data.num_workers(TrainConfig(num_workers=3), job, rt) == 3

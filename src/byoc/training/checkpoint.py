@@ -68,5 +68,9 @@ def load_newest(directory: Path) -> tuple[dict[str, Any], Path] | None:
                 raise ValueError("not a byoc checkpoint")
             return state, path
         except Exception as exc:  # truncated zip, foreign pickle, ...
-            log.warning("skipping unreadable checkpoint %s: %s", path.name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            log.warning(
+                "skipping unreadable checkpoint %s: %s",
+                path.name,
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            )
     return None

@@ -9,13 +9,14 @@ hyperparameters, with command-line overrides applied).
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import logging
 import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from byoc.core.errors import ConfigError
 
@@ -23,89 +24,152 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT_DIR = "/opt/ml/checkpoints"  # SageMaker CheckpointConfig's default LocalPath
 MASTER_PORT = 29500
+# A stopped job (SIGTERM: spot interruption, StopTrainingJob) exits 128 + SIGTERM after saving a
+# checkpoint: stopped, not failed, so no failure file and no success file.
+EXIT_STOPPED = 143
+# Set by the launcher for torchrun workers: the file a failing worker leaves its reason in.
+REASON_ENV = "BYOC_FAILURE_REASON_FILE"
+
+
+class Optimizer(str, enum.Enum):
+    ADAMW = "adamw"
+    SGD = "sgd"
+    ADAM = "adam"
+
+
+class Amp(str, enum.Enum):
+    """Mixed precision: `auto` measures the candidates on the job's hardware (byoc.training.speed)."""
+
+    AUTO = "auto"
+    BF16 = "bf16"
+    FP16 = "fp16"
+    OFF = "off"
+
+
+class Switch(str, enum.Enum):
+    """A setting that is on, off, or chosen for the hardware (`auto`)."""
+
+    AUTO = "auto"
+    ON = "true"
+    OFF = "false"
+
+    def resolve(self, auto: bool) -> bool:
+        """True or False; `auto` takes the given default."""
+        return auto if self is Switch.AUTO else self is Switch.ON
+
+
+def _choice(enum_type: type[enum.Enum], name: str, value: Any) -> Any:
+    """`value` as a member of `enum_type` (members, their values and booleans for switches), else ConfigError."""
+    if isinstance(value, enum_type):
+        return value
+    text = str(value).strip().lower()
+    if enum_type is Switch:
+        text = {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false"}.get(text, text)
+    try:
+        return enum_type(text)
+    except ValueError:
+        choices = ", ".join(m.value for m in enum_type)
+        raise ConfigError(f"hyperparameter {name.replace('_', '-')}={value!r} is not one of {choices}") from None
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters. Names are kebab-case in SageMaker (`batch-size`); snake_case works too."""
+    """Hyperparameters. Names are kebab-case in SageMaker (`batch-size`); snake_case works too.
+
+    Every instance is valid: values are typed and range-checked when it is made, whichever way
+    (`from_dict` for SageMaker's strings, or the constructor); choices become enums."""
 
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    optimizer: str = "adamw"
+    optimizer: Optimizer = Optimizer.ADAMW
     arch: str = "resnet50"
     image_size: int = 224
     pretrained: bool = True
     freeze_backbone: bool = False
     augment: bool = True
     seed: int = 42
-    num_workers: int = -1  # -1: from the cores and the device (byoc.training.train.num_workers)
+    num_workers: int = -1  # -1: from the cores and the device (byoc.training.data.num_workers)
     early_stopping_patience: int = 0  # 0: off
-    amp: str = "auto"  # auto | bf16 | fp16 | off
-    channels_last: str = "auto"  # auto | true | false
+    amp: Amp = Amp.AUTO
+    channels_last: Switch = Switch.AUTO
     compile: bool = False
-    pin_memory: str = "auto"  # auto | true | false
+    pin_memory: Switch = Switch.AUTO  # auto: on for CUDA
     persistent_workers: bool = True
     profile_steps: int = 0
     checkpoint_dir: str = DEFAULT_CHECKPOINT_DIR
     checkpoint_every: int = 1  # epochs
     processes_per_host: int = 0  # 0: one per GPU, or 1 on a CPU-only host
-    log_every: int = 50  # steps
+    log_every: int = 50  # steps: the loss is read back from the device this often
 
-    _CHOICES = {
-        "optimizer": ("adamw", "sgd", "adam"),
-        "amp": ("auto", "bf16", "fp16", "off"),
-        "channels_last": ("auto", "true", "false"),
-        "pin_memory": ("auto", "true", "false"),
+    _MINIMUM: ClassVar[dict[str, int]] = {
+        "epochs": 1,
+        "batch_size": 1,
+        "image_size": 16,
+        "num_workers": -1,
+        "early_stopping_patience": 0,
+        "profile_steps": 0,
+        "processes_per_host": 0,
+        "checkpoint_every": 1,
+        "log_every": 1,
     }
-    _MINIMUM = {"epochs": 1, "batch_size": 1, "image_size": 16, "num_workers": -1,
-                "early_stopping_patience": 0, "profile_steps": 0, "processes_per_host": 0, "checkpoint_every": 1, "log_every": 1}
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(f.default, enum.Enum):
+                object.__setattr__(self, f.name, _choice(type(f.default), f.name, value))
+            elif not isinstance(value, type(f.default)) or (
+                isinstance(value, bool) and not isinstance(f.default, bool)
+            ):
+                if not (isinstance(f.default, float) and isinstance(value, int) and not isinstance(value, bool)):
+                    raise ConfigError(
+                        f"hyperparameter {f.name.replace('_', '-')}={value!r} must be {_KIND[type(f.default)]}"
+                    )
+                object.__setattr__(self, f.name, float(value))
+        for name, low in self._MINIMUM.items():
+            if getattr(self, name) < low:
+                raise ConfigError(f"hyperparameter {name.replace('_', '-')}={getattr(self, name)} must be >= {low}")
+        if not self.lr > 0:
+            raise ConfigError(f"hyperparameter lr={self.lr} must be > 0")
 
     @classmethod
     def names(cls) -> list[str]:
         return [f.name.replace("_", "-") for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Typed config from hyperparameters (SageMaker sends every value as a string)."""
-        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        fields = {f.name: f for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
         unknown = []
         for raw_name, value in values.items():
             if raw_name.startswith(("sagemaker_", "_")):  # SDK / tuning bookkeeping, not ours
                 continue
             name = raw_name.replace("-", "_")
-            if name not in types:
+            if name not in fields:
                 unknown.append(raw_name)
                 continue
-            kwargs[name] = _coerce(raw_name, value, types[name])
+            default = fields[name].default
+            kwargs[name] = value if isinstance(default, enum.Enum) else _coerce(raw_name, value, type(default))
         if unknown:
             raise ConfigError(
-                f"unknown hyperparameter(s): {', '.join(sorted(unknown))}. "
-                f"Valid names: {', '.join(cls.names())}"
+                f"unknown hyperparameter(s): {', '.join(sorted(unknown))}. Valid names: {', '.join(cls.names())}"
             )
-        for name, choices in cls._CHOICES.items():
-            if name in kwargs:
-                kwargs[name] = str(kwargs[name]).lower()
-                if kwargs[name] not in choices:
-                    raise ConfigError(
-                        f"hyperparameter {name.replace('_', '-')}={values.get(name, kwargs[name])!r} is not one of "
-                        f"{', '.join(choices)}"
-                    )
-        for name, low in cls._MINIMUM.items():
-            if name in kwargs and kwargs[name] < low:
-                raise ConfigError(f"hyperparameter {name.replace('_', '-')}={kwargs[name]} must be >= {low}")
-        if "lr" in kwargs and not kwargs["lr"] > 0:
-            raise ConfigError(f"hyperparameter lr={kwargs['lr']} must be > 0")
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k.replace("_", "-"): v for k, v in dataclasses.asdict(self).items()}
+        """Kebab-case names and plain JSON values (enums as their strings)."""
+        return {
+            k.replace("_", "-"): v.value if isinstance(v, enum.Enum) else v for k, v in dataclasses.asdict(self).items()
+        }
 
 
-def _coerce(name: str, value: Any, typ: Any) -> Any:
-    typ = {"int": int, "float": float, "bool": bool, "str": str}.get(typ, typ) if isinstance(typ, str) else typ
+_KIND = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _coerce(name: str, value: Any, typ: type) -> Any:
     text = value if isinstance(value, str) else json.dumps(value)
     text = text.strip()
     if len(text) >= 2 and text[0] == text[-1] == '"':  # SDKs sometimes JSON-encode strings twice
@@ -129,8 +193,7 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
             return float(text)
         return text
     except ValueError:
-        kind = {bool: "true or false", int: "an integer", float: "a number"}.get(typ, "a string")
-        raise ConfigError(f"hyperparameter {name}={value!r} must be {kind}") from None
+        raise ConfigError(f"hyperparameter {name}={value!r} must be {_KIND.get(typ, 'a string')}") from None
 
 
 @dataclass(frozen=True)
@@ -161,6 +224,7 @@ class Job:
 
     @property
     def failure_file(self) -> Path:
+        """SageMaker's failure file: sagemaker-training writes it from launch's TrainingFailed, nothing else."""
         return self.output_dir / "failure"
 
 
@@ -187,7 +251,7 @@ def _ensure_config_files(env_module) -> None:
     """
     config_dir = Path(env_module.input_config_dir)
     config_dir.mkdir(parents=True, exist_ok=True)
-    defaults = {}
+    defaults: dict[str, Any] = {}
     if not Path(env_module.resource_config_file_dir).exists():
         host = socket.gethostname()
         defaults[env_module.resource_config_file_dir] = {"current_host": host, "hosts": [host]}
@@ -239,8 +303,11 @@ def load(argv: list[str] | None = None) -> tuple[Job, TrainConfig]:
     hyperparameters.update(overrides)
     config = TrainConfig.from_dict(hyperparameters)
 
-    pipes = sorted(name for name, c in env.input_data_config.items()
-                   if isinstance(c, dict) and c.get("TrainingInputMode") == "Pipe")
+    pipes = sorted(
+        name
+        for name, c in env.input_data_config.items()
+        if isinstance(c, dict) and c.get("TrainingInputMode") == "Pipe"
+    )
     if pipes:
         raise ConfigError(
             f"channel(s) {', '.join(pipes)} use Pipe input mode, which streams records, not image files. "
@@ -269,17 +336,28 @@ def load(argv: list[str] | None = None) -> tuple[Job, TrainConfig]:
     return job, config
 
 
-def write_failure(job_or_dir: Job | Path, message: str) -> None:
-    """Write SageMaker's failure file (first writer wins: the first reason is the real one)."""
-    path = job_or_dir.failure_file if isinstance(job_or_dir, Job) else Path(job_or_dir) / "failure"
+def hand_over(reason: str) -> None:
+    """Leave a torchrun worker's failure reason for the launcher (`REASON_ENV`), which alone reports
+    it to SageMaker. The first worker to fail wins: its reason is the real one, the others'
+    are usually the collective it broke."""
+    path = os.environ.get(REASON_ENV)
+    if not path:
+        return
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "x") as fh:
-            fh.write(message)
+            fh.write(reason)
     except FileExistsError:
         pass
     except OSError as exc:
-        log.error("could not write %s: %s", path, exc)
+        log.error("could not hand the failure reason over through %s: %s", path, exc)
+
+
+def handed_over(path: Path) -> str | None:
+    """The reason a worker left in `path`, if any."""
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError:
+        return None
 
 
 def torchrun_env() -> dict[str, int]:

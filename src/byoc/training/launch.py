@@ -2,7 +2,8 @@
 or torchrun across hosts and GPUs.
 
 sagemaker-training's `train` imports this module and calls `main()`; a
-`ClientError` raised here becomes SageMaker's failure file and exit code 1.
+`ClientError` raised here becomes SageMaker's failure file and exit code 1: `end` is the one
+place a job's outcome becomes the process's.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
+from typing import NoReturn
 
 from sagemaker_training import errors
 
-from byoc.training import contract
-from byoc.training.contract import Job, TrainConfig
 from byoc.core.errors import ByocError
+from byoc.training import contract
+from byoc.training.contract import EXIT_STOPPED, Job, TrainConfig
 
 log = logging.getLogger("byoc.training.launch")
 
@@ -38,14 +42,18 @@ def procs_per_host(job: Job, cfg: TrainConfig) -> int:
 def torchrun_command(job: Job, cfg: TrainConfig, argv: list[str]) -> list[str]:
     """torchrun for this host: nnodes = hosts, node_rank = index in sorted hosts, master = first host."""
     cmd = [
-        sys.executable, "-m", "torch.distributed.run",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
         f"--nnodes={len(job.hosts)}",
         f"--nproc_per_node={procs_per_host(job, cfg)}",
         f"--node_rank={job.node_rank}",
         f"--master_addr={job.master_host}",
         f"--master_port={contract.MASTER_PORT}",
         "--max_restarts=0",
-        "-m", "byoc.training.train", *argv,
+        "-m",
+        "byoc.training.train",
+        *argv,
     ]
     return cmd
 
@@ -73,52 +81,75 @@ def wait_for_hosts(hosts: list[str], timeout: float = HOST_WAIT_SECONDS) -> None
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise TrainingFailed(f"host {host} did not resolve within {timeout:.0f}s: the cluster's network is not up")
+                    raise TrainingFailed(
+                        f"host {host} did not resolve within {timeout:.0f}s: the cluster's network is not up"
+                    ) from None
                 time.sleep(1)
 
 
-def run_torchrun(job: Job, cfg: TrainConfig, argv: list[str]) -> int:
+def run_torchrun(job: Job, cfg: TrainConfig, argv: list[str]) -> tuple[int, str | None]:
+    """torchrun on this host, signals forwarded; (its exit code, the first failing worker's reason)."""
     wait_for_hosts(job.hosts)
     cmd = torchrun_command(job, cfg, argv)
     log.info("launching: %s", " ".join(cmd))
-    proc = subprocess.Popen(cmd, env=distributed_env(job, cfg))
+    with tempfile.TemporaryDirectory(prefix="byoc-launch-") as tmp:
+        reason_file = Path(tmp) / "reason"
+        proc = subprocess.Popen(cmd, env={**distributed_env(job, cfg), contract.REASON_ENV: str(reason_file)})
 
-    def forward(signum, frame):
-        log.warning("received signal %d: forwarding to the training processes", signum)
-        proc.send_signal(signum)
+        def forward(signum, frame):
+            log.warning("received signal %d: forwarding to the training processes", signum)
+            proc.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    return proc.wait()
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        code = proc.wait()
+        reason = contract.handed_over(reason_file)
+    if code not in (0, EXIT_STOPPED) and reason is None:
+        reason = f"distributed training failed (torchrun exit code {code}); see the log of every host"
+    return code, reason
+
+
+def stopped() -> NoReturn:
+    """Exit as a stopped job: at once, so that sagemaker-training reports neither success nor failure."""
+    logging.shutdown()
+    os._exit(EXIT_STOPPED)
+
+
+def end(code: int, reason: str | None) -> None:
+    """The one place a job's end becomes the process's: a stop exits EXIT_STOPPED; a failure raises
+    TrainingFailed, which sagemaker-training writes to the failure file (its only writer) and turns
+    into exit code 1; success returns."""
+    if code in (EXIT_STOPPED, -signal.SIGTERM):
+        stopped()
+    if code != 0:
+        raise TrainingFailed(reason or f"training exited with code {code}")
 
 
 def main() -> None:
     """Framework entry point called by sagemaker-training's `train`."""
-    from byoc.training.train import configure_logging
     from byoc.training import train as trainer
 
-    configure_logging()
+    trainer.configure_logging()
     # Until the loop installs its checkpointing handler, a stop request just ends the job
     # (PID 1 ignores SIGTERM without a handler, and SageMaker would wait 120 s to SIGKILL).
-    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(143))
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopped())
     argv = sys.argv[1:]
     try:
         job, cfg = contract.load(argv)
     except ByocError as exc:
-        raise TrainingFailed(f"{type(exc).__name__}: {exc}") from None
+        end(*trainer.outcome(exc))
+        return
     world = len(job.hosts) * procs_per_host(job, cfg)
-    log.info("byoc training: hosts=%s current_host=%s gpus=%d cpus=%d world_size=%d\nconfig: %s",
-             job.hosts, job.current_host, job.num_gpus, job.num_cpus, world, cfg.to_dict())
+    log.info(
+        "byoc training: hosts=%s current_host=%s gpus=%d cpus=%d world_size=%d\nconfig: %s",
+        job.hosts,
+        job.current_host,
+        job.num_gpus,
+        job.num_cpus,
+        world,
+        cfg.to_dict(),
+    )
     if world == 1:
-        code = trainer.main(argv)
+        end(*trainer.run_reported(job, cfg))
     else:
-        code = run_torchrun(job, cfg, argv)
-        if code not in (0, 143) and not job.failure_file.exists():
-            contract.write_failure(job, f"distributed training failed (torchrun exit code {code}); see the log of every host")
-    if code == 143 or code == -signal.SIGTERM:
-        # Stopped (spot interruption / StopTrainingJob), not failed: the checkpoint is saved.
-        logging.shutdown()
-        os._exit(143)
-    if code != 0:
-        reason = job.failure_file.read_text()[:1024] if job.failure_file.exists() else f"exit code {code}"
-        raise TrainingFailed(reason)
+        end(*run_torchrun(job, cfg, argv))

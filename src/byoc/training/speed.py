@@ -19,17 +19,36 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from byoc.training.contract import Amp, Switch
+
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Speed:
-    amp: str  # off | bf16 | fp16
+    amp: Amp  # off | bf16 | fp16 (never auto: a choice made)
     channels_last: bool
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "amp", Amp(self.amp))
+        if self.amp is Amp.AUTO:
+            raise ValueError("a Speed is a choice made: amp=auto is not one")
 
     @property
     def dtype(self) -> torch.dtype | None:
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
+        return {Amp.BF16: torch.bfloat16, Amp.FP16: torch.float16}.get(self.amp)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def to_dict(self) -> dict:
+        """As a checkpoint stores it (a resumed run computes as the interrupted one did)."""
+        return {"amp": self.amp.value, "channels_last": self.channels_last}
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> Speed:
+        return cls(Amp(saved["amp"]), bool(saved["channels_last"]))
 
 
 # bf16 on CPU gives random garbage gradients for tiny images. ResNet-18, 10 classes, batch 32, the
@@ -43,25 +62,28 @@ class Speed:
 CPU_BF16_MIN_IMAGE_SIZE = 32
 
 
-def candidates(amp: str, channels_last: str, device: torch.device, image_size: int) -> list[Speed]:
+def candidates(amp: Amp, channels_last: Switch, device: torch.device, image_size: int) -> list[Speed]:
     """Settings to try: fixed choices stay fixed, `auto` ones vary."""
-    if amp != "auto":
+    amp, channels_last = Amp(amp), Switch(channels_last)
+    amps: list[Amp]
+    if amp is not Amp.AUTO:
         amps = [amp]
     elif device.type == "cuda":
-        amps = ["bf16" if torch.cuda.is_bf16_supported() else "fp16"]  # always faster than fp32 on GPUs
+        amps = [Amp.BF16 if torch.cuda.is_bf16_supported() else Amp.FP16]  # always faster than fp32 on GPUs
     else:
         bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() and image_size >= CPU_BF16_MIN_IMAGE_SIZE
-        amps = ["off"] + (["bf16"] if bf16 else [])
-    layouts = [True, False] if channels_last == "auto" else [channels_last == "true"]
+        amps = [Amp.OFF] + ([Amp.BF16] if bf16 else [])
+    layouts = [True, False] if channels_last is Switch.AUTO else [channels_last.resolve(False)]
     return [Speed(a, c) for a in amps for c in layouts]
 
 
-def _trial(model: nn.Module, speed: Speed, batch: torch.Tensor, targets: torch.Tensor,
-           steps: int) -> tuple[float, str | None]:
+def _trial(
+    model: nn.Module, speed: Speed, batch: torch.Tensor, targets: torch.Tensor, steps: int
+) -> tuple[float, str | None]:
     """(fastest step in seconds, None), or (inf, why) at the first step whose loss or gradient
     is not finite: a setting that breaks in a few steps would break the run."""
-    model = model.to(memory_format=torch.channels_last if speed.channels_last else torch.contiguous_format)
-    x = batch.contiguous(memory_format=torch.channels_last) if speed.channels_last else batch
+    model = model.to(memory_format=speed.memory_format)
+    x = batch.contiguous(memory_format=speed.memory_format)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=1e-6)
     best = float("inf")
@@ -79,8 +101,11 @@ def _trial(model: nn.Module, speed: Speed, batch: torch.Tensor, targets: torch.T
         if i:
             best = min(best, time.perf_counter() - start)
         loss_value = float(loss.detach())
-        grad_norm = float(torch.linalg.vector_norm(torch.stack(
-            [torch.linalg.vector_norm(p.grad.detach().float()) for p in params if p.grad is not None])))
+        grad_norm = float(
+            torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(p.grad.detach().float()) for p in params if p.grad is not None])
+            )
+        )
         if not math.isfinite(loss_value):
             return float("inf"), f"loss={loss_value} at step {i + 1}"
         if not math.isfinite(grad_norm):
@@ -90,11 +115,18 @@ def _trial(model: nn.Module, speed: Speed, batch: torch.Tensor, targets: torch.T
 
 def _fallback(options: list[Speed]) -> Speed:
     """The safest option: fp32 before mixed precision, contiguous before channels_last."""
-    return min(options, key=lambda s: (s.amp != "off", s.channels_last))
+    return min(options, key=lambda s: (s.amp is not Amp.OFF, s.channels_last))
 
 
-def fastest(model: nn.Module, options: list[Speed], batch_size: int, image_size: int, num_classes: int,
-            device: torch.device, steps: int = 2) -> Speed:
+def fastest(
+    model: nn.Module,
+    options: list[Speed],
+    batch_size: int,
+    image_size: int,
+    num_classes: int,
+    device: torch.device,
+    steps: int = 2,
+) -> Speed:
     """The fastest of `options` whose timing steps stay finite, for training `model` (a throwaway copy
     is timed; RNG untouched). When none stays finite, the safest option (fp32, contiguous)."""
     if len(options) == 1:
@@ -112,15 +144,25 @@ def fastest(model: nn.Module, options: list[Speed], batch_size: int, image_size:
                 dropped[speed] = problem
             del trial
     for speed, problem in dropped.items():
-        log.warning("speed setting amp=%s channels_last=%s dropped: %s while timing it",
-                    speed.amp, speed.channels_last, problem)
+        log.warning(
+            "speed setting amp=%s channels_last=%s dropped: %s while timing it",
+            speed.amp.value,
+            speed.channels_last,
+            problem,
+        )
     if timings:
-        choice = min(timings, key=timings.get)
+        choice = min(timings, key=timings.__getitem__)
     else:
         choice = _fallback(options)
-        log.warning("no speed setting stayed finite while timing; using amp=%s channels_last=%s",
-                    choice.amp, choice.channels_last)
-    log.info("speed settings measured (s/step): %s -> amp=%s channels_last=%s",
-             ", ".join(f"amp={s.amp}/channels_last={s.channels_last}: {t:.3f}" for s, t in timings.items()) or "none",
-             choice.amp, choice.channels_last)
+        log.warning(
+            "no speed setting stayed finite while timing; using amp=%s channels_last=%s",
+            choice.amp.value,
+            choice.channels_last,
+        )
+    log.info(
+        "speed settings measured (s/step): %s -> amp=%s channels_last=%s",
+        ", ".join(f"amp={s.amp.value}/channels_last={s.channels_last}: {t:.3f}" for s, t in timings.items()) or "none",
+        choice.amp.value,
+        choice.channels_last,
+    )
     return choice
