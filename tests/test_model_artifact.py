@@ -4,12 +4,19 @@ import pytest
 import torch
 
 from byoc.core import artifact
-from byoc.training import model
 from byoc.core.errors import ArtifactError, ConfigError
+from byoc.training import model
 
 
-@pytest.mark.parametrize("arch, head", [("resnet18", "fc"), ("mobilenet_v3_small", "classifier.3"),
-                                         ("efficientnet_b0", "classifier.1"), ("vit_b_16", "heads.head")])
+@pytest.mark.parametrize(
+    "arch, head",
+    [
+        ("resnet18", "fc"),
+        ("mobilenet_v3_small", "classifier.3"),
+        ("efficientnet_b0", "classifier.1"),
+        ("vit_b_16", "heads.head"),
+    ],
+)
 def test_factory_replaces_head(arch, head):
     net = model.build(arch, 7)
     assert model.head_name(net) == head
@@ -142,20 +149,40 @@ def _other_torchscript(d):
     torch.jit.save(torch.jit.trace(net, torch.zeros(1, 3, 32, 32)), str(d / "model.ts"))
 
 
-@pytest.mark.parametrize("damage, message, torchscript", [
-    (lambda d: (d / "model.json").unlink(), "no model.json", True),
-    (lambda d: (d / "model.pt").unlink(), "no model.pt", False),
-    (lambda d: (d / "model.pt").write_bytes(b"garbage"), "corrupt", False),
-    (lambda d: (d / "model.json").write_text("{"), "not valid JSON", True),
-    (lambda d: (d / "model.json").write_text(json.dumps({"format": "other"})), "not a byoc-image-classifier", True),
-    (lambda d: (d / "model.json").write_text((d / "model.json").read_text().replace('"c"', '"c", "d"')), "does not match", False),
-    (lambda d: (d / "model.json").write_text((d / "model.json").read_text().replace('"c"', '"c", "d"')), "does not match", True),
-    (lambda d: (d / "model.ts").write_bytes(b"garbage"), "corrupt or not TorchScript", True),
-    (lambda d: (d / "model.ts").write_bytes((d / "model.ts").read_bytes()[:5000]), "corrupt or not TorchScript", True),
-    (_other_torchscript, "outputs \\[1, 5\\] for one image, model.json lists 3 labels", True),
-    (lambda d: (d / "model.json").write_text((d / "model.json").read_text().replace('"model.ts"', '"../model.ts"')),
-     "file name in the model directory", True),
-])
+@pytest.mark.parametrize(
+    "damage, message, torchscript",
+    [
+        (lambda d: (d / "model.json").unlink(), "no model.json", True),
+        (lambda d: (d / "model.pt").unlink(), "no model.pt", False),
+        (lambda d: (d / "model.pt").write_bytes(b"garbage"), "corrupt", False),
+        (lambda d: (d / "model.json").write_text("{"), "not valid JSON", True),
+        (lambda d: (d / "model.json").write_text(json.dumps({"format": "other"})), "not a byoc-image-classifier", True),
+        (
+            lambda d: (d / "model.json").write_text((d / "model.json").read_text().replace('"c"', '"c", "d"')),
+            "does not match",
+            False,
+        ),
+        (
+            lambda d: (d / "model.json").write_text((d / "model.json").read_text().replace('"c"', '"c", "d"')),
+            "does not match",
+            True,
+        ),
+        (lambda d: (d / "model.ts").write_bytes(b"garbage"), "corrupt or not TorchScript", True),
+        (
+            lambda d: (d / "model.ts").write_bytes((d / "model.ts").read_bytes()[:5000]),
+            "corrupt or not TorchScript",
+            True,
+        ),
+        (_other_torchscript, "outputs \\[1, 5\\] for one image, model.json lists 3 labels", True),
+        (
+            lambda d: (d / "model.json").write_text(
+                (d / "model.json").read_text().replace('"model.ts"', '"../model.ts"')
+            ),
+            "file name in the model directory",
+            True,
+        ),
+    ],
+)
 def test_broken_artifacts_give_one_line_reasons(tmp_path, damage, message, torchscript):
     artifact.save(tmp_path, model.build("resnet18", 3), _meta())
     damage(tmp_path)
@@ -172,12 +199,14 @@ def test_serving_path_never_imports_torchvision(tmp_path):
 
     artifact.save(tmp_path, model.build("resnet18", 3), _meta())
     script = f"""
-import sys
+import io, sys
 import byoc.container, byoc.serve.server, byoc.serve.front, byoc.serve.mms, byoc.serve.handler as h
 from PIL import Image
 handler = h.ImageClassifierHandler()
 handler.load({str(tmp_path)!r}, h.pick_device())
-print(handler.postprocess(handler.inference(handler.preprocess([Image.new("RGB", (50, 40))])), 1))
+png = io.BytesIO()
+Image.new("RGB", (50, 40)).save(png, format="PNG")
+print(handler.predict(png.getvalue(), {{"content-type": "image/png"}}))
 print(sorted(m for m in sys.modules if m.split(".")[0] == "torchvision"))
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)

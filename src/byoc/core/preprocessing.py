@@ -42,7 +42,7 @@ class Preprocessing:
     std: tuple[float, float, float] = IMAGENET_STD
 
     @classmethod
-    def for_size(cls, image_size: int) -> "Preprocessing":
+    def for_size(cls, image_size: int) -> Preprocessing:
         # torchvision's reference ratio: 224 -> 256
         return cls(image_size=image_size, resize_size=int(round(image_size / 0.875)))
 
@@ -61,14 +61,18 @@ def check_pixels(width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def open_image(source: bytes | str | Path | BinaryIO, max_pixels: int, draft_size: int | None = None) -> Image.Image:
+def open_image(
+    source: bytes | bytearray | str | Path | BinaryIO, max_pixels: int, draft_size: int | None = None
+) -> Image.Image:
     """Decode any image Pillow reads (bytes, a path or a file) into RGB; the pixel count is checked
     on the header first. JPEGs larger than needed are decoded by libjpeg at 1/2, 1/4 or 1/8 scale
     while the short side stays >= `draft_size`. Raises ImageError / ImageTooLarge."""
     try:
-        img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        img = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source)
     except Exception as exc:  # Pillow raises UnidentifiedImageError, OSError, SyntaxError, ...
-        raise ImageError(f"cannot decode the image ({type(exc).__name__}): send a JPEG, PNG or other image Pillow reads") from exc
+        raise ImageError(
+            f"cannot decode the image ({type(exc).__name__}): send a JPEG, PNG or other image Pillow reads"
+        ) from exc
     check_pixels(*img.size, max_pixels)
     try:
         if draft_size and img.format == "JPEG":
@@ -76,7 +80,9 @@ def open_image(source: bytes | str | Path | BinaryIO, max_pixels: int, draft_siz
         img.load()
         return to_rgb(img)
     except Exception as exc:
-        raise ImageError(f"cannot decode the image ({type(exc).__name__}: {exc}): the file may be truncated or corrupt") from exc
+        raise ImageError(
+            f"cannot decode the image ({type(exc).__name__}: {exc}): the file may be truncated or corrupt"
+        ) from exc
 
 
 def image_from_array(arr: np.ndarray, max_pixels: int) -> Image.Image:
@@ -121,7 +127,8 @@ def _native_uint8_bilinear(device: torch.device) -> bool:
     # torchvision resizes uint8 directly where torch has fast kernels (AVX2/AVX512, ARM), else via float
     # and rounds back: the two can differ by one level, so follow the same choice.
     return device.type == "cpu" and (
-        torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") or platform.machine() in ("aarch64", "arm64"))
+        torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") or platform.machine() in ("aarch64", "arm64")
+    )
 
 
 def resize(image: torch.Tensor, short: int) -> torch.Tensor:
@@ -154,7 +161,7 @@ def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
         height, width = image.shape[-2:]
     top = int(round((height - size) / 2.0))
     left = int(round((width - size) / 2.0))
-    return image[..., top:top + size, left:left + size]
+    return image[..., top : top + size, left : left + size]
 
 
 class EvalTransform:

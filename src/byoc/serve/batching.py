@@ -10,7 +10,7 @@ MMS sees one small answer header, as for a single request.
 
 Nothing waits for a batch to fill unless `max_delay` says so: a request that finds a worker
 free goes at once and alone, exactly as it came. Only this module, the front and the handler
-know the framing; the front never forwards a client's BATCH_HEADER.
+know the framing; the front never forwards a client's BATCH_HEADER (byoc.serve.headers.BATCH).
 
 Standard library only: the front imports this and must stay free of torch.
 """
@@ -23,14 +23,15 @@ import logging
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
+from byoc.serve.headers import BATCH as BATCH_HEADER  # value: the number of framed parts in the body
+from byoc.serve.headers import CONTENT_TYPE
 from byoc.serve.http_errors import body
 
 log = logging.getLogger(__name__)
 
-BATCH_HEADER = "X-Byoc-Batch"  # value: the number of framed parts in the body
 FRAMED_CONTENT_TYPE = "application/x-byoc-batch"
 _LEN = struct.Struct("!I")
 _ANSWER = struct.Struct("!HI")  # status, body length
@@ -46,7 +47,7 @@ def _take(data: memoryview, offset: int, what: str) -> tuple[bytes, int]:
     start = offset + _LEN.size
     if start + size > len(data):
         raise ValueError(f"truncated batch: {what} needs {size} bytes at byte {start}, {len(data) - start} left")
-    return bytes(data[start:start + size]), start + size
+    return bytes(data[start : start + size]), start + size
 
 
 def pack_requests(parts: list[tuple[dict[str, str], bytes]]) -> bytes:
@@ -93,7 +94,7 @@ def unpack_answers(data: bytes, count: int) -> list[Answer]:
         offset += _ANSWER.size
         if offset + size > len(view):
             raise ValueError(f"truncated answers: answer {i} needs {size} bytes")
-        answers.append((status, bytes(view[offset:offset + size])))
+        answers.append((status, bytes(view[offset : offset + size])))
         offset += size
     if offset != len(view):
         raise ValueError(f"{len(view) - offset} bytes after the last of {count} answers")
@@ -111,6 +112,11 @@ class _Pending:
     done: threading.Event  # set when answered, or when handed a batch to send (`batch`)
     answer: Answer | None = None
     batch: list[_Pending] | None = None
+
+    def result(self) -> Answer:
+        """The answer, once `done` says there is one (every request in a call gets one)."""
+        assert self.answer is not None, "answered without an answer"
+        return self.answer
 
 
 class Batcher:
@@ -143,7 +149,7 @@ class Batcher:
         if batch is None:
             me.done.wait()
             if me.batch is None:
-                return me.answer
+                return me.result()
             batch = me.batch
         try:
             self._call(batch)
@@ -155,7 +161,7 @@ class Batcher:
                     nxt[0].done.set()
                 else:
                     self._busy -= 1
-        return me.answer
+        return me.result()
 
     def _fill(self, deadline: float) -> None:
         """Wait (the lock released meanwhile) until a batch's worth waits or `deadline` passes."""
@@ -180,7 +186,7 @@ class Batcher:
         except Exception:
             log.exception("a call for %d requests failed at the front", len(batch))
             answers = [_internal("internal error while forwarding the request")] * len(batch)
-        for pending, answer in zip(batch, answers):
+        for pending, answer in zip(batch, answers, strict=True):
             pending.answer = answer
             if pending is not batch[0]:
                 pending.done.set()
@@ -189,7 +195,7 @@ class Batcher:
         if len(batch) == 1:
             return [self.send(batch[0].payload, batch[0].headers)]
         body = pack_requests([(p.headers, p.payload) for p in batch])
-        status, answer = self.send(body, {"Content-Type": FRAMED_CONTENT_TYPE, BATCH_HEADER: str(len(batch))})
+        status, answer = self.send(body, {CONTENT_TYPE: FRAMED_CONTENT_TYPE, BATCH_HEADER: str(len(batch))})
         if status != 200:  # the model server failed the whole call (timeout, no worker): all share it
             return [(status, answer)] * len(batch)
         try:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from byoc.core import preprocessing
 from byoc.core.errors import ImageError
+from byoc.serve.headers import CUSTOM_ATTRIBUTES
 from byoc.serve.http_errors import BadRequest, NotAcceptable, UnsupportedMediaType, image_rejected
 
 JSON = "application/json"
@@ -23,7 +24,6 @@ OCTET = "application/octet-stream"
 SUPPORTED = ("image/jpeg", "image/png", "image/* (any format Pillow reads)", X_IMAGE, OCTET, JSON, NPY)
 SUPPORTED_TEXT = ", ".join(SUPPORTED)
 ACCEPTABLE = ("application/json", "application/*", "*/*")
-CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 
 
 def media_type(header: str | None) -> str:
@@ -113,7 +113,9 @@ def _decode_npy(body: bytes, max_pixels: int) -> tuple[list[Image.Image], bool]:
     try:
         arr = np.load(io.BytesIO(body), allow_pickle=False)
     except Exception as exc:  # numpy raises ValueError, EOFError, OSError, ... for bad files
-        raise BadRequest(f"body is not a valid .npy array without pickled objects ({type(exc).__name__}): {usage}") from exc
+        raise BadRequest(
+            f"body is not a valid .npy array without pickled objects ({type(exc).__name__}): {usage}"
+        ) from exc
     if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8:
         raise BadRequest(f"array dtype is {getattr(arr, 'dtype', type(arr).__name__)}, not uint8: {usage}")
     if arr.ndim == 4:
@@ -125,7 +127,9 @@ def _decode_npy(body: bytes, max_pixels: int) -> tuple[list[Image.Image], bool]:
     raise BadRequest(f"array of shape {list(arr.shape)} is not an image: {usage}")
 
 
-def decode(body: bytes, content_type: str | None, max_pixels: int, draft_size: int | None = None) -> tuple[list[Image.Image], bool]:
+def decode(
+    body: bytes, content_type: str | None, max_pixels: int, draft_size: int | None = None
+) -> tuple[list[Image.Image], bool]:
     """(RGB images, batched): batched bodies (JSON instances, NHWC npy) get a list of prediction lists back."""
     mtype = check_content_type(content_type)
     if not body:
@@ -141,8 +145,8 @@ def top_predictions(probs: torch.Tensor, labels: list[str], top_k: int) -> list[
     """Per image, the top_k classes sorted by probability: [{"label", "index", "score"}, ...]."""
     scores, indices = torch.topk(probs, k=top_k, dim=1)
     return [
-        [{"label": labels[i], "index": i, "score": round(s, 6)} for s, i in zip(row_s, row_i)]
-        for row_s, row_i in zip(scores.tolist(), indices.tolist())
+        [{"label": labels[i], "index": i, "score": round(s, 6)} for s, i in zip(row_s, row_i, strict=True)]
+        for row_s, row_i in zip(scores.tolist(), indices.tolist(), strict=True)
     ]
 
 

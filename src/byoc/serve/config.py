@@ -4,9 +4,9 @@ read by the server and, through the environment it passes on, by every worker.""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping
 
 from sagemaker_inference import parameters as sm  # SageMaker hosting's variable names
 
@@ -20,14 +20,17 @@ DEFAULT_TOP_K = 5
 DEFAULT_BATCH_SIZE = 4
 # How long a free worker waits for more requests to fill a batch; 0: it takes only what already waits.
 DEFAULT_MAX_BATCH_DELAY_MS = 0
+# Each model worker logs its per-stage request times at most this often (one JSON line); 0: every call.
+DEFAULT_METRICS_INTERVAL_S = 60
 MODEL_DIR_ENV = "BYOC_MODEL_DIR"
 THREADS_ENV = "BYOC_TORCH_THREADS"
 
 
-def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int = 1) -> int | None:
+def _optional_int(env: Mapping[str, str], name: str, minimum: int = 1) -> int | None:
+    """The variable as an integer >= minimum; None when unset or blank."""
     raw = env.get(name, "").strip()
     if not raw:
-        return default
+        return None
     try:
         value = int(raw)
     except ValueError:
@@ -35,6 +38,12 @@ def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int = 
     if value < minimum:
         raise ConfigError(f"{name}={value} must be >= {minimum}")
     return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    """The variable as an integer >= minimum, `default` when unset or blank."""
+    value = _optional_int(env, name, minimum)
+    return default if value is None else value
 
 
 @dataclass(frozen=True)
@@ -53,22 +62,23 @@ class ServeConfig:
     max_batch_delay_ms: int = DEFAULT_MAX_BATCH_DELAY_MS
     vmargs: str = "-Xmx512m -XX:+UseContainerSupport"
     access_log: bool = False  # one model-server log line per request
+    metrics_interval_s: int = DEFAULT_METRICS_INTERVAL_S
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, model_dir: str | Path | None = None) -> "ServeConfig":
+    def from_env(cls, env: Mapping[str, str] | None = None, model_dir: str | Path | None = None) -> ServeConfig:
         """SageMaker's variables (SAGEMAKER_*, named as sagemaker-inference names them) plus byoc's own (BYOC_*)."""
         env = os.environ if env is None else env
         base = env.get(sm.BASE_PATH_ENV, "/opt/ml")
         model_dir = model_dir or env.get(MODEL_DIR_ENV) or os.path.join(base, "model")
         mb = _int(env, sm.MAX_REQUEST_SIZE, DEFAULT_MAX_PAYLOAD_MB)
         # The newer SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS wins over SAGEMAKER_MODEL_SERVER_TIMEOUT.
-        timeout = _int(env, sm.MODEL_SERVER_TIMEOUT_SECONDS_ENV, None) or _int(env, sm.MODEL_SERVER_TIMEOUT_ENV, 60)
+        timeout = _optional_int(env, sm.MODEL_SERVER_TIMEOUT_SECONDS_ENV) or _int(env, sm.MODEL_SERVER_TIMEOUT_ENV, 60)
         return cls(
             model_dir=Path(model_dir),
             port=_int(env, sm.BIND_TO_PORT_ENV, 8080),
             bind_host=env.get("BYOC_BIND_HOST", "").strip() or cls.bind_host,
-            workers=_int(env, sm.MODEL_SERVER_WORKERS_ENV, None),
-            torch_threads=_int(env, THREADS_ENV, None),
+            workers=_optional_int(env, sm.MODEL_SERVER_WORKERS_ENV),
+            torch_threads=_optional_int(env, THREADS_ENV),
             timeout=timeout,
             startup_timeout=_int(env, sm.STARTUP_TIMEOUT_ENV, 600),
             max_request_bytes=mb * 1024 * 1024,
@@ -78,6 +88,7 @@ class ServeConfig:
             max_batch_delay_ms=_int(env, "BYOC_MAX_BATCH_DELAY_MS", DEFAULT_MAX_BATCH_DELAY_MS, minimum=0),
             vmargs=env.get(sm.MODEL_SERVER_VMARGS, cls.vmargs),
             access_log=_int(env, "BYOC_ACCESS_LOG", 0, minimum=0) > 0,
+            metrics_interval_s=_int(env, "BYOC_METRICS_INTERVAL_S", DEFAULT_METRICS_INTERVAL_S, minimum=0),
         )
 
     def describe(self) -> dict:

@@ -12,14 +12,12 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from byoc.serve.batching import Batcher
+from byoc.serve.headers import CONTENT_TYPE, FORWARDED
 from byoc.serve.http_errors import JSON_CONTENT_TYPE, body, is_error_body
 from byoc.serve.mms import MODEL_NAME, ModelServer
 
 log = logging.getLogger(__name__)
 
-# Headers the handler reads (byoc.serve.codec); everything else stays at the front, which
-# must not import codec: it would load torch into this small process.
-FORWARDED = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
 DISCARD_FACTOR = 4  # bodies up to this many times the limit are read and dropped before the 413
 # A worker that answered this recently counts as healthy without another probe (busy workers
 # would make a probe queue behind real requests).
@@ -40,8 +38,15 @@ class Front(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address, upstream: ModelServer, max_request_bytes: int, timeout: float,
-                 batch_size: int = 1, max_batch_delay: float = 0.0):
+    def __init__(
+        self,
+        address,
+        upstream: ModelServer,
+        max_request_bytes: int,
+        timeout: float,
+        batch_size: int = 1,
+        max_batch_delay: float = 0.0,
+    ):
         super().__init__(address, FrontHandler)
         self.upstream = upstream
         self.max_request_bytes = max_request_bytes
@@ -104,7 +109,9 @@ class Front(ThreadingHTTPServer):
         if is_error_body(answer):
             return resp.status, answer
         log.warning("model server answered %d: %s", resp.status, answer[:300])
-        return resp.status, body(resp.status, UPSTREAM_MESSAGES.get(resp.status, "the model server failed this request"))
+        return resp.status, body(
+            resp.status, UPSTREAM_MESSAGES.get(resp.status, "the model server failed this request")
+        )
 
     def connection(self, fresh: bool = False) -> http.client.HTTPConnection:
         """This thread's keep-alive connection to the model server."""
@@ -170,25 +177,29 @@ class FrontHandler(BaseHTTPRequestHandler):
         if self._refused("/invocations"):
             return
         front = self.server
-        length = self.headers.get("Content-Length")
-        if length is None or not length.strip().isdigit():
+        declared = self.headers.get("Content-Length")
+        if declared is None or not declared.strip().isdigit():
             # Unread bytes would corrupt the next request on this connection: close it.
             return self._error(411, "send the body with a Content-Length header", close=True)
-        length = int(length)
+        length = int(declared)
         if length > front.max_request_bytes:
             # Read and drop a moderately oversized body (in small chunks, so memory stays flat):
             # a client still sending when we close would see a reset instead of our 413.
             drop = length <= DISCARD_FACTOR * front.max_request_bytes
             if drop:
                 self._discard(length)
-            return self._error(413, f"request body is {length} bytes, over the limit of {front.max_request_bytes} "
-                                    "(SAGEMAKER_MAX_PAYLOAD_IN_MB): send a smaller image", close=not drop)
+            return self._error(
+                413,
+                f"request body is {length} bytes, over the limit of {front.max_request_bytes} "
+                "(SAGEMAKER_MAX_PAYLOAD_IN_MB): send a smaller image",
+                close=not drop,
+            )
         front.begin()
         try:
             payload = self.rfile.read(length)
             headers = {name: self.headers[name] for name in FORWARDED if self.headers.get(name) is not None}
             # The handler reads an absent Content-Type as absent, not as MMS's default.
-            headers.setdefault("Content-Type", "")
+            headers.setdefault(CONTENT_TYPE, "")
             status, answer = front.batcher.submit(payload, headers)
             self._send(status, answer)
         finally:

@@ -19,13 +19,12 @@ from urllib.parse import urlencode
 
 from byoc.serve import startup
 from byoc.serve.config import MODEL_DIR_ENV, THREADS_ENV, ServeConfig
+from byoc.serve.headers import CONTENT_TYPE, PROBE
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "model"
 HANDLER = "byoc.serve.handler:handle"
-# Sent only by the front (it never forwards this header from clients): the handler answers without the model.
-PROBE_HEADER = "X-Byoc-Probe"
 LOG_CONFIG = Path(__file__).with_name("log4j2.xml")  # stdout only; per-request lines off (see there)
 
 
@@ -46,8 +45,7 @@ def free_port() -> int:
 class ModelServer:
     """One MMS process group: the Java frontend on loopback ports and its Python workers."""
 
-    def __init__(self, config: ServeConfig, workers: int, threads: int, gpus: int, workdir: Path,
-                 startup_report: Path):
+    def __init__(self, config: ServeConfig, workers: int, threads: int, gpus: int, workdir: Path, startup_report: Path):
         self.config, self.workers, self.threads, self.gpus = config, workers, threads, gpus
         self.workdir, self.startup_report = Path(workdir), Path(startup_report)
         self.inference_port, self.management_port = free_port(), free_port()
@@ -58,10 +56,17 @@ class ModelServer:
         store = self.workdir / "model-store"
         manifest = store / MODEL_NAME / "MAR-INF" / "MANIFEST.json"
         manifest.parent.mkdir(parents=True, exist_ok=True)
-        manifest.write_text(json.dumps({
-            "runtime": "python", "model": {"modelName": MODEL_NAME, "handler": HANDLER},
-            "modelServerVersion": "1.0", "implementationVersion": "1.0", "specificationVersion": "1.0",
-        }))
+        manifest.write_text(
+            json.dumps(
+                {
+                    "runtime": "python",
+                    "model": {"modelName": MODEL_NAME, "handler": HANDLER},
+                    "modelServerVersion": "1.0",
+                    "implementationVersion": "1.0",
+                    "specificationVersion": "1.0",
+                }
+            )
+        )
         # The front enforces the request limit with a JSON 413; MMS's own limit sits just above it.
         limit = self.config.max_request_bytes + 1024 * 1024
         props = {
@@ -92,22 +97,36 @@ class ModelServer:
         properties = self._write_files()
         logs = self.workdir / "logs"
         logs.mkdir(exist_ok=True)
-        env = dict(os.environ, **{
-            MODEL_DIR_ENV: str(self.config.model_dir),
-            THREADS_ENV: str(self.threads),
-            startup.REPORT_ENV: str(self.startup_report),
-            "OMP_NUM_THREADS": str(self.threads),
-            "TEMP": str(self.workdir),
-            "LOG_LOCATION": str(logs),
-            "METRICS_LOCATION": str(logs),
-            "BYOC_MMS_ACCESS_LOG_LEVEL": "info" if self.config.access_log else "warn",
-        })
+        env = dict(
+            os.environ,
+            **{
+                MODEL_DIR_ENV: str(self.config.model_dir),
+                THREADS_ENV: str(self.threads),
+                startup.REPORT_ENV: str(self.startup_report),
+                "OMP_NUM_THREADS": str(self.threads),
+                "TEMP": str(self.workdir),
+                "LOG_LOCATION": str(logs),
+                "METRICS_LOCATION": str(logs),
+                "BYOC_MMS_ACCESS_LOG_LEVEL": "info" if self.config.access_log else "warn",
+            },
+        )
         # Waiting OpenMP threads sleep instead of spinning: when a core is busy elsewhere (the JVM,
         # the front, another worker, a neighbour) spinning cost ~10x the CPU per request and 4x the
         # latency in bench/ (README "Performance"). An explicit setting still wins.
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        cmd = [sys.executable, "-m", "mms.model_server", "--start", "--foreground", "--mms-config", str(properties),
-               "--model-store", str(properties.parent / "model-store"), "--log-config", str(LOG_CONFIG)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mms.model_server",
+            "--start",
+            "--foreground",
+            "--mms-config",
+            str(properties),
+            "--model-store",
+            str(properties.parent / "model-store"),
+            "--log-config",
+            str(LOG_CONFIG),
+        ]
         # Own process group: stop() reaches the JVM and every worker it forked.
         self.process = subprocess.Popen(cmd, cwd=self.workdir, env=env, start_new_session=True)
         threading.Thread(target=self.register, name="mms-register", daemon=True).start()
@@ -116,8 +135,15 @@ class ModelServer:
         """Register the model once the management API listens. MMS batches nothing (batch size 1):
         the front does (byoc.serve.batching). A refusal goes to the start-up report, so the server
         stops with the reason instead of waiting for a worker that never comes."""
-        query = urlencode({"url": MODEL_NAME, "model_name": MODEL_NAME, "initial_workers": self.workers,
-                           "batch_size": 1, "synchronous": "false"})
+        query = urlencode(
+            {
+                "url": MODEL_NAME,
+                "model_name": MODEL_NAME,
+                "initial_workers": self.workers,
+                "batch_size": 1,
+                "synchronous": "false",
+            }
+        )
         deadline = time.monotonic() + self.config.startup_timeout
         while self.alive() and time.monotonic() < deadline:
             conn = http.client.HTTPConnection("127.0.0.1", self.management_port, timeout=10)
@@ -147,7 +173,7 @@ class ModelServer:
         and its model is loaded (MMS's own worker status says READY before the model loads)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.inference_port, timeout=timeout)
         try:
-            conn.request("POST", f"/predictions/{MODEL_NAME}", b"", {PROBE_HEADER: "1", "Content-Type": ""})
+            conn.request("POST", f"/predictions/{MODEL_NAME}", b"", {PROBE: "1", CONTENT_TYPE: ""})
             resp = conn.getresponse()
             resp.read()
             return resp.status == 200

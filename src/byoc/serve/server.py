@@ -58,9 +58,20 @@ def run(config: ServeConfig) -> int:
     # Sized without loading the model: the workers load it once, and report a failure (startup.py).
     cores, gpus, model_bytes = sizing.cpu_count(), sizing.gpu_count(), sizing.weights_bytes(config.model_dir)
     plan = sizing.plan(cores, gpus, model_bytes, sizing.memory_available(), config.workers, config.torch_threads)
-    log.info(json.dumps({"event": "config", **config.describe(), "model_bytes": model_bytes, "gpus": gpus,
-                         "cores": cores, "workers": plan.workers, "torch_threads": plan.threads,
-                         "workers_from": plan.reason}))
+    log.info(
+        json.dumps(
+            {
+                "event": "config",
+                **config.describe(),
+                "model_bytes": model_bytes,
+                "gpus": gpus,
+                "cores": cores,
+                "workers": plan.workers,
+                "torch_threads": plan.threads,
+                "workers_from": plan.reason,
+            }
+        )
+    )
     workdir = Path(tempfile.mkdtemp(prefix="byoc-serve-"))
     report = workdir / "startup-failure"
     server = ModelServer(config, plan.workers, plan.threads, gpus, workdir, report)
@@ -70,12 +81,20 @@ def run(config: ServeConfig) -> int:
     try:
         server.start()
         # Listen at once: /ping says 503 until a worker is ready, so the port never lies.
-        front = Front((config.bind_host, config.port), server, config.max_request_bytes, config.timeout,
-                      config.batch_size, config.max_batch_delay_ms / 1000)
+        front = Front(
+            (config.bind_host, config.port),
+            server,
+            config.max_request_bytes,
+            config.timeout,
+            config.batch_size,
+            config.max_batch_delay_ms / 1000,
+        )
         threading.Thread(target=front.serve_forever, name="front", daemon=True).start()
         _wait_ready(server, report, config.startup_timeout, stop)
         if not stop.is_set():
-            log.info(json.dumps({"event": "ready", "port": config.port, "seconds": round(time.monotonic() - started, 1)}))
+            log.info(
+                json.dumps({"event": "ready", "port": config.port, "seconds": round(time.monotonic() - started, 1)})
+            )
         while not stop.wait(1.0):
             if not server.alive():
                 log.error("the model server exited unexpectedly; stopping so the platform replaces this instance")
@@ -85,8 +104,15 @@ def run(config: ServeConfig) -> int:
         front.shutdown()  # stop accepting; requests already read keep their threads
         front.server_close()
         drained = front.wait_idle(GRACE_SECONDS)
-        log.info(json.dumps({"event": "stopped", "drained": drained,
-                             "calls_by_batch_size": dict(sorted(front.batcher.sizes.items()))}))
+        log.info(
+            json.dumps(
+                {
+                    "event": "stopped",
+                    "drained": drained,
+                    "calls_by_batch_size": dict(sorted(front.batcher.sizes.items())),
+                }
+            )
+        )
         return 0
     finally:
         if front is not None:

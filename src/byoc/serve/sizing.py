@@ -75,8 +75,9 @@ class Plan:
     reason: str
 
 
-def plan(cores: int, gpus: int, model_bytes: int, memory: int,
-         workers: int | None = None, threads: int | None = None) -> Plan:
+def plan(
+    cores: int, gpus: int, model_bytes: int, memory: int, workers: int | None = None, threads: int | None = None
+) -> Plan:
     """Workers from GPUs or cores, capped by memory; threads per worker up to all the cores."""
     per_worker = WORKER_OVERHEAD + MODEL_FACTOR * model_bytes
     by_memory = max(1, int(memory * MEMORY_SHARE // per_worker))
@@ -92,6 +93,9 @@ def plan(cores: int, gpus: int, model_bytes: int, memory: int,
         # 2 x 2 threads kept 1 x 2's latency at concurrency 1 and doubled saturated throughput.
         default_threads = min(cores, THREADS_PER_CPU_WORKER)
         workers = min(max(cores // default_threads, 2 if cores >= 2 else 1), by_memory)
-        reason = f"{cores} cores, up to {THREADS_PER_CPU_WORKER} threads per worker, at least 2 workers; memory allows {by_memory}"
+        reason = (
+            f"{cores} cores, up to {THREADS_PER_CPU_WORKER} threads per worker, at least 2 workers; "
+            f"memory allows {by_memory}"
+        )
     threads = threads or default_threads or max(1, cores // workers)
     return Plan(workers=workers, threads=threads, reason=reason)
