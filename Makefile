@@ -4,12 +4,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+LINT_PATHS := src lambda tests bench
 
-.PHONY: help venv docker images demo test test-unit bench clean
+.PHONY: help venv docker images demo lint test test-unit bench clean
 
 help:
 	@echo "make demo    train on the embedded demo dataset in the training container, serve it, print predictions"
-	@echo "make test    unit and container tests (starts a Docker engine if none answers)"
+	@echo "make test    lint, then unit and container tests (starts a Docker engine if none answers)"
+	@echo "make lint    ruff check, ruff format --check and mypy (configured in pyproject.toml)"
 	@echo "make images  build byoc-train:latest and byoc-serve:latest"
 	@echo "make venv    .venv/ with byoc (editable) and the test dependencies"
 	@echo "make bench   side-by-side benchmarks into bench/results/"
@@ -34,10 +36,15 @@ images: docker
 demo: images
 	scripts/demo.sh
 
+lint: venv
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
+
 test-unit: venv
 	$(PY) -m pytest -m "not container" $(PYTEST_ARGS)
 
-test: venv images
+test: lint images
 	scripts/install_test_deps.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -45,4 +52,4 @@ bench: venv images
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache bench/results/*.tmp
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache bench/results/*.tmp

@@ -39,13 +39,25 @@ DEFAULT_VARIANTS = "1w2t,2w1t"
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     docker_version = containers.docker("version", "-f", "{{.Server.Version}}", check=False).stdout.strip()
-    info = {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_gb, 1), "kernel": platform.release(),
-            "docker": docker_version, "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-            "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_gb, 1),
+        "kernel": platform.release(),
+        "docker": docker_version,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+    }
     info["summary"] = f"{cpu}, {info['cores']} cores, {info['memory_gib']} GiB, load {info['load_average_at_start'][0]}"
     return info
 
@@ -63,10 +75,14 @@ def run_serving(args, work: Path, failures: list[str]) -> dict:
     photos = payloads.write(work / "payloads", {k: v for k, v in payloads.MEGAPIXELS.items() if k in args.payloads})
     model_dir = artifact.write_byoc(work / "model")
     mar = artifact.write_mar(model_dir, work / "mar")
-    out: dict = {"model": {"arch": artifact.ARCH, "classes": artifact.CLASSES, "image_size": artifact.IMAGE_SIZE},
-                 "payload_bytes": {k: p.stat().st_size for k, p in photos.items()},
-                 "concurrency": list(args.concurrency), "seconds_per_point": args.seconds, "threads": args.threads,
-                 "servers": []}
+    out: dict = {
+        "model": {"arch": artifact.ARCH, "classes": artifact.CLASSES, "image_size": artifact.IMAGE_SIZE},
+        "payload_bytes": {k: p.stat().st_size for k, p in photos.items()},
+        "concurrency": list(args.concurrency),
+        "seconds_per_point": args.seconds,
+        "threads": args.threads,
+        "servers": [],
+    }
     # The judged images measure their in-process limit in their own container (report.JUDGED).
     limit = not args.no_inprocess
     servers = [serving.byoc_server(model_dir, limit=limit)] if "byoc" in args.servers else []
@@ -78,9 +94,17 @@ def run_serving(args, work: Path, failures: list[str]) -> dict:
     if "byoc" in args.servers:
         servers.append(serving.byoc_server(model_dir, image="byoc-serve:cpu", label="byoc-cpu", limit=limit))
     for server in servers:
-        result = serving.run_server(server, photos, tuple(args.concurrency), args.seconds, args.warmup, work,
-                                    threads=args.threads, limit_seconds=args.inprocess_seconds,
-                                    server_warmup=args.server_warmup)
+        result = serving.run_server(
+            server,
+            photos,
+            tuple(args.concurrency),
+            args.seconds,
+            args.warmup,
+            work,
+            threads=args.threads,
+            limit_seconds=args.inprocess_seconds,
+            server_warmup=args.server_warmup,
+        )
         if result.error:
             failures.append(f"{server.label}: {result.error.splitlines()[0]}")
         out["servers"].append(result.to_json())
@@ -88,25 +112,34 @@ def run_serving(args, work: Path, failures: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--only", default=",".join(SUITES), help=f"comma-separated suites from {','.join(SUITES)}")
     ap.add_argument("--payloads", default=",".join(payloads.MEGAPIXELS), help="photo sizes to send")
     ap.add_argument("--concurrency", default="1,4,16")
     ap.add_argument("--seconds", type=float, default=10.0, help="measured seconds per load point")
     ap.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each load point")
-    ap.add_argument("--server-warmup", type=float, default=10.0,
-                    help="unmeasured seconds of load after each server's cold start")
+    ap.add_argument(
+        "--server-warmup", type=float, default=10.0, help="unmeasured seconds of load after each server's cold start"
+    )
     ap.add_argument("--servers", default="byoc,torchserve", help="which of byoc,torchserve to run (variants aside)")
-    ap.add_argument("--variants", default=DEFAULT_VARIANTS,
-                    help=f"byoc-serve settings to run besides the defaults (from {','.join(VARIANTS)}; '' for none)")
+    ap.add_argument(
+        "--variants",
+        default=DEFAULT_VARIANTS,
+        help=f"byoc-serve settings to run besides the defaults (from {','.join(VARIANTS)}; '' for none)",
+    )
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads for the in-process limit")
     ap.add_argument("--inprocess-seconds", type=float, default=3.0, help="seconds per in-process measurement")
     ap.add_argument("--no-inprocess", action="store_true", help="skip the in-process limit")
     ap.add_argument("--quick", action="store_true", help="a short smoke run (small loads, small training set)")
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--work", type=Path, default=Path("/tmp/byoc-bench-work"),
-                    help="scratch folder for payloads, models and training data (kept between runs)")
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=Path("/tmp/byoc-bench-work"),
+        help="scratch folder for payloads, models and training data (kept between runs)",
+    )
     args = ap.parse_args(argv)
     args.payloads = args.payloads.split(",")
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
@@ -126,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     failures: list[str] = []
-    results: dict = {"machine": machine(), "command": "make bench  # = .venv/bin/python -m bench " + " ".join(argv or sys.argv[1:])}
+    results: dict = {
+        "machine": machine(),
+        "command": "make bench  # = .venv/bin/python -m bench " + " ".join(argv or sys.argv[1:]),
+    }
     if "serving" in suites:
         results["serving"] = run_serving(args, args.work, failures)
     if "training" in suites:
@@ -136,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
             demo = results["training"]["demo"]
             # Decoders differ only on JPEG: the demo test split, upscaled and re-encoded.
             jpegs = accuracy.write_jpeg_test_set(Path(demo["test_split"]), args.work / "demo_test_jpeg", 256)
-            results["training"]["decode_top1"] = serving.run_accuracy("byoc-serve:latest", Path(demo["model_dir"]), jpegs)
+            results["training"]["decode_top1"] = serving.run_accuracy(
+                "byoc-serve:latest", Path(demo["model_dir"]), jpegs
+            )
             log.info("top-1 per decode pipeline: %s", results["training"]["decode_top1"])
         except Exception as exc:
             failures.append(f"training: {exc}")

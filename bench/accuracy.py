@@ -28,7 +28,7 @@ def top1(model_dir: Path, data: Path) -> dict:
         for name in pipes.names:
             fn = getattr(pipes, name)
             for start in range(0, len(samples), 64):
-                chunk = samples[start:start + 64]
+                chunk = samples[start : start + 64]
                 x = torch.stack([fn(path.read_bytes()) for path, _ in chunk])
                 pred = model(x).argmax(1)
                 correct[name] += int((pred == torch.tensor([t for _, t in chunk])).sum())
@@ -44,7 +44,9 @@ def write_jpeg_test_set(png_split: Path, out: Path, size: int) -> Path:
         dst.mkdir(parents=True, exist_ok=True)
         for src in folder.iterdir():
             with Image.open(src) as img:
-                img.convert("RGB").resize((size, size), Image.Resampling.BICUBIC).save(dst / f"{src.stem}.jpg", quality=90)
+                img.convert("RGB").resize((size, size), Image.Resampling.BICUBIC).save(
+                    dst / f"{src.stem}.jpg", quality=90
+                )
     return out
 
 

@@ -14,14 +14,14 @@ CLASSES = 133
 IMAGE_SIZE = 224
 
 # The stock image_classifier handler needs an eager model class; same layout as torchvision's.
-TS_MODEL_FILE = f'''\
+TS_MODEL_FILE = f"""\
 from torchvision.models.resnet import Bottleneck, ResNet
 
 
 class ResNet50Dogs(ResNet):
     def __init__(self):
         super().__init__(Bottleneck, [3, 4, 6, 3], num_classes={CLASSES})
-'''
+"""
 
 
 def labels() -> list[str]:
@@ -55,9 +55,26 @@ def write_mar(model_dir: Path, out_dir: Path, name: str = "model") -> Path:
     (work / "model.py").write_text(TS_MODEL_FILE)
     (work / "index_to_name.json").write_text(json.dumps({str(i): label for i, label in enumerate(labels())}))
     archiver = Path(sys.executable).with_name("torch-model-archiver")
-    subprocess.run([str(archiver), "--model-name", name, "--version", "1.0", "--model-file", str(work / "model.py"),
-                    "--serialized-file", str(model_dir / "model.pt"), "--handler", "image_classifier",
-                    "--extra-files", str(work / "index_to_name.json"), "--export-path", str(out_dir), "--force"],
-                   check=True)
+    subprocess.run(
+        [
+            str(archiver),
+            "--model-name",
+            name,
+            "--version",
+            "1.0",
+            "--model-file",
+            str(work / "model.py"),
+            "--serialized-file",
+            str(model_dir / "model.pt"),
+            "--handler",
+            "image_classifier",
+            "--extra-files",
+            str(work / "index_to_name.json"),
+            "--export-path",
+            str(out_dir),
+            "--force",
+        ],
+        check=True,
+    )
     shutil.rmtree(work)
     return mar

@@ -72,13 +72,25 @@ def running(image: str, args: list[str], docker_opts: list[str], label: str):
         docker("rm", "-f", name, check=False)
 
 
-def run_once(image: str, args: list[str], docker_opts: list[str], label: str, timeout: float = 1800
-             ) -> subprocess.CompletedProcess:
+def run_once(
+    image: str, args: list[str], docker_opts: list[str], label: str, timeout: float = 1800
+) -> subprocess.CompletedProcess:
     """`docker run --rm` on the core budget, named so that it is removed even when interrupted."""
     name = f"byoc-bench-{label}-{uuid.uuid4().hex[:6]}"
     try:
-        return docker("run", "--rm", "--name", name, "--cpuset-cpus", CPUSET, *docker_opts, image, *args,
-                      timeout=timeout, check=False)
+        return docker(
+            "run",
+            "--rm",
+            "--name",
+            name,
+            "--cpuset-cpus",
+            CPUSET,
+            *docker_opts,
+            image,
+            *args,
+            timeout=timeout,
+            check=False,
+        )
     finally:
         docker("rm", "-f", name, check=False)
 
@@ -106,7 +118,10 @@ def _pss_bytes(pid: str) -> int:
 def cpu_seconds(name: str) -> float | None:
     """CPU time the container's processes have used so far (cgroup v1 cpuacct or v2 cpu.stat)."""
     cid = docker("inspect", "-f", "{{.Id}}", name).stdout.strip()
-    for path in (f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage", f"/sys/fs/cgroup/cpu,cpuacct/docker/{cid}/cpuacct.usage"):
+    for path in (
+        f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage",
+        f"/sys/fs/cgroup/cpu,cpuacct/docker/{cid}/cpuacct.usage",
+    ):
         if Path(path).is_file():
             return int(Path(path).read_text()) / 1e9
     for path in (f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat", f"/sys/fs/cgroup/docker/{cid}/cpu.stat"):
@@ -143,5 +158,9 @@ def memory(name: str, worker_marker: str) -> dict:
             workers.append(pss)
         else:
             others += pss
-    return {"container_mb": round(parse_size(usage) / 2**20), "workers": len(workers),
-            "worker_pss_mb": [round(w / 2**20) for w in workers], "other_pss_mb": round(others / 2**20)}
+    return {
+        "container_mb": round(parse_size(usage) / 2**20),
+        "workers": len(workers),
+        "worker_pss_mb": [round(w / 2**20) for w in workers],
+        "other_pss_mb": round(others / 2**20),
+    }

@@ -38,12 +38,20 @@ def merge(parts: list[LoadResult]) -> LoadResult:
     seconds = sum(p.seconds for p in parts)
     cpu = [p.cpu_ms_per_request * p.total_requests for p in parts if p.cpu_ms_per_request is not None]
     total = sum(p.total_requests for p in parts)
-    return LoadResult(concurrency=parts[0].concurrency, seconds=round(seconds, 2), requests=len(ms),
-                      errors=sum(p.errors for p in parts), p50_ms=round(percentile(ms, 50), 1),
-                      p90_ms=round(percentile(ms, 90), 1), p99_ms=round(percentile(ms, 99), 1),
-                      rps=round(len(ms) / seconds, 2), first_error=next((p.first_error for p in parts if p.first_error), ""),
-                      total_requests=total, latencies_ms=ms,
-                      cpu_ms_per_request=round(sum(cpu) / total, 1) if len(cpu) == len(parts) and total else None)
+    return LoadResult(
+        concurrency=parts[0].concurrency,
+        seconds=round(seconds, 2),
+        requests=len(ms),
+        errors=sum(p.errors for p in parts),
+        p50_ms=round(percentile(ms, 50), 1),
+        p90_ms=round(percentile(ms, 90), 1),
+        p99_ms=round(percentile(ms, 99), 1),
+        rps=round(len(ms) / seconds, 2),
+        first_error=next((p.first_error for p in parts if p.first_error), ""),
+        total_requests=total,
+        latencies_ms=ms,
+        cpu_ms_per_request=round(sum(cpu) / total, 1) if len(cpu) == len(parts) and total else None,
+    )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -67,8 +75,16 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-async def _connection(host: str, port: int, request: bytes, deadline: float, latencies: list, errors: list,
-                      record_after: float, done: list) -> None:
+async def _connection(
+    host: str,
+    port: int,
+    request: bytes,
+    deadline: float,
+    latencies: list,
+    errors: list,
+    record_after: float,
+    done: list,
+) -> None:
     reader = writer = None
     while time.perf_counter() < deadline:
         try:
@@ -96,12 +112,22 @@ async def _connection(host: str, port: int, request: bytes, deadline: float, lat
         writer.close()
 
 
-def run(url_host: str, port: int, path: str, body: bytes, content_type: str, concurrency: int,
-        seconds: float, warmup: float = 2.0) -> LoadResult:
+def run(
+    url_host: str,
+    port: int,
+    path: str,
+    body: bytes,
+    content_type: str,
+    concurrency: int,
+    seconds: float,
+    warmup: float = 2.0,
+) -> LoadResult:
     """Post `body` from `concurrency` connections for `warmup + seconds`; stats over the requests
     that completed in the last `seconds`."""
-    request = (f"POST {path} HTTP/1.1\r\nHost: {url_host}:{port}\r\nContent-Type: {content_type}\r\n"
-               f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n").encode() + body
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: {url_host}:{port}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
+    ).encode() + body
     latencies: list[float] = []
     errors: list[str] = []
     done: list[int] = []
@@ -109,8 +135,12 @@ def run(url_host: str, port: int, path: str, body: bytes, content_type: str, con
     async def main() -> None:
         now = time.perf_counter()
         record_after, deadline = now + warmup, now + warmup + seconds
-        await asyncio.gather(*(_connection(url_host, port, request, deadline, latencies, errors, record_after, done)
-                               for _ in range(concurrency)))
+        await asyncio.gather(
+            *(
+                _connection(url_host, port, request, deadline, latencies, errors, record_after, done)
+                for _ in range(concurrency)
+            )
+        )
 
     asyncio.run(main())
     # What completed inside the window, over the window: a request that started during the warm-up
@@ -119,11 +149,19 @@ def run(url_host: str, port: int, path: str, body: bytes, content_type: str, con
     # latency / window, 8 % at 16 connections and 0.9 s latency).
     measured = seconds
     ms = [x * 1e3 for x in latencies]
-    return LoadResult(concurrency=concurrency, seconds=round(measured, 2), requests=len(ms), errors=len(errors),
-                      p50_ms=round(percentile(ms, 50), 1), p90_ms=round(percentile(ms, 90), 1),
-                      p99_ms=round(percentile(ms, 99), 1), rps=round(len(ms) / measured, 2),
-                      first_error=errors[0] if errors else "", total_requests=sum(1 for d in done if d == 200),
-                      latencies_ms=ms)
+    return LoadResult(
+        concurrency=concurrency,
+        seconds=round(measured, 2),
+        requests=len(ms),
+        errors=len(errors),
+        p50_ms=round(percentile(ms, 50), 1),
+        p90_ms=round(percentile(ms, 90), 1),
+        p99_ms=round(percentile(ms, 99), 1),
+        rps=round(len(ms) / measured, 2),
+        first_error=errors[0] if errors else "",
+        total_requests=sum(1 for d in done if d == 200),
+        latencies_ms=ms,
+    )
 
 
 def post(url: str, body: bytes, content_type: str, timeout: float = 60) -> int | None:

@@ -45,8 +45,11 @@ class Pipelines:
 
         self.pre = pre
         self.transform = EvalTransform(pre)
-        self.names = [n for n in ("pil_full", "pil_draft", "pil_draft_resize", "tv_decode_jpeg")
-                      if n != "tv_decode_jpeg" or _has_torchvision()]
+        self.names = [
+            n
+            for n in ("pil_full", "pil_draft", "pil_draft_resize", "tv_decode_jpeg")
+            if n != "tv_decode_jpeg" or _has_torchvision()
+        ]
 
     def pil_full(self, data: bytes) -> torch.Tensor:
         """Full decode, then the evaluation transform (what training's evaluation does)."""
@@ -130,10 +133,17 @@ class Limit:
         if _has_torchvision():
             eager, _ = artifact.load(model_dir, "cpu", torchscript=False)
             forms["eager"] = (eager, x1)
-            forms["eager_channels_last"] = (copy.deepcopy(eager).to(memory_format=torch.channels_last),
-                                            x1.contiguous(memory_format=torch.channels_last))
-        self.info: dict = {"torch": torch.__version__, "threads": torch.get_num_threads(), "arch": self.meta.arch,
-                           "classes": self.meta.num_classes, "forward_ms": {}}
+            forms["eager_channels_last"] = (
+                copy.deepcopy(eager).to(memory_format=torch.channels_last),
+                x1.contiguous(memory_format=torch.channels_last),
+            )
+        self.info: dict = {
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "arch": self.meta.arch,
+            "classes": self.meta.num_classes,
+            "forward_ms": {},
+        }
         with torch.inference_mode():
             for form, (net, x) in forms.items():
                 self.info["forward_ms"][form] = self._median(lambda net=net, x=x: net(x))
@@ -170,8 +180,11 @@ class Limit:
             runs = timed(one, self.seconds, warmup=0)
             # CPU time per image (all threads): less sensitive to a busy machine than wall time.
             cpu_ms = (time.process_time() - cpu0) * 1e3 / len(runs)
-        return {"pipeline": self._best_pipeline(data), "ms": round(statistics.median(runs), 1),
-                "cpu_ms": round(cpu_ms, 1)}
+        return {
+            "pipeline": self._best_pipeline(data),
+            "ms": round(statistics.median(runs), 1),
+            "cpu_ms": round(cpu_ms, 1),
+        }
 
     def handler_ms(self, data: bytes) -> float | None:
         """byoc's own handler.predict: the server's code path minus the HTTP hops."""
@@ -185,6 +198,7 @@ class Limit:
         rates = {}
         with torch.inference_mode():
             for b in self.batches:
+
                 def batch(b=b):
                     x = torch.stack([pipe(data) for _ in range(b)]).contiguous(memory_format=self.fmt)
                     return self.model(x).softmax(1)
@@ -199,8 +213,7 @@ class Limit:
         return {part: getattr(self, part)(data) for part in parts}
 
 
-def measure(model_dir: Path, payloads: dict[str, Path], threads: int, seconds: float,
-            batches: tuple[int, ...]) -> dict:
+def measure(model_dir: Path, payloads: dict[str, Path], threads: int, seconds: float, batches: tuple[int, ...]) -> dict:
     """Every part for every payload, in one document (keyed as the report reads it)."""
     limit = Limit(model_dir, threads, seconds, batches)
     out = {**limit.info, "preprocess_ms": {}, "e2e_batch1_ms": {}, "best_batch": {}, "handler_ms": {}}

@@ -76,29 +76,63 @@ def targets(results: dict) -> list[dict]:
             sat = saturated(ours, payload)
             # The median over interleaved slices where the run has them (bench.serving.combine).
             sliced = limit_of(ours, payload)[2].get("e2e_batch1_ms", {}).get(payload, {}).get("ratio")
-            out.append(_target(f"{label} {payload}: p50 at c=1 / in-process batch-1 limit",
-                               sliced if sliced is not None and c1 and c1["requests"]
-                               else ratio(c1["p50_ms"] if c1 and c1["requests"] else None, lim1), P50_VS_LIMIT, False))
-            out.append(_target(f"{label} {payload}: saturated req/s / in-process best-batch limit",
-                               ratio(sat, best), THROUGHPUT_VS_LIMIT, True))
+            out.append(
+                _target(
+                    f"{label} {payload}: p50 at c=1 / in-process batch-1 limit",
+                    sliced
+                    if sliced is not None and c1 and c1["requests"]
+                    else ratio(c1["p50_ms"] if c1 and c1["requests"] else None, lim1),
+                    P50_VS_LIMIT,
+                    False,
+                )
+            )
+            out.append(
+                _target(
+                    f"{label} {payload}: saturated req/s / in-process best-batch limit",
+                    ratio(sat, best),
+                    THROUGHPUT_VS_LIMIT,
+                    True,
+                )
+            )
             if ts is not None:
-                out.append(_target(f"{label} {payload}: saturated req/s / TorchServe's",
-                                   ratio(sat, saturated(ts, payload)), THROUGHPUT_VS_TORCHSERVE, True))
-        out.append(_target(f"{label}: cold start, container start to /ping 200", ours.get("cold_start_ping_s"),
-                           COLD_START_S, False, " s"))
+                out.append(
+                    _target(
+                        f"{label} {payload}: saturated req/s / TorchServe's",
+                        ratio(sat, saturated(ts, payload)),
+                        THROUGHPUT_VS_TORCHSERVE,
+                        True,
+                    )
+                )
+        out.append(
+            _target(
+                f"{label}: cold start, container start to /ping 200",
+                ours.get("cold_start_ping_s"),
+                COLD_START_S,
+                False,
+                " s",
+            )
+        )
     training = results.get("training") or {}
     if training:
-        out.append(_target("training container images/s / in-process limit", training.get("ratio"),
-                           TRAINING_VS_LIMIT, True))
+        out.append(
+            _target("training container images/s / in-process limit", training.get("ratio"), TRAINING_VS_LIMIT, True)
+        )
         top1 = (training.get("decode_top1") or {}).get("top1", {})
         for name, value in top1.items():
             if name != "pil_full" and "pil_full" in top1:
-                out.append(_target(f"top-1 change, {name} vs full decode (demo test set as JPEG)",
-                                   round(abs(value - top1["pil_full"]), 4), TOP1_CHANGE, False))
+                out.append(
+                    _target(
+                        f"top-1 change, {name} vs full decode (demo test set as JPEG)",
+                        round(abs(value - top1["pil_full"]), 4),
+                        TOP1_CHANGE,
+                        False,
+                    )
+                )
     for row in results.get("sizes", []):
         if row.get("target_gb") is not None:
-            out.append(_target(f"image size {row['image']} ({row['what']})", row.get("gb"), row["target_gb"], False,
-                               " GB"))
+            out.append(
+                _target(f"image size {row['image']} ({row['what']})", row.get("gb"), row["target_gb"], False, " GB")
+            )
     return out
 
 
@@ -116,8 +150,18 @@ def serving_table(results: dict) -> str:
     for s in results.get("serving", {}).get("servers", []):
         for payload, points in s.get("load", {}).items():
             for r in points:
-                rows.append([s["label"], payload, r["concurrency"], r["p50_ms"], r["p99_ms"], r["rps"],
-                             r.get("cpu_ms_per_request"), r["errors"]])
+                rows.append(
+                    [
+                        s["label"],
+                        payload,
+                        r["concurrency"],
+                        r["p50_ms"],
+                        r["p99_ms"],
+                        r["rps"],
+                        r.get("cpu_ms_per_request"),
+                        r["errors"],
+                    ]
+                )
     for s, payload, lim in _limited(results):
         e2e, best = lim["e2e_batch1_ms"][payload], lim["best_batch"][payload]
         where = f"in-process limit in {s['label']} ({e2e['pipeline']})"
@@ -125,8 +169,18 @@ def serving_table(results: dict) -> str:
         rows.append([where, payload, f"batch {best['batch']}", None, None, best["images_per_s"], None, None])
         handler_ms = lim.get("handler_ms", {}).get(payload)
         if handler_ms:
-            rows.append([f"byoc handler.predict in {s['label']}", payload, "batch 1", handler_ms, None,
-                         round(1e3 / handler_ms, 2), None, None])
+            rows.append(
+                [
+                    f"byoc handler.predict in {s['label']}",
+                    payload,
+                    "batch 1",
+                    handler_ms,
+                    None,
+                    round(1e3 / handler_ms, 2),
+                    None,
+                    None,
+                ]
+            )
     return table(["server", "payload", "concurrency", "p50 ms", "p99 ms", "req/s", "CPU ms/req", "errors"], rows)
 
 
@@ -134,11 +188,33 @@ def servers_table(results: dict) -> str:
     rows = []
     for s in results.get("serving", {}).get("servers", []):
         mem = s.get("memory") or {}
-        rows.append([s["label"], s["image"], s.get("cold_start_ping_s"), s.get("cold_start_first_prediction_s"),
-                     mem.get("container_mb"), mem.get("workers"), ", ".join(str(m) for m in mem.get("worker_pss_mb", [])),
-                     s.get("notes") or "", (s.get("error") or "")[:80]])
-    return table(["server", "image", "cold start to /ping 200 s", "to first prediction s", "container MiB",
-                  "workers", "MiB per worker (PSS)", "settings", "error"], rows)
+        rows.append(
+            [
+                s["label"],
+                s["image"],
+                s.get("cold_start_ping_s"),
+                s.get("cold_start_first_prediction_s"),
+                mem.get("container_mb"),
+                mem.get("workers"),
+                ", ".join(str(m) for m in mem.get("worker_pss_mb", [])),
+                s.get("notes") or "",
+                (s.get("error") or "")[:80],
+            ]
+        )
+    return table(
+        [
+            "server",
+            "image",
+            "cold start to /ping 200 s",
+            "to first prediction s",
+            "container MiB",
+            "workers",
+            "MiB per worker (PSS)",
+            "settings",
+            "error",
+        ],
+        rows,
+    )
 
 
 def preprocess_table(results: dict) -> str:
@@ -150,34 +226,53 @@ def preprocess_table(results: dict) -> str:
     forms = list(dict.fromkeys(f for _, _, lim in limits for f in lim.get("forward_ms", {})))
     # Measured once per limit process: one row per server.
     first = {s["label"]: lim for s, _, lim in reversed(limits)}
-    fwd = [[label, lim.get("torch"), *[lim.get("forward_ms", {}).get(f) for f in forms]]
-           for label, lim in reversed(first.items())]
+    fwd = [
+        [label, lim.get("torch"), *[lim.get("forward_ms", {}).get(f) for f in forms]]
+        for label, lim in reversed(first.items())
+    ]
     threads = limits[0][2].get("threads")
-    return (table(["server", "payload (decode + preprocess ms)", *names], rows)
-            + f"\n\nForward pass alone, batch 1, {threads} threads (ms), in each server's container when its limit"
-            " process starts:\n\n" + table(["server", "torch", *forms], fwd))
+    return (
+        table(["server", "payload (decode + preprocess ms)", *names], rows)
+        + f"\n\nForward pass alone, batch 1, {threads} threads (ms), in each server's container when its limit"
+        " process starts:\n\n" + table(["server", "torch", *forms], fwd)
+    )
 
 
 def training_text(results: dict) -> str:
     t = results.get("training") or {}
     if not t:
         return ""
-    rows = [["container (224 px JPEG ImageFolder)", t["container_epoch_s"], t["container_images_per_s"]],
-            ["in-process limit (synthetic tensors)", t["limit_epoch_s"], t["limit_images_per_s"]]]
-    text = table([f"training {t['arch']} batch {t['batch_size']}, {t['train_images']} + {t['valid_images']} images",
-                  "fastest epoch s", "train images/s"], rows)
+    rows = [
+        ["container (224 px JPEG ImageFolder)", t["container_epoch_s"], t["container_images_per_s"]],
+        ["in-process limit (synthetic tensors)", t["limit_epoch_s"], t["limit_images_per_s"]],
+    ]
+    text = table(
+        [
+            f"training {t['arch']} batch {t['batch_size']}, {t['train_images']} + {t['valid_images']} images",
+            "fastest epoch s",
+            "train images/s",
+        ],
+        rows,
+    )
     if t.get("rounds"):
-        text += ("\n\nEpoch seconds per interleaved round (the first epoch of each run is warm-up and not counted): "
-                 + "; ".join(f"container {r['container']}, limit {r['limit']}" for r in t["rounds"])
-                 + f". Median of the per-round ratios: {t.get('ratio_median_of_rounds')}")
+        text += (
+            "\n\nEpoch seconds per interleaved round (the first epoch of each run is warm-up and not counted): "
+            + "; ".join(f"container {r['container']}, limit {r['limit']}" for r in t["rounds"])
+            + f". Median of the per-round ratios: {t.get('ratio_median_of_rounds')}"
+        )
     demo = t.get("demo")
     if demo:
-        text += (f"\n\nDemo dataset (handwritten digits, {demo['hyperparameters']}): "
-                 f"{demo['mean_epoch_s']} s per epoch on average ({demo['epoch_s']}), test accuracy {demo['test_accuracy']:.3f}")
+        text += (
+            f"\n\nDemo dataset (handwritten digits, {demo['hyperparameters']}): "
+            f"{demo['mean_epoch_s']} s per epoch on average ({demo['epoch_s']}), "
+            f"test accuracy {demo['test_accuracy']:.3f}"
+        )
     top1 = t.get("decode_top1")
     if top1:
-        text += (f"\n\nTop-1 of that model on its {top1['images']} test images re-encoded as 256 px JPEG, per decode "
-                 "pipeline: " + ", ".join(f"{k} {v:.4f}" for k, v in top1["top1"].items()))
+        text += (
+            f"\n\nTop-1 of that model on its {top1['images']} test images re-encoded as 256 px JPEG, per decode "
+            "pipeline: " + ", ".join(f"{k} {v:.4f}" for k, v in top1["top1"].items())
+        )
     return text
 
 
@@ -188,10 +283,18 @@ def sizes_table(results: dict) -> str:
 
 def targets_table(rows: list[dict]) -> str:
     mark = {True: "met", False: "MISSED", None: "not measured"}
-    return table(["target", "measured", "goal", ""], [[r["target"], r["value"], r["goal"], mark[r["met"]]] for r in rows])
+    return table(
+        ["target", "measured", "goal", ""], [[r["target"], r["value"], r["goal"], mark[r["met"]]] for r in rows]
+    )
 
 
 def markdown(results: dict) -> str:
-    parts = [targets_table(targets(results)), serving_table(results), servers_table(results),
-             preprocess_table(results), training_text(results), sizes_table(results)]
+    parts = [
+        targets_table(targets(results)),
+        serving_table(results),
+        servers_table(results),
+        preprocess_table(results),
+        training_text(results),
+        sizes_table(results),
+    ]
     return "\n\n".join(p for p in parts if p)

@@ -4,14 +4,15 @@ concurrencies, saturated throughput and memory."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from bench import containers, httpload
 
@@ -33,21 +34,41 @@ class Server:
     limit: bool = False  # measure the in-process limit inside this server's container (byoc images)
 
 
-def byoc_server(model_dir: Path, image: str = "byoc-serve:latest", label: str = "byoc",
-                env: dict[str, str] | None = None, limit: bool = False) -> Server:
+def byoc_server(
+    model_dir: Path,
+    image: str = "byoc-serve:latest",
+    label: str = "byoc",
+    env: dict[str, str] | None = None,
+    limit: bool = False,
+) -> Server:
     def setup(_work: Path, port: int):
-        opts = ["-v", f"{model_dir}:/opt/ml/model:ro", "-e", f"SAGEMAKER_BIND_TO_PORT={port}",
-                "-e", "BYOC_BIND_HOST=127.0.0.1"]
+        opts = [
+            "-v",
+            f"{model_dir}:/opt/ml/model:ro",
+            "-e",
+            f"SAGEMAKER_BIND_TO_PORT={port}",
+            "-e",
+            "BYOC_BIND_HOST=127.0.0.1",
+        ]
         for k, v in (env or {}).items():
             opts += ["-e", f"{k}={v}"]
         return opts, ["serve"]
 
-    return Server(label, image, setup, "/ping", "/invocations", "model_service_worker",
-                  notes=" ".join(f"{k}={v}" for k, v in (env or {}).items()), limit=limit)
+    return Server(
+        label,
+        image,
+        setup,
+        "/ping",
+        "/invocations",
+        "model_service_worker",
+        notes=" ".join(f"{k}={v}" for k, v in (env or {}).items()),
+        limit=limit,
+    )
 
 
-def torchserve_server(mar: Path, image: str = "byoc-torchserve:latest", label: str = "torchserve",
-                      env: dict[str, str] | None = None) -> Server:
+def torchserve_server(
+    mar: Path, image: str = "byoc-torchserve:latest", label: str = "torchserve", env: dict[str, str] | None = None
+) -> Server:
     def setup(work: Path, port: int):
         ports = [containers.free_port() for _ in range(4)]
         config = work / f"ts-{port}.properties"
@@ -58,15 +79,23 @@ def torchserve_server(mar: Path, image: str = "byoc-torchserve:latest", label: s
             f"metrics_address=http://127.0.0.1:{ports[1]}\n"
             f"grpc_inference_address=127.0.0.1\ngrpc_management_address=127.0.0.1\n"
             f"grpc_inference_port={ports[2]}\ngrpc_management_port={ports[3]}\n"
-            "disable_system_metrics=true\n")
+            "disable_system_metrics=true\n"
+        )
         opts = ["-v", f"{mar.parent}:/models:ro", "-v", f"{config}:/config.properties:ro"]
         for k, v in (env or {}).items():
             opts += ["-e", f"{k}={v}"]
         return opts, ["--models", f"model={mar.name}"]
 
     notes = "stock image_classifier handler, default config"
-    return Server(label, image, setup, "/ping", "/predictions/model", "model_service_worker",
-                  notes=" ".join([notes, *(f"{k}={v}" for k, v in (env or {}).items())]))
+    return Server(
+        label,
+        image,
+        setup,
+        "/ping",
+        "/predictions/model",
+        "model_service_worker",
+        notes=" ".join([notes, *(f"{k}={v}" for k, v in (env or {}).items())]),
+    )
 
 
 @dataclass
@@ -85,9 +114,18 @@ class ServerResult:
         return dict(self.__dict__)
 
 
-def run_server(server: Server, payloads: dict[str, Path], concurrencies: tuple[int, ...], seconds: float,
-               warmup: float, work: Path, start_timeout: float = 300, threads: int = 2,
-               limit_seconds: float = 3.0, server_warmup: float = 10.0) -> ServerResult:
+def run_server(
+    server: Server,
+    payloads: dict[str, Path],
+    concurrencies: tuple[int, ...],
+    seconds: float,
+    warmup: float,
+    work: Path,
+    start_timeout: float = 300,
+    threads: int = 2,
+    limit_seconds: float = 3.0,
+    server_warmup: float = 10.0,
+) -> ServerResult:
     """Start the server, time its cold start, warm it up (`server_warmup` seconds of load at
     concurrency 4, not counted), load it with every payload and concurrency, stop it.
     With `server.limit`, the in-process limit for each payload is taken in the same container around
@@ -97,20 +135,31 @@ def run_server(server: Server, payloads: dict[str, Path], concurrencies: tuple[i
     port = containers.free_port()
     opts, args = server.setup(work, port)
     if server.limit:
-        opts += ["-v", f"{REPO / 'bench'}:/bench/bench:ro", "-v", f"{next(iter(payloads.values())).parent}:/payloads:ro"]
+        opts += [
+            "-v",
+            f"{REPO / 'bench'}:/bench/bench:ro",
+            "-v",
+            f"{next(iter(payloads.values())).parent}:/payloads:ro",
+        ]
     base = f"http://127.0.0.1:{port}"
     first = next(iter(payloads.values())).read_bytes()
     try:
         with containers.running(server.image, args, opts, server.label) as (name, started):
-            result.cold_start_ping_s = round(containers.wait_status(base + server.ping, started, start_timeout, name), 2)
+            result.cold_start_ping_s = round(
+                containers.wait_status(base + server.ping, started, start_timeout, name), 2
+            )
             # The first prediction: a /ping 200 may come before a worker holds the model.
             while httpload.post(base + server.invoke, first, "image/jpeg") != 200:
                 if time.monotonic() - started > start_timeout:
                     raise RuntimeError(f"no successful prediction within {start_timeout:.0f} s")
                 time.sleep(0.2)
             result.cold_start_first_prediction_s = round(time.monotonic() - started, 2)
-            log.info("%s: /ping 200 after %.1f s, first prediction after %.1f s", server.label,
-                     result.cold_start_ping_s, result.cold_start_first_prediction_s)
+            log.info(
+                "%s: /ping 200 after %.1f s, first prediction after %.1f s",
+                server.label,
+                result.cold_start_ping_s,
+                result.cold_start_first_prediction_s,
+            )
             if server_warmup > 0:  # the JVM's JIT and the workers' first passes, before anything counts
                 httpload.run("127.0.0.1", port, server.invoke, first, "image/jpeg", 4, server_warmup, 0)
             session = LimitSession(name, threads, limit_seconds) if server.limit else None
@@ -129,8 +178,9 @@ def run_server(server: Server, payloads: dict[str, Path], concurrencies: tuple[i
 SLICES = 3  # the concurrency-1 point, in slices with the in-process limit taken between them
 
 
-def load_point(name: str, port: int, server: Server, body: bytes, concurrency: int, seconds: float,
-               warmup: float) -> httpload.LoadResult:
+def load_point(
+    name: str, port: int, server: Server, body: bytes, concurrency: int, seconds: float, warmup: float
+) -> httpload.LoadResult:
     """One load run, with the server container's CPU time per request."""
     cpu0 = containers.cpu_seconds(name)
     r = httpload.run("127.0.0.1", port, server.invoke, body, "image/jpeg", concurrency, seconds, warmup)
@@ -140,8 +190,17 @@ def load_point(name: str, port: int, server: Server, body: bytes, concurrency: i
     return r
 
 
-def load_all(server: Server, name: str, port: int, payloads: dict[str, Path], concurrencies: tuple[int, ...],
-             seconds: float, warmup: float, result: ServerResult, session: LimitSession | None) -> None:
+def load_all(
+    server: Server,
+    name: str,
+    port: int,
+    payloads: dict[str, Path],
+    concurrencies: tuple[int, ...],
+    seconds: float,
+    warmup: float,
+    result: ServerResult,
+    session: LimitSession | None,
+) -> None:
     """Every payload at every concurrency into `result.load`; the limit around them into `result.limit`.
     With a limit session the first (lowest) concurrency runs in SLICES slices, the limit's batch-1
     latency taken before each and after the last, so that both see the same minutes of this box."""
@@ -158,14 +217,29 @@ def load_all(server: Server, name: str, port: int, payloads: dict[str, Path], co
                     parts.append(load_point(name, port, server, body, c, seconds / SLICES, warmup if k == 0 else 0.5))
                     between.append(session.ask(pname, "e2e")["e2e"])
                 r = httpload.merge(parts)
-                asked.append({"e2e_slices": [{"server_p50_ms": p.p50_ms, "limit_before_ms": a["ms"],
-                                              "limit_after_ms": b["ms"]}
-                                             for p, a, b in zip(parts, between, between[1:])],
-                              "e2e": between})
+                asked.append(
+                    {
+                        "e2e_slices": [
+                            {"server_p50_ms": p.p50_ms, "limit_before_ms": a["ms"], "limit_after_ms": b["ms"]}
+                            for p, (a, b) in zip(parts, itertools.pairwise(between), strict=True)
+                        ],
+                        "e2e": between,
+                    }
+                )
             else:
                 r = load_point(name, port, server, body, c, seconds, warmup)
-            log.info("%s %s c=%d: p50 %.1f ms p99 %.1f ms %.2f req/s (%d ok, %d errors), %s CPU ms/request",
-                     server.label, pname, c, r.p50_ms, r.p99_ms, r.rps, r.requests, r.errors, r.cpu_ms_per_request)
+            log.info(
+                "%s %s c=%d: p50 %.1f ms p99 %.1f ms %.2f req/s (%d ok, %d errors), %s CPU ms/request",
+                server.label,
+                pname,
+                c,
+                r.p50_ms,
+                r.p99_ms,
+                r.rps,
+                r.requests,
+                r.errors,
+                r.cpu_ms_per_request,
+            )
             if r.errors:
                 log.warning("%s: first error: %s", server.label, r.first_error)
             result.load[pname].append(r.to_json())
@@ -173,9 +247,17 @@ def load_all(server: Server, name: str, port: int, payloads: dict[str, Path], co
             asked.append(session.ask(pname, "best_batch"))
             lim = result.limit[pname] = combine(session.info, pname, *asked)
             e2e = lim["e2e_batch1_ms"][pname]
-            log.info("%s %s in-process limit: batch 1 %s ms (%s; from %s), best batch %s img/s; c=%d p50 / limit %s",
-                     server.label, pname, e2e["ms"], e2e["pipeline"], e2e["samples_ms"],
-                     lim["best_batch"][pname]["images_per_s"], concurrencies[0], e2e["ratio"])
+            log.info(
+                "%s %s in-process limit: batch 1 %s ms (%s; from %s), best batch %s img/s; c=%d p50 / limit %s",
+                server.label,
+                pname,
+                e2e["ms"],
+                e2e["pipeline"],
+                e2e["samples_ms"],
+                lim["best_batch"][pname]["images_per_s"],
+                concurrencies[0],
+                e2e["ratio"],
+            )
 
 
 # OpenMP waits as in the server's workers (byoc.serve.mms): spinning threads would make the
@@ -189,10 +271,32 @@ class LimitSession:
 
     def __init__(self, name: str, threads: int, seconds: float, batches: str = "1,2,4,8"):
         self.proc = subprocess.Popen(
-            ["docker", "exec", "-i", *LIMIT_ENV, name, "python3", "-m", "bench.inprocess", "--interactive",
-             "--model-dir", "/opt/ml/model", "--payloads", "/payloads", "--threads", str(threads),
-             "--seconds", str(seconds), "--batches", batches],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                "docker",
+                "exec",
+                "-i",
+                *LIMIT_ENV,
+                name,
+                "python3",
+                "-m",
+                "bench.inprocess",
+                "--interactive",
+                "--model-dir",
+                "/opt/ml/model",
+                "--payloads",
+                "/payloads",
+                "--threads",
+                str(threads),
+                "--seconds",
+                str(seconds),
+                "--batches",
+                batches,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.info = self._answer()
 
     def _answer(self) -> dict:
@@ -222,18 +326,34 @@ def combine(info: dict, payload: str, before: dict, sliced: dict, after_all: dic
     slice's p50 over the mean of the limit just before and just after it. Best batch: the mean of
     the rates before the first load point and after the last (the minutes the server ran in)."""
     samples = [e["ms"] for e in sliced["e2e"]]
-    ratios = [s["server_p50_ms"] / ((s["limit_before_ms"] + s["limit_after_ms"]) / 2)
-              for s in sliced["e2e_slices"]]
-    e2e = {**before["e2e"], "ms": round(statistics.median(samples), 1), "samples_ms": samples,
-           "cpu_ms": round(statistics.median(e["cpu_ms"] for e in sliced["e2e"]), 1),
-           "slices": sliced["e2e_slices"], "ratio": round(statistics.median(ratios), 3)}
-    rates = {b: round((r + after_all["best_batch"]["by_batch"][b]) / 2, 2)
-             for b, r in before["best_batch"]["by_batch"].items()}
+    ratios = [s["server_p50_ms"] / ((s["limit_before_ms"] + s["limit_after_ms"]) / 2) for s in sliced["e2e_slices"]]
+    e2e = {
+        **before["e2e"],
+        "ms": round(statistics.median(samples), 1),
+        "samples_ms": samples,
+        "cpu_ms": round(statistics.median(e["cpu_ms"] for e in sliced["e2e"]), 1),
+        "slices": sliced["e2e_slices"],
+        "ratio": round(statistics.median(ratios), 3),
+    }
+    rates = {
+        b: round((r + after_all["best_batch"]["by_batch"][b]) / 2, 2)
+        for b, r in before["best_batch"]["by_batch"].items()
+    }
     top = max(rates, key=rates.get)
-    best = {"batch": top, "images_per_s": rates[top], "by_batch": rates,
-            "before": before["best_batch"], "after": after_all["best_batch"]}
-    return {**info, "preprocess_ms": {payload: before["preprocess"]}, "e2e_batch1_ms": {payload: e2e},
-            "handler_ms": {payload: before["handler_ms"]}, "best_batch": {payload: best}}
+    best = {
+        "batch": top,
+        "images_per_s": rates[top],
+        "by_batch": rates,
+        "before": before["best_batch"],
+        "after": after_all["best_batch"],
+    }
+    return {
+        **info,
+        "preprocess_ms": {payload: before["preprocess"]},
+        "e2e_batch1_ms": {payload: e2e},
+        "handler_ms": {payload: before["handler_ms"]},
+        "best_batch": {payload: best},
+    }
 
 
 def in_image(image: str, module: str, args: list[str], mounts: dict[Path, str], label: str) -> dict:
@@ -249,5 +369,10 @@ def in_image(image: str, module: str, args: list[str], mounts: dict[Path, str], 
 
 def run_accuracy(image: str, model_dir: Path, data: Path) -> dict:
     """bench.accuracy inside the serving image: top-1 per decode pipeline."""
-    return in_image(image, "accuracy", ["--model-dir", "/model", "--data", "/data"],
-                    {model_dir: "/model", data: "/data"}, "accuracy")
+    return in_image(
+        image,
+        "accuracy",
+        ["--model-dir", "/model", "--data", "/data"],
+        {model_dir: "/model", data: "/data"},
+        "accuracy",
+    )

@@ -22,6 +22,5 @@ def run() -> list[dict]:
     rows = []
     for what, (image, target) in IMAGES.items():
         size = containers.image_size(image)
-        rows.append({"image": image, "what": what, "gb": round(size / 1e9, 2) if size else None,
-                     "target_gb": target})
+        rows.append({"image": image, "what": what, "gb": round(size / 1e9, 2) if size else None, "target_gb": target})
     return rows

@@ -19,8 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 IMAGE = "byoc-train:latest"
 
 
-def write_jpeg_folder(root: Path, classes: int, train: int, valid: int, test: int, size: int = 224,
-                      seed: int = 0) -> Path:
+def write_jpeg_folder(
+    root: Path, classes: int, train: int, valid: int, test: int, size: int = 224, seed: int = 0
+) -> Path:
     """An ImageFolder (dogImages layout) of size x size JPEG crops of real photographs."""
     from PIL import Image, ImageOps
     from sklearn.datasets import load_sample_image
@@ -51,16 +52,28 @@ def run_container(opt_ml_root: Path, data: Path, hps: dict, env: dict[str, str] 
     config = opt_ml_root / "input" / "config"
     config.mkdir(parents=True, exist_ok=True)
     (config / "hyperparameters.json").write_text(json.dumps({k: str(v) for k, v in hps.items()}))
-    (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"],
-                                                            "network_interface_name": "lo"}))
+    (config / "resourceconfig.json").write_text(
+        json.dumps({"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "lo"})
+    )
     (config / "inputdataconfig.json").write_text(json.dumps({"training": {"TrainingInputMode": "File"}}))
     channel = opt_ml_root / "input" / "data" / "training"
     if not channel.exists():
         shutil.copytree(data, channel)
     for sub in ("model", "output/data", "checkpoints"):
         (opt_ml_root / sub).mkdir(parents=True, exist_ok=True)
-    opts = ["--network", "none", "--hostname", "algo-1", "--add-host", "algo-1:127.0.0.1", "--shm-size", "1g",
-            "-v", f"{opt_ml_root}:/opt/ml", *(x for k, v in (env or {}).items() for x in ("-e", f"{k}={v}"))]
+    opts = [
+        "--network",
+        "none",
+        "--hostname",
+        "algo-1",
+        "--add-host",
+        "algo-1:127.0.0.1",
+        "--shm-size",
+        "1g",
+        "-v",
+        f"{opt_ml_root}:/opt/ml",
+        *(x for k, v in (env or {}).items() for x in ("-e", f"{k}={v}")),
+    ]
     proc = containers.run_once(IMAGE, ["train"], opts, "train", timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"training container exited {proc.returncode}: {(proc.stdout + proc.stderr)[-1500:]}")
@@ -71,16 +84,46 @@ def run_container(opt_ml_root: Path, data: Path, hps: dict, env: dict[str, str] 
     return metrics
 
 
-def run_limit(arch: str, classes: int, train: int, valid: int, batch: int, image_size: int, speed: dict,
-              epochs: int = 2) -> dict:
+def run_limit(
+    arch: str, classes: int, train: int, valid: int, batch: int, image_size: int, speed: dict, epochs: int = 2
+) -> dict:
     """bench.trainlimit inside the training image: same torch, same cores, the container's speed choice."""
-    proc = containers.run_once(IMAGE, ["-m", "bench.trainlimit", "--arch", arch, "--classes", str(classes),
-                                       "--train", str(train), "--valid", str(valid), "--batch-size", str(batch),
-                                       "--image-size", str(image_size), "--amp", speed.get("amp", "off"),
-                                       "--channels-last", str(bool(speed.get("channels_last"))).lower(),
-                                       "--epochs", str(epochs)],
-                               ["--network", "none", "-v", f"{REPO / 'bench'}:/bench/bench:ro", "-e", "PYTHONPATH=/bench",
-                                "--entrypoint", "python3"], "trainlimit")
+    proc = containers.run_once(
+        IMAGE,
+        [
+            "-m",
+            "bench.trainlimit",
+            "--arch",
+            arch,
+            "--classes",
+            str(classes),
+            "--train",
+            str(train),
+            "--valid",
+            str(valid),
+            "--batch-size",
+            str(batch),
+            "--image-size",
+            str(image_size),
+            "--amp",
+            speed.get("amp", "off"),
+            "--channels-last",
+            str(bool(speed.get("channels_last"))).lower(),
+            "--epochs",
+            str(epochs),
+        ],
+        [
+            "--network",
+            "none",
+            "-v",
+            f"{REPO / 'bench'}:/bench/bench:ro",
+            "-e",
+            "PYTHONPATH=/bench",
+            "--entrypoint",
+            "python3",
+        ],
+        "trainlimit",
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"bench.trainlimit exited {proc.returncode}: {proc.stderr.strip()[-1500:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -98,11 +141,15 @@ def summarise(rounds: list[dict], train_images: int) -> dict:
         raise ValueError("every run needs at least two epochs")
     per_round = [statistics.median(r["limit"][1:]) / statistics.median(r["container"][1:]) for r in rounds]
     best_c, best_l = min(container), min(limit)
-    return {"container_epoch_s": best_c, "limit_epoch_s": best_l,
-            "container_images_per_s": round(train_images / best_c, 2),
-            "limit_images_per_s": round(train_images / best_l, 2),
-            "ratio": round(best_l / best_c, 3), "ratio_median_of_rounds": round(statistics.median(per_round), 3),
-            "rounds": rounds}
+    return {
+        "container_epoch_s": best_c,
+        "limit_epoch_s": best_l,
+        "container_images_per_s": round(train_images / best_c, 2),
+        "limit_images_per_s": round(train_images / best_l, 2),
+        "ratio": round(best_l / best_c, 3),
+        "ratio_median_of_rounds": round(statistics.median(per_round), 3),
+        "rounds": rounds,
+    }
 
 
 def run(work: Path, quick: bool = False, rounds: int = 2) -> dict:
@@ -112,37 +159,72 @@ def run(work: Path, quick: bool = False, rounds: int = 2) -> dict:
     arch, size = "resnet18", 224
     epochs, rounds = (2, 1) if quick else (3, rounds)
     data = write_jpeg_folder(work / f"jpeg{size}_{classes}x{train}", classes, train, valid, test, size)
-    hps = {"arch": arch, "image-size": size, "pretrained": "false", "epochs": epochs, "batch-size": batch,
-           "log-every": 1000, "early-stopping-patience": 0}
+    hps = {
+        "arch": arch,
+        "image-size": size,
+        "pretrained": "false",
+        "epochs": epochs,
+        "batch-size": batch,
+        "log-every": 1000,
+        "early-stopping-patience": 0,
+    }
     measured, speed, limit = [], {}, {}
     for k in range(rounds):
         metrics = run_container(work / f"opt_ml_jpeg_{uuid.uuid4().hex[:6]}", data, hps)
         speed = metrics.get("speed", {})
         limit = run_limit(arch, classes, train * classes, valid * classes, batch, size, speed, epochs)
         measured.append({"container": [e["seconds"] for e in metrics["epochs"]], "limit": limit["epochs_s"]})
-        log.info("training round %d: container epochs %s s, limit epochs %s s", k + 1, measured[-1]["container"],
-                 measured[-1]["limit"])
-    result = {"arch": arch, "image_size": size, "batch_size": batch, "train_images": train * classes,
-              "valid_images": valid * classes, "speed": speed,
-              "limit": {k: v for k, v in limit.items() if k != "epochs_s"},  # its settings; the epochs are in rounds
-              **summarise(measured, train * classes)}
-    log.info("training: container %.2f img/s, limit %.2f img/s (ratio %.2f; median of rounds %.2f)",
-             result["container_images_per_s"], result["limit_images_per_s"], result["ratio"],
-             result["ratio_median_of_rounds"])
+        log.info(
+            "training round %d: container epochs %s s, limit epochs %s s",
+            k + 1,
+            measured[-1]["container"],
+            measured[-1]["limit"],
+        )
+    result = {
+        "arch": arch,
+        "image_size": size,
+        "batch_size": batch,
+        "train_images": train * classes,
+        "valid_images": valid * classes,
+        "speed": speed,
+        "limit": {k: v for k, v in limit.items() if k != "epochs_s"},  # its settings; the epochs are in rounds
+        **summarise(measured, train * classes),
+    }
+    log.info(
+        "training: container %.2f img/s, limit %.2f img/s (ratio %.2f; median of rounds %.2f)",
+        result["container_images_per_s"],
+        result["limit_images_per_s"],
+        result["ratio"],
+        result["ratio_median_of_rounds"],
+    )
     from byoc.local.demo_data import write_demo_dataset
 
     demo = work / "demo"
     if not demo.exists():
         write_demo_dataset(demo)
     # The README's demo settings, fewer epochs: the epoch time is the figure, the model feeds the top-1 check.
-    quick_hps = {"arch": "resnet18", "image-size": 32, "pretrained": "false", "epochs": 2 if quick else 3,
-                 "batch-size": 64, "lr": 0.003}
+    quick_hps = {
+        "arch": "resnet18",
+        "image-size": 32,
+        "pretrained": "false",
+        "epochs": 2 if quick else 3,
+        "batch-size": 64,
+        "lr": 0.003,
+    }
     demo_root = work / f"opt_ml_demo_{uuid.uuid4().hex[:6]}"
     demo_metrics = run_container(demo_root, demo, quick_hps)
     seconds = [e["seconds"] for e in demo_metrics["epochs"]]
-    result["demo"] = {"hyperparameters": quick_hps, "epoch_s": seconds, "mean_epoch_s": round(sum(seconds) / len(seconds), 2),
-                      "test_accuracy": demo_metrics["test_accuracy"], "model_dir": str(demo_root / "model"),
-                      "test_split": str(demo / "test")}
-    log.info("demo dataset: %.1f s per epoch, test accuracy %.3f", result["demo"]["mean_epoch_s"],
-             demo_metrics["test_accuracy"])
+    result["demo"] = {
+        "hyperparameters": quick_hps,
+        "epoch_s": seconds,
+        "mean_epoch_s": round(sum(seconds) / len(seconds), 2),
+        "test_accuracy": demo_metrics["test_accuracy"],
+        "model_dir": str(demo_root / "model"),
+        "test_split": str(demo / "test"),
+    }
+    log.info(
+        "demo dataset: %.1f s per epoch, test accuracy %.3f",
+        result["demo"]["mean_epoch_s"],
+        demo_metrics["test_accuracy"],
+    )
     return result

@@ -13,8 +13,17 @@ import torch
 from torch import nn
 
 
-def epoch_seconds(model, optimizer, train: int, valid: int, batch: int, size: int, classes: int,
-                  amp: str = "off", channels_last: bool = False) -> float:
+def epoch_seconds(
+    model,
+    optimizer,
+    train: int,
+    valid: int,
+    batch: int,
+    size: int,
+    classes: int,
+    amp: str = "off",
+    channels_last: bool = False,
+) -> float:
     """One epoch as byoc.training.train runs it: train steps over `train` images, then evaluation over `valid`,
     with the job's own speed choice (autocast dtype, memory format)."""
     criterion = nn.CrossEntropyLoss()
@@ -52,19 +61,41 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--valid", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--image-size", type=int, default=224)
-    ap.add_argument("--amp", default="off", choices=("off", "bf16", "fp16"), help="the container's choice (metrics.json speed)")
+    ap.add_argument(
+        "--amp", default="off", choices=("off", "bf16", "fp16"), help="the container's choice (metrics.json speed)"
+    )
     ap.add_argument("--channels-last", default="false", choices=("true", "false"))
     ap.add_argument("--epochs", type=int, default=2, help="epochs to time (the first is warm-up)")
     args = ap.parse_args(argv)
     net = model_factory.create(args.arch, args.classes)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
-    run = lambda: epoch_seconds(net, optimizer, args.train, args.valid, args.batch_size, args.image_size, args.classes,
-                                args.amp, args.channels_last == "true")
+
+    def run() -> float:
+        return epoch_seconds(
+            net,
+            optimizer,
+            args.train,
+            args.valid,
+            args.batch_size,
+            args.image_size,
+            args.classes,
+            args.amp,
+            args.channels_last == "true",
+        )
+
     # The first epoch warms the allocator and oneDNN up, as the container's first epoch does.
     seconds = [round(run(), 2) for _ in range(max(2, args.epochs))]
-    print(json.dumps({"epochs_s": seconds, "threads": torch.get_num_threads(),
-                      "amp": args.amp, "channels_last": args.channels_last == "true",
-                      "torch": torch.__version__}))
+    print(
+        json.dumps(
+            {
+                "epochs_s": seconds,
+                "threads": torch.get_num_threads(),
+                "amp": args.amp,
+                "channels_last": args.channels_last == "true",
+                "torch": torch.__version__,
+            }
+        )
+    )
     return 0
 
 

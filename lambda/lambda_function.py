@@ -107,20 +107,24 @@ def load_settings() -> Settings:
 
 
 # Clients live as long as the container: created on first use, reused by every invocation.
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sagemaker_client(connect_timeout: float = 2.0, read_timeout: float = 10.0, max_attempts: int = 2):
     """The SageMaker Runtime client (AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME redirects it, e.g. to a local runtime)."""
-    config = BotoConfig(connect_timeout=connect_timeout, read_timeout=read_timeout,
-                        retries={"mode": "standard", "total_max_attempts": max_attempts})
+    config = BotoConfig(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
+    )
     return boto3.client("sagemaker-runtime", config=config)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def s3_client():
     return boto3.client("s3", config=BotoConfig(connect_timeout=2, read_timeout=10, retries={"mode": "standard"}))
 
 
 # ---- events -------------------------------------------------------------------------------
+
 
 def event_kind(event) -> str:
     """'rest-api' (v1), 'http-api' (v2), 'function-url' or 'direct'."""
@@ -187,13 +191,16 @@ def parse_json_request(doc, settings: Settings) -> tuple[Image, int]:
         text, content_type = doc["image"], "application/x-image"
         match = _DATA_URL.match(text) if isinstance(text, str) else None
         if match:
-            text, content_type = text[match.end():], match["type"].lower()
+            text, content_type = text[match.end() :], match["type"].lower()
         return Image(_check_size(_b64decode(text, '"image"')), content_type), top_k
     if "s3_uri" in doc:
         return fetch_s3(doc["s3_uri"], settings), top_k
     if any(key in doc for key in ("url", "image_url", "uri")):
-        raise ApiError(400, 'URLs are not fetched: send the image bytes, {"image": "<base64>"}, '
-                            'or an allowed {"s3_uri": "s3://bucket/key"}')
+        raise ApiError(
+            400,
+            'URLs are not fetched: send the image bytes, {"image": "<base64>"}, '
+            'or an allowed {"s3_uri": "s3://bucket/key"}',
+        )
     raise ApiError(400, 'missing "image": send {"image": "<base64>", "top_k": 3}')
 
 
@@ -255,13 +262,17 @@ def fetch_s3(uri, settings: Settings) -> Image:
 
 # ---- the endpoint ---------------------------------------------------------------------------
 
+
 def predict(settings: Settings, image: Image, top_k: int) -> list[dict]:
     """Top-k predictions from the endpoint, best first."""
     client = sagemaker_client(settings.connect_timeout, settings.read_timeout, settings.max_attempts)
     try:
         response = client.invoke_endpoint(
-            EndpointName=settings.endpoint_name, Body=image.data, ContentType=image.content_type,
-            Accept="application/json", CustomAttributes=f"top_k={top_k}",
+            EndpointName=settings.endpoint_name,
+            Body=image.data,
+            ContentType=image.content_type,
+            Accept="application/json",
+            CustomAttributes=f"top_k={top_k}",
         )
         body = response["Body"].read()
     except (ClientError, BotoCoreError) as exc:
@@ -299,12 +310,15 @@ def model_error(response: dict) -> ApiError:
     detail = _model_message(response.get("OriginalMessage") or "")
     code = f"ModelError:{status}"
     if status in (400, 413, 415):
-        default = {400: "the model could not read the image", 413: "the image is too large for the model",
-                   415: "the model does not accept this content type"}[status]
+        default = {
+            400: "the model could not read the image",
+            413: "the image is too large for the model",
+            415: "the model does not accept this content type",
+        }[status]
         return ApiError(status, detail or default, code)
     if 400 <= status < 500 and status not in (404, 405, 406, 408, 429):
         return ApiError(400, detail or "the model rejected the request", code)
-    said = f'{response.get("Error", {}).get("Message", "")} {response.get("OriginalMessage", "")}'
+    said = f"{response.get('Error', {}).get('Message', '')} {response.get('OriginalMessage', '')}"
     if status in (408, 504) or "timed out" in said.lower():
         return ApiError(504, "the model did not answer in time", code)
     if status in (429, 503):
@@ -329,6 +343,7 @@ def _model_message(original: str) -> str:
 
 # ---- responses --------------------------------------------------------------------------------
 
+
 def cors_headers(settings_origins: tuple[str, ...], origin: str | None, preflight: bool = False) -> dict:
     """CORS headers for an allowed Origin (none by default)."""
     if not origin or not settings_origins:
@@ -341,16 +356,25 @@ def cors_headers(settings_origins: tuple[str, ...], origin: str | None, prefligh
         return {}
     headers = {"Access-Control-Allow-Origin": allowed, "Vary": "Origin"}
     if preflight:
-        headers.update({"Access-Control-Allow-Methods": "POST, OPTIONS",
-                        "Access-Control-Allow-Headers": "Content-Type", "Access-Control-Max-Age": "600"})
+        headers.update(
+            {
+                "Access-Control-Allow-Methods": "POST, OPTIONS",
+                "Access-Control-Allow-Headers": "Content-Type",
+                "Access-Control-Max-Age": "600",
+            }
+        )
     return headers
 
 
 def respond(status: int, doc: dict | None, headers: dict | None = None) -> dict:
     """A proxy-format response (API Gateway v1/v2 and Function URLs; direct calls get the same)."""
     base = {"Content-Type": "application/json", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-    return {"statusCode": status, "headers": {**base, **(headers or {})},
-            "body": json.dumps(doc) if doc is not None else "", "isBase64Encoded": False}
+    return {
+        "statusCode": status,
+        "headers": {**base, **(headers or {})},
+        "body": json.dumps(doc) if doc is not None else "",
+        "isBase64Encoded": False,
+    }
 
 
 def log_line(fields: dict) -> None:
@@ -359,6 +383,7 @@ def log_line(fields: dict) -> None:
 
 
 # ---- the handler --------------------------------------------------------------------------------
+
 
 def handle(event, kind: str, settings: Settings, log: dict) -> tuple[int, dict | None]:
     """(status, body) for one event; raises ApiError."""

@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.dockerutil import free_port
+from tests import netutil
 
 MOTO = Path(sys.executable).with_name("moto_server")
 ROLE = "arn:aws:iam::123456789012:role/byoc-test-sagemaker"
@@ -20,9 +19,14 @@ REGION = "us-east-1"
 
 def aws_env(endpoint: str | None) -> dict[str, str]:
     """Dummy credentials and no way to reach anything but `endpoint` (no profile files, no instance metadata)."""
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
-           "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/dev/null",
-           "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    }
     if endpoint:
         env["AWS_ENDPOINT_URL"] = endpoint
     return env
@@ -30,21 +34,15 @@ def aws_env(endpoint: str | None) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def moto_server():
-    """A moto_server process on a free loopback port; yields its URL."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([str(MOTO), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    """A moto_server process on the loopback port it chose (-p 0, read from its "Running on" line); yields
+    its URL once it answers."""
+    proc = subprocess.Popen(
+        [str(MOTO), "-H", "127.0.0.1", "-p", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start")
-                time.sleep(0.2)
+        output = netutil.Output(proc.stdout)  # also keeps reading its request log, so the pipe never fills
+        url = output.wait_for(r"Running on (http://127\.0\.0\.1:\d+)", timeout=60)[1]
+        urllib.request.urlopen(f"{url}/moto-api/", timeout=30).close()
         yield url
     finally:
         proc.terminate()

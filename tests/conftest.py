@@ -10,6 +10,9 @@ import pytest
 
 from tests import dockerutil as du
 
+# The moto_server and aws fixtures, for every test module that asks for them by name.
+pytest_plugins = ["tests.awsutil"]
+
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
@@ -54,8 +57,15 @@ def serve_cpu_image() -> str:
 
 
 # Fast settings that still give a real model on the demo data (see README's demo section).
-QUICK_HPS = {"arch": "resnet18", "image-size": 32, "pretrained": "false", "epochs": "4", "batch-size": "64",
-             "lr": "0.003", "num-workers": "1"}
+QUICK_HPS = {
+    "arch": "resnet18",
+    "image-size": 32,
+    "pretrained": "false",
+    "epochs": "4",
+    "batch-size": "64",
+    "lr": "0.003",
+    "num-workers": "1",
+}
 
 
 @pytest.fixture(scope="session")

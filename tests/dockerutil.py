@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.netutil import free_port, on_free_port, raise_if_port_taken  # noqa: F401 (free_port: used through du)
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_IMAGE = os.environ.get("BYOC_TRAIN_IMAGE", "byoc-train:latest")
@@ -43,12 +45,6 @@ def ensure_image(image: str, what: str) -> str:
     return image
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run(args: list[str], timeout: float = 900, check: bool = False) -> subprocess.CompletedProcess:
     """`docker ARGS`, output captured as text."""
     proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
@@ -57,24 +53,46 @@ def run(args: list[str], timeout: float = 900, check: bool = False) -> subproces
     return proc
 
 
-def make_opt_ml(root: Path, hyperparameters: dict | None = None, channels: dict[str, Path] | None = None,
-                hosts: list[str] | None = None, current_host: str = "algo-1") -> Path:
+def make_opt_ml(
+    root: Path,
+    hyperparameters: dict | None = None,
+    channels: dict[str, Path] | None = None,
+    hosts: list[str] | None = None,
+    current_host: str = "algo-1",
+) -> Path:
     """An /opt/ml tree as SageMaker writes it (hyperparameter values as JSON strings)."""
     hosts = hosts or ["algo-1"]
     config = root / "input" / "config"
     config.mkdir(parents=True, exist_ok=True)
     hps = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (hyperparameters or {}).items()}
     (config / "hyperparameters.json").write_text(json.dumps(hps))
-    (config / "resourceconfig.json").write_text(json.dumps({
-        "current_host": current_host, "hosts": hosts, "network_interface_name": "lo",
-        "current_instance_type": "local", "current_group_name": "homogeneousCluster",
-        "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": "local", "hosts": hosts}],
-    }))
+    (config / "resourceconfig.json").write_text(
+        json.dumps(
+            {
+                "current_host": current_host,
+                "hosts": hosts,
+                "network_interface_name": "lo",
+                "current_instance_type": "local",
+                "current_group_name": "homogeneousCluster",
+                "instance_groups": [
+                    {"instance_group_name": "homogeneousCluster", "instance_type": "local", "hosts": hosts}
+                ],
+            }
+        )
+    )
     channels = channels or {}
-    (config / "inputdataconfig.json").write_text(json.dumps({
-        name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
-        for name in channels
-    }))
+    (config / "inputdataconfig.json").write_text(
+        json.dumps(
+            {
+                name: {
+                    "TrainingInputMode": "File",
+                    "S3DistributionType": "FullyReplicated",
+                    "RecordWrapperType": "None",
+                }
+                for name in channels
+            }
+        )
+    )
     for name, src in channels.items():
         dst = root / "input" / "data" / name
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -85,12 +103,31 @@ def make_opt_ml(root: Path, hyperparameters: dict | None = None, channels: dict[
     return root
 
 
-def train_container(opt_ml: Path, *extra_args: str, name: str | None = None, hostname: str = "algo-1",
-                    network: str = "none", detach: bool = False, timeout: float = 900,
-                    docker_opts: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def train_container(
+    opt_ml: Path,
+    *extra_args: str,
+    name: str | None = None,
+    hostname: str = "algo-1",
+    network: str = "none",
+    detach: bool = False,
+    timeout: float = 900,
+    docker_opts: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess:
     """`docker run byoc-train train` with `opt_ml` mounted as /opt/ml, as SageMaker runs it."""
-    args = ["run", "--rm" if not detach else "-d", "--network", network, "--hostname", hostname,
-            "--add-host", f"{hostname}:127.0.0.1", "--shm-size", "1g", "-v", f"{opt_ml}:/opt/ml"]
+    args = [
+        "run",
+        "--rm" if not detach else "-d",
+        "--network",
+        network,
+        "--hostname",
+        hostname,
+        "--add-host",
+        f"{hostname}:127.0.0.1",
+        "--shm-size",
+        "1g",
+        "-v",
+        f"{opt_ml}:/opt/ml",
+    ]
     if name:
         args += ["--name", name]
     args += list(docker_opts)
@@ -114,3 +151,73 @@ def wait_http(url: str, timeout: float = 60, ok=(200,)) -> int:
             last = exc
         time.sleep(0.25)
     raise TimeoutError(f"{url} did not answer {ok} within {timeout}s (last: {last})")
+
+
+def logs(name: str) -> str:
+    """The container's log, stdout and stderr together."""
+    proc = run(["logs", name])
+    return proc.stdout + proc.stderr
+
+
+def is_running(name: str) -> bool:
+    return run(["inspect", "-f", "{{.State.Running}}", name]).stdout.strip() == "true"
+
+
+def wait_log(name: str, text: str, timeout: float) -> str:
+    """Poll the container's log until it contains `text`; return the log. PortTaken when the container
+    exited because its port was taken, AssertionError when it exited otherwise or `timeout` passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = logs(name)
+        if text in log:
+            return log
+        if not is_running(name):
+            log = logs(name)  # its last lines may have come after the read above
+            if text in log:
+                return log
+            raise_if_port_taken(log, f"container {name}")
+            raise AssertionError(f"container {name} exited before logging {text!r}:\n{log[-4000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"container {name} did not log {text!r} within {timeout:g} s:\n{log[-4000:]}")
+        time.sleep(0.25)
+
+
+SERVE_READY = '{"event": "ready"'  # the serving image's line once a worker answers and the port is bound
+
+
+def serve_args(image: str, model_dir: Path, port: int, name: str, *env: str) -> list[str]:
+    """`docker run -d` of the serving image on the host network, on 127.0.0.1:port, model read-only."""
+    args = [
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "-v",
+        f"{model_dir}:/opt/ml/model:ro",
+        "-e",
+        f"SAGEMAKER_BIND_TO_PORT={port}",
+        "-e",
+        "BYOC_BIND_HOST=127.0.0.1",
+    ]
+    for item in env:
+        args += ["-e", item]
+    return [*args, image, "serve"]
+
+
+def start_serving(image: str, model_dir: Path, label: str, *env: str, timeout: float = 240) -> dict:
+    """A serving container that has bound its port and logged ready: {'port', 'name', 'id', 'url'}.
+    It binds port 0 (SAGEMAKER_BIND_TO_PORT=0: the OS picks a free one, no race) and its ready line
+    names the port it got."""
+    name = f"{label}-{uuid.uuid4().hex[:8]}"
+    cid = run(serve_args(image, model_dir, 0, name, *env), check=True).stdout.strip()
+    try:
+        log = wait_log(name, SERVE_READY, timeout)
+        ready = next(json.loads(line) for line in log.splitlines() if line.startswith(SERVE_READY))
+        port = int(ready["port"])
+        wait_http(f"http://127.0.0.1:{port}/ping", timeout=30)
+    except BaseException:
+        run(["rm", "-f", name])
+        raise
+    return {"port": port, "name": name, "id": cid, "url": f"http://127.0.0.1:{port}"}

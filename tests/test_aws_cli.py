@@ -14,9 +14,11 @@ AWS_COMMANDS = ("data", "train-job", "tune", "deploy", "autoscale", "lambda-depl
 
 
 def test_aws_commands_never_import_torch_or_numpy():
-    code = ("import sys, byoc.cli, byoc.aws.commands, byoc.aws.status, byoc.aws.teardown, byoc.aws.s3data\n"
-            "byoc.cli.build_parser()\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'numpy', 'PIL')))")
+    code = (
+        "import sys, byoc.cli, byoc.aws.commands, byoc.aws.status, byoc.aws.teardown, byoc.aws.s3data\n"
+        "byoc.cli.build_parser()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'numpy', 'PIL')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -30,8 +32,9 @@ def test_every_aws_command_is_registered():
 
 def _byoc(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    return subprocess.run([sys.executable, "-m", "byoc.cli", *argv], capture_output=True, text=True,
-                          env={**clean, **env}, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "byoc.cli", *argv], capture_output=True, text=True, env={**clean, **env}, timeout=60
+    )
 
 
 def test_missing_credentials_is_a_one_line_error():

@@ -10,10 +10,14 @@ import zipfile
 import boto3
 import pytest
 
-from tests.awsutil import aws, byoc, moto_server  # noqa: F401 - fixtures
+from tests.awsutil import byoc
 
-FILES = {f"dogImages/{split}/{n:03d}.Breed_{n}/img_{i}.jpg": f"{split}-{n}-{i}".encode() * 50
-         for split in ("train", "valid", "test") for n in (1, 2) for i in range(3)}
+FILES = {
+    f"dogImages/{split}/{n:03d}.Breed_{n}/img_{i}.jpg": f"{split}-{n}-{i}".encode() * 50
+    for split in ("train", "valid", "test")
+    for n in (1, 2)
+    for i in range(3)
+}
 
 
 @pytest.fixture
@@ -45,8 +49,20 @@ def keys(bucket: str, prefix: str) -> dict[str, bytes]:
 
 
 def test_dogimages_uploads_the_layout_once_and_then_only_what_differs(aws, capsys, http_url, tmp_path):
-    args = ("data", "dogimages", "--bucket", "byoc-test-data", "--prefix", "dogs/v1", "--url", http_url,
-            "--work-dir", str(tmp_path / "work"), "--workers", "4")
+    args = (
+        "data",
+        "dogimages",
+        "--bucket",
+        "byoc-test-data",
+        "--prefix",
+        "dogs/v1",
+        "--url",
+        http_url,
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--workers",
+        "4",
+    )
     out = byoc(capsys, *args)
     assert "creating bucket s3://byoc-test-data" in out
     assert f"uploading {len(FILES)} of {len(FILES)} files" in out
@@ -67,8 +83,17 @@ def test_dogimages_uploads_the_layout_once_and_then_only_what_differs(aws, capsy
 
 
 def test_dogimages_from_a_file_url_and_a_bad_archive(aws, capsys, archive, tmp_path):
-    out = byoc(capsys, "data", "dogimages", "--bucket", "byoc-test-file", "--url", archive.as_uri(),
-               "--work-dir", str(tmp_path / "work"))
+    out = byoc(
+        capsys,
+        "data",
+        "dogimages",
+        "--bucket",
+        "byoc-test-file",
+        "--url",
+        archive.as_uri(),
+        "--work-dir",
+        str(tmp_path / "work"),
+    )
     assert "training data ready: s3://byoc-test-file/dogImages" in out
     assert len(keys("byoc-test-file", "dogImages/")) == len(FILES)
 
@@ -78,6 +103,19 @@ def test_dogimages_from_a_file_url_and_a_bad_archive(aws, capsys, archive, tmp_p
         zf.writestr("readme.txt", "no images here")
     from byoc.cli import main
 
-    assert main(["data", "dogimages", "--bucket", "byoc-test-file", "--url", bad.as_uri(),
-                 "--work-dir", str(tmp_path / "work2")]) == 1
+    assert (
+        main(
+            [
+                "data",
+                "dogimages",
+                "--bucket",
+                "byoc-test-file",
+                "--url",
+                bad.as_uri(),
+                "--work-dir",
+                str(tmp_path / "work2"),
+            ]
+        )
+        == 1
+    )
     assert "dogImages layout" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from botocore.stub import Stubber
 
 from byoc.aws import lambda_deploy, policies
 from byoc.aws.session import AwsError
-from tests.awsutil import ROLE, aws, byoc, moto_server  # noqa: F401 - fixtures
+from tests.awsutil import ROLE, byoc
 
 HANDLER = "import os\n\ndef lambda_handler(event, context):\n    return {'endpoint': os.environ['ENDPOINT_NAME']}\n"
 
@@ -30,8 +30,20 @@ def source(tmp_path):
 
 
 def deploy_args(name, source, *extra):
-    return ("lambda-deploy", "--name", name, "--function", f"{name}-classify", "--source", str(source),
-            "--reserved-concurrency", "5", "--poll", "0.05", *extra)
+    return (
+        "lambda-deploy",
+        "--name",
+        name,
+        "--function",
+        f"{name}-classify",
+        "--source",
+        str(source),
+        "--reserved-concurrency",
+        "5",
+        "--poll",
+        "0.05",
+        *extra,
+    )
 
 
 def test_package_is_deterministic_and_skips_caches(source):
@@ -63,8 +75,13 @@ def test_lambda_deploy_least_privilege_role_alias_concurrency_url(aws, capsys, s
     document = iam.get_role_policy(RoleName="byoc-lam1-lambda", PolicyName="invoke-endpoint")["PolicyDocument"]
     assert document["Statement"] == [
         {"Sid": "InvokeOneEndpoint", "Effect": "Allow", "Action": "sagemaker:InvokeEndpoint", "Resource": endpoint_arn},
-        {"Sid": "WriteOwnLogs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-         "Resource": f"{group_arn}:log-stream:*"}]
+        {
+            "Sid": "WriteOwnLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": f"{group_arn}:log-stream:*",
+        },
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from parliament import analyze_policy_string
@@ -73,8 +90,12 @@ def test_lambda_deploy_least_privilege_role_alias_concurrency_url(aws, capsys, s
     fn = lam.get_function(FunctionName="lam1-classify")
     config = fn["Configuration"]
     assert config["Role"] == role["Arn"]
-    assert (config["Runtime"], config["Handler"], config["MemorySize"], config["Timeout"]) == \
-        ("python3.12", "lambda_function.lambda_handler", 1024, 20)
+    assert (config["Runtime"], config["Handler"], config["MemorySize"], config["Timeout"]) == (
+        "python3.12",
+        "lambda_function.lambda_handler",
+        1024,
+        20,
+    )
     assert config["Environment"]["Variables"] == {"ENDPOINT_NAME": "lam1"}
     assert lam.list_tags(Resource=config["FunctionArn"])["Tags"] == {"byoc:name": "lam1"}
     assert lam.get_alias(FunctionName="lam1-classify", Name="live")["FunctionVersion"] == "1"
@@ -92,14 +113,17 @@ def test_lambda_deploy_least_privilege_role_alias_concurrency_url(aws, capsys, s
     assert versions == ["$LATEST", "1"]
 
     (source / "lambda_function.py").write_text(HANDLER + "# v2\n")
-    out = byoc(capsys, *deploy_args("lam1", source, "--memory", "1024", "--timeout", "20",
-                                    "--s3-read-bucket", "lam1-uploads"))
+    out = byoc(
+        capsys, *deploy_args("lam1", source, "--memory", "1024", "--timeout", "20", "--s3-read-bucket", "lam1-uploads")
+    )
     assert "updating the code of lam1-classify" in out and "moving alias live: 1 -> 2" in out
     assert "inline policy invoke-endpoint: updating" in out
     document = iam.get_role_policy(RoleName="byoc-lam1-lambda", PolicyName="invoke-endpoint")["PolicyDocument"]
     assert document["Statement"][2]["Resource"] == ["arn:aws:s3:::lam1-uploads/*"]
-    assert lam.get_function_configuration(FunctionName="lam1-classify", Qualifier="2")["Environment"]["Variables"] == \
-        {"ENDPOINT_NAME": "lam1", "S3_ALLOWED_BUCKETS": "lam1-uploads"}
+    assert lam.get_function_configuration(FunctionName="lam1-classify", Qualifier="2")["Environment"]["Variables"] == {
+        "ENDPOINT_NAME": "lam1",
+        "S3_ALLOWED_BUCKETS": "lam1-uploads",
+    }
     assert "removing the Function URL" in out
     assert lam.get_alias(FunctionName="lam1-classify", Name="live")["FunctionVersion"] == "2"
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
@@ -117,9 +141,13 @@ def test_lambda_deploy_rejects_bad_settings(aws, capsys, source, tmp_path):
 
 
 def _config(status: str, allocated: int, requested: int = 2) -> dict:
-    return {"RequestedProvisionedConcurrentExecutions": requested, "AvailableProvisionedConcurrentExecutions": allocated,
-            "AllocatedProvisionedConcurrentExecutions": allocated, "Status": status,
-            "LastModified": "2026-01-01T00:00:00+0000"}
+    return {
+        "RequestedProvisionedConcurrentExecutions": requested,
+        "AvailableProvisionedConcurrentExecutions": allocated,
+        "AllocatedProvisionedConcurrentExecutions": allocated,
+        "Status": status,
+        "LastModified": "2026-01-01T00:00:00+0000",
+    }
 
 
 def stubbed_lambda():
@@ -132,11 +160,18 @@ def test_provisioned_concurrency_on_the_alias(capsys):
     lam = stubbed_lambda()
     key = {"FunctionName": "fn", "Qualifier": "live"}
     with Stubber(lam) as stub:
-        stub.add_client_error("get_provisioned_concurrency_config", "ProvisionedConcurrencyConfigNotFoundException",
-                              "No Provisioned Concurrency Config found", 404, expected_params=key)
-        stub.add_response("put_provisioned_concurrency_config",
-                          {"RequestedProvisionedConcurrentExecutions": 2, "Status": "IN_PROGRESS"},
-                          {**key, "ProvisionedConcurrentExecutions": 2})
+        stub.add_client_error(
+            "get_provisioned_concurrency_config",
+            "ProvisionedConcurrencyConfigNotFoundException",
+            "No Provisioned Concurrency Config found",
+            404,
+            expected_params=key,
+        )
+        stub.add_response(
+            "put_provisioned_concurrency_config",
+            {"RequestedProvisionedConcurrentExecutions": 2, "Status": "IN_PROGRESS"},
+            {**key, "ProvisionedConcurrentExecutions": 2},
+        )
         stub.add_response("get_provisioned_concurrency_config", _config("IN_PROGRESS", 0), key)
         stub.add_response("get_provisioned_concurrency_config", _config("READY", 2), key)
         lambda_deploy.set_provisioned(lam, "fn", "live", 2, poll=0.01)
@@ -161,10 +196,15 @@ def test_provisioned_concurrency_failure_is_reported():
     key = {"FunctionName": "fn", "Qualifier": "live"}
     with Stubber(lam) as stub:
         stub.add_response("get_provisioned_concurrency_config", _config("READY", 1, requested=1), key)
-        stub.add_response("put_provisioned_concurrency_config",
-                          {"RequestedProvisionedConcurrentExecutions": 3, "Status": "IN_PROGRESS"},
-                          {**key, "ProvisionedConcurrentExecutions": 3})
-        stub.add_response("get_provisioned_concurrency_config",
-                          {**_config("FAILED", 1, requested=3), "StatusReason": "account concurrency limit"}, key)
+        stub.add_response(
+            "put_provisioned_concurrency_config",
+            {"RequestedProvisionedConcurrentExecutions": 3, "Status": "IN_PROGRESS"},
+            {**key, "ProvisionedConcurrentExecutions": 3},
+        )
+        stub.add_response(
+            "get_provisioned_concurrency_config",
+            {**_config("FAILED", 1, requested=3), "StatusReason": "account concurrency limit"},
+            key,
+        )
         with pytest.raises(AwsError, match="account concurrency limit"):
             lambda_deploy.set_provisioned(lam, "fn", "live", 3, poll=0.01)

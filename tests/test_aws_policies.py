@@ -34,16 +34,21 @@ def test_lambda_policy_allows_exactly_one_endpoint_and_its_own_log_streams():
 
 def test_reading_images_from_s3_is_one_extra_statement_on_named_buckets_only():
     doc = policies.lambda_invoke(ENDPOINT_ARN, LOG_GROUP_ARN, ["arn:aws:s3:::uploads-b/*", "arn:aws:s3:::uploads-a/*"])
-    assert doc["Statement"][2] == {"Sid": "ReadAllowedImages", "Effect": "Allow", "Action": "s3:GetObject",
-                                   "Resource": ["arn:aws:s3:::uploads-a/*", "arn:aws:s3:::uploads-b/*"]}
+    assert doc["Statement"][2] == {
+        "Sid": "ReadAllowedImages",
+        "Effect": "Allow",
+        "Action": "s3:GetObject",
+        "Resource": ["arn:aws:s3:::uploads-a/*", "arn:aws:s3:::uploads-b/*"],
+    }
     assert len(doc["Statement"]) == 3
     assert findings(doc) == []
 
 
 def test_lambda_trust_policy_names_only_the_lambda_service():
     doc = policies.trust("lambda.amazonaws.com")
-    assert doc["Statement"] == [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
-                                 "Action": "sts:AssumeRole"}]
+    assert doc["Statement"] == [
+        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    ]
 
 
 def test_parliament_is_not_a_rubber_stamp():
@@ -77,19 +82,25 @@ def test_sagemaker_execution_policy_is_scoped_to_one_bucket_prefix_and_our_repos
     def arn(service, resource):
         return f"arn:aws:{service}:us-east-1:123456789012:{resource}"
 
-    doc = policies.sagemaker_execution(arn, "arn:aws:s3:::bkt", ["dogImages"], "byoc/dogs",
-                                       ["byoc-train", "byoc-serve"])
+    doc = policies.sagemaker_execution(
+        arn, "arn:aws:s3:::bkt", ["dogImages"], "byoc/dogs", ["byoc-train", "byoc-serve"]
+    )
     statements = {s["Sid"]: (s["Action"], s["Resource"]) for s in doc["Statement"]}
     assert statements == {
         "ListOwnPrefixes": ("s3:ListBucket", "arn:aws:s3:::bkt"),
         "ReadDataAndModels": ("s3:GetObject", ["arn:aws:s3:::bkt/byoc/dogs/*", "arn:aws:s3:::bkt/dogImages/*"]),
         "WriteOutputs": ("s3:PutObject", "arn:aws:s3:::bkt/byoc/dogs/*"),
-        "PullImages": (["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
-                       [arn("ecr", "repository/byoc-serve"), arn("ecr", "repository/byoc-train")]),
+        "PullImages": (
+            ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+            [arn("ecr", "repository/byoc-serve"), arn("ecr", "repository/byoc-train")],
+        ),
         "EcrLogin": ("ecr:GetAuthorizationToken", "*"),  # the one action with no resource-level permissions
-        "WriteSageMakerLogs": (["logs:CreateLogGroup", "logs:CreateLogStream", "logs:DescribeLogStreams",
-                                "logs:PutLogEvents"], [arn("logs", "log-group:/aws/sagemaker/*")]),
+        "WriteSageMakerLogs": (
+            ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
+            [arn("logs", "log-group:/aws/sagemaker/*")],
+        ),
     }
-    assert doc["Statement"][0]["Condition"] == {"StringLike": {"s3:prefix": [
-        "byoc/dogs/*", "dogImages/*", "byoc/dogs", "dogImages"]}}
+    assert doc["Statement"][0]["Condition"] == {
+        "StringLike": {"s3:prefix": ["byoc/dogs/*", "dogImages/*", "byoc/dogs", "dogImages"]}
+    }
     assert findings(doc) == []

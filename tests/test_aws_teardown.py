@@ -6,8 +6,7 @@ import boto3
 import pytest
 
 from byoc.aws import endpoint
-
-from tests.awsutil import ROLE, aws, byoc, moto_server  # noqa: F401 - fixtures
+from tests.awsutil import ROLE, byoc
 
 
 @pytest.fixture
@@ -27,8 +26,19 @@ def build(capsys, name: str, source) -> None:
     sm.create_model(**endpoint.model_request(old))
     sm.create_endpoint_config(**endpoint.config_request(old, endpoint.model_request(old)["ModelName"]))
     byoc(capsys, "autoscale", "--name", name, "--max", "3", "--target-invocations", "100")
-    byoc(capsys, "lambda-deploy", "--name", name, "--function", f"{name}-fn", "--source", str(source),
-         "--reserved-concurrency", "2", "--function-url")
+    byoc(
+        capsys,
+        "lambda-deploy",
+        "--name",
+        name,
+        "--function",
+        f"{name}-fn",
+        "--source",
+        str(source),
+        "--reserved-concurrency",
+        "2",
+        "--function-url",
+    )
     byoc(capsys, "train-job", "--name", name, "--data", "s3://byoc-test-bucket/dogImages", "--poll", "0.05")
 
 
@@ -43,18 +53,35 @@ def inventory(name: str) -> dict:
     endpoints = [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"] if e["EndpointName"] == name]
     return {
         "endpoint": endpoints,
-        "configs": [c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]
-                    if tagged(c["EndpointConfigArn"])],
+        "configs": [
+            c["EndpointConfigName"]
+            for c in sm.list_endpoint_configs()["EndpointConfigs"]
+            if tagged(c["EndpointConfigArn"])
+        ],
         "models": [m["ModelName"] for m in sm.list_models()["Models"] if tagged(m["ModelArn"])],
-        "targets": [t["ResourceId"] for t in aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
-                    if t["ResourceId"] == f"endpoint/{name}/variant/AllTraffic"],
-        "policies": [p["PolicyName"] for p in aas.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
-                     if p["ResourceId"] == f"endpoint/{name}/variant/AllTraffic"],
-        "functions": [f["FunctionName"] for f in lam.list_functions()["Functions"] if f["FunctionName"] == f"{name}-fn"],
-        "roles": [r["RoleName"] for r in iam.list_roles()["Roles"]
-                  if r["RoleName"] in (f"byoc-{name}-lambda", f"byoc-{name}-sagemaker")],
-        "log_groups": [g["logGroupName"] for g in logs.describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{name}-fn")
-                       ["logGroups"] if g["logGroupName"] == f"/aws/lambda/{name}-fn"],
+        "targets": [
+            t["ResourceId"]
+            for t in aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+            if t["ResourceId"] == f"endpoint/{name}/variant/AllTraffic"
+        ],
+        "policies": [
+            p["PolicyName"]
+            for p in aas.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+            if p["ResourceId"] == f"endpoint/{name}/variant/AllTraffic"
+        ],
+        "functions": [
+            f["FunctionName"] for f in lam.list_functions()["Functions"] if f["FunctionName"] == f"{name}-fn"
+        ],
+        "roles": [
+            r["RoleName"]
+            for r in iam.list_roles()["Roles"]
+            if r["RoleName"] in (f"byoc-{name}-lambda", f"byoc-{name}-sagemaker")
+        ],
+        "log_groups": [
+            g["logGroupName"]
+            for g in logs.describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{name}-fn")["logGroups"]
+            if g["logGroupName"] == f"/aws/lambda/{name}-fn"
+        ],
     }
 
 
@@ -62,12 +89,15 @@ def test_teardown_removes_everything_of_name_and_nothing_of_its_neighbour(aws, c
     build(capsys, "alpha", source)
     build(capsys, "alpha-2", source)  # shares the prefix: NameContains="alpha" finds its resources too
     boto3.client("sagemaker").create_model(  # someone else's model whose name contains ours, untagged
-        ModelName="alpha-handmade", PrimaryContainer={"Image": "x"}, ExecutionRoleArn=ROLE)
+        ModelName="alpha-handmade", PrimaryContainer={"Image": "x"}, ExecutionRoleArn=ROLE
+    )
     before = inventory("alpha")
     assert all(before.values()), before
     assert len(before["configs"]) == 2 and len(before["models"]) == 2 and len(before["roles"]) == 2
     sm = boto3.client("sagemaker")
-    config = sm.describe_endpoint_config(EndpointConfigName=sm.describe_endpoint(EndpointName="alpha")["EndpointConfigName"])
+    config = sm.describe_endpoint_config(
+        EndpointConfigName=sm.describe_endpoint(EndpointName="alpha")["EndpointConfigName"]
+    )
     model = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
     assert model["ExecutionRoleArn"] == "arn:aws:iam::123456789012:role/byoc/byoc-alpha-sagemaker"
     neighbour = inventory("alpha-2")

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from bench import containers, httpload, payloads, report
+from tests import netutil
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -56,8 +57,8 @@ def test_load_counts_answers_and_errors(http_server):
 
 
 def test_load_reports_a_refused_connection():
-    port = containers.free_port()  # nothing listens there
-    result = httpload.run("127.0.0.1", port, "/x", b"a", "image/jpeg", concurrency=1, seconds=0.2, warmup=0.0)
+    with netutil.closed_port() as port:  # bound, never listening: refuses, and nobody else can take it
+        result = httpload.run("127.0.0.1", port, "/x", b"a", "image/jpeg", concurrency=1, seconds=0.2, warmup=0.0)
     assert result.requests == 0 and result.errors > 0
 
 
@@ -83,7 +84,7 @@ def test_payloads_have_the_requested_megapixels(tmp_path):
 
 def test_pipelines_agree_with_the_reference(tmp_path):
     """Every decode/preprocess variant gives the reference tensor's shape and nearly its values."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from bench.inprocess import Pipelines
     from byoc.core.preprocessing import Preprocessing
 
@@ -102,22 +103,47 @@ def test_pipelines_agree_with_the_reference(tmp_path):
 
 def _results(byoc_c1=110.0, byoc_rps=(9.0, 18.0), ts_rps=(7.0, 12.0), limit_ms=100.0, limit_best=20.0):
     def load(c1, rates):
-        return {"2MP": [{"concurrency": c, "p50_ms": c1 * c, "p99_ms": c1 * c * 1.5, "rps": r, "requests": 10,
-                         "errors": 0} for c, r in zip((1, 4), rates)]}
+        return {
+            "2MP": [
+                {"concurrency": c, "p50_ms": c1 * c, "p99_ms": c1 * c * 1.5, "rps": r, "requests": 10, "errors": 0}
+                for c, r in zip((1, 4), rates, strict=True)
+            ]
+        }
 
-    limit = {"2MP": {"e2e_batch1_ms": {"2MP": {"pipeline": "pil_draft", "ms": limit_ms}},
-                     "best_batch": {"2MP": {"batch": 4, "images_per_s": limit_best}},
-                     "preprocess_ms": {"2MP": {"pil_full": 15.0, "pil_draft": 7.0}},
-                     "forward_ms": {"torchscript_optimized": 60.0}, "torch": "2.x", "threads": 2}}
+    limit = {
+        "2MP": {
+            "e2e_batch1_ms": {"2MP": {"pipeline": "pil_draft", "ms": limit_ms}},
+            "best_batch": {"2MP": {"batch": 4, "images_per_s": limit_best}},
+            "preprocess_ms": {"2MP": {"pil_full": 15.0, "pil_draft": 7.0}},
+            "forward_ms": {"torchscript_optimized": 60.0},
+            "torch": "2.x",
+            "threads": 2,
+        }
+    }
     return {
         "serving": {
-            "servers": [{"label": "byoc", "image": "i", "load": load(byoc_c1, byoc_rps), "cold_start_ping_s": 6.0,
-                         "limit": limit},
-                        {"label": "torchserve", "image": "t", "load": load(150.0, ts_rps), "cold_start_ping_s": 9.0}],
+            "servers": [
+                {
+                    "label": "byoc",
+                    "image": "i",
+                    "load": load(byoc_c1, byoc_rps),
+                    "cold_start_ping_s": 6.0,
+                    "limit": limit,
+                },
+                {"label": "torchserve", "image": "t", "load": load(150.0, ts_rps), "cold_start_ping_s": 9.0},
+            ],
         },
-        "training": {"ratio": 0.8, "arch": "resnet18", "batch_size": 32, "train_images": 384, "valid_images": 32,
-                     "container_epoch_s": 50.0, "container_images_per_s": 7.7, "limit_epoch_s": 40.0,
-                     "limit_images_per_s": 9.6},
+        "training": {
+            "ratio": 0.8,
+            "arch": "resnet18",
+            "batch_size": 32,
+            "train_images": 384,
+            "valid_images": 32,
+            "container_epoch_s": 50.0,
+            "container_images_per_s": 7.7,
+            "limit_epoch_s": 40.0,
+            "limit_images_per_s": 9.6,
+        },
         "sizes": [{"image": "byoc-serve:cpu", "what": "cpu", "gb": 1.2, "target_gb": 1.5}],
     }
 
@@ -159,10 +185,23 @@ def test_bench_cli_writes_results(tmp_path):
 
 
 def test_merged_slices_pool_latencies_and_counts():
-    a = httpload.LoadResult(1, 2.0, 3, 0, 10, 10, 10, 1.5, total_requests=3, cpu_ms_per_request=100.0,
-                            latencies_ms=[10.0, 11.0, 12.0])
-    b = httpload.LoadResult(1, 2.0, 2, 1, 30, 30, 30, 1.0, first_error="HTTP 500", total_requests=2,
-                            cpu_ms_per_request=200.0, latencies_ms=[30.0, 40.0])
+    a = httpload.LoadResult(
+        1, 2.0, 3, 0, 10, 10, 10, 1.5, total_requests=3, cpu_ms_per_request=100.0, latencies_ms=[10.0, 11.0, 12.0]
+    )
+    b = httpload.LoadResult(
+        1,
+        2.0,
+        2,
+        1,
+        30,
+        30,
+        30,
+        1.0,
+        first_error="HTTP 500",
+        total_requests=2,
+        cpu_ms_per_request=200.0,
+        latencies_ms=[30.0, 40.0],
+    )
     m = httpload.merge([a, b])
     assert (m.requests, m.errors, m.seconds, m.rps, m.p50_ms, m.p99_ms) == (5, 1, 4.0, 1.25, 12.0, 40.0)
     assert m.cpu_ms_per_request == 140.0 and m.first_error == "HTTP 500" and "latencies_ms" not in m.to_json()
@@ -172,13 +211,21 @@ def test_the_limit_around_sliced_load_points_is_combined():
     from bench.serving import combine
 
     e2e = {"pipeline": "pil_draft", "ms": 60.0, "cpu_ms": 110.0}
-    before = {"e2e": e2e, "preprocess": {"pil_draft": 7.0}, "handler_ms": 61.0,
-              "best_batch": {"batch": 8, "images_per_s": 17.0, "by_batch": {1: 15.0, 8: 17.0}}}
+    before = {
+        "e2e": e2e,
+        "preprocess": {"pil_draft": 7.0},
+        "handler_ms": 61.0,
+        "best_batch": {"batch": 8, "images_per_s": 17.0, "by_batch": {1: 15.0, 8: 17.0}},
+    }
     samples = [dict(e2e, ms=ms) for ms in (60.0, 80.0, 62.0, 61.0)]  # one slow minute between slices
-    sliced = {"e2e": samples, "e2e_slices": [
-        {"server_p50_ms": 66.0, "limit_before_ms": 60.0, "limit_after_ms": 80.0},
-        {"server_p50_ms": 90.0, "limit_before_ms": 80.0, "limit_after_ms": 62.0},
-        {"server_p50_ms": 65.0, "limit_before_ms": 62.0, "limit_after_ms": 61.0}]}
+    sliced = {
+        "e2e": samples,
+        "e2e_slices": [
+            {"server_p50_ms": 66.0, "limit_before_ms": 60.0, "limit_after_ms": 80.0},
+            {"server_p50_ms": 90.0, "limit_before_ms": 80.0, "limit_after_ms": 62.0},
+            {"server_p50_ms": 65.0, "limit_before_ms": 62.0, "limit_after_ms": 61.0},
+        ],
+    }
     after = {"best_batch": {"batch": 8, "images_per_s": 19.0, "by_batch": {1: 14.0, 8: 19.0}}}
     lim = combine({"torch": "x"}, "2MP", before, sliced, after)
     got = lim["e2e_batch1_ms"]["2MP"]
@@ -190,15 +237,18 @@ def test_the_limit_around_sliced_load_points_is_combined():
 def test_training_summary_takes_each_sides_fastest_counted_epoch():
     from bench import training
 
-    rounds = [{"container": [30.0, 24.0, 26.0], "limit": [29.0, 22.0, 23.0]},
-              {"container": [28.0, 31.0, 23.0], "limit": [25.0, 21.0, 27.0]}]
+    rounds = [
+        {"container": [30.0, 24.0, 26.0], "limit": [29.0, 22.0, 23.0]},
+        {"container": [28.0, 31.0, 23.0], "limit": [25.0, 21.0, 27.0]},
+    ]
     s = training.summarise(rounds, train_images=256)
     assert s["container_epoch_s"] == 23.0 and s["limit_epoch_s"] == 21.0  # first epochs (28, 25) not counted
     assert s["ratio"] == round(21.0 / 23.0, 3)
     assert s["ratio_median_of_rounds"] == round(statistics.median([22.5 / 25.0, 24.0 / 27.0]), 3)
     assert s["container_images_per_s"] == round(256 / 23.0, 2)
-    text = report.training_text({"training": {"arch": "resnet18", "batch_size": 32, "train_images": 256,
-                                              "valid_images": 32, **s}})
+    text = report.training_text(
+        {"training": {"arch": "resnet18", "batch_size": 32, "train_images": 256, "valid_images": 32, **s}}
+    )
     assert "container [30.0, 24.0, 26.0], limit [29.0, 22.0, 23.0]" in text
 
 

@@ -6,23 +6,36 @@ import torch
 from PIL import Image
 
 from byoc.core import preprocessing
+from byoc.core.errors import DataError
+from byoc.core.preprocessing import Preprocessing
 from byoc.local.demo_data import write_demo_dataset
 from byoc.training import data
-from byoc.core.preprocessing import Preprocessing
-from byoc.core.errors import DataError
 
 
 def _img(path, mode="RGB", size=(40, 30), fmt=None):
     path.parent.mkdir(parents=True, exist_ok=True)
-    colour = {"RGB": (200, 10, 10), "L": 128, "RGBA": (0, 0, 255, 128), "CMYK": (0, 255, 255, 0), "P": 3, "I;16": 40000}[mode]
+    colour = {
+        "RGB": (200, 10, 10),
+        "L": 128,
+        "RGBA": (0, 0, 255, 128),
+        "CMYK": (0, 255, 255, 0),
+        "P": 3,
+        "I;16": 40000,
+    }[mode]
     Image.new(mode, size, colour).save(path, format=fmt)
     return path
 
 
-@pytest.mark.parametrize("folder, name", [
-    ("001.Affenpinscher", "Affenpinscher"), ("035.Boykin_spaniel", "Boykin_spaniel"),
-    ("7-cat", "cat"), ("dog", "dog"), ("123", "123"),
-])
+@pytest.mark.parametrize(
+    "folder, name",
+    [
+        ("001.Affenpinscher", "Affenpinscher"),
+        ("035.Boykin_spaniel", "Boykin_spaniel"),
+        ("7-cat", "cat"),
+        ("dog", "dog"),
+        ("123", "123"),
+    ],
+)
 def test_clean_class_name(folder, name):
     assert data.clean_class_name(folder) == name
 
@@ -51,9 +64,11 @@ def test_mixed_modes_and_corrupt_file(tmp_path):
 
 
 def test_separate_channels_and_nested_archive(tmp_path):
-    for split, channel in (("train", "train"), ("valid", "validation"), ("test", "test")):
+    for channel in ("train", "validation", "test"):
         _img(tmp_path / channel / "01.a" / "x.jpg")
-    found = data.find_splits({"train": tmp_path / "train", "validation": tmp_path / "validation", "test": tmp_path / "test"})
+    found = data.find_splits(
+        {"train": tmp_path / "train", "validation": tmp_path / "validation", "test": tmp_path / "test"}
+    )
     assert found["valid"] == tmp_path / "validation"
     nested = tmp_path / "training"
     for split in ("train", "valid", "test"):

@@ -18,12 +18,16 @@ from botocore.stub import Stubber
 
 from byoc.local import runtime as local_runtime
 from byoc.local.web.dev_server import DEFAULT_FUNCTION, load_function
-from tests.dockerutil import free_port
+from tests import netutil
 from tests.test_local_runtime import StandIn
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64  # the Lambda never decodes images: any bytes do
-PREDICTIONS = [{"label": "zero", "index": 0, "score": 0.7}, {"label": "one", "index": 1, "score": 0.2},
-               {"label": "two", "index": 2, "score": 0.06}, {"label": "three", "index": 3, "score": 0.04}]
+PREDICTIONS = [
+    {"label": "zero", "index": 0, "score": 0.7},
+    {"label": "one", "index": 1, "score": 0.2},
+    {"label": "two", "index": 2, "score": 0.06},
+    {"label": "three", "index": 3, "score": 0.04},
+]
 ACCOUNT, ARN = "111122223333", "arn:aws:lambda:us-east-1:111122223333:function:byoc"
 
 
@@ -68,10 +72,19 @@ class Context:
 
 def ok_response(stub, predictions=PREDICTIONS, **expected):
     body = json.dumps({"predictions": predictions}).encode()
-    params = {"EndpointName": "byoc-test", "Body": PNG, "ContentType": "image/png",
-              "Accept": "application/json", "CustomAttributes": "top_k=3", **expected}
-    stub.add_response("invoke_endpoint", {"Body": StreamingBody(io.BytesIO(body), len(body)),
-                                          "ContentType": "application/json"}, params)
+    params = {
+        "EndpointName": "byoc-test",
+        "Body": PNG,
+        "ContentType": "image/png",
+        "Accept": "application/json",
+        "CustomAttributes": "top_k=3",
+        **expected,
+    }
+    stub.add_response(
+        "invoke_endpoint",
+        {"Body": StreamingBody(io.BytesIO(body), len(body)), "ContentType": "application/json"},
+        params,
+    )
 
 
 def rest_v1(body: bytes | str | None, content_type="image/png", method="POST", b64=True, query=None, origin=None):
@@ -80,27 +93,63 @@ def rest_v1(body: bytes | str | None, content_type="image/png", method="POST", b
         headers["Origin"] = origin
     if isinstance(body, bytes):
         body = base64.b64encode(body).decode() if b64 else body.decode()
-    return {"resource": "/predict", "path": "/predict", "httpMethod": method, "headers": headers,
-            "multiValueHeaders": {k: [v] for k, v in headers.items()}, "queryStringParameters": query,
-            "pathParameters": None, "requestContext": {"resourcePath": "/predict", "httpMethod": method,
-                                                       "requestId": "c6af9ac6", "accountId": ACCOUNT,
-                                                       "stage": "prod"},
-            "body": body, "isBase64Encoded": b64}
+    return {
+        "resource": "/predict",
+        "path": "/predict",
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": query,
+        "pathParameters": None,
+        "requestContext": {
+            "resourcePath": "/predict",
+            "httpMethod": method,
+            "requestId": "c6af9ac6",
+            "accountId": ACCOUNT,
+            "stage": "prod",
+        },
+        "body": body,
+        "isBase64Encoded": b64,
+    }
 
 
-def http_v2(body, content_type="image/png", method="POST", b64=True, query=None, origin=None,
-            domain="abc.execute-api.us-east-1.amazonaws.com"):
+def http_v2(
+    body,
+    content_type="image/png",
+    method="POST",
+    b64=True,
+    query=None,
+    origin=None,
+    domain="abc.execute-api.us-east-1.amazonaws.com",
+):
     headers = {"content-type": content_type, "host": domain}
     if origin:
         headers["origin"] = origin
     if isinstance(body, bytes):
         body = base64.b64encode(body).decode() if b64 else body.decode()
-    return {"version": "2.0", "routeKey": "$default", "rawPath": "/", "rawQueryString": "",
-            "headers": headers, "queryStringParameters": query,
-            "requestContext": {"accountId": ACCOUNT, "apiId": "abc", "domainName": domain, "requestId": "r1",
-                               "http": {"method": method, "path": "/", "protocol": "HTTP/1.1",
-                                        "sourceIp": "127.0.0.1", "userAgent": "test"}},
-            "body": body, "isBase64Encoded": b64}
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": "/",
+        "rawQueryString": "",
+        "headers": headers,
+        "queryStringParameters": query,
+        "requestContext": {
+            "accountId": ACCOUNT,
+            "apiId": "abc",
+            "domainName": domain,
+            "requestId": "r1",
+            "http": {
+                "method": method,
+                "path": "/",
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": "test",
+            },
+        },
+        "body": body,
+        "isBase64Encoded": b64,
+    }
 
 
 def function_url(body, **kw):
@@ -115,7 +164,7 @@ def call(lf, event):
 def assert_clean(response):
     """Nothing in a response reveals the context, an ARN, the account id or a traceback."""
     text = json.dumps(response)
-    for secret in (ACCOUNT, "arn:aws", "Traceback", "File \"", "Context object"):
+    for secret in (ACCOUNT, "arn:aws", "Traceback", 'File "', "Context object"):
         assert secret not in text, f"{secret!r} leaked: {text}"
 
 
@@ -164,26 +213,49 @@ def test_top_k_from_query_and_env(lf, stub, env):
     assert len(call(lf, http_v2(PNG, query={"top_k": "2"}))[1]["predictions"]) == 2
 
 
-@pytest.mark.parametrize("event, status, says", [
-    (rest_v1(b""), 400, "empty body"),
-    (http_v2(None), 400, "empty body"),
-    (rest_v1(b"x" * (6 * 1024 * 1024 + 1)), 413, "limit"),
-    (http_v2(b"{not json", content_type="application/json", b64=False), 400, "not valid JSON"),
-    (http_v2(b"[1, 2]", content_type="application/json", b64=False), 400, "must be an object"),
-    (http_v2(b'{"image": "%%%"}', content_type="application/json", b64=False), 400, "not valid base64"),
-    (http_v2(b'{"url": "http://example.com/dog.jpg"}', content_type="application/json", b64=False), 400,
-     "URLs are not fetched"),
-    (http_v2(b'{"image": "AAAA", "top_k": 0}', content_type="application/json", b64=False), 400, "top_k"),
-    (rest_v1(PNG, query={"top_k": "lots"}), 400, "top_k"),
-    (rest_v1(b"a,b\n1,2", content_type="text/csv"), 415, "unsupported Content-Type 'text/csv'"),
-    (function_url(PNG, content_type=""), 415, "unsupported Content-Type 'none'"),
-    (rest_v1(PNG, method="GET"), 405, "POST an image"),
-    ({"s3_uri": "s3://other-bucket/dog.jpg"}, 403, "allow-list"),
-    ({"s3_uri": "https://bucket.s3.amazonaws.com/x"}, 400, "s3://bucket/key"),
-    ({"top_k": 3}, 400, 'missing "image"'),
-    ("a string", 400, "must be an object"),
-], ids=["v1-empty", "v2-none", "too-large", "bad-json", "json-list", "bad-b64", "url", "top-k-0",
-        "top-k-text", "csv", "no-type", "get", "s3-not-allowed", "s3-not-s3", "no-image", "string"])
+@pytest.mark.parametrize(
+    "event, status, says",
+    [
+        (rest_v1(b""), 400, "empty body"),
+        (http_v2(None), 400, "empty body"),
+        (rest_v1(b"x" * (6 * 1024 * 1024 + 1)), 413, "limit"),
+        (http_v2(b"{not json", content_type="application/json", b64=False), 400, "not valid JSON"),
+        (http_v2(b"[1, 2]", content_type="application/json", b64=False), 400, "must be an object"),
+        (http_v2(b'{"image": "%%%"}', content_type="application/json", b64=False), 400, "not valid base64"),
+        (
+            http_v2(b'{"url": "http://example.com/dog.jpg"}', content_type="application/json", b64=False),
+            400,
+            "URLs are not fetched",
+        ),
+        (http_v2(b'{"image": "AAAA", "top_k": 0}', content_type="application/json", b64=False), 400, "top_k"),
+        (rest_v1(PNG, query={"top_k": "lots"}), 400, "top_k"),
+        (rest_v1(b"a,b\n1,2", content_type="text/csv"), 415, "unsupported Content-Type 'text/csv'"),
+        (function_url(PNG, content_type=""), 415, "unsupported Content-Type 'none'"),
+        (rest_v1(PNG, method="GET"), 405, "POST an image"),
+        ({"s3_uri": "s3://other-bucket/dog.jpg"}, 403, "allow-list"),
+        ({"s3_uri": "https://bucket.s3.amazonaws.com/x"}, 400, "s3://bucket/key"),
+        ({"top_k": 3}, 400, 'missing "image"'),
+        ("a string", 400, "must be an object"),
+    ],
+    ids=[
+        "v1-empty",
+        "v2-none",
+        "too-large",
+        "bad-json",
+        "json-list",
+        "bad-b64",
+        "url",
+        "top-k-0",
+        "top-k-text",
+        "csv",
+        "no-type",
+        "get",
+        "s3-not-allowed",
+        "s3-not-s3",
+        "no-image",
+        "string",
+    ],
+)
 def test_bad_requests_never_reach_the_endpoint(lf, stub, event, status, says):
     response, body = call(lf, event)
     assert response["statusCode"] == status, body
@@ -200,26 +272,37 @@ def test_missing_endpoint_name_is_a_clear_error(lf, env):
 
 
 def model_error(stub, status, original, message="Received error"):
-    stub.add_client_error("invoke_endpoint", service_error_code="ModelError", http_status_code=424,
-                          service_message=f'{message} ({status}) from primary with message "{original}". See '
-                                          f"https://console.aws.amazon.com in account {ACCOUNT} for more information.",
-                          modeled_fields={"OriginalStatusCode": status, "OriginalMessage": original,
-                                          "LogStreamArn": f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:x"})
+    stub.add_client_error(
+        "invoke_endpoint",
+        service_error_code="ModelError",
+        http_status_code=424,
+        service_message=f'{message} ({status}) from primary with message "{original}". See '
+        f"https://console.aws.amazon.com in account {ACCOUNT} for more information.",
+        modeled_fields={
+            "OriginalStatusCode": status,
+            "OriginalMessage": original,
+            "LogStreamArn": f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:x",
+        },
+    )
 
 
-@pytest.mark.parametrize("status, original, expected, says", [
-    (400, '{"error": "cannot decode the image: not a PNG", "status": 400}', 400, "cannot decode the image"),
-    (413, '{"error": "body over 6291456 bytes", "status": 413}', 413, "body over"),
-    (415, '{"error": "unsupported content type", "status": 415}', 415, "unsupported content type"),
-    (400, "<html>Bad Request</html>", 400, "could not read the image"),
-    (422, '{"error": "no face", "status": 422}', 400, "no face"),
-    (400, f'{{"error": "see {ARN} in {ACCOUNT}", "status": 400}}', 400, "[redacted]"),
-    (406, '{"error": "unsupported Accept", "status": 406}', 502, "model failed"),
-    (500, '{"error": "internal error", "status": 500}', 502, "model failed"),
-    (503, '{"error": "no worker", "status": 503}', 503, "busy"),
-    (0, "Amazon SageMaker could not get a response from the byoc-test endpoint.", 502, "model failed"),
-    (0, "Your invocation timed out while waiting for a response from container primary.", 504, "in time"),
-], ids=["400", "413", "415", "400-html", "422", "400-secrets", "406", "500", "503", "no-answer", "timeout"])
+@pytest.mark.parametrize(
+    "status, original, expected, says",
+    [
+        (400, '{"error": "cannot decode the image: not a PNG", "status": 400}', 400, "cannot decode the image"),
+        (413, '{"error": "body over 6291456 bytes", "status": 413}', 413, "body over"),
+        (415, '{"error": "unsupported content type", "status": 415}', 415, "unsupported content type"),
+        (400, "<html>Bad Request</html>", 400, "could not read the image"),
+        (422, '{"error": "no face", "status": 422}', 400, "no face"),
+        (400, f'{{"error": "see {ARN} in {ACCOUNT}", "status": 400}}', 400, "[redacted]"),
+        (406, '{"error": "unsupported Accept", "status": 406}', 502, "model failed"),
+        (500, '{"error": "internal error", "status": 500}', 502, "model failed"),
+        (503, '{"error": "no worker", "status": 503}', 503, "busy"),
+        (0, "Amazon SageMaker could not get a response from the byoc-test endpoint.", 502, "model failed"),
+        (0, "Your invocation timed out while waiting for a response from container primary.", 504, "in time"),
+    ],
+    ids=["400", "413", "415", "400-html", "422", "400-secrets", "406", "500", "503", "no-answer", "timeout"],
+)
 def test_model_errors_map_to_caller_statuses(lf, stub, status, original, expected, says):
     model_error(stub, status, original)
     response, body = call(lf, function_url(PNG))
@@ -228,17 +311,24 @@ def test_model_errors_map_to_caller_statuses(lf, stub, status, original, expecte
     assert_clean(response)
 
 
-@pytest.mark.parametrize("code, http_status, expected", [
-    ("ValidationError", 400, 503),  # "Endpoint X of account Y not found."
-    ("ThrottlingException", 400, 503),
-    ("ServiceUnavailable", 503, 503),
-    ("ModelNotReadyException", 429, 503),
-    ("InternalFailure", 500, 502),
-    ("AccessDeniedException", 400, 502),
-])
+@pytest.mark.parametrize(
+    "code, http_status, expected",
+    [
+        ("ValidationError", 400, 503),  # "Endpoint X of account Y not found."
+        ("ThrottlingException", 400, 503),
+        ("ServiceUnavailable", 503, 503),
+        ("ModelNotReadyException", 429, 503),
+        ("InternalFailure", 500, 502),
+        ("AccessDeniedException", 400, 502),
+    ],
+)
 def test_service_errors_map_to_caller_statuses(lf, stub, code, http_status, expected):
-    stub.add_client_error("invoke_endpoint", service_error_code=code, http_status_code=http_status,
-                          service_message=f"Endpoint byoc-test of account {ACCOUNT} not found.")
+    stub.add_client_error(
+        "invoke_endpoint",
+        service_error_code=code,
+        http_status_code=http_status,
+        service_message=f"Endpoint byoc-test of account {ACCOUNT} not found.",
+    )
     response, body = call(lf, rest_v1(PNG))
     assert response["statusCode"] == expected, body
     assert_clean(response)
@@ -307,10 +397,10 @@ def s3(env, lf):
     """A moto S3 server on 127.0.0.1 with one allowed bucket holding an image."""
     from moto.server import ThreadedMotoServer  # imported here: moto is slow to import
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # 0: the OS picks the port
     server.start()
-    env.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{port}")
+    host, port = server.get_host_and_port()
+    env.setenv("AWS_ENDPOINT_URL_S3", f"http://{host}:{port}")
     env.setenv("S3_ALLOWED_BUCKETS", "byoc-images")
     client = boto3.client("s3")
     client.create_bucket(Bucket="byoc-images")
@@ -334,7 +424,7 @@ def test_s3_uri_reads_allow_listed_buckets_only(lf, stub, s3):
 @pytest.fixture
 def slow_runtime(env):
     """The real boto3 client against a local runtime (1 s container timeout) and a stand-in container."""
-    stand_in = StandIn()  # sleeps 2 s on bodies starting with b"slow"
+    stand_in = StandIn()  # never answers bodies starting with b"slow" (until closed)
     server, url = local_runtime.start_in_thread({"byoc-test": stand_in.url}, timeout=1.0)
     env.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", url)
     env.setenv("SAGEMAKER_MAX_ATTEMPTS", "1")
@@ -355,6 +445,7 @@ def test_timeouts_are_504(lf, env, slow_runtime):
 
 
 def test_unreachable_runtime_is_503(lf, env):
-    env.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", f"http://127.0.0.1:{free_port()}")
-    response, body = call(lf, function_url(PNG))
+    with netutil.closed_port() as port:
+        env.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", f"http://127.0.0.1:{port}")
+        response, body = call(lf, function_url(PNG))
     assert response["statusCode"] == 503 and body["error"] == "the model endpoint could not be reached"

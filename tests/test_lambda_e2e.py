@@ -12,13 +12,13 @@ import json
 import subprocess
 import sys
 import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
 
 from byoc.local.web.dev_server import DEFAULT_FUNCTION, load_function
 from tests import dockerutil as du
+from tests import netutil
 from tests.test_lambda import Context, assert_clean, function_url, http_v2, rest_v1
 
 pytestmark = pytest.mark.container
@@ -28,18 +28,19 @@ ENDPOINT = "byoc-e2e"
 
 @pytest.fixture(scope="module")
 def serving(serve_image, trained_model):
-    """The serving container on a free loopback port with the trained model mounted read-only."""
-    port, name = du.free_port(), f"byoc-test-lambda-{uuid.uuid4().hex[:8]}"
-    du.run(["run", "-d", "--network", "host", "--name", name, "-e", f"SAGEMAKER_BIND_TO_PORT={port}",
-            "-e", "SAGEMAKER_MODEL_SERVER_WORKERS=1", "-v", f"{trained_model['model_dir']}:/opt/ml/model:ro",
-            serve_image, "serve"], check=True)
-    url = f"http://127.0.0.1:{port}"
+    """The serving container on a loopback port with the trained model mounted read-only."""
+    container = du.start_serving(
+        serve_image, trained_model["model_dir"], "byoc-test-lambda", "SAGEMAKER_MODEL_SERVER_WORKERS=1"
+    )
+    name = container["name"]
     try:
-        du.wait_http(f"{url}/ping", timeout=240)
-        yield {"url": url, "stop": lambda: du.run(["stop", "-t", "30", name], check=True),
-               "images": sorted(Path(trained_model["data"], "test").glob("*/*.png"))}
+        yield {
+            "url": container["url"],
+            "stop": lambda: du.run(["stop", "-t", "30", name], check=True),
+            "images": sorted(Path(trained_model["data"], "test").glob("*/*.png")),
+        }
     except Exception:
-        print(du.run(["logs", name]).stdout[-4000:])
+        print(du.logs(name)[-4000:])
         raise
     finally:
         du.run(["rm", "-f", name])
@@ -47,15 +48,26 @@ def serving(serve_image, trained_model):
 
 @pytest.fixture(scope="module")
 def runtime(serving):
-    """`byoc local-runtime` in front of the container (the real command, in its own process)."""
-    port = du.free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "byoc.cli", "local-runtime", "--port", str(port),
-                             "--endpoint", f"{ENDPOINT}={serving['url']}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """`byoc local-runtime` in front of the container (the real command, in its own process), on the
+    port it chose (--port 0), read from the line it prints once listening."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "byoc.cli",
+            "local-runtime",
+            "--port",
+            "0",
+            "--endpoint",
+            f"{ENDPOINT}={serving['url']}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        for _ in range(2):
-            proc.stdout.readline()  # "endpoint ... -> ...", then "SageMaker Runtime on ..." once listening
-        yield f"http://127.0.0.1:{port}"
+        output = netutil.Output(proc.stdout)
+        yield output.wait_for(r"export AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=(http://127\.0\.0\.1:\d+)", timeout=60)[1]
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -65,9 +77,13 @@ def runtime(serving):
 def lf(runtime):
     """The Lambda module, configured through its environment like on AWS, with a real boto3 client."""
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in {"ENDPOINT_NAME": ENDPOINT, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": runtime,
-                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
-                           "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        for key, value in {
+            "ENDPOINT_NAME": ENDPOINT,
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": runtime,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }.items():
             mp.setenv(key, value)
         for key in ("CORS_ALLOW_ORIGINS", "S3_ALLOWED_BUCKETS", "TOP_K"):
             mp.delenv(key, raising=False)
@@ -85,8 +101,12 @@ def call(lf, event) -> tuple[int, dict]:
 
 
 def container_predictions(url: str, image: bytes, top_k: int) -> list[dict]:
-    request = urllib.request.Request(f"{url}/invocations", data=image, method="POST", headers={
-        "Content-Type": "image/png", "X-Amzn-SageMaker-Custom-Attributes": f"top_k={top_k}"})
+    request = urllib.request.Request(
+        f"{url}/invocations",
+        data=image,
+        method="POST",
+        headers={"Content-Type": "image/png", "X-Amzn-SageMaker-Custom-Attributes": f"top_k={top_k}"},
+    )
     with urllib.request.urlopen(request, timeout=30) as resp:
         return json.loads(resp.read())["predictions"]
 
@@ -124,11 +144,15 @@ def test_an_image_the_model_rejects_is_400_via_model_error(lf, capsys):
     assert log["error"] == "ModelError:400" and log["status"] == 400
 
 
-@pytest.mark.parametrize("event, expected", [
-    (rest_v1(b""), 400),
-    (function_url(b"\xff\xd8" + b"\x00" * (6 * 1024 * 1024 + 1), content_type="image/jpeg"), 413),
-    (http_v2(b"a,b", content_type="text/csv"), 415),
-], ids=["empty", "oversized", "unsupported"])
+@pytest.mark.parametrize(
+    "event, expected",
+    [
+        (rest_v1(b""), 400),
+        (function_url(b"\xff\xd8" + b"\x00" * (6 * 1024 * 1024 + 1), content_type="image/jpeg"), 413),
+        (http_v2(b"a,b", content_type="text/csv"), 415),
+    ],
+    ids=["empty", "oversized", "unsupported"],
+)
 def test_bad_requests_get_clean_statuses(lf, event, expected):
     status, body = call(lf, event)
     assert status == expected and body["status"] == expected and body["error"]

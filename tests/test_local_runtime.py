@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -20,14 +19,16 @@ import pytest
 from botocore.config import Config
 
 from byoc.local import runtime as local_runtime
-from tests.dockerutil import free_port
+from tests import netutil
 
 
 class StandIn:
-    """A stand-in serving container on 127.0.0.1: records requests, answers by body."""
+    """A stand-in serving container on 127.0.0.1: records requests, answers by body. A body starting
+    with b"slow" gets no answer until `release` is set (on close): slower than any timeout."""
 
     def __init__(self):
         self.requests: list[dict] = []
+        self.release = threading.Event()
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,8 +39,11 @@ class StandIn:
                 data = json.dumps(doc).encode()
                 try:
                     self.send_response(status)
-                    for key, value in {"Content-Type": "application/json", "Content-Length": str(len(data)),
-                                       **extra}.items():
+                    for key, value in {
+                        "Content-Type": "application/json",
+                        "Content-Length": str(len(data)),
+                        **extra,
+                    }.items():
                         self.send_header(key, value)
                     self.end_headers()
                     self.wfile.write(data)
@@ -54,26 +58,28 @@ class StandIn:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    @staticmethod
-    def answer(body: bytes):
+    def answer(self, body: bytes):
         if body.startswith(b"slow"):
-            time.sleep(2)
+            self.release.wait(60)
         if body == b"bad":
             return 400, {"error": "cannot decode the image: not a known format", "status": 400}, {}
         if body == b"crash":
             return 500, {"error": "internal error", "status": 500}, {}
-        return 200, {"predictions": [{"label": "zero", "index": 0, "score": 0.75},
-                                     {"label": "one", "index": 1, "score": 0.25}]}, \
-            {"X-Amzn-SageMaker-Custom-Attributes": "model=stand-in"}
+        return (
+            200,
+            {
+                "predictions": [
+                    {"label": "zero", "index": 0, "score": 0.75},
+                    {"label": "one", "index": 1, "score": 0.25},
+                ]
+            },
+            {"X-Amzn-SageMaker-Custom-Attributes": "model=stand-in"},
+        )
 
     def close(self):
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
-
-
-def closed_port() -> int:
-    """A loopback port nobody listens on (a stopped container)."""
-    return free_port()
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +91,12 @@ def stand_in():
 
 @pytest.fixture(scope="module")
 def runtime_url(stand_in):
-    endpoints = {"byoc": stand_in.url, "stopped": f"http://127.0.0.1:{closed_port()}"}
-    server, url = local_runtime.start_in_thread(endpoints, timeout=1.0)
-    yield url
-    server.shutdown()
-    server.server_close()
+    with netutil.closed_port() as stopped:  # a stopped container: its port refuses connections
+        endpoints = {"byoc": stand_in.url, "stopped": f"http://127.0.0.1:{stopped}"}
+        server, url = local_runtime.start_in_thread(endpoints, timeout=1.0)
+        yield url
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture
@@ -103,8 +110,13 @@ def client(runtime_url, monkeypatch):
 
 
 def test_invoke_forwards_headers_and_answers_like_sagemaker(client, stand_in):
-    response = client.invoke_endpoint(EndpointName="byoc", Body=b"\x89PNG...", ContentType="image/png",
-                                      Accept="application/json", CustomAttributes="top_k=2")
+    response = client.invoke_endpoint(
+        EndpointName="byoc",
+        Body=b"\x89PNG...",
+        ContentType="image/png",
+        Accept="application/json",
+        CustomAttributes="top_k=2",
+    )
     seen = stand_in.requests[-1]
     assert seen["path"] == "/invocations" and seen["body"] == b"\x89PNG..."
     assert seen["headers"]["Content-Type"] == "image/png"
@@ -171,35 +183,68 @@ def test_unknown_path_is_404(runtime_url):
 
 def test_parse_endpoints_rejects_malformed_pairs():
     assert local_runtime.parse_endpoints(["a=http://127.0.0.1:8080", "b=http://127.0.0.1:9/x"]) == {
-        "a": "http://127.0.0.1:8080", "b": "http://127.0.0.1:9/x"}
+        "a": "http://127.0.0.1:8080",
+        "b": "http://127.0.0.1:9/x",
+    }
     for bad in ("byoc", "=http://127.0.0.1:1", "byoc=127.0.0.1:8080", "byoc=ftp://host/"):
         with pytest.raises(local_runtime.ConfigError, match="expected NAME=http://HOST:PORT"):
             local_runtime.parse_endpoints([bad])
 
 
 def test_cli_serves_repeated_endpoints_and_reports_bad_options(stand_in):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "byoc.cli", "local-runtime", "--port", str(port),
-                             "--endpoint", f"one={stand_in.url}", "--endpoint", f"two={stand_in.url}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "byoc.cli",
+            "local-runtime",
+            "--port",
+            "0",
+            "--endpoint",
+            f"one={stand_in.url}",
+            "--endpoint",
+            f"two={stand_in.url}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        banner = [proc.stdout.readline() for _ in range(3)]
-        assert f"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://127.0.0.1:{port}" in banner[-1]
-        client = boto3.client("sagemaker-runtime", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{port}",
-                              aws_access_key_id="x", aws_secret_access_key="x")
+        output = netutil.Output(proc.stdout)  # port 0: the line printed once listening says which port
+        url = output.wait_for(r"export AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=(http://127\.0\.0\.1:\d+)$")[1]
+        assert output.lines[:2] == [f"endpoint one -> {stand_in.url}\n", f"endpoint two -> {stand_in.url}\n"]
+        client = boto3.client(
+            "sagemaker-runtime",
+            region_name="us-east-1",
+            endpoint_url=url,
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+        )
         for name in ("one", "two"):
             assert client.invoke_endpoint(EndpointName=name, Body=b"img")["InvokedProductionVariant"] == "AllTraffic"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    bad = subprocess.run([sys.executable, "-m", "byoc.cli", "local-runtime", "--endpoint", "byoc"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "byoc.cli", "local-runtime", "--endpoint", "byoc"], capture_output=True, text=True
+    )
     assert bad.returncode == 1
     assert bad.stderr.strip() == "error: --endpoint 'byoc': expected NAME=http://HOST:PORT (the serving container)"
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        taken = subprocess.run([sys.executable, "-m", "byoc.cli", "local-runtime", "--port",
-                                str(busy.getsockname()[1]), "--endpoint", f"a={stand_in.url}"],
-                               capture_output=True, text=True)
+        taken = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "byoc.cli",
+                "local-runtime",
+                "--port",
+                str(busy.getsockname()[1]),
+                "--endpoint",
+                f"a={stand_in.url}",
+            ],
+            capture_output=True,
+            text=True,
+        )
     assert taken.returncode == 1 and "cannot listen on 127.0.0.1" in taken.stderr

@@ -3,16 +3,13 @@ training used before and which the GPU image still has."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from byoc.core.preprocessing import Preprocessing
-from byoc.core.preprocessing import eval_transform, resized_size, to_rgb
+from byoc.core.preprocessing import Preprocessing, eval_transform, resized_size, to_rgb
 
 T = pytest.importorskip("torchvision.transforms.v2")
 
@@ -24,13 +21,15 @@ MAX_ABS_DIFF = 1e-6
 
 def torchvision_eval_transform(pre: Preprocessing):
     """The pipeline byoc.core.preprocessing.eval_transform replaces, as it was written with torchvision."""
-    return T.Compose([
-        T.ToImage(),
-        T.Resize(pre.resize_size, antialias=True),
-        T.CenterCrop(pre.image_size),
-        T.ToDtype(torch.float32, scale=True),
-        T.Normalize(pre.mean, pre.std),
-    ])
+    return T.Compose(
+        [
+            T.ToImage(),
+            T.Resize(pre.resize_size, antialias=True),
+            T.CenterCrop(pre.image_size),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(pre.mean, pre.std),
+        ]
+    )
 
 
 def real_images() -> list[tuple[str, Image.Image]]:
@@ -41,20 +40,28 @@ def real_images() -> list[tuple[str, Image.Image]]:
     folder = Path(sklearn.datasets.__file__).parent / "images"
     images = [(p.name, to_rgb(Image.open(p))) for p in sorted(folder.glob("*.jpg"))]
     digits = load_digits().images[:3]
-    images += [(f"digit{i}", to_rgb(Image.fromarray((d * 16).clip(0, 255).astype("uint8"))))
-               for i, d in enumerate(digits)]
+    images += [
+        (f"digit{i}", to_rgb(Image.fromarray((d * 16).clip(0, 255).astype("uint8")))) for i, d in enumerate(digits)
+    ]
     return images
 
 
 def derived(img: Image.Image) -> list[tuple[str, Image.Image]]:
     """Crops of a photo with awkward shapes: portrait, odd sizes, smaller than the crop."""
     w, h = img.size
-    return [("portrait", img.crop((0, 0, h // 2, h))), ("odd", img.crop((3, 5, 3 + 301, 5 + 199))),
-            ("tiny", img.crop((10, 10, 30, 27))), ("wide", img.crop((0, 0, w, 41)))]
+    return [
+        ("portrait", img.crop((0, 0, h // 2, h))),
+        ("odd", img.crop((3, 5, 3 + 301, 5 + 199))),
+        ("tiny", img.crop((10, 10, 30, 27))),
+        ("wide", img.crop((0, 0, w, 41))),
+    ]
 
 
-@pytest.mark.parametrize("pre", [Preprocessing.for_size(224), Preprocessing.for_size(32),
-                                 Preprocessing(image_size=64, resize_size=48)], ids=["224", "32", "pad"])
+@pytest.mark.parametrize(
+    "pre",
+    [Preprocessing.for_size(224), Preprocessing.for_size(32), Preprocessing(image_size=64, resize_size=48)],
+    ids=["224", "32", "pad"],
+)
 def test_eval_transform_matches_torchvision_on_real_images(pre):
     ours, theirs = eval_transform(pre), torchvision_eval_transform(pre)
     photos = real_images()
@@ -82,8 +89,9 @@ def test_float_resize_path_rounds_like_torchvision(monkeypatch):
     assert (eval_transform(pre)(img) - torchvision_eval_transform(pre)(img)).abs().max().item() <= MAX_ABS_DIFF
 
 
-@pytest.mark.parametrize("hw, short, expected", [((427, 640), 256, (256, 383)), ((640, 427), 256, (383, 256)),
-                                                 ((100, 100), 37, (37, 37))])
+@pytest.mark.parametrize(
+    "hw, short, expected", [((427, 640), 256, (256, 383)), ((640, 427), 256, (383, 256)), ((100, 100), 37, (37, 37))]
+)
 def test_resized_size_truncates_the_long_side(hw, short, expected):
     assert resized_size(*hw, short) == expected
 

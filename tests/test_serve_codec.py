@@ -29,8 +29,10 @@ def _jpeg(img: Image.Image, **kw) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("header", ["image/jpeg", "image/png", "Image/PNG; q=1", "application/x-image",
-                                    "image/webp", "application/octet-stream"])
+@pytest.mark.parametrize(
+    "header",
+    ["image/jpeg", "image/png", "Image/PNG; q=1", "application/x-image", "image/webp", "application/octet-stream"],
+)
 def test_image_content_types_are_accepted(header):
     images, batched = codec.decode(_png(Image.new("RGB", (8, 6))), header, MAX)
     assert len(images) == 1 and not batched and images[0].size == (8, 6)
@@ -43,8 +45,9 @@ def test_other_content_types_get_415_listing_the_supported(header):
     assert err.value.status == 415 and "image/jpeg" in err.value.message and "application/x-npy" in err.value.message
 
 
-@pytest.mark.parametrize("accept", [None, "", "*/*", "application/json", "application/json; charset=utf-8",
-                                    "text/html, application/*;q=0.5"])
+@pytest.mark.parametrize(
+    "accept", [None, "", "*/*", "application/json", "application/json; charset=utf-8", "text/html, application/*;q=0.5"]
+)
 def test_accept_json_or_anything(accept):
     codec.check_accept(accept)
 
@@ -112,19 +115,23 @@ def test_empty_body_is_400():
 
 def test_json_instances_are_a_batch():
     b64 = base64.b64encode(_png(Image.new("RGB", (5, 7)))).decode()
-    images, batched = codec.decode(json.dumps({"instances": [{"b64": b64}, {"b64": b64}]}).encode(),
-                                   "application/json", MAX)
+    images, batched = codec.decode(
+        json.dumps({"instances": [{"b64": b64}, {"b64": b64}]}).encode(), "application/json", MAX
+    )
     assert batched and [i.size for i in images] == [(5, 7), (5, 7)]
 
 
-@pytest.mark.parametrize("body, fragment", [
-    (b"{not json", "not valid JSON"),
-    (b'{"x": 1}', "instances"),
-    (b'{"instances": []}', "instances"),
-    (b'{"instances": [{"b64": "@@@"}]}', "instances[0].b64 is not valid base64"),
-    (b'{"instances": [{"url": "http://example.com/a.jpg"}]}', "never fetches URLs"),
-    (b'{"instances": [{"b64": "aGVsbG8="}]}', "instances[0]: cannot decode"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (b"{not json", "not valid JSON"),
+        (b'{"x": 1}', "instances"),
+        (b'{"instances": []}', "instances"),
+        (b'{"instances": [{"b64": "@@@"}]}', "instances[0].b64 is not valid base64"),
+        (b'{"instances": [{"url": "http://example.com/a.jpg"}]}', "never fetches URLs"),
+        (b'{"instances": [{"b64": "aGVsbG8="}]}', "instances[0]: cannot decode"),
+    ],
+)
 def test_bad_json_is_400_with_the_reason(body, fragment):
     with pytest.raises(BadRequest) as err:
         codec.decode(body, "application/json", MAX)
@@ -146,12 +153,15 @@ def test_npy_images():
     assert img.mode == "RGB"
 
 
-@pytest.mark.parametrize("arr, fragment", [
-    (np.array([{"a": 1}], dtype=object), "pickled"),
-    (np.zeros((4, 4, 3), np.float32), "not uint8"),
-    (np.zeros((4, 4, 5), np.uint8), "not an image"),
-    (np.zeros((2, 2, 2, 2, 3), np.uint8), "not an image"),
-])
+@pytest.mark.parametrize(
+    "arr, fragment",
+    [
+        (np.array([{"a": 1}], dtype=object), "pickled"),
+        (np.zeros((4, 4, 3), np.float32), "not uint8"),
+        (np.zeros((4, 4, 5), np.uint8), "not an image"),
+        (np.zeros((2, 2, 2, 2, 3), np.uint8), "not an image"),
+    ],
+)
 def test_bad_npy_is_400(arr, fragment):
     with pytest.raises(BadRequest) as err:
         codec.decode(_npy(arr), "application/x-npy", MAX)
@@ -163,8 +173,9 @@ def test_npy_pixel_bound():
         codec.decode(_npy(np.zeros((100, 100, 3), np.uint8)), "application/x-npy", 9_999)
 
 
-@pytest.mark.parametrize("attrs, expected", [(None, 5), ("", 5), ("top_k=3", 3), ("a=b, top_k = 2;c=d", 2),
-                                             ("top_k=50", 10)])
+@pytest.mark.parametrize(
+    "attrs, expected", [(None, 5), ("", 5), ("top_k=3", 3), ("a=b, top_k = 2;c=d", 2), ("top_k=50", 10)]
+)
 def test_top_k_from_custom_attributes(attrs, expected):
     assert codec.parse_top_k(attrs, 5, 10) == expected
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import functools
 import glob
+import http.client
 import io
 import json
 import struct
@@ -23,15 +24,18 @@ import pytest
 from PIL import Image
 
 from tests import dockerutil as du
+from tests import netutil
 
 pytestmark = pytest.mark.container
 
 
-def request(port: int, path: str, body: bytes | None = None, headers: dict | None = None,
-            timeout: float = 60) -> tuple[int, dict, dict]:
+def request(
+    port: int, path: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 60
+) -> tuple[int, dict, dict]:
     """(status, JSON body, headers) of one HTTP call; error statuses are returned, not raised."""
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, headers=headers or {},
-                                 method="POST" if body is not None else "GET")
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=body, headers=headers or {}, method="POST" if body is not None else "GET"
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read()), dict(resp.headers)
@@ -46,20 +50,14 @@ def png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def start_server(model_dir: Path, port: int, name: str, *env: str) -> str:
-    args = ["run", "-d", "--name", name, "--network", "host", "-v", f"{model_dir}:/opt/ml/model:ro",
-            "-e", f"SAGEMAKER_BIND_TO_PORT={port}", "-e", "BYOC_BIND_HOST=127.0.0.1"]
-    for item in env:
-        args += ["-e", item]
-    return du.run([*args, du.SERVE_IMAGE, "serve"], check=True).stdout.strip()
-
-
 def memory_usage_file(container_id: str) -> Path:
     """The container's cgroup memory usage file on the host (cgroup v1 or v2, cgroupfs or systemd)."""
-    for pattern in (f"/sys/fs/cgroup/memory/docker/{container_id}*/memory.usage_in_bytes",
-                    f"/sys/fs/cgroup/memory/system.slice/docker-{container_id}*.scope/memory.usage_in_bytes",
-                    f"/sys/fs/cgroup/docker/{container_id}*/memory.current",
-                    f"/sys/fs/cgroup/system.slice/docker-{container_id}*.scope/memory.current"):
+    for pattern in (
+        f"/sys/fs/cgroup/memory/docker/{container_id}*/memory.usage_in_bytes",
+        f"/sys/fs/cgroup/memory/system.slice/docker-{container_id}*.scope/memory.usage_in_bytes",
+        f"/sys/fs/cgroup/docker/{container_id}*/memory.current",
+        f"/sys/fs/cgroup/system.slice/docker-{container_id}*.scope/memory.current",
+    ):
         found = glob.glob(pattern)
         if found:
             return Path(found[0])
@@ -68,16 +66,18 @@ def memory_usage_file(container_id: str) -> Path:
 
 @pytest.fixture(scope="module")
 def server(serve_image, trained_model):
-    """One serving container on a free loopback port, model mounted read-only."""
-    port = du.free_port()
-    name = f"byoc-test-serve-{uuid.uuid4().hex[:8]}"
-    cid = start_server(trained_model["model_dir"], port, name,
-                       "SAGEMAKER_MODEL_SERVER_WORKERS=1", "SAGEMAKER_MODEL_SERVER_TIMEOUT=30")
+    """One serving container on a loopback port, model mounted read-only."""
+    container = du.start_serving(
+        serve_image,
+        trained_model["model_dir"],
+        "byoc-test-serve",
+        "SAGEMAKER_MODEL_SERVER_WORKERS=1",
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT=30",
+    )
     try:
-        du.wait_http(f"http://127.0.0.1:{port}/ping", timeout=240)
-        yield {"port": port, "name": name, "id": cid, **trained_model}
+        yield {**container, **trained_model}
     finally:
-        du.run(["rm", "-f", name])
+        du.run(["rm", "-f", container["name"]])
 
 
 def test_ping_and_unknown_paths(server):
@@ -100,8 +100,9 @@ def test_predictions_agree_with_training_test_accuracy(server):
     for class_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
         label = class_dir.name.split(".", 1)[1]
         for path in sorted(class_dir.glob("*.png")):
-            status, doc, headers = request(server["port"], "/invocations", path.read_bytes(),
-                                           {"Content-Type": "image/png"})
+            status, doc, headers = request(
+                server["port"], "/invocations", path.read_bytes(), {"Content-Type": "image/png"}
+            )
             assert status == 200 and headers["Content-Type"] == "application/json"
             preds = doc["predictions"]
             assert len(preds) == 5 and [p["score"] for p in preds] == sorted((p["score"] for p in preds), reverse=True)
@@ -116,27 +117,38 @@ def same(a: list[dict], b: list[dict]) -> bool:
     """Same classes in the same order and the same scores up to float noise: a batch of N runs other
     kernels than a batch of 1 (differences around 1e-8 can flip the 6th decimal of a rounded score)."""
     return [p["index"] for p in a] == [p["index"] for p in b] and all(
-        abs(p["score"] - q["score"]) < 1e-5 for p, q in zip(a, b))
+        abs(p["score"] - q["score"]) < 1e-5 for p, q in zip(a, b, strict=True)
+    )
 
 
 def test_top_k_and_batches(server):
     port = server["port"]
     img = png(Image.new("RGB", (32, 32), (255, 255, 255)))
-    status, doc, _ = request(port, "/invocations", img, {"Content-Type": "image/png",
-                                                          "X-Amzn-SageMaker-Custom-Attributes": "top_k=3"})
+    status, doc, _ = request(
+        port, "/invocations", img, {"Content-Type": "image/png", "X-Amzn-SageMaker-Custom-Attributes": "top_k=3"}
+    )
     assert status == 200 and len(doc["predictions"]) == 3
     single = doc["predictions"]
-    status, doc, _ = request(port, "/invocations", img, {"Content-Type": "image/png",
-                                                          "X-Amzn-SageMaker-Custom-Attributes": "top_k=99"})
+    status, doc, _ = request(
+        port, "/invocations", img, {"Content-Type": "image/png", "X-Amzn-SageMaker-Custom-Attributes": "top_k=99"}
+    )
     assert len(doc["predictions"]) == 10 and abs(sum(p["score"] for p in doc["predictions"]) - 1) < 1e-3
     b64 = base64.b64encode(img).decode()
-    status, doc, _ = request(port, "/invocations", json.dumps({"instances": [{"b64": b64}] * 3}).encode(),
-                             {"Content-Type": "application/json", "X-Amzn-SageMaker-Custom-Attributes": "top_k=3"})
+    status, doc, _ = request(
+        port,
+        "/invocations",
+        json.dumps({"instances": [{"b64": b64}] * 3}).encode(),
+        {"Content-Type": "application/json", "X-Amzn-SageMaker-Custom-Attributes": "top_k=3"},
+    )
     assert status == 200 and len(doc["predictions"]) == 3 and all(same(p, single) for p in doc["predictions"])
     buf = io.BytesIO()
     np.save(buf, np.full((2, 32, 32, 3), 255, np.uint8))
-    status, doc, _ = request(port, "/invocations", buf.getvalue(), {"Content-Type": "application/x-npy",
-                                                                     "X-Amzn-SageMaker-Custom-Attributes": "top_k=3"})
+    status, doc, _ = request(
+        port,
+        "/invocations",
+        buf.getvalue(),
+        {"Content-Type": "application/x-npy", "X-Amzn-SageMaker-Custom-Attributes": "top_k=3"},
+    )
     assert status == 200 and len(doc["predictions"]) == 2 and all(same(p, single) for p in doc["predictions"])
 
 
@@ -144,14 +156,19 @@ def test_top_k_and_batches(server):
 def _bomb(side: int = 30000) -> bytes:
     """A valid greyscale PNG of side x side zero pixels: ~900 KB on the wire, 900 MB decoded.
     Written row by row so the test itself never holds the pixels."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     z = zlib.compressobj(9)
     row = bytes(side + 1)  # filter byte + pixels
     idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
+    )
 
 
 def _pickled_npy() -> bytes:
@@ -204,7 +221,10 @@ def test_pixel_bomb_keeps_memory_flat(server):
         sampler.join()
     assert status == 400 and "30000x30000" in doc["error"]
     growth = max(samples) - before
-    print(f"container memory: {before / 2**20:.0f} MiB before, peak growth {growth / 2**20:.1f} MiB over {len(samples)} samples")
+    print(
+        f"container memory: {before / 2**20:.0f} MiB before, "
+        f"peak growth {growth / 2**20:.1f} MiB over {len(samples)} samples"
+    )
     assert growth < 150 * 1024**2, f"container memory grew by {growth / 2**20:.0f} MiB for a 900 MB bomb"
 
 
@@ -212,13 +232,33 @@ def test_model_dir_is_left_untouched(server):
     assert sorted(p.name for p in Path(server["model_dir"]).iterdir()) == ["model.json", "model.pt", "model.ts"]
 
 
+def send_and_wait_until_read(port: int, body: bytes, headers: dict) -> tuple[threading.Thread, dict]:
+    """POST `body` and wait until the front has read all of it (it then takes a worker at once, with no
+    I/O in between); a thread collects the answer into the dict it returns, as `request` returns it."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    conn.request("POST", "/invocations", body, headers)
+    netutil.wait_until_read(conn.sock)
+    result: dict = {}
+
+    def answer():
+        resp = conn.getresponse()
+        result["answer"] = (resp.status, json.loads(resp.read()), dict(resp.headers))
+        conn.close()
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    return thread, result
+
+
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(server):
     """With the one worker busy, requests queue at the front and go to it in batches (up to
     BYOC_BATCH_SIZE, default 4); each still gets exactly the answer it gets alone, errors included."""
     port = server["port"]
     images = sorted((Path(server["data"]) / "test").glob("*/*.png"))[:10]
-    cases = [(p.read_bytes(), {"Content-Type": "image/png", "X-Amzn-SageMaker-Custom-Attributes": f"top_k={1 + i % 3}"})
-             for i, p in enumerate(images)]
+    cases = [
+        (p.read_bytes(), {"Content-Type": "image/png", "X-Amzn-SageMaker-Custom-Attributes": f"top_k={1 + i % 3}"})
+        for i, p in enumerate(images)
+    ]
     cases += [(b"not an image", {"Content-Type": "image/png"}), (b"x", {"Content-Type": "text/csv"})]
     alone = [request(port, "/invocations", body, headers) for body, headers in cases]
     assert [a[0] for a in alone] == [200] * 10 + [400, 415]
@@ -228,9 +268,8 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(server):
     def send(i):
         together[i] = request(port, "/invocations", *cases[i])
 
-    blocker = threading.Thread(target=request, args=(port, "/invocations", slow, {"Content-Type": "application/json"}))
-    blocker.start()
-    time.sleep(0.3)  # the worker is busy with 300 images: the next requests wait at the front
+    # The worker is busy with 300 images from the moment the front has read them: the next requests wait.
+    blocker, _ = send_and_wait_until_read(port, slow, {"Content-Type": "application/json"})
     threads = [threading.Thread(target=send, args=(i,)) for i in range(len(cases))]
     for t in threads:
         t.start()
@@ -249,14 +288,8 @@ def test_sigterm_finishes_in_flight_and_exits_within_30s(server):
     """Last test on the shared container: it stops it."""
     img = base64.b64encode(png(Image.new("RGB", (300, 300), (9, 9, 9)))).decode()
     big_batch = json.dumps({"instances": [{"b64": img}] * 400}).encode()
-    result: dict = {}
-
-    def slow_request():
-        result["answer"] = request(server["port"], "/invocations", big_batch, {"Content-Type": "application/json"})
-
-    worker = threading.Thread(target=slow_request)
-    worker.start()
-    time.sleep(0.3)  # the request is in flight
+    # In flight once the front has read it: SIGTERM must not drop it.
+    worker, result = send_and_wait_until_read(server["port"], big_batch, {"Content-Type": "application/json"})
     start = time.monotonic()
     du.run(["kill", "--signal", "TERM", server["name"]], check=True)
     waited = du.run(["wait", server["name"]], timeout=60)
@@ -268,8 +301,11 @@ def test_sigterm_finishes_in_flight_and_exits_within_30s(server):
     status, doc, _ = result["answer"]
     assert status == 200 and len(doc["predictions"]) == 400
     # The batching test before this one sent requests that waited for the busy worker together.
-    [stopped] = [json.loads(x) for x in du.run(["logs", server["name"]]).stderr.splitlines()
-                 if x.startswith('{"event": "stopped"')]
+    [stopped] = [
+        json.loads(x)
+        for x in du.run(["logs", server["name"]]).stderr.splitlines()
+        if x.startswith('{"event": "stopped"')
+    ]
     assert stopped["drained"] and max(int(k) for k in stopped["calls_by_batch_size"]) > 1, stopped
 
 
@@ -287,25 +323,34 @@ def test_broken_artifact_exits_nonzero_and_never_pings_200(serve_image, trained_
             meta["arch"] = "resnet34"
         (model_dir / "model.json").write_text(json.dumps(meta))
         (model_dir / "model.pt").write_bytes(weights)
-    port = du.free_port()
+    code, pings, log = du.on_free_port(lambda ports: run_until_exit(serve_image, model_dir, ports[0]))
+    assert code != 0 and 200 not in pings
+    errors = [line for line in log.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in log, log[-2000:]
+    assert {"missing": "model.json", "corrupt weights": "corrupt", "wrong architecture": "does not match"}[
+        breakage
+    ] in errors[0]
+
+
+def run_until_exit(image: str, model_dir: Path, port: int) -> tuple[int, list, str]:
+    """(exit code, /ping statuses seen while it ran, log) of a serving container expected to exit;
+    PortTaken when it exited because another process held its port."""
     name = f"byoc-test-serve-broken-{uuid.uuid4().hex[:8]}"
     start = time.monotonic()
-    start_server(model_dir, port, name)
+    du.run(du.serve_args(image, model_dir, port, name), check=True)
     try:
         pings = []
-        while du.run(["inspect", "-f", "{{.State.Running}}", name]).stdout.strip() == "true":
+        while du.is_running(name):
             assert time.monotonic() - start < 120, "the container did not exit"
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as resp:
                     pings.append(resp.status)
             except (urllib.error.URLError, OSError) as exc:
                 pings.append(getattr(exc, "code", None))
-            time.sleep(0.2)
+            time.sleep(0.2)  # a poll interval: the loop ends when the container exits
         code = int(du.run(["inspect", "-f", "{{.State.ExitCode}}", name]).stdout.strip())
-        logs = du.run(["logs", name])
-        assert code != 0 and 200 not in pings
-        errors = [line for line in logs.stderr.splitlines() if line.startswith("error: ")]
-        assert len(errors) == 1 and "Traceback" not in logs.stderr, logs.stderr[-2000:]
-        assert {"missing": "model.json", "corrupt weights": "corrupt", "wrong architecture": "does not match"}[breakage] in errors[0]
+        log = du.run(["logs", name]).stderr
+        du.raise_if_port_taken(log, f"container {name}")
+        return code, pings, log
     finally:
         du.run(["rm", "-f", name])

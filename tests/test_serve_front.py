@@ -24,20 +24,29 @@ class FakeMMS(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    delay = 0.0  # seconds each answer takes (lets requests queue at the front)
+    # Each answer waits for `release`, so a test can keep the worker busy while requests queue at the
+    # front; `busy` says a request has reached it.
+    busy, release = threading.Event(), threading.Event()
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         FakeMMS.seen.append((dict(self.headers), body))
-        time.sleep(FakeMMS.delay)
+        FakeMMS.busy.set()
+        FakeMMS.release.wait(10)
         if self.headers.get(batching.BATCH_HEADER):  # as the handler answers a framed batch
             parts = batching.unpack_requests(body, int(self.headers[batching.BATCH_HEADER]))
-            answers = [(400, json.dumps({"error": "bad image", "status": 400}).encode()) if b == b"ours"
-                       else (200, json.dumps({"predictions": [], "len": len(b), "ct": h["Content-Type"]}).encode())
-                       for h, b in parts]
+            answers = [
+                (400, json.dumps({"error": "bad image", "status": 400}).encode())
+                if b == b"ours"
+                else (200, json.dumps({"predictions": [], "len": len(b), "ct": h["Content-Type"]}).encode())
+                for h, b in parts
+            ]
             status, out = 200, batching.pack_answers(answers)
         elif body == b"crash":
-            status, out = 503, json.dumps({"code": 503, "type": "InternalServerException", "message": "Prediction failed"})
+            status, out = (
+                503,
+                json.dumps({"code": 503, "type": "InternalServerException", "message": "Prediction failed"}),
+            )
         elif body == b"ours":
             status, out = 400, json.dumps({"error": "bad image", "status": 400})
         else:
@@ -68,12 +77,15 @@ def front(request):
     mms = ThreadingHTTPServer(("127.0.0.1", 0), FakeMMS)
     threading.Thread(target=mms.serve_forever, daemon=True).start()
     upstream = Upstream(mms.server_address[1])
-    server = Front(("127.0.0.1", 0), upstream, max_request_bytes=1000, timeout=5,
-                   batch_size=getattr(request, "param", 1))
+    server = Front(
+        ("127.0.0.1", 0), upstream, max_request_bytes=1000, timeout=5, batch_size=getattr(request, "param", 1)
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     FakeMMS.seen.clear()
-    FakeMMS.delay = 0.0
+    FakeMMS.busy.clear()
+    FakeMMS.release.set()
     yield server, upstream
+    FakeMMS.release.set()
     server.shutdown()
     server.server_close()
     mms.shutdown()
@@ -106,9 +118,20 @@ def test_recent_success_counts_as_healthy(front):
 
 def test_only_the_handlers_headers_are_forwarded(front):
     server, _ = front
-    status, doc, _ = call(server, "POST", "/invocations", b"abc", {
-        "Content-Type": "image/png", "Accept": "application/json", "X-Byoc-Probe": "1", "X-Byoc-Batch": "1",
-        "X-Amzn-SageMaker-Custom-Attributes": "top_k=2", "Cookie": "x"})
+    status, doc, _ = call(
+        server,
+        "POST",
+        "/invocations",
+        b"abc",
+        {
+            "Content-Type": "image/png",
+            "Accept": "application/json",
+            "X-Byoc-Probe": "1",
+            "X-Byoc-Batch": "1",
+            "X-Amzn-SageMaker-Custom-Attributes": "top_k=2",
+            "Cookie": "x",
+        },
+    )
     assert status == 200 and doc["len"] == 3
     headers = {k.lower(): v for k, v in FakeMMS.seen[-1][0].items()}
     assert headers["content-type"] == "image/png" and headers["x-amzn-sagemaker-custom-attributes"] == "top_k=2"
@@ -118,33 +141,41 @@ def test_only_the_handlers_headers_are_forwarded(front):
 @pytest.mark.parametrize("front", [4], indirect=True)
 def test_requests_waiting_for_a_busy_worker_go_together_and_are_answered_one_by_one(front):
     server, _ = front
-    FakeMMS.delay = 0.3
+    FakeMMS.release.clear()  # the one worker stays busy with the first request; the others queue
     bodies = [b"first", b"a", b"bb", b"ours", b"dddd", b"eeeee"]
     results: dict[bytes, tuple] = {}
 
     def client(body):
         results[body] = call(server, "POST", "/invocations", body, {"Content-Type": f"image/x-{len(body)}"})[:2]
 
-    threads = [threading.Thread(target=client, args=(b,)) for b in bodies]
+    threads = [threading.Thread(target=client, args=(b,), daemon=True) for b in bodies]
     threads[0].start()
-    time.sleep(0.1)  # the one worker is busy with the first request; the others queue
+    assert FakeMMS.busy.wait(10), "the first request never reached the model server"
     for t in threads[1:]:
         t.start()
+    deadline = time.monotonic() + 10
+    while len(server.batcher._queue) < len(bodies) - 1:
+        assert time.monotonic() < deadline, "the other requests never queued at the front"
+        time.sleep(0.001)
+    FakeMMS.release.set()
     for t in threads:
         t.join(10)
     assert results[b"ours"] == (400, {"error": "bad image", "status": 400})
     for body in set(bodies) - {b"ours"}:
         assert results[body] == (200, {"predictions": [], "len": len(body), "ct": f"image/x-{len(body)}"})
     sizes = [int(h.get(batching.BATCH_HEADER, 1)) for h, _ in FakeMMS.seen]
-    assert sizes[0] == 1 and sum(sizes) == 6 and max(sizes) == 4  # batch_size caps a batch
-    assert server.batcher.sizes[4] == 1
+    assert sizes == [1, 4, 1]  # five waiting: batch_size caps a batch at four, the fifth goes next
+    assert server.batcher.sizes == {1: 2, 4: 1}
 
 
 def test_foreign_errors_are_rewrapped_and_ours_pass_through(front):
     server, _ = front
     status, doc, _ = call(server, "POST", "/invocations", b"crash", {"Content-Type": "image/png"})
     assert status == 503 and set(doc) == {"error", "status"} and "Prediction failed" not in doc["error"]
-    assert call(server, "POST", "/invocations", b"ours", {"Content-Type": "image/png"})[1] == {"error": "bad image", "status": 400}
+    assert call(server, "POST", "/invocations", b"ours", {"Content-Type": "image/png"})[1] == {
+        "error": "bad image",
+        "status": 400,
+    }
 
 
 def test_oversized_body_is_413_and_the_connection_stays_usable(front):
@@ -170,7 +201,9 @@ def test_the_front_process_stays_free_of_torch():
     import subprocess
     import sys
 
-    code = ("import sys, byoc.serve.server, byoc.serve.front, byoc.serve.mms, byoc.serve.sizing; "
-            "print(sorted(m for m in ('torch', 'numpy', 'PIL') if m in sys.modules))")
+    code = (
+        "import sys, byoc.serve.server, byoc.serve.front, byoc.serve.mms, byoc.serve.sizing; "
+        "print(sorted(m for m in ('torch', 'numpy', 'PIL') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -9,11 +9,18 @@ import pytest
 from byoc.serve import http_errors as errors
 
 
-@pytest.mark.parametrize("cls, status", [
-    (errors.BadRequest, 400), (errors.ImageTooLarge, 400), (errors.PayloadTooLarge, 413),
-    (errors.UnsupportedMediaType, 415), (errors.NotAcceptable, 406), (errors.Unavailable, 503),
-    (errors.Internal, 500),
-])
+@pytest.mark.parametrize(
+    "cls, status",
+    [
+        (errors.BadRequest, 400),
+        (errors.ImageTooLarge, 400),
+        (errors.PayloadTooLarge, 413),
+        (errors.UnsupportedMediaType, 415),
+        (errors.NotAcceptable, 406),
+        (errors.Unavailable, 503),
+        (errors.Internal, 500),
+    ],
+)
 def test_status_and_json_body(cls, status):
     code, body = errors.to_response(cls("what went wrong"))
     assert code == status

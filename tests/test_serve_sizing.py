@@ -40,13 +40,21 @@ def test_machine_probes_are_sane():
 
 
 def test_config_from_sagemaker_variables():
-    cfg = ServeConfig.from_env({"SAGEMAKER_BIND_TO_PORT": "9000", "SAGEMAKER_MODEL_SERVER_WORKERS": "3",
-                                "SAGEMAKER_MODEL_SERVER_TIMEOUT": "20", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "2",
-                                "SAGEMAKER_BASE_DIR": "/x"})
+    cfg = ServeConfig.from_env(
+        {
+            "SAGEMAKER_BIND_TO_PORT": "9000",
+            "SAGEMAKER_MODEL_SERVER_WORKERS": "3",
+            "SAGEMAKER_MODEL_SERVER_TIMEOUT": "20",
+            "SAGEMAKER_MAX_PAYLOAD_IN_MB": "2",
+            "SAGEMAKER_BASE_DIR": "/x",
+        }
+    )
     assert (cfg.port, cfg.workers, cfg.timeout, cfg.max_request_bytes) == (9000, 3, 20, 2 * 1024**2)
     assert str(cfg.model_dir) == "/x/model"
     assert ServeConfig.from_env({}).max_request_bytes == 6 * 1024**2
-    newer = ServeConfig.from_env({"SAGEMAKER_MODEL_SERVER_TIMEOUT": "20", "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "90"})
+    newer = ServeConfig.from_env(
+        {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "20", "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "90"}
+    )
     assert newer.timeout == 90
 
 
@@ -57,8 +65,15 @@ def test_batching_and_access_log_settings():
     assert (cfg.batch_size, cfg.max_batch_delay_ms, cfg.access_log) == (16, 5, True)
 
 
-@pytest.mark.parametrize("env", [{"SAGEMAKER_MODEL_SERVER_WORKERS": "two"}, {"BYOC_TOP_K": "0"},
-                                 {"BYOC_BATCH_SIZE": "0"}, {"BYOC_MAX_BATCH_DELAY_MS": "-1"}])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"SAGEMAKER_MODEL_SERVER_WORKERS": "two"},
+        {"BYOC_TOP_K": "0"},
+        {"BYOC_BATCH_SIZE": "0"},
+        {"BYOC_MAX_BATCH_DELAY_MS": "-1"},
+    ],
+)
 def test_bad_settings_are_config_errors(env):
     with pytest.raises(ConfigError):
         ServeConfig.from_env(env)

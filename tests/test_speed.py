@@ -18,17 +18,51 @@ def test_auto_offers_no_bf16_on_cpu_for_tiny_images(monkeypatch):
     assert {s.amp for s in speed.candidates("auto", "auto", CPU, speed.CPU_BF16_MIN_IMAGE_SIZE)} == {"off", "bf16"}
 
 
-def test_auto_tries_both_layouts_and_keeps_the_fastest(caplog):
+def rig_timings(monkeypatch, seconds: dict) -> list:
+    """Each setting's timing is `seconds[setting]` (the real trial still runs, so its finiteness
+    checks still count); returns the settings in the order they were timed."""
+    real, timed = speed._trial, []
+
+    def trial(model, setting, *args):
+        timed.append(setting)
+        measured, problem = real(model, setting, *args)
+        return (seconds[setting] if problem is None else measured), problem
+
+    monkeypatch.setattr(speed, "_trial", trial)
+    return timed
+
+
+@pytest.mark.parametrize("fast_layout", [True, False], ids=["channels_last-fastest", "contiguous-fastest"])
+def test_auto_tries_both_layouts_and_keeps_the_fastest(fast_layout, caplog, monkeypatch):
     options = speed.candidates("off", "auto", CPU, 32)
     assert options == [speed.Speed("off", True), speed.Speed("off", False)]
+    timed = rig_timings(monkeypatch, {s: 0.01 if s.channels_last is fast_layout else 0.03 for s in options})
     net = model.build("resnet18", 3)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     rng = torch.get_rng_state()
     caplog.set_level("INFO")
     choice = speed.fastest(net, options, batch_size=4, image_size=32, num_classes=3, device=CPU)
-    assert choice in options and "speed settings measured" in caplog.text
+    assert choice == speed.Speed("off", fast_layout)
+    assert timed == options  # each timed once
+    assert f"amp=off/channels_last=True: {0.01 if fast_layout else 0.03:.3f}" in caplog.text
+    assert f"-> amp=off channels_last={fast_layout}" in caplog.text
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # timed on a copy
     assert torch.equal(rng, torch.get_rng_state())  # and without touching the RNG
+
+
+FOUR = [speed.Speed("off", True), speed.Speed("off", False), speed.Speed("bf16", True), speed.Speed("bf16", False)]
+
+
+@pytest.mark.parametrize("fastest", range(len(FOUR)), ids=[f"{s.amp.value}-cl{int(s.channels_last)}" for s in FOUR])
+@pytest.mark.parametrize("order", ["ascending", "descending"])
+def test_the_quickest_of_many_wins_wherever_it_is(fastest, order, monkeypatch):
+    """Distinct timings, the minimum in each position, the others rising or falling around it: only
+    the minimum is kept (not the first, the last or the slowest)."""
+    others = [0.2, 0.3, 0.4] if order == "ascending" else [0.4, 0.3, 0.2]
+    seconds = dict(zip([s for i, s in enumerate(FOUR) if i != fastest], others, strict=True))
+    seconds[FOUR[fastest]] = 0.1
+    monkeypatch.setattr(speed, "_trial", lambda model, setting, *args: (seconds[setting], None))
+    assert speed.fastest(nn.Linear(3, 3), FOUR, 4, 8, 3, CPU) == FOUR[fastest]
 
 
 class BrokenInChannelsLast(nn.Module):
@@ -89,7 +123,12 @@ def test_when_every_setting_goes_non_finite_fp32_contiguous_is_used(caplog):
         def forward(self, x):
             return self.head(x.mean((2, 3))) * float("nan")
 
-    options = [speed.Speed("off", True), speed.Speed("bf16", True), speed.Speed("bf16", False), speed.Speed("off", False)]
+    options = [
+        speed.Speed("off", True),
+        speed.Speed("bf16", True),
+        speed.Speed("bf16", False),
+        speed.Speed("off", False),
+    ]
     assert speed.fastest(AlwaysNaN(), options, 4, 8, 3, CPU) == speed.Speed("off", False)
     assert caplog.text.count("dropped: loss=nan at step 1") == 4
     assert "no speed setting stayed finite" in caplog.text

@@ -20,8 +20,18 @@ pytestmark = pytest.mark.container
 # the run's numerics would change from run to run. (At these 16 px, `auto` on CPU no longer offers
 # bf16, which gave random NaN gradients: see speed.CPU_BF16_MIN_IMAGE_SIZE.) The two-host test keeps
 # "auto" to cover the measured choice being shared by every rank.
-FAST = {"arch": "resnet18", "image-size": 16, "pretrained": "false", "epochs": "2", "batch-size": "32",
-        "lr": "0.001", "num-workers": "1", "log-every": "2", "amp": "off", "channels-last": "false"}
+FAST = {
+    "arch": "resnet18",
+    "image-size": 16,
+    "pretrained": "false",
+    "epochs": "2",
+    "batch-size": "32",
+    "lr": "0.001",
+    "num-workers": "1",
+    "log-every": "2",
+    "amp": "off",
+    "channels-last": "false",
+}
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +100,9 @@ def test_trains_on_mixed_modes_with_corrupt_file(train_image, tiny_data, tmp_pat
     assert proc.returncode == 0, log[-4000:]
     summary = "\n".join(line for line in log.splitlines() if "loss=" in line)
     number = r"[0-9]+\.[0-9]+"  # fp32 at lr 0.001 stays finite: a nan or inf here is a regression
-    assert re.search(rf"epoch=1 train_loss={number} train_accuracy={number} val_loss={number} val_accuracy={number}",
-                     log), summary
+    assert re.search(
+        rf"epoch=1 train_loss={number} train_accuracy={number} val_loss={number} val_accuracy={number}", log
+    ), summary
     assert re.search(rf"test_loss={number} test_accuracy={number} test_images=50 skipped_images=1", log), summary
     from byoc.aws.metrics import METRIC_DEFINITIONS, parse  # the definitions training jobs are created with
 
@@ -153,9 +164,29 @@ def test_cli_overrides_and_no_config_files(train_image, tiny_data, tmp_path):
     shutil.copytree(tiny_data, data)
     out = tmp_path / "model"
     out.mkdir(mode=0o777)
-    proc = du.run(["run", "--rm", "--network", "none", "-v", f"{data}:/opt/ml/input/data/training",
-                   "-v", f"{out}:/opt/ml/model", du.TRAIN_IMAGE, "train", "--epochs", "1", "--arch", "resnet18",
-                   "--image-size=16", "--no-pretrained", "--batch-size", "64"], timeout=900)
+    proc = du.run(
+        [
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            f"{data}:/opt/ml/input/data/training",
+            "-v",
+            f"{out}:/opt/ml/model",
+            du.TRAIN_IMAGE,
+            "train",
+            "--epochs",
+            "1",
+            "--arch",
+            "resnet18",
+            "--image-size=16",
+            "--no-pretrained",
+            "--batch-size",
+            "64",
+        ],
+        timeout=900,
+    )
     assert proc.returncode == 0, _log(proc)[-3000:]
     assert "epoch=0 train_loss" in _log(proc) and "epoch=1 train_loss" not in _log(proc)
     assert json.loads((out / "model.json").read_text())["arch"] == "resnet18"
@@ -172,9 +203,29 @@ def test_two_hosts_train_one_model(train_image, tiny_data, tmp_path):
         names[host] = f"byoc-test-{host}-{tag}"
     try:
         for host in hosts:
-            du.run(["run", "-d", "--name", names[host], "--network", "host", "--hostname", host,
-                    "--add-host", "algo-1:127.0.0.1", "--add-host", "algo-2:127.0.0.1", "--shm-size", "1g",
-                    "-v", f"{roots[host]}:/opt/ml", du.TRAIN_IMAGE, "train"], check=True)
+            du.run(
+                [
+                    "run",
+                    "-d",
+                    "--name",
+                    names[host],
+                    "--network",
+                    "host",
+                    "--hostname",
+                    host,
+                    "--add-host",
+                    "algo-1:127.0.0.1",
+                    "--add-host",
+                    "algo-2:127.0.0.1",
+                    "--shm-size",
+                    "1g",
+                    "-v",
+                    f"{roots[host]}:/opt/ml",
+                    du.TRAIN_IMAGE,
+                    "train",
+                ],
+                check=True,
+            )
         codes = {h: int(du.run(["wait", names[h]], timeout=900).stdout.strip()) for h in hosts}
         logs = {h: _log(du.run(["logs", names[h]])) for h in hosts}
     finally:

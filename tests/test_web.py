@@ -16,14 +16,25 @@ import pytest
 from byoc.local import runtime as local_runtime
 from byoc.local.web import dev_server
 from tests import dockerutil as du
+from tests import netutil
 from tests.test_lambda_e2e import container_predictions, serving  # noqa: F401 (a fixture)
 from tests.test_local_runtime import StandIn
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # The flags Debian's chromium needs as root in a container, and none of its background traffic.
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                  "--disable-default-apps", "--disable-extensions", "--window-size=900,700")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--window-size=900,700",
+)
 
 
 def post(url: str, body: bytes, content_type: str) -> tuple[int, dict]:
@@ -38,8 +49,13 @@ def post(url: str, body: bytes, content_type: str) -> tuple[int, dict]:
 def test_dev_server_serves_the_page_and_turns_posts_into_function_url_events(monkeypatch):
     stand_in = StandIn()
     runtime, runtime_url = local_runtime.start_in_thread({"byoc-dev": stand_in.url})
-    for key, value in {"ENDPOINT_NAME": "byoc-dev", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": runtime_url,
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}.items():
+    for key, value in {
+        "ENDPOINT_NAME": "byoc-dev",
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": runtime_url,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+    }.items():
         monkeypatch.setenv(key, value)
     function = dev_server.load_function(dev_server.DEFAULT_FUNCTION)
     seen = []
@@ -75,8 +91,16 @@ def ensure_chromium() -> None:
         return
     if os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "--no-install-recommends",
-                   "chromium", "chromium-driver"]
+        install = [
+            "apt-get",
+            "-o",
+            "DPkg::Lock::Timeout=300",
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "chromium",
+            "chromium-driver",
+        ]
         if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
             subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
             subprocess.run(install, env=env, capture_output=True, timeout=900)
@@ -88,14 +112,17 @@ def ensure_chromium() -> None:
 
 @pytest.fixture(scope="module")
 def lambda_local(serving):  # noqa: F811 (the fixture imported above)
-    """`byoc lambda-local --container URL`: the page, the Lambda and a local runtime, as a user starts them."""
-    port = du.free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "byoc.cli", "lambda-local", "--port", str(port),
-                             "--container", serving["url"]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """`byoc lambda-local --container URL`: the page, the Lambda and a local runtime, as a user starts them,
+    on the port it chose (--port 0), read from the line it prints once listening."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "byoc.cli", "lambda-local", "--port", "0", "--container", serving["url"]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        banner = [proc.stdout.readline() for _ in range(2)]
-        assert f"http://127.0.0.1:{port}/" in banner[-1], banner
-        yield f"http://127.0.0.1:{port}/"
+        output = netutil.Output(proc.stdout)
+        yield output.wait_for(r"demo page and Lambda on (http://127\.0\.0\.1:\d+/)", timeout=60)[1]
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -124,8 +151,9 @@ def pick_and_wait(driver, page: str, path) -> str:
 
     driver.get(page)
     driver.find_element(By.ID, "file").send_keys(str(path))  # what choosing a file in the dialog does
-    WebDriverWait(driver, 60).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state")
-                                    in ("done", "error"))
+    WebDriverWait(driver, 60).until(
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") in ("done", "error")
+    )
     return driver.find_element(By.TAG_NAME, "body").get_attribute("data-state")
 
 
@@ -138,7 +166,7 @@ def test_page_shows_top_classes_with_bars_in_chromium(browser, lambda_local, ser
     assert pick_and_wait(browser, lambda_local, photo) == "done", browser.find_element(By.ID, "status").text
     rows = browser.find_elements(By.CSS_SELECTOR, "#predictions li")
     assert [r.find_element(By.CLASS_NAME, "label").text for r in rows] == [p["label"] for p in expected]
-    for row, p in zip(rows, expected):
+    for row, p in zip(rows, expected, strict=True):
         assert row.find_element(By.CLASS_NAME, "score").text == f"{p['score'] * 100:.1f}%"
         width = row.find_element(By.CSS_SELECTOR, ".bar > div").value_of_css_property("width")
         total = row.find_element(By.CLASS_NAME, "bar").value_of_css_property("width")

@@ -14,17 +14,31 @@ from byoc.aws import autoscale, ecr, endpoint, jobs, lambda_deploy, s3data, sage
 from byoc.core.errors import ConfigError
 
 # The training image's most used hyperparameters as flags; any other goes through --hp NAME=VALUE.
-HP_FLAGS = (("epochs", int), ("batch-size", int), ("lr", float), ("arch", str), ("image-size", int),
-            ("pretrained", str), ("freeze-backbone", str), ("seed", int), ("num-workers", int),
-            ("early-stopping-patience", int), ("amp", str))
+HP_FLAGS = (
+    ("epochs", int),
+    ("batch-size", int),
+    ("lr", float),
+    ("arch", str),
+    ("image-size", int),
+    ("pretrained", str),
+    ("freeze-backbone", str),
+    ("seed", int),
+    ("num-workers", int),
+    ("early-stopping-patience", int),
+    ("amp", str),
+)
 
 
 def _common(parser: argparse.ArgumentParser, name: bool = True) -> None:
     parser.add_argument("--region", help="AWS region (default: AWS_DEFAULT_REGION or your profile's)")
     parser.add_argument("--profile", help="AWS profile (default: AWS_PROFILE or the default one)")
     if name:
-        parser.add_argument("--name", required=True, type=_name,
-                            help="names and tags (byoc:name) everything this creates; status and teardown use it")
+        parser.add_argument(
+            "--name",
+            required=True,
+            type=_name,
+            help="names and tags (byoc:name) everything this creates; status and teardown use it",
+        )
 
 
 def _name(value: str) -> str:
@@ -46,6 +60,7 @@ def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
 
 def _run(handler):
     """Connect, run the handler, and turn AWS failures into one-line errors."""
+
     def run(args) -> int:
         if not getattr(args, "verbose", False):  # botocore logs every credential lookup at INFO
             for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):
@@ -53,6 +68,7 @@ def _run(handler):
         with session.aws_errors():
             aws = session.connect(args.region, args.profile)
             return handler(aws, args) or 0
+
     return run
 
 
@@ -60,8 +76,10 @@ def register(sub) -> None:
     _register_data(sub)
     _register_jobs(sub)
     _register_hosting(sub)
-    for command, helptext, handler in (("status", "what exists for NAME, its state and hourly cost", _status),
-                                       ("teardown", "delete everything the commands created for NAME", _teardown)):
+    for command, helptext, handler in (
+        ("status", "what exists for NAME, its state and hourly cost", _status),
+        ("teardown", "delete everything the commands created for NAME", _teardown),
+    ):
         p = sub.add_parser(command, help=helptext)
         _common(p)
         if command == "teardown":
@@ -78,16 +96,24 @@ def _register_data(sub) -> None:
     d.add_argument("--bucket", required=True, help="S3 bucket (created in --region if missing)")
     d.add_argument("--prefix", default="dogImages", help="key prefix (default dogImages)")
     d.add_argument("--url", default=s3data.DOG_IMAGES_URL, help="archive URL (http(s):// or file://)")
-    d.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "byoc",
-                   help="where the archive is downloaded and unpacked (reused by a second run)")
+    d.add_argument(
+        "--work-dir",
+        type=Path,
+        help="where the archive is downloaded and unpacked (default ~/.cache/byoc; reused by a second run)",
+    )
     d.add_argument("--workers", type=int, default=16, help="parallel uploads")
     d.set_defaults(func=_run(_dogimages))
 
     p = sub.add_parser("sagemaker-role", help="the SageMaker execution role for NAME (least privilege on one bucket)")
     _common(p)
     p.add_argument("--bucket", required=True, help="bucket with the data; outputs go to s3://BUCKET/byoc/NAME/")
-    p.add_argument("--data-prefix", action="append", default=[], metavar="PREFIX",
-                   help="prefix the jobs read (repeatable; default dogImages)")
+    p.add_argument(
+        "--data-prefix",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="prefix the jobs read (repeatable; default dogImages)",
+    )
     p.set_defaults(func=_run(_sagemaker_role))
 
 
@@ -103,18 +129,24 @@ def _dogimages(aws, args) -> int:
 
 def _job_options(p: argparse.ArgumentParser) -> None:
     _common(p)
-    p.add_argument("--role", help="SageMaker execution role ARN (default: byoc-NAME-sagemaker from `byoc sagemaker-role`)")
+    p.add_argument(
+        "--role", help="SageMaker execution role ARN (default: byoc-NAME-sagemaker from `byoc sagemaker-role`)"
+    )
     p.add_argument("--data", required=True, help="s3:// prefix with train/ valid/ test/ (from `byoc data`)")
-    p.add_argument("--output", help="s3:// prefix for model, checkpoints, TensorBoard (default: the data bucket's "
-                                    "byoc/NAME)")
-    p.add_argument("--image", help="training image URI (default: ACCOUNT.dkr.ecr.REGION.amazonaws.com/byoc-train:latest)")
+    p.add_argument(
+        "--output", help="s3:// prefix for model, checkpoints, TensorBoard (default: the data bucket's byoc/NAME)"
+    )
+    p.add_argument(
+        "--image", help="training image URI (default: ACCOUNT.dkr.ecr.REGION.amazonaws.com/byoc-train:latest)"
+    )
     p.add_argument("--instance-type", default="ml.m5.xlarge", help="e.g. ml.g4dn.xlarge for a GPU")
     p.add_argument("--instance-count", type=int, default=1, help="hosts; more than 1 trains with DDP across them")
     p.add_argument("--volume-size", type=int, default=50, help="GB of disk per host")
     p.add_argument("--max-run", type=int, default=4 * 3600, help="seconds a job may train")
     p.add_argument("--spot", action="store_true", help="managed spot training (checkpoints to S3, resumes)")
-    p.add_argument("--max-wait", type=int, default=0, help="spot: seconds including waiting for capacity "
-                                                            "(default 2 x --max-run)")
+    p.add_argument(
+        "--max-wait", type=int, default=0, help="spot: seconds including waiting for capacity (default 2 x --max-run)"
+    )
     for flag, kind in HP_FLAGS:
         p.add_argument(f"--{flag}", type=kind, help="hyperparameter (default: the training image's)")
     p.add_argument("--hp", action="append", metavar="NAME=VALUE", help="any other hyperparameter (repeatable)")
@@ -126,11 +158,20 @@ def _job_spec(aws, args) -> jobs.JobSpec:
     given = {flag: getattr(args, flag.replace("-", "_")) for flag, _ in HP_FLAGS}
     given.update(_pairs(args.hp, "--hp"))
     bucket = args.data.removeprefix("s3://").split("/", 1)[0]
-    return jobs.JobSpec(name=args.name, image=args.image or ecr.image_uri(aws, ecr.TRAIN_REPO), role=args.role or sagemaker_role.default_arn(aws, args.name),
-                        data=args.data, output=args.output or f"s3://{bucket}/{sagemaker_role.output_prefix(args.name)}",
-                        instance_type=args.instance_type, instance_count=args.instance_count,
-                        volume_gb=args.volume_size, max_run=args.max_run, spot=args.spot, max_wait=args.max_wait,
-                        hyperparameters=jobs.hyperparameters(given))
+    return jobs.JobSpec(
+        name=args.name,
+        image=args.image or ecr.image_uri(aws, ecr.TRAIN_REPO),
+        role=args.role or sagemaker_role.default_arn(aws, args.name),
+        data=args.data,
+        output=args.output or f"s3://{bucket}/{sagemaker_role.output_prefix(args.name)}",
+        instance_type=args.instance_type,
+        instance_count=args.instance_count,
+        volume_gb=args.volume_size,
+        max_run=args.max_run,
+        spot=args.spot,
+        max_wait=args.max_wait,
+        hyperparameters=jobs.hyperparameters(given),
+    )
 
 
 def _register_jobs(sub) -> None:
@@ -142,8 +183,14 @@ def _register_jobs(sub) -> None:
 
     p = sub.add_parser("tune", help="a hyperparameter tuning job (lr, batch-size) maximising val_accuracy")
     _job_options(p)
-    p.add_argument("--lr-range", type=float, nargs=2, metavar=("MIN", "MAX"), default=(1e-4, 1e-2),
-                   help="learning rate range, searched on a log scale")
+    p.add_argument(
+        "--lr-range",
+        type=float,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        default=(1e-4, 1e-2),
+        help="learning rate range, searched on a log scale",
+    )
     p.add_argument("--batch-sizes", default="32,64,128", help="comma-separated batch sizes to try")
     p.add_argument("--max-jobs", type=int, default=8, help="training jobs in total")
     p.add_argument("--max-parallel", type=int, default=2, help="training jobs at a time")
@@ -163,9 +210,15 @@ def _tune(aws, args) -> int:
         sizes = tuple(int(s) for s in args.batch_sizes.split(",") if s.strip())
     except ValueError as exc:
         raise ConfigError(f"--batch-sizes {args.batch_sizes!r}: expected integers like 32,64,128") from exc
-    tuning = jobs.TuningSpec(lr_min=args.lr_range[0], lr_max=args.lr_range[1], batch_sizes=sizes,
-                             max_jobs=args.max_jobs, max_parallel=args.max_parallel, strategy=args.strategy,
-                             max_seconds=args.max_tuning_time)
+    tuning = jobs.TuningSpec(
+        lr_min=args.lr_range[0],
+        lr_max=args.lr_range[1],
+        batch_sizes=sizes,
+        max_jobs=args.max_jobs,
+        max_parallel=args.max_parallel,
+        strategy=args.strategy,
+        max_seconds=args.max_tuning_time,
+    )
     jobs.tune(aws, _job_spec(aws, args), tuning, args.tuning_name, args.wait, args.poll)
     return 0
 
@@ -174,12 +227,20 @@ def _register_hosting(sub) -> None:
     p = sub.add_parser("deploy", help="model + endpoint config + endpoint NAME (created, or updated in place)")
     _common(p)
     p.add_argument("--model-data", required=True, help="s3:// URI of model.tar.gz (a training job's artifacts)")
-    p.add_argument("--role", help="SageMaker execution role ARN (default: byoc-NAME-sagemaker from `byoc sagemaker-role`)")
-    p.add_argument("--image", help="serving image URI (default: ACCOUNT.dkr.ecr.REGION.amazonaws.com/byoc-serve:latest)")
+    p.add_argument(
+        "--role", help="SageMaker execution role ARN (default: byoc-NAME-sagemaker from `byoc sagemaker-role`)"
+    )
+    p.add_argument(
+        "--image", help="serving image URI (default: ACCOUNT.dkr.ecr.REGION.amazonaws.com/byoc-serve:latest)"
+    )
     p.add_argument("--instance-type", default="ml.m5.large")
     p.add_argument("--instance-count", type=int, default=1)
-    p.add_argument("--startup-timeout", type=int, default=600,
-                   help="ContainerStartupHealthCheckTimeoutInSeconds: time to pass /ping after start")
+    p.add_argument(
+        "--startup-timeout",
+        type=int,
+        default=600,
+        help="ContainerStartupHealthCheckTimeoutInSeconds: time to pass /ping after start",
+    )
     p.add_argument("--env", action="append", metavar="NAME=VALUE", help="container environment (repeatable)")
     p.add_argument("--no-wait", dest="wait", action="store_false")
     p.add_argument("--poll", type=float, default=30, help="seconds between status checks")
@@ -199,7 +260,9 @@ def _register_hosting(sub) -> None:
     p = sub.add_parser("lambda-deploy", help="the Lambda function for endpoint NAME, least-privilege, with concurrency")
     _common(p)
     p.add_argument("--function", required=True, help="Lambda function name")
-    p.add_argument("--source", type=Path, default=Path("lambda"), help="folder with lambda_function.py (default lambda/)")
+    p.add_argument(
+        "--source", type=Path, default=Path("lambda"), help="folder with lambda_function.py (default lambda/)"
+    )
     p.add_argument("--reserved-concurrency", type=int, required=True)
     p.add_argument("--provisioned-concurrency", type=int, help="on alias live (0 removes it; billed while allocated)")
     p.add_argument("--function-url", action="store_true", help="a Function URL on alias live")
@@ -208,18 +271,28 @@ def _register_hosting(sub) -> None:
     p.add_argument("--timeout", type=int, default=30, help="seconds")
     p.add_argument("--log-retention-days", type=int, default=30)
     p.add_argument("--env", action="append", metavar="NAME=VALUE", help="more environment (repeatable)")
-    p.add_argument("--s3-read-bucket", action="append", default=[], metavar="BUCKET",
-                   help="let requests name images in this bucket (s3:GetObject on it only; repeatable)")
+    p.add_argument(
+        "--s3-read-bucket",
+        action="append",
+        default=[],
+        metavar="BUCKET",
+        help="let requests name images in this bucket (s3:GetObject on it only; repeatable)",
+    )
     p.add_argument("--poll", type=float, default=5, help="seconds between status checks")
     p.set_defaults(func=_run(_lambda_deploy))
 
 
 def _deploy(aws, args) -> int:
-    spec = endpoint.DeploySpec(name=args.name, image=args.image or ecr.image_uri(aws, ecr.SERVE_REPO),
-                               model_data=args.model_data, role=args.role or sagemaker_role.default_arn(aws, args.name),
-                               instance_type=args.instance_type,
-                               instance_count=args.instance_count, startup_timeout=args.startup_timeout,
-                               environment=_pairs(args.env, "--env"))
+    spec = endpoint.DeploySpec(
+        name=args.name,
+        image=args.image or ecr.image_uri(aws, ecr.SERVE_REPO),
+        model_data=args.model_data,
+        role=args.role or sagemaker_role.default_arn(aws, args.name),
+        instance_type=args.instance_type,
+        instance_count=args.instance_count,
+        startup_timeout=args.startup_timeout,
+        environment=_pairs(args.env, "--env"),
+    )
     endpoint.deploy(aws, spec, args.wait, args.poll)
     return 0
 
@@ -227,8 +300,10 @@ def _deploy(aws, args) -> int:
 def _autoscale(aws, args) -> int:
     if args.max_rps is not None:
         target = autoscale.target_from_max_rps(args.max_rps)
-        session.say(f"target from --max-rps {args.max_rps:g}: {args.max_rps:g} x {autoscale.SAFETY_FACTOR} x 60 = "
-                    f"{target:g} invocations per instance per minute")
+        session.say(
+            f"target from --max-rps {args.max_rps:g}: {args.max_rps:g} x {autoscale.SAFETY_FACTOR} x 60 = "
+            f"{target:g} invocations per instance per minute"
+        )
     else:
         target = args.target_invocations
     autoscale.autoscale(aws, args.name, args.min, args.max, target, args.scale_in_cooldown, args.scale_out_cooldown)
@@ -237,10 +312,19 @@ def _autoscale(aws, args) -> int:
 
 def _lambda_deploy(aws, args) -> int:
     spec = lambda_deploy.LambdaSpec(
-        name=args.name, function=args.function, source=args.source, reserved=args.reserved_concurrency,
-        provisioned=args.provisioned_concurrency, function_url=args.function_url, url_auth=args.function_url_auth,
-        memory=args.memory, timeout=args.timeout, log_retention_days=args.log_retention_days,
-        environment=_pairs(args.env, "--env"), read_buckets=args.s3_read_bucket)
+        name=args.name,
+        function=args.function,
+        source=args.source,
+        reserved=args.reserved_concurrency,
+        provisioned=args.provisioned_concurrency,
+        function_url=args.function_url,
+        url_auth=args.function_url_auth,
+        memory=args.memory,
+        timeout=args.timeout,
+        log_retention_days=args.log_retention_days,
+        environment=_pairs(args.env, "--env"),
+        read_buckets=args.s3_read_bucket,
+    )
     lambda_deploy.deploy(aws, spec, args.poll)
     return 0
 

@@ -29,9 +29,14 @@ def model_request(spec: DeploySpec) -> dict:
     """CreateModel; named by a hash of its content, so changed settings make a new model."""
     if not spec.model_data.startswith("s3://"):
         raise ConfigError(f"--model-data must be an s3:// URI of a model.tar.gz, got {spec.model_data!r}")
-    body = {"PrimaryContainer": {"Image": spec.image, "ModelDataUrl": spec.model_data,
-                                 "Environment": dict(spec.environment)},
-            "ExecutionRoleArn": spec.role}
+    body = {
+        "PrimaryContainer": {
+            "Image": spec.image,
+            "ModelDataUrl": spec.model_data,
+            "Environment": dict(spec.environment),
+        },
+        "ExecutionRoleArn": spec.role,
+    }
     return {"ModelName": f"{spec.name}-m-{digest(body)}", **body, "Tags": tags_list(spec.name)}
 
 
@@ -39,10 +44,15 @@ def config_request(spec: DeploySpec, model_name: str) -> dict:
     """CreateEndpointConfig with one variant; a new one for every change (endpoint configs are immutable)."""
     if spec.instance_count < 1:
         raise ConfigError("--instance-count must be >= 1")
-    variant = {"VariantName": VARIANT, "ModelName": model_name, "InstanceType": spec.instance_type,
-               "InitialInstanceCount": spec.instance_count, "InitialVariantWeight": 1.0,
-               "ContainerStartupHealthCheckTimeoutInSeconds": spec.startup_timeout,
-               "ModelDataDownloadTimeoutInSeconds": spec.download_timeout}
+    variant = {
+        "VariantName": VARIANT,
+        "ModelName": model_name,
+        "InstanceType": spec.instance_type,
+        "InitialInstanceCount": spec.instance_count,
+        "InitialVariantWeight": 1.0,
+        "ContainerStartupHealthCheckTimeoutInSeconds": spec.startup_timeout,
+        "ModelDataDownloadTimeoutInSeconds": spec.download_timeout,
+    }
     body = {"ProductionVariants": [variant]}
     return {"EndpointConfigName": f"{spec.name}-c-{digest(body)}", **body, "Tags": tags_list(spec.name)}
 
@@ -61,8 +71,10 @@ def deploy(aws: Aws, spec: DeploySpec, wait: bool = True, poll: float = 30) -> d
     if find(sm.describe_endpoint_config, EndpointConfigName=config_name):
         say(f"endpoint config {config_name} exists")
     else:
-        say(f"creating endpoint config {config_name} ({spec.instance_count} x {spec.instance_type}, "
-            f"container startup health check timeout {spec.startup_timeout} s)")
+        say(
+            f"creating endpoint config {config_name} ({spec.instance_count} x {spec.instance_type}, "
+            f"container startup health check timeout {spec.startup_timeout} s)"
+        )
         sm.create_endpoint_config(**config)
     endpoint = find(sm.describe_endpoint, EndpointName=spec.name)
     if endpoint is None:
@@ -72,8 +84,10 @@ def deploy(aws: Aws, spec: DeploySpec, wait: bool = True, poll: float = 30) -> d
         if not owned(sm.list_tags(ResourceArn=endpoint["EndpointArn"]).get("Tags"), spec.name):
             raise AwsError(f"endpoint {spec.name} exists but was not created by byoc; pick another --name")
         if endpoint["EndpointStatus"] == "Failed":
-            raise AwsError(f"endpoint {spec.name} is Failed ({endpoint.get('FailureReason', 'no reason given')}); "
-                           f"run `byoc teardown --name {spec.name}` and deploy again")
+            raise AwsError(
+                f"endpoint {spec.name} is Failed ({endpoint.get('FailureReason', 'no reason given')}); "
+                f"run `byoc teardown --name {spec.name}` and deploy again"
+            )
         if endpoint["EndpointConfigName"] == config_name:
             say(f"endpoint {spec.name} already runs {config_name} ({endpoint['EndpointStatus']})")
         else:
@@ -95,5 +109,12 @@ def update(sm, name: str, config_name: str, previous: str) -> None:
 
 
 def wait_in_service(sm, name: str, poll: float = 30) -> None:
-    waiting.wait(sm, "endpoint_in_service", lambda r: r.get("EndpointStatus", "?"), f"endpoint {name}",
-                 poll=poll, timeout=2 * 3600, EndpointName=name)
+    waiting.wait(
+        sm,
+        "endpoint_in_service",
+        lambda r: r.get("EndpointStatus", "?"),
+        f"endpoint {name}",
+        poll=poll,
+        timeout=2 * 3600,
+        EndpointName=name,
+    )

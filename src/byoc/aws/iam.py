@@ -18,8 +18,13 @@ def ensure_role(iam, name: str, role: str, trust: dict, inline: dict[str, dict],
     current = find(iam.get_role, RoleName=role)
     if current is None:
         say(f"creating IAM role {role} ({description})")
-        current = iam.create_role(RoleName=role, Path=ROLE_PATH, AssumeRolePolicyDocument=json.dumps(trust),
-                                  Description=description[:1000], Tags=tags_list(name))
+        current = iam.create_role(
+            RoleName=role,
+            Path=ROLE_PATH,
+            AssumeRolePolicyDocument=json.dumps(trust),
+            Description=description[:1000],
+            Tags=tags_list(name),
+        )
     else:
         if not owned(current["Role"].get("Tags"), name):
             raise AwsError(f"IAM role {role} exists but was not created by byoc for {name!r}; pick another --name")
@@ -69,4 +74,3 @@ def delete_role(iam, role: str) -> bool:
     _detach_managed(iam, role)
     iam.delete_role(RoleName=role)
     return True
-

@@ -6,20 +6,32 @@ from byoc.aws.session import owned, paginate
 
 
 def owned_configs(sm, name: str) -> list[str]:
-    return [c["EndpointConfigName"] for c in paginate(sm, "list_endpoint_configs", "EndpointConfigs", NameContains=name)
-            if owned(sm.list_tags(ResourceArn=c["EndpointConfigArn"]).get("Tags"), name)]
+    return [
+        c["EndpointConfigName"]
+        for c in paginate(sm, "list_endpoint_configs", "EndpointConfigs", NameContains=name)
+        if owned(sm.list_tags(ResourceArn=c["EndpointConfigArn"]).get("Tags"), name)
+    ]
 
 
 def owned_models(sm, name: str) -> list[str]:
-    return [m["ModelName"] for m in paginate(sm, "list_models", "Models", NameContains=name)
-            if owned(sm.list_tags(ResourceArn=m["ModelArn"]).get("Tags"), name)]
+    return [
+        m["ModelName"]
+        for m in paginate(sm, "list_models", "Models", NameContains=name)
+        if owned(sm.list_tags(ResourceArn=m["ModelArn"]).get("Tags"), name)
+    ]
 
 
 def owned_functions(lam, name: str) -> list[dict]:
-    return [f for f in paginate(lam, "list_functions", "Functions")
-            if owned(lam.list_tags(Resource=f["FunctionArn"]).get("Tags"), name)]
+    return [
+        f
+        for f in paginate(lam, "list_functions", "Functions")
+        if owned(lam.list_tags(Resource=f["FunctionArn"]).get("Tags"), name)
+    ]
 
 
 def owned_log_groups(logs, name: str) -> list[str]:
-    return [g["logGroupName"] for g in paginate(logs, "describe_log_groups", "logGroups", logGroupNamePrefix="/aws/lambda/")
-            if owned(logs.list_tags_for_resource(resourceArn=g["arn"].removesuffix(":*")).get("tags"), name)]
+    return [
+        g["logGroupName"]
+        for g in paginate(logs, "describe_log_groups", "logGroups", logGroupNamePrefix="/aws/lambda/")
+        if owned(logs.list_tags_for_resource(resourceArn=g["arn"].removesuffix(":*")).get("tags"), name)
+    ]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from byoc.aws import metrics, waiting
 from byoc.aws.logtail import LogTail
 from byoc.aws.session import Aws, AwsError, digest, find, say, tags_list
-from byoc.training.contract import DEFAULT_CHECKPOINT_DIR, TrainConfig
 from byoc.core.errors import ConfigError
+from byoc.training.contract import DEFAULT_CHECKPOINT_DIR, TrainConfig
 
 TENSORBOARD_LOCAL = "/opt/ml/output/tensorboard"  # where byoc.training.train writes TensorBoard events
 TUNED = ("lr", "batch-size")  # ranged by tuning, so not static hyperparameters there
@@ -55,19 +56,32 @@ def definition(spec: JobSpec) -> dict:
         raise ConfigError("--instance-count must be >= 1")
     output = _s3(spec.output, "--output")
     stopping = {"MaxRuntimeInSeconds": spec.max_run}
-    request = {
-        "AlgorithmSpecification": {"TrainingImage": spec.image, "TrainingInputMode": "File",
-                                   "MetricDefinitions": metrics.METRIC_DEFINITIONS},
+    request: dict[str, Any] = {
+        "AlgorithmSpecification": {
+            "TrainingImage": spec.image,
+            "TrainingInputMode": "File",
+            "MetricDefinitions": metrics.METRIC_DEFINITIONS,
+        },
         "RoleArn": spec.role,
-        "InputDataConfig": [{
-            "ChannelName": "training",
-            # every host gets all the data; DistributedSampler splits it between processes
-            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": _s3(spec.data, "--data") + "/",
-                                            "S3DataDistributionType": "FullyReplicated"}},
-        }],
+        "InputDataConfig": [
+            {
+                "ChannelName": "training",
+                # every host gets all the data; DistributedSampler splits it between processes
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": _s3(spec.data, "--data") + "/",
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+            }
+        ],
         "OutputDataConfig": {"S3OutputPath": f"{output}/model"},
-        "ResourceConfig": {"InstanceType": spec.instance_type, "InstanceCount": spec.instance_count,
-                           "VolumeSizeInGB": spec.volume_gb},
+        "ResourceConfig": {
+            "InstanceType": spec.instance_type,
+            "InstanceCount": spec.instance_count,
+            "VolumeSizeInGB": spec.volume_gb,
+        },
         "StoppingCondition": stopping,
     }
     if spec.spot:
@@ -84,15 +98,18 @@ def training_request(spec: JobSpec, job_name: str | None = None) -> dict:
     """The CreateTrainingJob request; the default job name is a hash of it, so a rerun finds the same job."""
     request = definition(spec)
     request["HyperParameters"] = dict(spec.hyperparameters)
-    request["TensorBoardOutputConfig"] = {"S3OutputPath": f"{_s3(spec.output, '--output')}/tensorboard",
-                                          "LocalPath": TENSORBOARD_LOCAL}
+    request["TensorBoardOutputConfig"] = {
+        "S3OutputPath": f"{_s3(spec.output, '--output')}/tensorboard",
+        "LocalPath": TENSORBOARD_LOCAL,
+    }
     request["Tags"] = tags_list(spec.name)
     request["TrainingJobName"] = job_name or f"{spec.name}-{digest(request)}"
     return request
 
 
-def train(aws: Aws, spec: JobSpec, job_name: str | None = None, wait: bool = True, poll: float = 30,
-          logs: bool = True) -> dict:
+def train(
+    aws: Aws, spec: JobSpec, job_name: str | None = None, wait: bool = True, poll: float = 30, logs: bool = True
+) -> dict:
     """Start the training job (or find the one these settings already started), follow it, report metrics."""
     sm = aws.client("sagemaker")
     request = training_request(spec, job_name)
@@ -101,18 +118,27 @@ def train(aws: Aws, spec: JobSpec, job_name: str | None = None, wait: bool = Tru
     if job:
         say(f"training job {name} already exists ({job['TrainingJobStatus']}): following it, not starting another")
     else:
-        say(f"starting training job {name}: {spec.instance_count} x {spec.instance_type}"
-            f"{' (managed spot)' if spec.spot else ''}, image {spec.image}, data {spec.data}")
-        say(f"  hyperparameters: {' '.join(f'{k}={v}' for k, v in sorted(spec.hyperparameters.items())) or '(defaults)'}")
+        say(
+            f"starting training job {name}: {spec.instance_count} x {spec.instance_type}"
+            f"{' (managed spot)' if spec.spot else ''}, image {spec.image}, data {spec.data}"
+        )
+        hps = " ".join(f"{k}={v}" for k, v in sorted(spec.hyperparameters.items()))
+        say(f"  hyperparameters: {hps or '(defaults)'}")
         sm.create_training_job(**request)
     if not wait:
         return sm.describe_training_job(TrainingJobName=name)
     tail = LogTail(aws.client("logs"), name, echo=logs)
     say(f"waiting for {name} (logs: CloudWatch {tail.group}, streams {name}/*)")
-    waiting.wait(sm, "training_job_completed_or_stopped",
-                 lambda r: f"{r.get('TrainingJobStatus', '?')} / {r.get('SecondaryStatus', '?')}",
-                 f"training job {name}", poll=poll, timeout=spec.max_run + (spec.max_wait or spec.max_run) + 3600,
-                 on_poll=tail.poll, TrainingJobName=name)
+    waiting.wait(
+        sm,
+        "training_job_completed_or_stopped",
+        lambda r: f"{r.get('TrainingJobStatus', '?')} / {r.get('SecondaryStatus', '?')}",
+        f"training job {name}",
+        poll=poll,
+        timeout=spec.max_run + (spec.max_wait or spec.max_run) + 3600,
+        on_poll=tail.poll,
+        TrainingJobName=name,
+    )
     job = sm.describe_training_job(TrainingJobName=name)
     # SageMaker's final values win; the log lines fill in what it has not scraped (yet).
     final = {**tail.metrics, **{m["MetricName"]: m["Value"] for m in job.get("FinalMetricDataList", [])}}
@@ -131,7 +157,9 @@ def report_job(job: dict, final: dict[str, float]) -> None:
         say(f"  model artifacts: {artifacts}")
     if job.get("BillableTimeInSeconds"):
         billed, ran = job["BillableTimeInSeconds"], job.get("TrainingTimeInSeconds") or job["BillableTimeInSeconds"]
-        say(f"  billable seconds: {billed} of {ran}" + (f" (spot saved {100 * (1 - billed / ran):.0f}%)" if ran else ""))
+        say(
+            f"  billable seconds: {billed} of {ran}" + (f" (spot saved {100 * (1 - billed / ran):.0f}%)" if ran else "")
+        )
 
 
 @dataclass
@@ -163,8 +191,14 @@ def tuning_request(spec: JobSpec, tuning: TuningSpec, tuning_name: str | None = 
         "HyperParameterTuningJobObjective": {"Type": "Maximize", "MetricName": metrics.OBJECTIVE},
         "ResourceLimits": limits,
         "ParameterRanges": {
-            "ContinuousParameterRanges": [{"Name": "lr", "MinValue": repr(tuning.lr_min),
-                                           "MaxValue": repr(tuning.lr_max), "ScalingType": "Logarithmic"}],
+            "ContinuousParameterRanges": [
+                {
+                    "Name": "lr",
+                    "MinValue": repr(tuning.lr_min),
+                    "MaxValue": repr(tuning.lr_max),
+                    "ScalingType": "Logarithmic",
+                }
+            ],
             "CategoricalParameterRanges": [{"Name": "batch-size", "Values": [str(b) for b in tuning.batch_sizes]}],
         },
         # Auto stops jobs whose val_accuracy curve trails the others'; Hyperband does its own stopping.
@@ -176,8 +210,9 @@ def tuning_request(spec: JobSpec, tuning: TuningSpec, tuning_name: str | None = 
     return request
 
 
-def tune(aws: Aws, spec: JobSpec, tuning: TuningSpec, tuning_name: str | None = None, wait: bool = True,
-         poll: float = 60) -> dict:
+def tune(
+    aws: Aws, spec: JobSpec, tuning: TuningSpec, tuning_name: str | None = None, wait: bool = True, poll: float = 60
+) -> dict:
     """Start the tuning job (or follow the one these settings already started); print the best job."""
     sm = aws.client("sagemaker")
     request = tuning_request(spec, tuning, tuning_name)
@@ -186,16 +221,23 @@ def tune(aws: Aws, spec: JobSpec, tuning: TuningSpec, tuning_name: str | None = 
     if job:
         say(f"tuning job {name} already exists ({job['HyperParameterTuningJobStatus']}): following it")
     else:
-        say(f"starting tuning job {name}: {tuning.strategy}, up to {tuning.max_jobs} jobs ({tuning.max_parallel} at a "
+        say(
+            f"starting tuning job {name}: {tuning.strategy}, up to {tuning.max_jobs} jobs ({tuning.max_parallel} at a "
             f"time) of {spec.instance_count} x {spec.instance_type}; lr {tuning.lr_min:g}..{tuning.lr_max:g} (log), "
-            f"batch-size {{{', '.join(map(str, tuning.batch_sizes))}}}; maximise {metrics.OBJECTIVE}")
+            f"batch-size {{{', '.join(map(str, tuning.batch_sizes))}}}; maximise {metrics.OBJECTIVE}"
+        )
         sm.create_hyper_parameter_tuning_job(**request)
     if not wait:
         return sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
-    job = waiting.poll_until(lambda: sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name),
-                             lambda r: r["HyperParameterTuningJobStatus"], {"Completed", "Failed", "Stopped"},
-                             f"tuning job {name}", poll=poll, describe=_tuning_line,
-                             timeout=tuning.max_seconds or 7 * 24 * 3600)
+    job = waiting.poll_until(
+        lambda: sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name),
+        lambda r: r["HyperParameterTuningJobStatus"],
+        {"Completed", "Failed", "Stopped"},
+        f"tuning job {name}",
+        poll=poll,
+        describe=_tuning_line,
+        timeout=tuning.max_seconds or 7 * 24 * 3600,
+    )
     if job["HyperParameterTuningJobStatus"] == "Failed":
         raise AwsError(f"tuning job {name} failed: {job.get('FailureReason', 'no reason given')}")
     report_best(sm, job)
@@ -204,9 +246,11 @@ def tune(aws: Aws, spec: JobSpec, tuning: TuningSpec, tuning_name: str | None = 
 
 def _tuning_line(job: dict) -> str:
     c = job.get("TrainingJobStatusCounters", {})
-    line = (f"{job['HyperParameterTuningJobStatus']}: {c.get('Completed', 0)} completed, {c.get('InProgress', 0)} "
-            f"running, {c.get('Stopped', 0)} stopped early, "
-            f"{c.get('RetryableError', 0) + c.get('NonRetryableError', 0)} failed")
+    line = (
+        f"{job['HyperParameterTuningJobStatus']}: {c.get('Completed', 0)} completed, {c.get('InProgress', 0)} "
+        f"running, {c.get('Stopped', 0)} stopped early, "
+        f"{c.get('RetryableError', 0) + c.get('NonRetryableError', 0)} failed"
+    )
     best = job.get("BestTrainingJob")
     if best and best.get("FinalHyperParameterTuningJobObjectiveMetric"):
         line += f"; best {metrics.OBJECTIVE}={best['FinalHyperParameterTuningJobObjectiveMetric']['Value']:g}"
@@ -219,9 +263,14 @@ def report_best(sm, job: dict) -> None:
         say(f"tuning job {job['HyperParameterTuningJobName']}: {job['HyperParameterTuningJobStatus']}, no best job")
         return
     objective = best.get("FinalHyperParameterTuningJobObjectiveMetric", {})
-    say(f"best training job: {best['TrainingJobName']} "
-        f"({objective.get('MetricName', metrics.OBJECTIVE)}={objective.get('Value', float('nan')):g})")
-    say("  tuned hyperparameters: " + " ".join(f"{k}={v}" for k, v in sorted(best.get("TunedHyperParameters", {}).items())))
+    say(
+        f"best training job: {best['TrainingJobName']} "
+        f"({objective.get('MetricName', metrics.OBJECTIVE)}={objective.get('Value', float('nan')):g})"
+    )
+    say(
+        "  tuned hyperparameters: "
+        + " ".join(f"{k}={v}" for k, v in sorted(best.get("TunedHyperParameters", {}).items()))
+    )
     detail = find(sm.describe_training_job, TrainingJobName=best["TrainingJobName"])
     if detail and detail.get("ModelArtifacts"):
         say(f"  model artifacts: {detail['ModelArtifacts']['S3ModelArtifacts']}")

@@ -95,23 +95,41 @@ def deploy(aws: Aws, spec: LambdaSpec, poll: float = 5) -> dict:
     code = package(spec.source)
     group = ensure_log_group(aws, spec)
     role_arn = iam.ensure_role(
-        aws.client("iam"), spec.name, iam.role_name(spec.name, "lambda"), policies.trust("lambda.amazonaws.com"),
-        {INLINE_POLICY: policies.lambda_invoke(endpoint_arn(aws, spec.name), group,
-                                               [f"arn:{aws.partition}:s3:::{b}/*" for b in spec.read_buckets])},
-        f"byoc {spec.name}: Lambda {spec.function} may invoke endpoint {spec.name} and write its own logs")
+        aws.client("iam"),
+        spec.name,
+        iam.role_name(spec.name, "lambda"),
+        policies.trust("lambda.amazonaws.com"),
+        {
+            INLINE_POLICY: policies.lambda_invoke(
+                endpoint_arn(aws, spec.name), group, [f"arn:{aws.partition}:s3:::{b}/*" for b in spec.read_buckets]
+            )
+        },
+        f"byoc {spec.name}: Lambda {spec.function} may invoke endpoint {spec.name} and write its own logs",
+    )
     lam = aws.client("lambda")
-    config = {"Role": role_arn, "Handler": HANDLER, "Runtime": RUNTIME, "Timeout": spec.timeout,
-              "MemorySize": spec.memory,
-              "Environment": {"Variables": _environment(spec)}}
+    config = {
+        "Role": role_arn,
+        "Handler": HANDLER,
+        "Runtime": RUNTIME,
+        "Timeout": spec.timeout,
+        "MemorySize": spec.memory,
+        "Environment": {"Variables": _environment(spec)},
+    }
     ensure_function(lam, spec, code, config)
     version = publish(lam, spec.function)
     ensure_alias(lam, spec.function, version)
     ensure_reserved(lam, spec.function, spec.reserved)
     if spec.provisioned is not None:
         set_provisioned(lam, spec.function, ALIAS, spec.provisioned, poll)
-    url = ensure_url(lam, spec.function, spec.url_auth) if spec.function_url else remove_url(lam, spec.function)
-    say(f"lambda {spec.function}:{ALIAS} -> version {version}, ENDPOINT_NAME={spec.name}"
-        + (f", URL {url} ({spec.url_auth})" if url else ""))
+    url = None
+    if spec.function_url:
+        url = ensure_url(lam, spec.function, spec.url_auth)
+    else:
+        remove_url(lam, spec.function)
+    say(
+        f"lambda {spec.function}:{ALIAS} -> version {version}, ENDPOINT_NAME={spec.name}"
+        + (f", URL {url} ({spec.url_auth})" if url else "")
+    )
     return {"version": version, "url": url, "role": role_arn}
 
 
@@ -144,8 +162,9 @@ def ensure_function(lam, spec: LambdaSpec, code: bytes, config: dict) -> None:
     current = find(lam.get_function, FunctionName=spec.function)
     if current is None:
         say(f"creating Lambda function {spec.function} ({RUNTIME}, {spec.memory} MB, {spec.timeout} s)")
-        _create_function(lam, FunctionName=spec.function, Code={"ZipFile": code}, Publish=False,
-                         Tags={NAME_TAG: spec.name}, **config)
+        _create_function(
+            lam, FunctionName=spec.function, Code={"ZipFile": code}, Publish=False, Tags={NAME_TAG: spec.name}, **config
+        )
         lam.get_waiter("function_active_v2").wait(FunctionName=spec.function)
         return
     arn = current["Configuration"]["FunctionArn"]
@@ -223,13 +242,21 @@ def set_provisioned(lam, function: str, alias: str, count: int, poll: float = 5)
         return
     if current is None or current["RequestedProvisionedConcurrentExecutions"] != count:
         say(f"provisioned concurrency on {function}:{alias}: {count} (billed while allocated)")
-        lam.put_provisioned_concurrency_config(FunctionName=function, Qualifier=alias,
-                                               ProvisionedConcurrentExecutions=count)
+        lam.put_provisioned_concurrency_config(
+            FunctionName=function, Qualifier=alias, ProvisionedConcurrentExecutions=count
+        )
     final = waiting.poll_until(
         lambda: lam.get_provisioned_concurrency_config(FunctionName=function, Qualifier=alias),
-        lambda r: r["Status"], {"READY", "FAILED"}, f"provisioned concurrency {function}:{alias}", poll=poll,
-        timeout=1800, describe=lambda r: f"{r['Status']} ({r.get('AllocatedProvisionedConcurrentExecutions', 0)}"
-                                         f"/{r['RequestedProvisionedConcurrentExecutions']} allocated)")
+        lambda r: r["Status"],
+        {"READY", "FAILED"},
+        f"provisioned concurrency {function}:{alias}",
+        poll=poll,
+        timeout=1800,
+        describe=lambda r: (
+            f"{r['Status']} ({r.get('AllocatedProvisionedConcurrentExecutions', 0)}"
+            f"/{r['RequestedProvisionedConcurrentExecutions']} allocated)"
+        ),
+    )
     if final["Status"] == "FAILED":
         raise AwsError(f"provisioned concurrency failed: {final.get('StatusReason', 'no reason given')}")
 
@@ -246,8 +273,14 @@ def ensure_url(lam, function: str, auth: str) -> str:
     if auth == "NONE":
         say("warning: --function-url-auth NONE lets anyone on the internet call the function (and the endpoint)")
         try:
-            lam.add_permission(FunctionName=function, Qualifier=ALIAS, StatementId=PUBLIC_URL_SID,
-                               Action="lambda:InvokeFunctionUrl", Principal="*", FunctionUrlAuthType="NONE")
+            lam.add_permission(
+                FunctionName=function,
+                Qualifier=ALIAS,
+                StatementId=PUBLIC_URL_SID,
+                Action="lambda:InvokeFunctionUrl",
+                Principal="*",
+                FunctionUrlAuthType="NONE",
+            )
         except ClientError as exc:
             if error_code(exc) != "ResourceConflictException":  # the statement is there already
                 raise

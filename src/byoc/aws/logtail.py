@@ -35,7 +35,7 @@ class LogTail:
         return sorted(names)
 
     def _read(self, stream: str) -> None:
-        host = stream[len(self.prefix):].split("-")[0:2]
+        host = stream[len(self.prefix) :].split("-")[0:2]
         label = "-".join(host)
         while True:
             kwargs = {"logGroupName": self.group, "logStreamName": stream, "startFromHead": True}

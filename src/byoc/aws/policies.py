@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 VERSION = "2012-10-17"
 
 
 def trust(service: str) -> dict:
     """A trust policy that lets one AWS service (e.g. lambda.amazonaws.com) assume the role."""
-    return {"Version": VERSION, "Statement": [
-        {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]}
+    return {
+        "Version": VERSION,
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],
+    }
 
 
 def log_stream_arns(log_group_arn: str) -> str:
@@ -25,19 +27,45 @@ def lambda_invoke(endpoint_arn: str, log_group_arn: str, read_object_arns: list[
     No logs:CreateLogGroup: `byoc lambda-deploy` creates the group itself (tagged, with a
     retention period), so the function never needs to.
     """
-    extra = [{"Sid": "ReadAllowedImages", "Effect": "Allow", "Action": "s3:GetObject",
-              "Resource": sorted(read_object_arns)}] if read_object_arns else []
-    return {"Version": VERSION, "Statement": [
-        {"Sid": "InvokeOneEndpoint", "Effect": "Allow", "Action": "sagemaker:InvokeEndpoint",
-         "Resource": endpoint_arn},
-        {"Sid": "WriteOwnLogs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-         "Resource": log_stream_arns(log_group_arn)},
-        *extra,
-    ]}
+    extra = (
+        [
+            {
+                "Sid": "ReadAllowedImages",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": sorted(read_object_arns),
+            }
+        ]
+        if read_object_arns
+        else []
+    )
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "InvokeOneEndpoint",
+                "Effect": "Allow",
+                "Action": "sagemaker:InvokeEndpoint",
+                "Resource": endpoint_arn,
+            },
+            {
+                "Sid": "WriteOwnLogs",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": log_stream_arns(log_group_arn),
+            },
+            *extra,
+        ],
+    }
 
 
-def sagemaker_execution(arn: Callable[[str, str], str], bucket_arn: str, read_prefixes: list[str],
-                        write_prefix: str, repositories: list[str]) -> dict:
+def sagemaker_execution(
+    arn: Callable[[str, str], str],
+    bucket_arn: str,
+    read_prefixes: list[str],
+    write_prefix: str,
+    repositories: list[str],
+) -> dict:
     """What training jobs and endpoints of one byoc name need: read data and models, write
     outputs under one prefix, pull our images, write SageMaker's logs. Nothing account-wide
     except ecr:GetAuthorizationToken, which has no resource-level permissions.
@@ -45,18 +73,45 @@ def sagemaker_execution(arn: Callable[[str, str], str], bucket_arn: str, read_pr
     `arn(service, resource)` makes an ARN in the caller's partition, region and account.
     """
     prefixes = sorted({p.strip("/") for p in read_prefixes + [write_prefix]})
-    return {"Version": VERSION, "Statement": [
-        {"Sid": "ListOwnPrefixes", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn,
-         "Condition": {"StringLike": {"s3:prefix": [f"{p}/*" for p in prefixes] + [f"{p}" for p in prefixes]}}},
-        {"Sid": "ReadDataAndModels", "Effect": "Allow", "Action": "s3:GetObject",
-         "Resource": [f"{bucket_arn}/{p}/*" for p in prefixes]},
-        {"Sid": "WriteOutputs", "Effect": "Allow", "Action": "s3:PutObject",
-         "Resource": f"{bucket_arn}/{write_prefix.strip('/')}/*"},
-        {"Sid": "PullImages", "Effect": "Allow",
-         "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
-         "Resource": [arn("ecr", f"repository/{r}") for r in sorted(repositories)]},
-        {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
-        {"Sid": "WriteSageMakerLogs", "Effect": "Allow",
-         "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
-         "Resource": [arn("logs", "log-group:/aws/sagemaker/*")]},
-    ]}
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "ListOwnPrefixes",
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": bucket_arn,
+                "Condition": {"StringLike": {"s3:prefix": [f"{p}/*" for p in prefixes] + [f"{p}" for p in prefixes]}},
+            },
+            {
+                "Sid": "ReadDataAndModels",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": [f"{bucket_arn}/{p}/*" for p in prefixes],
+            },
+            {
+                "Sid": "WriteOutputs",
+                "Effect": "Allow",
+                "Action": "s3:PutObject",
+                "Resource": f"{bucket_arn}/{write_prefix.strip('/')}/*",
+            },
+            {
+                "Sid": "PullImages",
+                "Effect": "Allow",
+                "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+                "Resource": [arn("ecr", f"repository/{r}") for r in sorted(repositories)],
+            },
+            {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+            {
+                "Sid": "WriteSageMakerLogs",
+                "Effect": "Allow",
+                "Action": [
+                    "logs:CreateLogGroup",
+                    "logs:CreateLogStream",
+                    "logs:DescribeLogStreams",
+                    "logs:PutLogEvents",
+                ],
+                "Resource": [arn("logs", "log-group:/aws/sagemaker/*")],
+            },
+        ],
+    }

@@ -67,8 +67,12 @@ def unpack(archive: Path, into: Path) -> Path:
 
 def local_files(root: Path) -> list[Path]:
     """The files of the dogImages layout: SPLIT/NNN.Class_name/image (hidden files and macOS debris skipped)."""
-    files = [p for split in SPLITS for p in sorted((root / split).rglob("*"))
-             if p.is_file() and not any(part.startswith((".", "__MACOSX")) for part in p.relative_to(root).parts)]
+    files = [
+        p
+        for split in SPLITS
+        for p in sorted((root / split).rglob("*"))
+        if p.is_file() and not any(part.startswith((".", "__MACOSX")) for part in p.relative_to(root).parts)
+    ]
     if not files:
         raise DataError(f"no images under {root}/{{{','.join(SPLITS)}}}")
     return files
@@ -99,11 +103,13 @@ def _md5(path: Path) -> str:
 
 
 def upload_tree(aws: Aws, root: Path, bucket: str, prefix: str, workers: int = 16) -> tuple[int, int]:
-    """Upload the layout under s3://bucket/prefix/, skipping objects with the same size and ETag; (uploaded, skipped)."""
+    """Upload the layout under s3://bucket/prefix/, skipping objects of the same size and ETag; (uploaded, skipped)."""
     s3 = aws.client("s3")
     prefix = prefix.strip("/")
-    existing = {o["Key"]: (o["Size"], o["ETag"].strip('"'))
-                for o in paginate(s3, "list_objects_v2", "Contents", Bucket=bucket, Prefix=f"{prefix}/")}
+    existing = {
+        o["Key"]: (o["Size"], o["ETag"].strip('"'))
+        for o in paginate(s3, "list_objects_v2", "Contents", Bucket=bucket, Prefix=f"{prefix}/")
+    }
     todo = []
     files = local_files(root)
     for path in files:
@@ -113,8 +119,10 @@ def upload_tree(aws: Aws, root: Path, bucket: str, prefix: str, workers: int = 1
             continue
         todo.append((path, key))
     skipped = len(files) - len(todo)
-    say(f"uploading {len(todo)} of {len(files)} files to s3://{bucket}/{prefix}/ with {workers} threads "
-        f"({skipped} already there)")
+    say(
+        f"uploading {len(todo)} of {len(files)} files to s3://{bucket}/{prefix}/ with {workers} threads "
+        f"({skipped} already there)"
+    )
     done = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(s3.upload_file, str(path), bucket, key, Config=TRANSFER) for path, key in todo]
@@ -126,9 +134,21 @@ def upload_tree(aws: Aws, root: Path, bucket: str, prefix: str, workers: int = 1
     return len(todo), skipped
 
 
-def dogimages(aws: Aws, bucket: str, prefix: str = "dogImages", url: str = DOG_IMAGES_URL,
-              work_dir: Path = Path.home() / ".cache" / "byoc", workers: int = 16) -> str:
+def default_work_dir() -> Path:
+    """Where the archive is downloaded and unpacked unless told otherwise (reused by a second run)."""
+    return Path.home() / ".cache" / "byoc"
+
+
+def dogimages(
+    aws: Aws,
+    bucket: str,
+    prefix: str = "dogImages",
+    url: str = DOG_IMAGES_URL,
+    work_dir: Path | None = None,
+    workers: int = 16,
+) -> str:
     """The whole `byoc data dogimages` step; returns the S3 URI for --data."""
+    work_dir = work_dir or default_work_dir()
     # keyed by the URL too, so another --url never reuses a stale download of the same file name
     filename = Path(urllib.parse.urlparse(url).path).name or "data.zip"
     archive = download(url, work_dir / f"{digest(url)}-{filename}")

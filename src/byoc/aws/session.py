@@ -7,8 +7,9 @@ import hashlib
 import json
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -35,8 +36,10 @@ def say(message: str) -> None:
 
 def validate_name(name: str) -> str:
     if not NAME_PATTERN.match(name or ""):
-        raise ConfigError(f"--name {name!r} must be 1-40 letters, digits or hyphens, starting and ending with a "
-                          "letter or digit (it prefixes every resource name)")
+        raise ConfigError(
+            f"--name {name!r} must be 1-40 letters, digits or hyphens, starting and ending with a "
+            "letter or digit (it prefixes every resource name)"
+        )
     return name
 
 
@@ -65,8 +68,11 @@ def error_code(exc: ClientError) -> str:
 def is_not_found(exc: ClientError) -> bool:
     """SageMaker says ValidationException "Could not find"; others say *NotFound*/NoSuchEntity."""
     code, message = error_code(exc), str(exc)
-    return ("NotFound" in code or code in ("NoSuchEntity", "NoSuchBucket", "404")
-            or (code == "ValidationException" and ("Could not find" in message or "does not exist" in message)))
+    return (
+        "NotFound" in code
+        or code in ("NoSuchEntity", "NoSuchBucket", "404")
+        or (code == "ValidationException" and ("Could not find" in message or "does not exist" in message))
+    )
 
 
 def find(call, **kwargs) -> dict | None:
@@ -124,8 +130,10 @@ def connect(region: str | None = None, profile: str | None = None) -> Aws:
     if not session.region_name:
         raise ConfigError("no AWS region: pass --region or set AWS_DEFAULT_REGION (or a region in your AWS profile)")
     if session.get_credentials() is None:
-        raise AwsError("no AWS credentials found: run `aws configure`, set AWS_PROFILE, or set "
-                       "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+        raise AwsError(
+            "no AWS credentials found: run `aws configure`, set AWS_PROFILE, or set "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+        )
     return Aws(session=session, region=session.region_name)
 
 

@@ -7,9 +7,9 @@ import re
 from botocore.exceptions import ClientError
 
 from byoc.aws import autoscale, iam, pricing
+from byoc.aws.inventory import owned_configs, owned_functions, owned_models
 from byoc.aws.lambda_deploy import ALIAS
 from byoc.aws.session import Aws, find, owned, paginate, say
-from byoc.aws.inventory import owned_configs, owned_functions, owned_models
 
 
 def status(aws: Aws, name: str) -> dict:
@@ -38,10 +38,15 @@ def status(aws: Aws, name: str) -> dict:
     targets = autoscale.targets(aas, name)
     for target in targets:
         policies = aas.describe_scaling_policies(ServiceNamespace=autoscale.NAMESPACE, ResourceId=target["ResourceId"])
-        goals = [p["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] for p in policies["ScalingPolicies"]
-                 if "TargetTrackingScalingPolicyConfiguration" in p]
-        say(f"  auto-scaling {target['ResourceId']}: {target['MinCapacity']}..{target['MaxCapacity']} instances"
-            + (f", target {goals[0]:g} invocations/instance/minute" if goals else ""))
+        goals = [
+            p["TargetTrackingScalingPolicyConfiguration"]["TargetValue"]
+            for p in policies["ScalingPolicies"]
+            if "TargetTrackingScalingPolicyConfiguration" in p
+        ]
+        say(
+            f"  auto-scaling {target['ResourceId']}: {target['MinCapacity']}..{target['MaxCapacity']} instances"
+            + (f", target {goals[0]:g} invocations/instance/minute" if goals else "")
+        )
     found["scalable_targets"] = [t["ResourceId"] for t in targets]
     lam = aws.client("lambda")
     functions = owned_functions(lam, name)
@@ -58,8 +63,12 @@ def status(aws: Aws, name: str) -> dict:
         say(f"  training job {job['TrainingJobName']}: {job['TrainingJobStatus']}")
         if job["TrainingJobStatus"] == "InProgress":
             detail = sm.describe_training_job(TrainingJobName=job["TrainingJobName"])["ResourceConfig"]
-            costs.append((f"training {detail['InstanceCount']} x {detail['InstanceType']}",
-                          pricing.instance_hourly(detail["InstanceType"], detail["InstanceCount"])))
+            costs.append(
+                (
+                    f"training {detail['InstanceCount']} x {detail['InstanceType']}",
+                    pricing.instance_hourly(detail["InstanceType"], detail["InstanceCount"]),
+                )
+            )
     _print_costs(costs)
     found["hourly_usd"] = sum(c for _, c in costs if c is not None)
     return found
@@ -68,8 +77,10 @@ def status(aws: Aws, name: str) -> dict:
 def _lambda_line(lam, fn: dict, costs: list) -> None:
     alias = find(lam.get_alias, FunctionName=fn["FunctionName"], Name=ALIAS)
     reserved = lam.get_function_concurrency(FunctionName=fn["FunctionName"]).get("ReservedConcurrentExecutions")
-    line = (f"  lambda {fn['FunctionName']}: {fn.get('State', 'Active')}, alias {ALIAS} -> "
-            f"{alias['FunctionVersion'] if alias else 'none'}, reserved concurrency {reserved}")
+    line = (
+        f"  lambda {fn['FunctionName']}: {fn.get('State', 'Active')}, alias {ALIAS} -> "
+        f"{alias['FunctionVersion'] if alias else 'none'}, reserved concurrency {reserved}"
+    )
     try:
         provisioned = find(lam.get_provisioned_concurrency_config, FunctionName=fn["FunctionName"], Qualifier=ALIAS)
     except ClientError:  # not every endpoint (e.g. an emulator) answers this call
@@ -78,8 +89,12 @@ def _lambda_line(lam, fn: dict, costs: list) -> None:
     if provisioned:
         allocated = provisioned.get("AllocatedProvisionedConcurrentExecutions", 0)
         line += f", provisioned concurrency {allocated} ({provisioned['Status']})"
-        costs.append((f"lambda provisioned {allocated} x {fn['MemorySize']} MB",
-                      pricing.provisioned_hourly(allocated, fn["MemorySize"])))
+        costs.append(
+            (
+                f"lambda provisioned {allocated} x {fn['MemorySize']} MB",
+                pricing.provisioned_hourly(allocated, fn["MemorySize"]),
+            )
+        )
     url = find(lam.get_function_url_config, FunctionName=fn["FunctionName"], Qualifier=ALIAS)
     if url:
         line += f", URL {url['FunctionUrl']} ({url['AuthType']})"
@@ -92,5 +107,7 @@ def _print_costs(costs: list[tuple[str, float | None]]) -> None:
         return
     known = sum(c for _, c in costs if c is not None)
     parts = ", ".join(f"{what} ${c:.3f}/h" if c is not None else f"{what} (price unknown)" for what, c in costs)
-    say(f"  estimated cost: about ${known:.2f}/hour, ${known * 24 * 30:.0f}/month ({parts}); approximate on-demand "
-        "us-east-1 prices, see byoc.aws.pricing")
+    say(
+        f"  estimated cost: about ${known:.2f}/hour, ${known * 24 * 30:.0f}/month ({parts}); approximate on-demand "
+        "us-east-1 prices, see byoc.aws.pricing"
+    )

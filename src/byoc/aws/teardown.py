@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import functools
+from collections.abc import Callable
 
 from byoc.aws import autoscale, iam, waiting
 from byoc.aws.endpoint import BUSY
@@ -24,30 +25,48 @@ def plan(aws: Aws, name: str, poll: float = 15) -> list[tuple[str, Callable[[], 
     if ours:
         steps.append((f"endpoint {name}", lambda: _delete_endpoint(sm, name, poll)))
     for config in owned_configs(sm, name):
-        steps.append((f"endpoint config {config}", lambda c=config: sm.delete_endpoint_config(EndpointConfigName=c)))
+        steps.append(
+            (f"endpoint config {config}", functools.partial(sm.delete_endpoint_config, EndpointConfigName=config))
+        )
     for model in owned_models(sm, name):
-        steps.append((f"model {model}", lambda m=model: sm.delete_model(ModelName=m)))
+        steps.append((f"model {model}", functools.partial(sm.delete_model, ModelName=model)))
     for fn in owned_functions(lam, name):
-        steps.append((f"Lambda function {fn['FunctionName']} (with its versions, alias, concurrency and URL)",
-                      lambda f=fn["FunctionName"]: lam.delete_function(FunctionName=f)))
+        steps.append(
+            (
+                f"Lambda function {fn['FunctionName']} (with its versions, alias, concurrency and URL)",
+                functools.partial(lam.delete_function, FunctionName=fn["FunctionName"]),
+            )
+        )
     for group in owned_log_groups(logs, name):
-        steps.append((f"log group {group}", lambda g=group: logs.delete_log_group(logGroupName=g)))
+        steps.append((f"log group {group}", functools.partial(logs.delete_log_group, logGroupName=group)))
     client = aws.client("iam")
     for role in (iam.role_name(name, "lambda"), iam.role_name(name, "sagemaker")):
         found = find(client.get_role, RoleName=role)
         if found and owned(found["Role"].get("Tags"), name):
-            steps.append((f"IAM role {role} and its inline policy", lambda r=role: iam.delete_role(client, r)))
+            steps.append((f"IAM role {role} and its inline policy", functools.partial(iam.delete_role, client, role)))
     return steps
 
 
 def _delete_endpoint(sm, name: str, poll: float) -> None:
     current = sm.describe_endpoint(EndpointName=name)["EndpointStatus"]
     if current in BUSY:  # SageMaker refuses to delete an endpoint in the middle of a change
-        waiting.poll_until(lambda: sm.describe_endpoint(EndpointName=name), lambda r: r["EndpointStatus"],
-                           {"InService", "Failed", "OutOfService"}, f"endpoint {name}", poll=poll)
+        waiting.poll_until(
+            lambda: sm.describe_endpoint(EndpointName=name),
+            lambda r: r["EndpointStatus"],
+            {"InService", "Failed", "OutOfService"},
+            f"endpoint {name}",
+            poll=poll,
+        )
     sm.delete_endpoint(EndpointName=name)
-    waiting.wait(sm, "endpoint_deleted", lambda r: r.get("EndpointStatus", "?"), f"deleting endpoint {name}",
-                 poll=poll, timeout=3600, EndpointName=name)
+    waiting.wait(
+        sm,
+        "endpoint_deleted",
+        lambda r: r.get("EndpointStatus", "?"),
+        f"deleting endpoint {name}",
+        poll=poll,
+        timeout=3600,
+        EndpointName=name,
+    )
 
 
 def teardown(aws: Aws, name: str, dry_run: bool = False, poll: float = 15) -> list[str]:
@@ -62,11 +81,22 @@ def teardown(aws: Aws, name: str, dry_run: bool = False, poll: float = 15) -> li
         say(f"deleting {what}")
         result = delete()
         done += result if isinstance(result, list) else [what]
-    jobs = [j["TrainingJobName"] for j in paginate(aws.client("sagemaker"), "list_training_jobs", "TrainingJobSummaries",
-                                                   NameContains=name, StatusEquals="InProgress")]
+    jobs = [
+        j["TrainingJobName"]
+        for j in paginate(
+            aws.client("sagemaker"),
+            "list_training_jobs",
+            "TrainingJobSummaries",
+            NameContains=name,
+            StatusEquals="InProgress",
+        )
+    ]
     if jobs:
         say(f"note: training jobs still running (stop them in the console if unwanted): {', '.join(jobs)}")
-    say(f"teardown of {name!r}: {len(done)} resource(s) {'to delete' if dry_run else 'deleted'}; S3 data, ECR images "
+    say(
+        f"teardown of {name!r}: {len(done)} resource(s) {'to delete' if dry_run else 'deleted'}; S3 data, ECR images "
         "and finished training job records are kept (they bill by storage, not by the hour)"
-        if done else f"teardown of {name!r}: nothing left to delete")
+        if done
+        else f"teardown of {name!r}: nothing left to delete"
+    )
     return done

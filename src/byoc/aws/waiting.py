@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from botocore.exceptions import WaiterError
 
 from byoc.aws.session import AwsError, say
 
 
-def wait(client, waiter_name: str, describe_status: Callable[[dict], str], what: str,
-         poll: float = 30.0, timeout: float = 3 * 3600, on_poll: Callable[[], None] | None = None,
-         **kwargs: Any) -> None:
+def wait(
+    client,
+    waiter_name: str,
+    describe_status: Callable[[dict], str],
+    what: str,
+    poll: float = 30.0,
+    timeout: float = 3 * 3600,
+    on_poll: Callable[[], None] | None = None,
+    **kwargs: Any,
+) -> None:
     """Run botocore's `waiter_name` one attempt per `poll` seconds, printing each status change.
 
     `describe_status` picks the status from the waiter's last describe response; `on_poll`
@@ -28,7 +36,11 @@ def wait(client, waiter_name: str, describe_status: Callable[[dict], str], what:
         except WaiterError as exc:
             response = exc.last_response or {}
             if "Max attempts exceeded" not in str(exc):  # a failure state, or an error response
-                reason = response.get("FailureReason") or response.get("Error", {}).get("Message") or exc.kwargs.get("reason")
+                reason = (
+                    response.get("FailureReason")
+                    or response.get("Error", {}).get("Message")
+                    or exc.kwargs.get("reason")
+                )
                 raise AwsError(f"{what}: {describe_status(response) or 'failed'}: {reason}") from exc
             status = describe_status(response)
             if on_poll:
@@ -37,8 +49,10 @@ def wait(client, waiter_name: str, describe_status: Callable[[dict], str], what:
                 say(f"  {what}: {status} ({time.monotonic() - start:.0f} s)")
                 last = status
             if time.monotonic() - start > timeout:
-                raise AwsError(f"{what}: still {status} after {timeout:.0f} s; check the AWS console, then run the "
-                               "command again (it picks up where it left off)")
+                raise AwsError(
+                    f"{what}: still {status} after {timeout:.0f} s; check the AWS console, then run the "
+                    "command again (it picks up where it left off)"
+                ) from None  # the waiter's "max attempts" is our own one-attempt polling, not the cause
             time.sleep(poll)
             continue
         if on_poll:
@@ -47,8 +61,15 @@ def wait(client, waiter_name: str, describe_status: Callable[[dict], str], what:
         return
 
 
-def poll_until(fetch: Callable[[], dict], status_of: Callable[[dict], str], done: set[str], what: str,
-               poll: float = 30.0, timeout: float = 3 * 3600, describe: Callable[[dict], str] | None = None) -> dict:
+def poll_until(
+    fetch: Callable[[], dict],
+    status_of: Callable[[dict], str],
+    done: set[str],
+    what: str,
+    poll: float = 30.0,
+    timeout: float = 3 * 3600,
+    describe: Callable[[dict], str] | None = None,
+) -> dict:
     """Poll `fetch` until its status is in `done` (for calls botocore has no waiter for)."""
     start = time.monotonic()
     last = None

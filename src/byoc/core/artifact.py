@@ -56,7 +56,7 @@ class ModelMeta:
         return doc
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> "ModelMeta":
+    def from_json(cls, doc: dict[str, Any]) -> ModelMeta:
         if doc.get("format") != FORMAT:
             raise ArtifactError(f"{META_FILE} is not a {FORMAT} artifact (format={doc.get('format')!r})")
         if doc.get("format_version") != FORMAT_VERSION:
@@ -103,7 +103,9 @@ def to_torchscript(net: nn.Module, image_size: int) -> torch.jit.ScriptModule:
         traced = torch.jit.trace(net, example[:1], check_trace=False)
         expected, got = net(example), traced(example)
     if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
-        raise ArtifactError(f"the TorchScript trace of {type(net).__name__} does not reproduce the model for a batch of 2")
+        raise ArtifactError(
+            f"the TorchScript trace of {type(net).__name__} does not reproduce the model for a batch of 2"
+        )
     return traced
 
 
@@ -130,8 +132,11 @@ def save(model_dir: Path, model: nn.Module, meta: ModelMeta) -> None:
             atomic_write(model_dir / TORCHSCRIPT_FILE, lambda fh: torch.jit.save(traced, fh))
         meta.torchscript = TORCHSCRIPT_FILE
     except Exception as exc:  # tracing fails in many ways; model.pt alone is still a complete artifact
-        log.warning("no TorchScript copy of %s (%s): serving it needs torchvision (byoc-serve:latest)",
-                    meta.arch, first_line(exc))
+        log.warning(
+            "no TorchScript copy of %s (%s): serving it needs torchvision (byoc-serve:latest)",
+            meta.arch,
+            first_line(exc),
+        )
         (model_dir / TORCHSCRIPT_FILE).unlink(missing_ok=True)
     text = json.dumps(meta.to_json(), indent=2).encode()
     atomic_write(model_dir / META_FILE, lambda fh: fh.write(text))
@@ -164,8 +169,10 @@ def _load_torchscript(path: Path, meta: ModelMeta, device: torch.device, optimiz
         raise ArtifactError(f"{path.name} does not run on a 1x3x{size}x{size} image: {first_line(exc)}") from exc
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, meta.num_classes):
         shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ArtifactError(f"{path.name} does not match {META_FILE}: it outputs {shape} for one image, "
-                            f"{META_FILE} lists {meta.num_classes} labels")
+        raise ArtifactError(
+            f"{path.name} does not match {META_FILE}: it outputs {shape} for one image, "
+            f"{META_FILE} lists {meta.num_classes} labels"
+        )
     if optimize:
         # Both fold constants and fuse batch norm into the convolutions. On the CPU,
         # optimize_for_inference also moves convolutions to oneDNN: ResNet-50 at 2 threads, batch 1
@@ -208,8 +215,9 @@ def _load_state_dict(model_dir: Path, meta: ModelMeta, device: torch.device) -> 
     return net.eval().to(device)
 
 
-def load(model_dir: Path, device: str | torch.device = "cpu", torchscript: bool = True,
-         optimize: bool = True) -> tuple[nn.Module, ModelMeta]:
+def load(
+    model_dir: Path, device: str | torch.device = "cpu", torchscript: bool = True, optimize: bool = True
+) -> tuple[nn.Module, ModelMeta]:
     """Load an artifact for inference (eval mode, on `device`). Raises ArtifactError with a one-line reason.
 
     The TorchScript copy is used when the artifact has one (and `torchscript`), optimised for
@@ -223,6 +231,11 @@ def load(model_dir: Path, device: str | torch.device = "cpu", torchscript: bool 
             net = _load_torchscript(path, meta, device, optimize)
             log.info("loaded %s (TorchScript%s) on %s", path.name, ", optimised" if optimize else "", device)
             return net, meta
-        log.warning("%s names %s, which is missing from %s: loading %s instead",
-                    META_FILE, meta.torchscript, model_dir, WEIGHTS_FILE)
+        log.warning(
+            "%s names %s, which is missing from %s: loading %s instead",
+            META_FILE,
+            meta.torchscript,
+            model_dir,
+            WEIGHTS_FILE,
+        )
     return _load_state_dict(model_dir, meta, device), meta

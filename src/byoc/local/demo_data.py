@@ -38,7 +38,7 @@ def write_demo_dataset(out: Path, size: int = 32, seed: int = 0) -> dict[str, in
         idx = np.flatnonzero(digits.target == cls)
         rng.shuffle(idx)
         n_test = n_valid = int(round(len(idx) * 0.15))
-        parts = {"test": idx[:n_test], "valid": idx[n_test:n_test + n_valid], "train": idx[n_test + n_valid:]}
+        parts = {"test": idx[:n_test], "valid": idx[n_test : n_test + n_valid], "train": idx[n_test + n_valid :]}
         for split, ids in parts.items():
             folder = out / split / f"{cls + 1:02d}.{DIGIT_NAMES[cls]}"
             folder.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,6 @@ import http.client
 import json
 import logging
 import re
-import socket
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -46,8 +45,11 @@ class Reply:
 def _error(status: int, error_type: str, doc: dict) -> Reply:
     # botocore's restJson parser takes the code from X-Amzn-ErrorType (cut at ':') and the
     # modelled members (ModelError's OriginalStatusCode, ...) from the JSON body.
-    return Reply(status, json.dumps(doc).encode(), {
-        "Content-Type": "application/json", "X-Amzn-ErrorType": f"{error_type}:{_ERROR_NAMESPACE}"})
+    return Reply(
+        status,
+        json.dumps(doc).encode(),
+        {"Content-Type": "application/json", "X-Amzn-ErrorType": f"{error_type}:{_ERROR_NAMESPACE}"},
+    )
 
 
 def validation_error(message: str) -> Reply:
@@ -57,8 +59,13 @@ def validation_error(message: str) -> Reply:
 class Runtime:
     """The InvokeEndpoint logic: endpoint name -> container base URL."""
 
-    def __init__(self, endpoints: dict[str, str], timeout: float = CONTAINER_TIMEOUT,
-                 region: str = LOCAL_REGION, account: str = LOCAL_ACCOUNT):
+    def __init__(
+        self,
+        endpoints: dict[str, str],
+        timeout: float = CONTAINER_TIMEOUT,
+        region: str = LOCAL_REGION,
+        account: str = LOCAL_ACCOUNT,
+    ):
         self.endpoints = dict(endpoints)
         self.timeout = timeout
         self.region = region
@@ -70,25 +77,37 @@ class Runtime:
         if url is None:
             return validation_error(f"Endpoint {name} of account {self.account} not found.")
         if len(body) > MAX_BODY:
-            return validation_error("1 validation error detected: Value at 'body' failed to satisfy constraint: "
-                                    f"Member must have length less than or equal to {MAX_BODY}")
+            return validation_error(
+                "1 validation error detected: Value at 'body' failed to satisfy constraint: "
+                f"Member must have length less than or equal to {MAX_BODY}"
+            )
         forward = {k: headers[k] for k in FORWARDED_HEADERS if headers.get(k)}
         forward.setdefault("Content-Type", "application/octet-stream")
         try:
             status, reply_headers, reply_body = self._post(url, body, forward)
-        except (socket.timeout, TimeoutError):
-            return self.model_error(name, 0, "Your invocation timed out while waiting for a response from "
-                                    "container primary. Review the latency metrics for each container in "
-                                    "Amazon CloudWatch, resolve the issue, and try again.")
+        except TimeoutError:
+            return self.model_error(
+                name,
+                0,
+                "Your invocation timed out while waiting for a response from "
+                "container primary. Review the latency metrics for each container in "
+                "Amazon CloudWatch, resolve the issue, and try again.",
+            )
         except OSError:
-            return self.model_error(name, 0, f"Amazon SageMaker could not get a response from the {name} "
-                                    "endpoint. This can occur when CPU or memory utilization is high. To check "
-                                    "your utilization, see Amazon CloudWatch. To fix this problem, use an "
-                                    "instance type with more CPU capacity or memory.")
+            return self.model_error(
+                name,
+                0,
+                f"Amazon SageMaker could not get a response from the {name} "
+                "endpoint. This can occur when CPU or memory utilization is high. To check "
+                "your utilization, see Amazon CloudWatch. To fix this problem, use an "
+                "instance type with more CPU capacity or memory.",
+            )
         if status >= 400:
             return self.model_error(name, status, reply_body.decode("utf-8", "replace"))
-        out = {"Content-Type": reply_headers.get("Content-Type", "application/octet-stream"),
-               "x-Amzn-Invoked-Production-Variant": VARIANT}
+        out = {
+            "Content-Type": reply_headers.get("Content-Type", "application/octet-stream"),
+            "x-Amzn-Invoked-Production-Variant": VARIANT,
+        }
         if reply_headers.get("X-Amzn-SageMaker-Custom-Attributes"):
             out["X-Amzn-SageMaker-Custom-Attributes"] = reply_headers["X-Amzn-SageMaker-Custom-Attributes"]
         return Reply(200, reply_body, out)
@@ -97,6 +116,8 @@ class Runtime:
         parts = urlsplit(base_url)
         path = parts.path.rstrip("/")
         path = path if path.endswith("/invocations") else path + "/invocations"
+        if not parts.hostname:  # as unreachable as a container that is down
+            raise OSError(f"no host in the endpoint URL {base_url!r}")
         conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=self.timeout)
         try:
             conn.request("POST", path, body=body, headers=headers)
@@ -109,14 +130,22 @@ class Runtime:
         """SageMaker's ModelError (HTTP 424): the container answered 4xx/5xx, or nothing (status 0)."""
         kind = "client" if 400 <= status < 500 else "server"
         log_group = f"/aws/sagemaker/Endpoints/{name}"
-        message = (f'Received {kind} error ({status}) from primary with message "{original}". See '
-                   f"https://{self.region}.console.aws.amazon.com/cloudwatch/home?region={self.region}"
-                   f"#logEventViewer:group={log_group} in account {self.account} for more information.")
-        return _error(424, "ModelError", {
-            "ErrorCode": f"{kind.upper()}_ERROR_FROM_MODEL",
-            "LogStreamArn": f"arn:aws:logs:{self.region}:{self.account}:log-group:{log_group}",
-            "Message": message, "OriginalMessage": original, "OriginalStatusCode": status,
-        })
+        message = (
+            f'Received {kind} error ({status}) from primary with message "{original}". See '
+            f"https://{self.region}.console.aws.amazon.com/cloudwatch/home?region={self.region}"
+            f"#logEventViewer:group={log_group} in account {self.account} for more information."
+        )
+        return _error(
+            424,
+            "ModelError",
+            {
+                "ErrorCode": f"{kind.upper()}_ERROR_FROM_MODEL",
+                "LogStreamArn": f"arn:aws:logs:{self.region}:{self.account}:log-group:{log_group}",
+                "Message": message,
+                "OriginalMessage": original,
+                "OriginalStatusCode": status,
+            },
+        )
 
 
 def _handler_class(runtime: Runtime):
@@ -140,8 +169,12 @@ def _handler_class(runtime: Runtime):
 
         def _send(self, reply: Reply) -> None:
             self.send_response(reply.status)
-            headers = {"x-amzn-RequestId": str(uuid.uuid4()), "Date": formatdate(usegmt=True),
-                       "Content-Length": str(len(reply.body)), **reply.headers}
+            headers = {
+                "x-amzn-RequestId": str(uuid.uuid4()),
+                "Date": formatdate(usegmt=True),
+                "Content-Length": str(len(reply.body)),
+                **reply.headers,
+            }
             for key, value in headers.items():
                 self.send_header(key, value)
             self.end_headers()
@@ -180,13 +213,24 @@ def parse_endpoints(values: list[str]) -> dict[str, str]:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("local-runtime", help="SageMaker Runtime's InvokeEndpoint API on 127.0.0.1, "
-                                             "forwarding to serving containers")
+    p = sub.add_parser(
+        "local-runtime", help="SageMaker Runtime's InvokeEndpoint API on 127.0.0.1, forwarding to serving containers"
+    )
     p.add_argument("--port", type=int, default=8081, help="port on 127.0.0.1 (default 8081)")
-    p.add_argument("--endpoint", action="append", default=[], metavar="NAME=URL", required=True,
-                   help="endpoint name and its container's base URL, e.g. byoc=http://127.0.0.1:8080 (repeatable)")
-    p.add_argument("--timeout", type=float, default=CONTAINER_TIMEOUT,
-                   help=f"seconds a container may take to answer (default {CONTAINER_TIMEOUT:g}, as SageMaker)")
+    p.add_argument(
+        "--endpoint",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        required=True,
+        help="endpoint name and its container's base URL, e.g. byoc=http://127.0.0.1:8080 (repeatable)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=CONTAINER_TIMEOUT,
+        help=f"seconds a container may take to answer (default {CONTAINER_TIMEOUT:g}, as SageMaker)",
+    )
     p.set_defaults(func=run)
 
 

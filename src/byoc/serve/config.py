@@ -75,7 +75,7 @@ class ServeConfig:
         timeout = _optional_int(env, sm.MODEL_SERVER_TIMEOUT_SECONDS_ENV) or _int(env, sm.MODEL_SERVER_TIMEOUT_ENV, 60)
         return cls(
             model_dir=Path(model_dir),
-            port=_int(env, sm.BIND_TO_PORT_ENV, 8080),
+            port=_int(env, sm.BIND_TO_PORT_ENV, 8080, minimum=0),  # 0: the OS picks; the ready line names it
             bind_host=env.get("BYOC_BIND_HOST", "").strip() or cls.bind_host,
             workers=_optional_int(env, sm.MODEL_SERVER_WORKERS_ENV),
             torch_threads=_optional_int(env, THREADS_ENV),

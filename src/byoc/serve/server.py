@@ -93,7 +93,9 @@ def run(config: ServeConfig) -> int:
         _wait_ready(server, report, config.startup_timeout, stop)
         if not stop.is_set():
             log.info(
-                json.dumps({"event": "ready", "port": config.port, "seconds": round(time.monotonic() - started, 1)})
+                json.dumps(
+                    {"event": "ready", "port": front.server_address[1], "seconds": round(time.monotonic() - started, 1)}
+                )
             )
         while not stop.wait(1.0):
             if not server.alive():

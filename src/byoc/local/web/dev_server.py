@@ -21,8 +21,8 @@ from pathlib import Path
 from types import ModuleType
 from urllib.parse import parse_qsl, urlsplit
 
-from byoc.local import runtime as local_runtime
 from byoc.core.errors import ConfigError
+from byoc.local import runtime as local_runtime
 
 MAX_REQUEST = 8 * 1024 * 1024  # above Lambda's 6 MB so the function itself answers 413
 FUNCTION_TIMEOUT_MS = 30_000
@@ -34,6 +34,8 @@ def load_function(path: Path) -> ModuleType:
     if not path.is_file():
         raise ConfigError(f"no Lambda function at {path}: pass --function lambda/lambda_function.py")
     spec = importlib.util.spec_from_file_location("lambda_function", path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{path} cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while it executes
     spec.loader.exec_module(module)
@@ -58,21 +60,32 @@ def function_url_event(method: str, target: str, headers: dict[str, str], body: 
     """A Lambda Function URL event (payload format 2.0) for one HTTP request."""
     parts = urlsplit(target)
     return {
-        "version": "2.0", "routeKey": "$default", "rawPath": parts.path, "rawQueryString": parts.query,
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": parts.path,
+        "rawQueryString": parts.query,
         "headers": {k.lower(): v for k, v in headers.items()},
         "queryStringParameters": dict(parse_qsl(parts.query)) or None,
         "requestContext": {
-            "domainName": f"localhost-{port}.lambda-url.local.on.aws", "requestId": str(uuid.uuid4()),
-            "http": {"method": method, "path": parts.path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1",
-                     "userAgent": headers.get("User-Agent", "")},
+            "domainName": f"localhost-{port}.lambda-url.local.on.aws",
+            "requestId": str(uuid.uuid4()),
+            "http": {
+                "method": method,
+                "path": parts.path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": headers.get("User-Agent", ""),
+            },
         },
-        "body": base64.b64encode(body).decode() if body else None, "isBase64Encoded": bool(body),
+        "body": base64.b64encode(body).decode() if body else None,
+        "isBase64Encoded": bool(body),
     }
 
 
 def _handler_class(function: ModuleType, page: bytes):
     class Handler(BaseHTTPRequestHandler):
         server_version = "byoc-lambda-local"
+        server: ThreadingHTTPServer  # what make_server hands it (typeshed only promises a BaseServer)
 
         def do_GET(self):  # noqa: N802 (http.server's naming)
             if urlsplit(self.path).path in ("/", "/index.html"):
@@ -93,7 +106,7 @@ def _handler_class(function: ModuleType, page: bytes):
                 self._send(413, {"Content-Type": "application/json"}, b'{"error": "request too large", "status": 413}')
                 return
             body = self.rfile.read(length) if length else b""
-            event = function_url_event(method, self.path, dict(self.headers.items()), body, self.server.server_address[1])
+            event = function_url_event(method, self.path, dict(self.headers.items()), body, self.server.server_port)
             result = function.lambda_handler(event, Context())
             payload = result.get("body") or ""
             data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode()
@@ -121,12 +134,17 @@ def make_server(function: ModuleType, port: int = 0) -> ThreadingHTTPServer:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("lambda-local", help="the demo page and the Lambda function on 127.0.0.1 "
-                                            "(with --container: through a local SageMaker Runtime)")
+    p = sub.add_parser(
+        "lambda-local",
+        help="the demo page and the Lambda function on 127.0.0.1 (with --container: through a local SageMaker Runtime)",
+    )
     p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
-    p.add_argument("--container", metavar="URL",
-                   help="a serving container's base URL, e.g. http://127.0.0.1:8080: starts a local "
-                        "SageMaker Runtime for it and points the function there")
+    p.add_argument(
+        "--container",
+        metavar="URL",
+        help="a serving container's base URL, e.g. http://127.0.0.1:8080: starts a local "
+        "SageMaker Runtime for it and points the function there",
+    )
     p.add_argument("--endpoint-name", default="byoc-local", help="endpoint name with --container (default byoc-local)")
     p.add_argument("--function", type=Path, default=DEFAULT_FUNCTION, help="the Lambda file (default: this checkout's)")
     p.set_defaults(func=run)
@@ -139,8 +157,11 @@ def run(args) -> int:
         # The function reads its settings from the environment, as on AWS; the local runtime
         # ignores signatures, so any credentials do.
         os.environ.update(ENDPOINT_NAME=args.endpoint_name, AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=runtime_url)
-        for key, value in (("AWS_DEFAULT_REGION", local_runtime.LOCAL_REGION),
-                           ("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local")):
+        for key, value in (
+            ("AWS_DEFAULT_REGION", local_runtime.LOCAL_REGION),
+            ("AWS_ACCESS_KEY_ID", "local"),
+            ("AWS_SECRET_ACCESS_KEY", "local"),
+        ):
             os.environ.setdefault(key, value)
         print(f"local SageMaker Runtime on {runtime_url}: endpoint {args.endpoint_name} -> {args.container}")
     function = load_function(args.function)
@@ -148,8 +169,9 @@ def run(args) -> int:
         server = make_server(function, args.port)
     except OSError as exc:
         raise ConfigError(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror}") from None
-    print(f"demo page and Lambda on http://127.0.0.1:{server.server_address[1]}/ (POST an image to any path)",
-          flush=True)
+    print(
+        f"demo page and Lambda on http://127.0.0.1:{server.server_address[1]}/ (POST an image to any path)", flush=True
+    )
     try:
         server.serve_forever()
     finally:
