@@ -104,11 +104,11 @@ def test_best_epoch_is_exported_not_the_last(tmp_path, small_data, monkeypatch):
         def reduced(self, rt):
             return 1.0, self.accuracy, 100
 
-    def end_of_epoch(epoch, stats, model, net, *rest):
-        weights_at_end.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+    def end_of_epoch(t, *rest):
+        weights_at_end.append({k: v.detach().clone() for k, v in t.net.state_dict().items()})
         monkeypatch.setattr(train, "evaluate", lambda *a, **k: Validation(next(accuracies)))
         try:
-            return real_end(epoch, stats, model, net, *rest)
+            return real_end(t, *rest)
         finally:
             monkeypatch.setattr(train, "evaluate", real_evaluate)
 

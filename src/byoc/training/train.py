@@ -54,6 +54,19 @@ class Progress:
     samples: int = 0  # this rank's samples over the finished epochs
 
 
+@dataclass
+class Training:
+    """What every step of the story shares: the job, its settings, this process, its data and model."""
+
+    job: Job
+    cfg: TrainConfig
+    rt: Runtime
+    pre: Preprocessing
+    loaders: Loaders
+    net: nn.Module
+    opt: Optimization
+
+
 def run(job: Job, cfg: TrainConfig) -> dict:
     """Train, evaluate and (on global rank 0) write the artifact and metrics. Returns the metrics."""
     rt = distributed.setup(job)
@@ -64,9 +77,10 @@ def run(job: Job, cfg: TrainConfig) -> dict:
     log_data(loaders, rt)
     resumed = checkpoint.load_newest(job.checkpoint_dir)
     net, opt = build_model(job, cfg, rt, loaders, saved_speed=resumed[0].get("speed") if resumed else None)
-    progress = resume(resumed, net, opt, rt) if resumed else Progress(partial=EpochStats.zeros(rt.device))
-    progress = fit(job, cfg, rt, net, opt, loaders, progress, stop)
-    return finish(job, cfg, rt, net, opt, loaders, progress, pre)
+    t = Training(job, cfg, rt, pre, loaders, net, opt)
+    progress = resume(resumed, t) if resumed else Progress(partial=EpochStats.zeros(rt.device))
+    progress = fit(t, progress, stop)
+    return finish(t, progress)
 
 
 def log_data(loaders: Loaders, rt: Runtime) -> None:
@@ -165,50 +179,40 @@ def for_training(net: nn.Module, cfg: TrainConfig, rt: Runtime) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- checkpoints
-def save_checkpoint(
-    job: Job,
-    cfg: TrainConfig,
-    rt: Runtime,
-    net: nn.Module,
-    opt: Optimization,
-    progress: Progress,
-    epoch: int,
-    step: int,
-    stats: EpochStats,
-) -> None:
+def save_checkpoint(t: Training, progress: Progress, epoch: int, step: int, stats: EpochStats) -> None:
     """Every rank calls this at the same point (an agreed stop, or the end of an epoch): each
     rank's share of the epoch so far goes into the checkpoint, which rank 0 writes."""
-    ranks = distributed.gather_objects({**stats.totals(), "samples": progress.samples}, rt)
-    if not rt.is_main:
+    ranks = distributed.gather_objects({**stats.totals(), "samples": progress.samples}, t.rt)
+    if not t.rt.is_main:
         return
     state = {
-        "model": net.state_dict(),
-        "optimizer": opt.optimizer.state_dict(),
-        "scheduler": opt.scheduler.state_dict(),
-        "scaler": opt.scaler.state_dict(),
+        "model": t.net.state_dict(),
+        "optimizer": t.opt.optimizer.state_dict(),
+        "scheduler": t.opt.scheduler.state_dict(),
+        "scaler": t.opt.scaler.state_dict(),
         "rng": checkpoint.rng_state(),
         "epoch": epoch,
         "step": step,
         "history": progress.history,
         "best": progress.best,
         "epochs_without_improvement": progress.epochs_without_improvement,
-        "config": cfg.to_dict(),
-        "speed": opt.speed.to_dict(),
+        "config": t.cfg.to_dict(),
+        "speed": t.opt.speed.to_dict(),
         "ranks": ranks,
     }
-    path = checkpoint.save(job.checkpoint_dir, state, epoch, step)
+    path = checkpoint.save(t.job.checkpoint_dir, state, epoch, step)
     log.info("checkpoint saved: %s", path)
 
 
-def resume(resumed: tuple[dict, Path], net: nn.Module, opt: Optimization, rt: Runtime) -> Progress:
+def resume(resumed: tuple[dict, Path], t: Training) -> Progress:
     """Weights, optimiser, RNG and progress as the newest checkpoint left them."""
     state, path = resumed
-    net.load_state_dict(state["model"])
-    opt.optimizer.load_state_dict(state["optimizer"])
-    opt.scheduler.load_state_dict(state["scheduler"])
-    opt.scaler.load_state_dict(state["scaler"])
+    t.net.load_state_dict(state["model"])
+    t.opt.optimizer.load_state_dict(state["optimizer"])
+    t.opt.scheduler.load_state_dict(state["scheduler"])
+    t.opt.scaler.load_state_dict(state["scaler"])
     checkpoint.set_rng_state(state["rng"])
-    partial, samples = resumed_progress(state, rt)
+    partial, samples = resumed_progress(state, t.rt)
     log.info("resumed_from_epoch=%d step=%d checkpoint=%s", state["epoch"], state["step"], path.name)
     return Progress(
         epoch=state["epoch"],
@@ -251,43 +255,26 @@ def resumed_progress(state: dict, rt: Runtime) -> tuple[EpochStats, int]:
 
 
 # --------------------------------------------------------------------------- the epoch loop
-def fit(
-    job: Job,
-    cfg: TrainConfig,
-    rt: Runtime,
-    net: nn.Module,
-    opt: Optimization,
-    loaders: Loaders,
-    progress: Progress,
-    stop: StopAgreement,
-) -> Progress:
+def fit(t: Training, progress: Progress, stop: StopAgreement) -> Progress:
     """Run the epochs from `progress` on; raises Interrupted after a checkpoint when the ranks agree to stop."""
-    model = for_training(net, cfg, rt)
-    board = monitor.TensorBoard(job.tensorboard_dir if rt.is_main else None)
-    steps = monitor.StepLog(cfg.log_every, monitor.Rules(), board, rt, loaders.steps_per_epoch)
+    model = for_training(t.net, t.cfg, t.rt)
+    board = monitor.TensorBoard(t.job.tensorboard_dir if t.rt.is_main else None)
+    steps = monitor.StepLog(t.cfg.log_every, monitor.Rules(), board, t.rt, t.loaders.steps_per_epoch)
     first = progress.epoch
-    for epoch in range(first, cfg.epochs):
-        resumed_here = epoch == first
-        step0 = progress.step if resumed_here else 0
-        stats = progress.partial if resumed_here and progress.partial is not None else EpochStats.zeros(rt.device)
-        loaders.train_sampler.set_epoch(epoch, step0 * cfg.batch_size)
+    for epoch in range(first, t.cfg.epochs):
         started = time.monotonic()
-        prof = monitor.profiler(cfg) if rt.is_main and cfg.profile_steps and resumed_here else None
-        with prof if prof is not None else nullcontext():
-            done, stopped = train_one_epoch(model, loaders.train, opt, rt, epoch, stats, steps, stop, step0, prof)
-        if prof is not None:
-            monitor.write_profile(prof, job)
+        stats, done, stopped = train_epoch(t, model, epoch, progress, steps, stop, profile=epoch == first)
         if stopped:
-            save_checkpoint(job, cfg, rt, net, opt, progress, epoch, done, stats)
+            save_checkpoint(t, progress, epoch, done, stats)
             board.close()
             raise Interrupted(f"stopped by SIGTERM at epoch {epoch} step {done}; checkpoint saved")
-        record = end_of_epoch(epoch, stats, model, net, opt, loaders, rt, progress, started)
-        monitor.epoch_line(record, rt, board)
-        stop_early = cfg.early_stopping_patience and progress.epochs_without_improvement >= cfg.early_stopping_patience
-        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs or stop_early:
-            save_checkpoint(job, cfg, rt, net, opt, progress, epoch + 1, 0, EpochStats.zeros(rt.device))
+        record = end_of_epoch(t, model, epoch, stats, progress, started)
+        monitor.epoch_line(record, t.rt, board)
+        stop_early = 0 < t.cfg.early_stopping_patience <= progress.epochs_without_improvement
+        if (epoch + 1) % t.cfg.checkpoint_every == 0 or epoch + 1 == t.cfg.epochs or stop_early:
+            save_checkpoint(t, progress, epoch + 1, 0, EpochStats.zeros(t.rt.device))
         if stop_early:
-            if rt.is_main:
+            if t.rt.is_main:
                 log.info(
                     "early stopping: val_accuracy has not improved for %d epochs (best %.4f at epoch %d)",
                     progress.epochs_without_improvement,
@@ -299,23 +286,37 @@ def fit(
     return progress
 
 
-def end_of_epoch(
-    epoch: int,
-    stats: EpochStats,
+def train_epoch(
+    t: Training,
     model: nn.Module,
-    net: nn.Module,
-    opt: Optimization,
-    loaders: Loaders,
-    rt: Runtime,
+    epoch: int,
     progress: Progress,
-    started: float,
+    steps: monitor.StepLog,
+    stop: StopAgreement,
+    profile: bool,
+) -> tuple[EpochStats, int, bool]:
+    """One epoch's training steps, from where `progress` left it: (its totals, steps done, stopped)."""
+    resuming = epoch == progress.epoch and progress.step > 0
+    step0 = progress.step if resuming else 0
+    stats = progress.partial if resuming and progress.partial is not None else EpochStats.zeros(t.rt.device)
+    t.loaders.train_sampler.set_epoch(epoch, step0 * t.cfg.batch_size)
+    prof = monitor.profiler(t.cfg) if t.rt.is_main and t.cfg.profile_steps and profile else None
+    with prof if prof is not None else nullcontext():
+        done, stopped = train_one_epoch(model, t.loaders.train, t.opt, t.rt, epoch, stats, steps, stop, step0, prof)
+    if prof is not None:
+        monitor.write_profile(prof, t.job)
+    return stats, done, stopped
+
+
+def end_of_epoch(
+    t: Training, model: nn.Module, epoch: int, stats: EpochStats, progress: Progress, started: float
 ) -> dict:
     """Validate, record the epoch (with the learning rate it trained at), keep the best weights,
     step the schedule. Updates `progress` to the start of the next epoch; returns the record."""
     progress.samples += stats.count
-    train_loss, train_acc, _ = stats.reduced(rt)
-    val = evaluate(model, loaders.valid, opt.criterion, opt.speed, rt)
-    val_loss, val_acc, _ = val.reduced(rt)
+    train_loss, train_acc, _ = stats.reduced(t.rt)
+    val = evaluate(model, t.loaders.valid, t.opt.criterion, t.opt.speed, t.rt)
+    val_loss, val_acc, _ = val.reduced(t.rt)
     record = {
         "epoch": epoch,
         "train_loss": train_loss,
@@ -323,13 +324,13 @@ def end_of_epoch(
         "val_loss": val_loss,
         "val_accuracy": val_acc,
         "seconds": round(time.monotonic() - started, 2),
-        "lr": opt.optimizer.param_groups[0]["lr"],
+        "lr": t.opt.optimizer.param_groups[0]["lr"],
         "skipped": sorted(stats.skipped | val.skipped),
     }
-    opt.scheduler.step()  # after the record: the rate above is the one this epoch used
+    t.opt.scheduler.step()  # after the record: the rate above is the one this epoch used
     progress.history.append(record)
     if val_acc > progress.best["val_accuracy"]:
-        weights = copy.deepcopy({k: v.cpu() for k, v in net.state_dict().items()})
+        weights = copy.deepcopy({k: v.cpu() for k, v in t.net.state_dict().items()})
         progress.best = {"epoch": epoch, "val_accuracy": val_acc, "state": weights}
         progress.epochs_without_improvement = 0
     else:
@@ -339,32 +340,19 @@ def end_of_epoch(
 
 
 # --------------------------------------------------------------------------- finish
-def finish(
-    job: Job,
-    cfg: TrainConfig,
-    rt: Runtime,
-    net: nn.Module,
-    opt: Optimization,
-    loaders: Loaders,
-    progress: Progress,
-    pre: Preprocessing,
-) -> dict:
+def finish(t: Training, progress: Progress) -> dict:
     """Test the best weights; on rank 0 write the artifact, metrics.json and the curves."""
     if progress.best["state"] is not None:
-        net.load_state_dict(progress.best["state"])
-    test = evaluate(net, loaders.test, opt.criterion, opt.speed, rt)
-    test_loss, test_acc, test_count = test.reduced(rt)
-    samples = [
-        int(x)
-        for x in distributed.all_reduce_sum(
-            [float(progress.samples) if r == rt.rank else 0.0 for r in range(rt.world_size)], rt
-        )
-    ]
+        t.net.load_state_dict(progress.best["state"])
+    test = evaluate(t.net, t.loaders.test, t.opt.criterion, t.opt.speed, t.rt)
+    test_loss, test_acc, test_count = test.reduced(t.rt)
+    mine = [float(progress.samples) if r == t.rt.rank else 0.0 for r in range(t.rt.world_size)]
+    samples = [int(x) for x in distributed.all_reduce_sum(mine, t.rt)]
     # A corrupt training file can land on different ranks in different epochs: count it once.
     seen = set(test.skipped).union(*(set(h.get("skipped", ())) for h in progress.history))
-    skipped = distributed.union_across_ranks(seen, rt)
-    sha = state_sha256(net)
-    log.info("final_weights_sha256=%s rank=%d", sha, rt.rank)
+    skipped = distributed.union_across_ranks(seen, t.rt)
+    sha = state_sha256(t.net)
+    log.info("final_weights_sha256=%s rank=%d", sha, t.rt.rank)
     metrics = {
         "epochs": [{k: v for k, v in h.items() if k != "skipped"} for h in progress.history],
         "best_epoch": progress.best["epoch"],
@@ -372,22 +360,21 @@ def finish(
         "test_loss": test_loss,
         "test_accuracy": test_acc,
         "test_images": test_count,
-        "world_size": rt.world_size,
+        "world_size": t.rt.world_size,
         "samples_per_rank": samples,
         "skipped_images": len(skipped),
-        "classes": len(loaders.labels),
+        "classes": len(t.loaders.labels),
         "final_weights_sha256": sha,
-        "hyperparameters": cfg.to_dict(),
+        "hyperparameters": t.cfg.to_dict(),
     }
-    if rt.is_main:
-        write_outputs(job, cfg, net, loaders, pre, metrics, skipped)
-    distributed.close(rt)
+    if t.rt.is_main:
+        write_outputs(t, metrics, skipped)
+    distributed.close(t.rt)
     return metrics
 
 
-def write_outputs(
-    job: Job, cfg: TrainConfig, net: nn.Module, loaders: Loaders, pre: Preprocessing, metrics: dict, skipped: set[str]
-) -> None:
+def write_outputs(t: Training, metrics: dict, skipped: set[str]) -> None:
+    """Rank 0's files: the artifact (model.pt, model.ts, model.json), metrics.json, the curves."""
     log.info(
         "test_loss=%.4f test_accuracy=%.4f test_images=%d skipped_images=%d",
         metrics["test_loss"],
@@ -399,13 +386,13 @@ def write_outputs(
         log.warning("skipped %d unreadable image file(s), e.g. %s", len(skipped), sorted(skipped)[0])
     kept = ("test_accuracy", "test_loss", "best_epoch", "best_val_accuracy", "world_size")
     meta = artifact.ModelMeta(
-        arch=cfg.arch, labels=loaders.labels, preprocessing=pre, metrics={k: metrics[k] for k in kept}
+        arch=t.cfg.arch, labels=t.loaders.labels, preprocessing=t.pre, metrics={k: metrics[k] for k in kept}
     )
-    artifact.save(job.model_dir, net, meta)
-    job.output_data_dir.mkdir(parents=True, exist_ok=True)
-    (job.output_data_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    artifact.save(t.job.model_dir, t.net, meta)
+    t.job.output_data_dir.mkdir(parents=True, exist_ok=True)
+    (t.job.output_data_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if metrics["epochs"]:
-        monitor.save_curves(metrics["epochs"], job.output_data_dir / "training_curves.png")
+        monitor.save_curves(metrics["epochs"], t.job.output_data_dir / "training_curves.png")
 
 
 def state_sha256(model: nn.Module) -> str:
