@@ -7,6 +7,7 @@ Each is idempotent (run it again to resume or to converge) and prints what it do
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -39,6 +40,22 @@ def _common(parser: argparse.ArgumentParser, name: bool = True) -> None:
             type=_name,
             help="names and tags (byoc:name) everything this creates; status and teardown use it",
         )
+
+
+def _command(sub, command: str, helptext: str, handler, options=_common) -> argparse.ArgumentParser:
+    """A subcommand with `options` (the common ones by default) whose parsed arguments go to
+    `handler(aws, args)`, connected and with AWS failures as one-line errors (`_run`)."""
+    parser = sub.add_parser(command, help=helptext)
+    options(parser)
+    parser.set_defaults(func=_run(handler))
+    return parser
+
+
+def _spec(cls, args: argparse.Namespace, **derived):
+    """The settings dataclass `cls` from the parsed options of the same names (each option's `dest`
+    is its field's name), with `derived` for the fields computed from them."""
+    names = {f.name for f in dataclasses.fields(cls)} - set(derived)
+    return cls(**{k: v for k, v in vars(args).items() if k in names}, **derived)
 
 
 def _name(value: str) -> str:
@@ -80,12 +97,10 @@ def register(sub) -> None:
         ("status", "what exists for NAME, its state and hourly cost", _status),
         ("teardown", "delete everything the commands created for NAME", _teardown),
     ):
-        p = sub.add_parser(command, help=helptext)
-        _common(p)
+        p = _command(sub, command, helptext, handler)
         if command == "teardown":
             p.add_argument("--dry-run", action="store_true", help="list what would be deleted")
             p.add_argument("--poll", type=float, default=15, help="seconds between status checks")
-        p.set_defaults(func=_run(handler))
 
 
 def _register_data(sub) -> None:
@@ -104,8 +119,9 @@ def _register_data(sub) -> None:
     d.add_argument("--workers", type=int, default=16, help="parallel uploads")
     d.set_defaults(func=_run(_dogimages))
 
-    p = sub.add_parser("sagemaker-role", help="the SageMaker execution role for NAME (least privilege on one bucket)")
-    _common(p)
+    p = _command(
+        sub, "sagemaker-role", "the SageMaker execution role for NAME (least privilege on one bucket)", _sagemaker_role
+    )
     p.add_argument("--bucket", required=True, help="bucket with the data; outputs go to s3://BUCKET/byoc/NAME/")
     p.add_argument(
         "--data-prefix",
@@ -114,7 +130,6 @@ def _register_data(sub) -> None:
         metavar="PREFIX",
         help="prefix the jobs read (repeatable; default dogImages)",
     )
-    p.set_defaults(func=_run(_sagemaker_role))
 
 
 def _sagemaker_role(aws, args) -> int:
@@ -141,7 +156,7 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--instance-type", default="ml.m5.xlarge", help="e.g. ml.g4dn.xlarge for a GPU")
     p.add_argument("--instance-count", type=int, default=1, help="hosts; more than 1 trains with DDP across them")
-    p.add_argument("--volume-size", type=int, default=50, help="GB of disk per host")
+    p.add_argument("--volume-size", dest="volume_gb", type=int, default=50, help="GB of disk per host")
     p.add_argument("--max-run", type=int, default=4 * 3600, help="seconds a job may train")
     p.add_argument("--spot", action="store_true", help="managed spot training (checkpoints to S3, resumes)")
     p.add_argument(
@@ -158,31 +173,30 @@ def _job_spec(aws, args) -> jobs.JobSpec:
     given = {flag: getattr(args, flag.replace("-", "_")) for flag, _ in HP_FLAGS}
     given.update(_pairs(args.hp, "--hp"))
     bucket = args.data.removeprefix("s3://").split("/", 1)[0]
-    return jobs.JobSpec(
-        name=args.name,
+    return _spec(
+        jobs.JobSpec,
+        args,
         image=args.image or ecr.image_uri(aws, ecr.TRAIN_REPO),
         role=args.role or sagemaker_role.default_arn(aws, args.name),
-        data=args.data,
         output=args.output or f"s3://{bucket}/{sagemaker_role.output_prefix(args.name)}",
-        instance_type=args.instance_type,
-        instance_count=args.instance_count,
-        volume_gb=args.volume_size,
-        max_run=args.max_run,
-        spot=args.spot,
-        max_wait=args.max_wait,
         hyperparameters=jobs.hyperparameters(given),
     )
 
 
 def _register_jobs(sub) -> None:
-    p = sub.add_parser("train-job", help="a SageMaker training job with the byoc-train image; waits and shows logs")
-    _job_options(p)
+    p = _command(
+        sub,
+        "train-job",
+        "a SageMaker training job with the byoc-train image; waits and shows logs",
+        _train,
+        _job_options,
+    )
     p.add_argument("--job-name", help="default: NAME-<hash of the settings> (a rerun follows the same job)")
     p.add_argument("--no-logs", dest="logs", action="store_false", help="do not print the CloudWatch log lines")
-    p.set_defaults(func=_run(_train))
 
-    p = sub.add_parser("tune", help="a hyperparameter tuning job (lr, batch-size) maximising val_accuracy")
-    _job_options(p)
+    p = _command(
+        sub, "tune", "a hyperparameter tuning job (lr, batch-size) maximising val_accuracy", _tune, _job_options
+    )
     p.add_argument(
         "--lr-range",
         type=float,
@@ -197,7 +211,6 @@ def _register_jobs(sub) -> None:
     p.add_argument("--strategy", choices=("Bayesian", "Random", "Hyperband"), default="Bayesian")
     p.add_argument("--max-tuning-time", type=int, default=0, help="seconds for the whole tuning job (0: no limit)")
     p.add_argument("--tuning-name", help="default: NAME-<hash> (32 characters at most)")
-    p.set_defaults(func=_run(_tune))
 
 
 def _train(aws, args) -> int:
@@ -224,8 +237,7 @@ def _tune(aws, args) -> int:
 
 
 def _register_hosting(sub) -> None:
-    p = sub.add_parser("deploy", help="model + endpoint config + endpoint NAME (created, or updated in place)")
-    _common(p)
+    p = _command(sub, "deploy", "model + endpoint config + endpoint NAME (created, or updated in place)", _deploy)
     p.add_argument("--model-data", required=True, help="s3:// URI of model.tar.gz (a training job's artifacts)")
     p.add_argument(
         "--role", help="SageMaker execution role ARN (default: byoc-NAME-sagemaker from `byoc sagemaker-role`)"
@@ -244,10 +256,8 @@ def _register_hosting(sub) -> None:
     p.add_argument("--env", action="append", metavar="NAME=VALUE", help="container environment (repeatable)")
     p.add_argument("--no-wait", dest="wait", action="store_false")
     p.add_argument("--poll", type=float, default=30, help="seconds between status checks")
-    p.set_defaults(func=_run(_deploy))
 
-    p = sub.add_parser("autoscale", help="target-tracking auto-scaling of endpoint NAME")
-    _common(p)
+    p = _command(sub, "autoscale", "target-tracking auto-scaling of endpoint NAME", _autoscale)
     p.add_argument("--min", type=int, default=1, help="fewest instances")
     p.add_argument("--max", type=int, default=2, help="most instances")
     target = p.add_mutually_exclusive_group(required=True)
@@ -255,42 +265,44 @@ def _register_hosting(sub) -> None:
     target.add_argument("--max-rps", type=float, help="one instance's measured max requests/s; target = x 0.5 x 60")
     p.add_argument("--scale-in-cooldown", type=int, default=300, help="seconds")
     p.add_argument("--scale-out-cooldown", type=int, default=60, help="seconds")
-    p.set_defaults(func=_run(_autoscale))
 
-    p = sub.add_parser("lambda-deploy", help="the Lambda function for endpoint NAME, least-privilege, with concurrency")
-    _common(p)
+    p = _command(
+        sub, "lambda-deploy", "the Lambda function for endpoint NAME, least-privilege, with concurrency", _lambda_deploy
+    )
     p.add_argument("--function", required=True, help="Lambda function name")
     p.add_argument(
         "--source", type=Path, default=Path("lambda"), help="folder with lambda_function.py (default lambda/)"
     )
-    p.add_argument("--reserved-concurrency", type=int, required=True)
-    p.add_argument("--provisioned-concurrency", type=int, help="on alias live (0 removes it; billed while allocated)")
+    p.add_argument("--reserved-concurrency", dest="reserved", type=int, required=True)
+    p.add_argument(
+        "--provisioned-concurrency",
+        dest="provisioned",
+        type=int,
+        help="on alias live (0 removes it; billed while allocated)",
+    )
     p.add_argument("--function-url", action="store_true", help="a Function URL on alias live")
-    p.add_argument("--function-url-auth", default="AWS_IAM", choices=("AWS_IAM", "NONE"))
+    p.add_argument("--function-url-auth", dest="url_auth", default="AWS_IAM", choices=("AWS_IAM", "NONE"))
     p.add_argument("--memory", type=int, default=512, help="MB")
     p.add_argument("--timeout", type=int, default=30, help="seconds")
     p.add_argument("--log-retention-days", type=int, default=30)
     p.add_argument("--env", action="append", metavar="NAME=VALUE", help="more environment (repeatable)")
     p.add_argument(
         "--s3-read-bucket",
+        dest="read_buckets",
         action="append",
         default=[],
         metavar="BUCKET",
         help="let requests name images in this bucket (s3:GetObject on it only; repeatable)",
     )
     p.add_argument("--poll", type=float, default=5, help="seconds between status checks")
-    p.set_defaults(func=_run(_lambda_deploy))
 
 
 def _deploy(aws, args) -> int:
-    spec = endpoint.DeploySpec(
-        name=args.name,
+    spec = _spec(
+        endpoint.DeploySpec,
+        args,
         image=args.image or ecr.image_uri(aws, ecr.SERVE_REPO),
-        model_data=args.model_data,
         role=args.role or sagemaker_role.default_arn(aws, args.name),
-        instance_type=args.instance_type,
-        instance_count=args.instance_count,
-        startup_timeout=args.startup_timeout,
         environment=_pairs(args.env, "--env"),
     )
     endpoint.deploy(aws, spec, args.wait, args.poll)
@@ -311,20 +323,7 @@ def _autoscale(aws, args) -> int:
 
 
 def _lambda_deploy(aws, args) -> int:
-    spec = lambda_deploy.LambdaSpec(
-        name=args.name,
-        function=args.function,
-        source=args.source,
-        reserved=args.reserved_concurrency,
-        provisioned=args.provisioned_concurrency,
-        function_url=args.function_url,
-        url_auth=args.function_url_auth,
-        memory=args.memory,
-        timeout=args.timeout,
-        log_retention_days=args.log_retention_days,
-        environment=_pairs(args.env, "--env"),
-        read_buckets=args.s3_read_bucket,
-    )
+    spec = _spec(lambda_deploy.LambdaSpec, args, environment=_pairs(args.env, "--env"))
     lambda_deploy.deploy(aws, spec, args.poll)
     return 0
 

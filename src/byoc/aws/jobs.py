@@ -114,17 +114,21 @@ def train(
     sm = aws.client("sagemaker")
     request = training_request(spec, job_name)
     name = request["TrainingJobName"]
-    job = find(sm.describe_training_job, TrainingJobName=name)
-    if job:
-        say(f"training job {name} already exists ({job['TrainingJobStatus']}): following it, not starting another")
-    else:
-        say(
-            f"starting training job {name}: {spec.instance_count} x {spec.instance_type}"
-            f"{' (managed spot)' if spec.spot else ''}, image {spec.image}, data {spec.data}"
-        )
-        hps = " ".join(f"{k}={v}" for k, v in sorted(spec.hyperparameters.items()))
-        say(f"  hyperparameters: {hps or '(defaults)'}")
-        sm.create_training_job(**request)
+    hps = " ".join(f"{k}={v}" for k, v in sorted(spec.hyperparameters.items()))
+    announce = [
+        f"starting training job {name}: {spec.instance_count} x {spec.instance_type}"
+        f"{' (managed spot)' if spec.spot else ''}, image {spec.image}, data {spec.data}",
+        f"  hyperparameters: {hps or '(defaults)'}",
+    ]
+    _start_or_follow(
+        sm.describe_training_job,
+        sm.create_training_job,
+        "TrainingJobName",
+        "TrainingJobStatus",
+        request,
+        "training job",
+        announce,
+    )
     if not wait:
         return sm.describe_training_job(TrainingJobName=name)
     tail = LogTail(aws.client("logs"), name, echo=logs)
@@ -144,6 +148,21 @@ def train(
     final = {**tail.metrics, **{m["MetricName"]: m["Value"] for m in job.get("FinalMetricDataList", [])}}
     report_job(job, final)
     return job
+
+
+def _start_or_follow(
+    describe, create, name_key: str, status_key: str, request: dict, kind: str, announce: list[str]
+) -> None:
+    """Create the job, unless one of that name exists: the name is a digest of the settings, so a
+    rerun of the same command follows the job it started instead of starting a second one."""
+    name = request[name_key]
+    job = find(describe, **{name_key: name})
+    if job:
+        say(f"{kind} {name} already exists ({job[status_key]}): following it, not starting another")
+        return
+    for line in announce:
+        say(line)
+    create(**request)
 
 
 def report_job(job: dict, final: dict[str, float]) -> None:
@@ -217,16 +236,20 @@ def tune(
     sm = aws.client("sagemaker")
     request = tuning_request(spec, tuning, tuning_name)
     name = request["HyperParameterTuningJobName"]
-    job = find(sm.describe_hyper_parameter_tuning_job, HyperParameterTuningJobName=name)
-    if job:
-        say(f"tuning job {name} already exists ({job['HyperParameterTuningJobStatus']}): following it")
-    else:
-        say(
-            f"starting tuning job {name}: {tuning.strategy}, up to {tuning.max_jobs} jobs ({tuning.max_parallel} at a "
-            f"time) of {spec.instance_count} x {spec.instance_type}; lr {tuning.lr_min:g}..{tuning.lr_max:g} (log), "
-            f"batch-size {{{', '.join(map(str, tuning.batch_sizes))}}}; maximise {metrics.OBJECTIVE}"
-        )
-        sm.create_hyper_parameter_tuning_job(**request)
+    announce = [
+        f"starting tuning job {name}: {tuning.strategy}, up to {tuning.max_jobs} jobs ({tuning.max_parallel} at a "
+        f"time) of {spec.instance_count} x {spec.instance_type}; lr {tuning.lr_min:g}..{tuning.lr_max:g} (log), "
+        f"batch-size {{{', '.join(map(str, tuning.batch_sizes))}}}; maximise {metrics.OBJECTIVE}"
+    ]
+    _start_or_follow(
+        sm.describe_hyper_parameter_tuning_job,
+        sm.create_hyper_parameter_tuning_job,
+        "HyperParameterTuningJobName",
+        "HyperParameterTuningJobStatus",
+        request,
+        "tuning job",
+        announce,
+    )
     if not wait:
         return sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
     job = waiting.poll_until(

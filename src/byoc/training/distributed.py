@@ -158,18 +158,16 @@ class StopAgreement:
 
     def poll(self) -> bool:
         """True when every rank is to stop after the step it just did."""
-        if not self.rt.distributed:
-            return self.signal.requested
-        if self._finish():
-            return True
-        self._start()
-        return False
+        return self._agree(wait=False)
 
     def settle(self) -> bool:
         """The agreement where every rank meets (blocking): True when they all stop here."""
+        return self._agree(wait=True)
+
+    def _agree(self, wait: bool) -> bool:
         if not self.rt.distributed:
             return self.signal.requested
-        if self._finish():
+        if self._finish():  # the previous step's agreement said stop
             return True
         self._start()
-        return self._finish()
+        return self._finish() if wait else False
