@@ -7,7 +7,6 @@ import argparse
 import json
 import sys
 import time
-from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -24,30 +23,29 @@ def epoch_seconds(
     amp: str = "off",
     channels_last: bool = False,
 ) -> float:
-    """One epoch as byoc.training.train runs it: train steps over `train` images, then evaluation over `valid`,
-    with the job's own speed choice (autocast dtype, memory format)."""
-    criterion = nn.CrossEntropyLoss()
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
+    """One epoch as byoc.training.train runs it, through its own loop (byoc.training.loop): train steps
+    over `train` images, then evaluation over `valid`, with the job's speed choice (autocast dtype,
+    memory format). Only the data differs: synthetic tensors, already decoded and augmented."""
+    from byoc.training import monitor
+    from byoc.training.distributed import Runtime, StopAgreement, StopSignal
+    from byoc.training.loop import EpochStats, Optimization, evaluate, train_one_epoch
+    from byoc.training.speed import Speed
+
+    speed = Speed(amp, channels_last)
+    x = torch.randn(batch, 3, size, size)
     y = torch.randint(0, classes, (batch,))
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    autocast = (lambda: torch.autocast("cpu", dtype=dtype)) if dtype else nullcontext
-    model.to(memory_format=fmt)
+    train_batches = [(x[: min(batch, train - i)], y[: min(batch, train - i)], []) for i in range(0, train, batch)]
+    valid_batches = [(x[: min(batch, valid - i)], y[: min(batch, valid - i)], []) for i in range(0, valid, batch)]
+    rt = Runtime(torch.device("cpu"))
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    opt = Optimization(optimizer, None, scaler, nn.CrossEntropyLoss(), speed)
+    steps = monitor.StepLog(50, monitor.Rules(), monitor.TensorBoard(None), rt, len(train_batches))
+    model.to(memory_format=speed.memory_format)
     start = time.perf_counter()
-    model.train()
-    for first in range(0, train, batch):
-        n = min(batch, train - first)
-        with autocast():
-            loss = criterion(model(x[:n]), y[:n])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
-        optimizer.step()
-        float(loss.detach())
-    model.eval()
-    with torch.inference_mode(), autocast():
-        for first in range(0, valid, batch):
-            model(x[: min(batch, valid - first)]).argmax(1)
+    stats = EpochStats.zeros(rt.device)
+    train_one_epoch(model, train_batches, opt, rt, 0, stats, steps, StopAgreement(StopSignal(), rt))
+    stats.reduced(rt)
+    evaluate(model, valid_batches, opt.criterion, speed, rt).reduced(rt)
     return time.perf_counter() - start
 
 
