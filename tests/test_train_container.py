@@ -67,8 +67,7 @@ def ddp_data(tiny_data, tmp_path_factory):
 
 def _corrupt_files_per_rank(root, world: int, epochs: int, seed: int = 42) -> list[set[str]]:
     """Which corrupt training files each rank reads over the run, by the job's own sampler."""
-    from byoc.training.data import scan_split
-    from byoc.training.train import ShardSampler
+    from byoc.training.data import ShardSampler, scan_split
 
     _, samples = scan_split(root / "train")
     per_rank = []

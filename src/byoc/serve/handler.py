@@ -258,13 +258,14 @@ class ImageClassifierHandler:
         return torch.empty(0, 3, size, size)
 
     def _answer(self, slot: Slot, probs: torch.Tensor) -> Answer:
-        if slot.error is not None:
-            return error_answer(slot.error)
+        # Accept and top_k first: a client that cannot take JSON hears 406 whatever its body held.
         try:
             codec.check_accept(slot.request.header(ACCEPT))
             top_k = codec.parse_top_k(slot.request.header(CUSTOM_ATTRIBUTES), self.default_top_k, self.meta.num_classes)
         except RequestError as exc:
             return error_answer(exc)
+        if slot.error is not None:
+            return error_answer(slot.error)
         return 200, codec.encode(codec.top_predictions(probs, self.meta.labels, top_k), slot.batched)
 
     # -- a call ----------------------------------------------------------------------------
