@@ -7,6 +7,12 @@ and `byoc.serve` (which never imports training code). Only torch, numpy and Pill
 serving image has no torchvision. The steps are torchvision.transforms.v2's ToImage,
 Resize(antialias=True), CenterCrop, ToDtype(scale=True) and Normalize, written with the same
 torch ops (tests/test_preprocessing.py compares the two).
+
+The work per image is bounded whatever its shape: resizing the short side of a 40000x1 image to
+256 would make it 256 x 10,240,000 (7.3 GiB). When the resized long side would be over
+`MAX_STRETCH` times the short one, only the window the centre crop keeps is resized
+(`resize_center_crop`), with torch's antialiased bilinear weights, so the transform holds at most
+a few copies of the decoded image plus a few outputs (tests/test_preprocessing.py measures it).
 """
 
 from __future__ import annotations
@@ -30,6 +36,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 # `open_image`'s own bound (checked on the header, before decoding) is the one that applies.
 Image.MAX_IMAGE_PIXELS = None
+# Up to this ratio of the resized long side to the short side, the whole image is resized, as
+# torchvision does (bit-identical; panoramas are 2:1 to 10:1); the resized image is then at most
+# 16 x resize_size^2 pixels (256: 3 MiB in uint8). Beyond it, only the window the centre crop keeps
+# is resized, within one uint8 level of torchvision.
+MAX_STRETCH = 16
 
 
 @dataclass
@@ -164,8 +175,56 @@ def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     return image[..., top : top + size, left : left + size]
 
 
+def resize_center_crop(img: Image.Image, short: int, size: int) -> torch.Tensor:
+    """`center_crop(resize(to_tensor(img), short), size)` (uint8 CxSxS), in bounded memory for any shape:
+    past `MAX_STRETCH`, only the window the crop keeps is read and resized."""
+    resized = resized_size(img.height, img.width, short)
+    if max(resized) <= MAX_STRETCH * short:
+        return center_crop(resize(to_tensor(img), short), size)
+    return _resize_crop_window(img, resized, size)
+
+
+def _resize_crop_window(img: Image.Image, resized: tuple[int, int], size: int) -> torch.Tensor:
+    """The centre crop of `img` resized to `resized`, computing only the crop's pixels, from the input
+    window they read. Width first, rounded to uint8 levels between the passes, as torch's uint8 kernel."""
+    rows = _CropAxis(img.height, resized[0], size)
+    cols = _CropAxis(img.width, resized[1], size)
+    window = to_tensor(img.crop((cols.first, rows.first, cols.stop, rows.stop))).to(torch.float32)
+    x = torch.matmul(window, cols.weights.T).round_()
+    x = torch.matmul(rows.weights, x).round_().to(torch.uint8)
+    return F.pad(x, [cols.pad_before, cols.pad_after, rows.pad_before, rows.pad_after], value=0)
+
+
+class _CropAxis:
+    """One axis of resize-then-centre-crop: the input indices [first, stop) the kept outputs read,
+    their weights (kept outputs x inputs read) and the zero padding `center_crop` adds around them."""
+
+    def __init__(self, in_size: int, out_size: int, size: int):
+        start = _crop_start(out_size, size)
+        lo, hi = max(start, 0), min(start + size, out_size)
+        self.pad_before, self.pad_after = lo - start, start + size - hi
+        # torch's antialiased bilinear (aten upsample_bilinear2d_aa): a triangle of half-width
+        # max(scale, 1) input pixels around each output's centre, clipped to the image, normalised.
+        scale = in_size / out_size
+        support = max(scale, 1.0)
+        centres = scale * (torch.arange(lo, hi, dtype=torch.float64) + 0.5)
+        self.first = max(int(centres[0].item() - support + 0.5), 0)
+        self.stop = min(int(centres[-1].item() + support + 0.5), in_size)
+        taps = torch.arange(self.first, self.stop, dtype=torch.float64) + 0.5
+        weights = (1 - (taps - centres[:, None]).abs_() / support).clamp_(min=0)
+        self.weights = (weights / weights.sum(dim=1, keepdim=True)).to(torch.float32)
+
+
+def _crop_start(length: int, size: int) -> int:
+    """Where `center_crop`'s window starts along an axis of `length` (negative: zero padding)."""
+    if size > length:
+        return -((size - length) // 2)
+    return int(round((length - size) / 2.0))
+
+
 class EvalTransform:
-    """RGB image -> normalised float32 CxSxS tensor: resize the short side, centre-crop, scale, normalise."""
+    """RGB image -> normalised float32 CxSxS tensor: resize the short side, centre-crop, scale, normalise.
+    Any shape in bounded memory (`resize_center_crop`)."""
 
     def __init__(self, pre: Preprocessing):
         self.pre = pre
@@ -173,7 +232,7 @@ class EvalTransform:
         self.std = torch.tensor(pre.std, dtype=torch.float32).view(-1, 1, 1)
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
-        x = center_crop(resize(to_tensor(img), self.pre.resize_size), self.pre.image_size)
+        x = resize_center_crop(img, self.pre.resize_size, self.pre.image_size)
         x = x.to(torch.float32).mul_(1.0 / 255)
         return x.sub_(self.mean).div_(self.std)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,14 +122,22 @@ def scan_split(folder: Path, class_folders: list[str] | None = None) -> tuple[li
     return class_folders, samples
 
 
-def train_transform(pre: Preprocessing, augment: bool = True) -> T.Compose:
-    steps: list = [T.ToImage()]
-    if augment:
-        steps += [T.RandomResizedCrop(pre.image_size, scale=(0.35, 1.0), antialias=True), T.RandomHorizontalFlip()]
-    else:
-        steps += [T.Resize(pre.resize_size, antialias=True), T.CenterCrop(pre.image_size)]
-    steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(pre.mean, pre.std)]
-    return T.Compose(steps)
+def train_transform(pre: Preprocessing, augment: bool = True) -> Callable[[Image.Image], torch.Tensor]:
+    """Random crop (35-100% of the area, aspect 3:4-4:3) resized to `image_size` and a flip; without
+    `augment`, the evaluation transform. Both are bounded in memory whatever the image's shape:
+    RandomResizedCrop crops before it resizes (a 40000x1 image falls back to a 1x1 crop), and
+    `eval_transform` resizes only the window its centre crop keeps (byoc.core.preprocessing)."""
+    if not augment:
+        return eval_transform(pre)
+    return T.Compose(
+        [
+            T.ToImage(),
+            T.RandomResizedCrop(pre.image_size, scale=(0.35, 1.0), antialias=True),
+            T.RandomHorizontalFlip(),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(pre.mean, pre.std),
+        ]
+    )
 
 
 class ImageFolderSplit(Dataset):
