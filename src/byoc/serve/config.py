@@ -4,8 +4,9 @@ read by the server and, through the environment it passes on, by every worker.""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from sagemaker_inference import parameters as sm  # SageMaker hosting's variable names
@@ -24,6 +25,40 @@ DEFAULT_MAX_BATCH_DELAY_MS = 0
 DEFAULT_METRICS_INTERVAL_S = 60
 MODEL_DIR_ENV = "BYOC_MODEL_DIR"
 THREADS_ENV = "BYOC_TORCH_THREADS"
+
+
+@dataclass(frozen=True)
+class PortRange:
+    """TCP ports first..last, both included."""
+
+    first: int
+    last: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.first <= self.last <= 65535:
+            raise ConfigError(f"port range {self.first}-{self.last} must have 1 <= FIRST <= LAST <= 65535")
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.first <= port <= self.last
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}"
+
+    def intersect(self, other: PortRange) -> PortRange | None:
+        first, last = max(self.first, other.first), min(self.last, other.last)
+        return PortRange(first, last) if first <= last else None
+
+
+def _port_range(env: Mapping[str, str], name: str) -> PortRange | None:
+    """The variable as FIRST-LAST (SageMaker's format for SAGEMAKER_SAFE_PORT_RANGE); None when unset or blank."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    match = re.fullmatch(r"([0-9]{1,5})\s*-\s*([0-9]{1,5})", raw)
+    first, last = (int(match[1]), int(match[2])) if match else (0, 0)
+    if not 1 <= first <= last <= 65535:
+        raise ConfigError(f"{name}={raw!r} must be FIRST-LAST (e.g. 9000-9999) with 1 <= FIRST <= LAST <= 65535")
+    return PortRange(first, last)
 
 
 def _optional_int(env: Mapping[str, str], name: str, minimum: int = 1) -> int | None:
@@ -63,6 +98,9 @@ class ServeConfig:
     vmargs: str = "-Xmx512m -XX:+UseContainerSupport"
     access_log: bool = False  # one model-server log line per request
     metrics_interval_s: int = DEFAULT_METRICS_INTERVAL_S
+    # Where the model server's internal TCP ports may go (SageMaker sets it for multi-model
+    # endpoints and others); None: anywhere byoc.serve.mms allows.
+    safe_ports: PortRange | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, model_dir: str | Path | None = None) -> ServeConfig:
@@ -89,7 +127,8 @@ class ServeConfig:
             vmargs=env.get(sm.MODEL_SERVER_VMARGS, cls.vmargs),
             access_log=_int(env, "BYOC_ACCESS_LOG", 0, minimum=0) > 0,
             metrics_interval_s=_int(env, "BYOC_METRICS_INTERVAL_S", DEFAULT_METRICS_INTERVAL_S, minimum=0),
+            safe_ports=_port_range(env, sm.SAFE_PORT_RANGE_ENV),
         )
 
     def describe(self) -> dict:
-        return {k: str(v) for k, v in asdict(self).items()}
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}

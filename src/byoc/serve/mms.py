@@ -1,5 +1,13 @@
-"""multi-model-server behind the front: its config and model store under a temp dir,
-its process, and the model's registration through its management API."""
+"""multi-model-server behind the front: its config and model store under serve's private work
+dir, its process, and the model's registration.
+
+MMS 1.1.11's management API registers a model from any http(s) URL it is given (there is no
+allowed-URLs setting: TorchServe added `allowed_urls` later) and unregisters or rescales models
+on request. So it listens on a Unix socket in the work dir (mode 0700), is used once, by
+`register`, and the socket's name is then removed: MMS keeps the listener, but no process in the
+container or on the host can connect to it again. The workers reach the frontend through Unix
+sockets in the same dir (MMS's `use_native_io`). The inference API is a Unix socket there too
+(`unix_inference`), or a loopback TCP port in SAGEMAKER_SAFE_PORT_RANGE below 32767."""
 
 from __future__ import annotations
 
@@ -14,11 +22,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 from urllib.parse import urlencode
 
+from sagemaker_inference import parameters as sm
+
+from byoc.core.errors import ByocError, ConfigError
 from byoc.serve import startup
-from byoc.serve.config import MODEL_DIR_ENV, THREADS_ENV, ServeConfig
+from byoc.serve.config import MODEL_DIR_ENV, THREADS_ENV, PortRange, ServeConfig
 from byoc.serve.headers import CONTENT_TYPE, PROBE
 
 log = logging.getLogger(__name__)
@@ -26,30 +38,92 @@ log = logging.getLogger(__name__)
 MODEL_NAME = "model"
 HANDLER = "byoc.serve.handler:handle"
 LOG_CONFIG = Path(__file__).with_name("log4j2.xml")  # stdout only; per-request lines off (see there)
+# MMS rejects ports from 32767 up (its Connector.parse), i.e. the kernel's ephemeral range.
+MAX_PORT = 32766
+DEFAULT_PORTS = PortRange(20000, MAX_PORT)
+BIND_ATTEMPTS = 3  # starts of MMS when another process takes its inference port first
+SOCKET_PATH_MAX = 107  # bytes in a Unix socket's path (sun_path), on Linux
 
 
-def free_port() -> int:
-    """A free loopback port below 32767 (MMS rejects higher ones, i.e. the kernel's ephemeral range)."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, 32767)
+def free_port(safe: PortRange | None = None, exclude: Collection[int] = ()) -> int:
+    """A loopback port free right now, in `safe` (SAGEMAKER_SAFE_PORT_RANGE) and below 32767, or
+    anywhere in 20000-32766 when `safe` is None. Another process may take it before MMS binds it:
+    ModelServer.start notices and starts MMS again on another."""
+    allowed = DEFAULT_PORTS if safe is None else safe.intersect(PortRange(1, MAX_PORT))
+    if allowed is None:
+        raise ConfigError(
+            f"{sm.SAFE_PORT_RANGE_ENV}={safe} has no port below 32767, and multi-model-server takes none above: "
+            "give a range that starts below 32767"
+        )
+    candidates = [port for port in range(allowed.first, allowed.last + 1) if port not in exclude]
+    random.shuffle(candidates)
+    for port in candidates:
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    raise OSError("no free loopback port in 20000-32766 for the model server")
+    where = f" ({sm.SAFE_PORT_RANGE_ENV}={safe})" if safe is not None else ""
+    raise ByocError(f"no free loopback port in {allowed}{where} for the model server")
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket (an MMS `unix:/path` address)."""
+
+    def __init__(self, path: Path, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = str(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
 
 
 class ModelServer:
-    """One MMS process group: the Java frontend on loopback ports and its Python workers."""
+    """One MMS process group: the Java frontend and its Python workers, reachable only through
+    Unix sockets in the private work dir, and the inference port when that is TCP."""
 
-    def __init__(self, config: ServeConfig, workers: int, threads: int, gpus: int, workdir: Path, startup_report: Path):
+    def __init__(
+        self,
+        config: ServeConfig,
+        workers: int,
+        threads: int,
+        gpus: int,
+        workdir: Path,
+        startup_report: Path,
+        unix_inference: bool = False,
+    ):
         self.config, self.workers, self.threads, self.gpus = config, workers, threads, gpus
         self.workdir, self.startup_report = Path(workdir), Path(startup_report)
-        self.inference_port, self.management_port = free_port(), free_port()
+        self.management_socket = self.workdir / "mms-management.sock"
+        if len(os.fsencode(self.management_socket)) > SOCKET_PATH_MAX:
+            raise ByocError(
+                f"the work dir {self.workdir} is too long a path for the model server's Unix sockets "
+                f"(at most {SOCKET_PATH_MAX} bytes): set TMPDIR to a shorter directory"
+            )
+        self.inference_socket: Path | None = self.workdir / "mms-inference.sock" if unix_inference else None
+        # The front's port is excluded: the front binds it after MMS starts.
+        self.inference_port: int | None = None if unix_inference else free_port(config.safe_ports, {config.port})
         self.process: subprocess.Popen | None = None
+        self._lock = threading.Lock()  # self.process against stop()
+        self._stopping = False
+        self._starting = False  # MMS has not listened yet, and may be started again on another port
 
     def _write_files(self) -> Path:
         """config.properties and a model store holding only a manifest (the model dir stays untouched)."""
@@ -69,9 +143,14 @@ class ModelServer:
         )
         # The front enforces the request limit with a JSON 413; MMS's own limit sits just above it.
         limit = self.config.max_request_bytes + 1024 * 1024
+        if self.inference_socket is not None:
+            inference = f"unix:{self.inference_socket}"
+        else:
+            inference = f"http://127.0.0.1:{self.inference_port}"
         props = {
-            "inference_address": f"http://127.0.0.1:{self.inference_port}",
-            "management_address": f"http://127.0.0.1:{self.management_port}",
+            "inference_address": inference,
+            "management_address": f"unix:{self.management_socket}",
+            "use_native_io": "true",  # Unix sockets (its default; required for unix: addresses)
             "model_store": str(store),
             # No load_models: register() adds the model, so that a refusal reaches the start-up report.
             "default_workers_per_model": self.workers,
@@ -94,6 +173,18 @@ class ModelServer:
         return path
 
     def start(self) -> None:
+        """Start MMS, and in a thread register the model once MMS listens (starting MMS again on
+        another port when another process took the inference port first)."""
+        os.chmod(self.workdir, 0o700)  # the sockets' only guard against other users in the container
+        self._starting = True
+        try:
+            self._spawn()
+        except BaseException:
+            self._starting = False
+            raise
+        threading.Thread(target=self._bring_up, name="mms-start", daemon=True).start()
+
+    def _spawn(self) -> None:
         properties = self._write_files()
         logs = self.workdir / "logs"
         logs.mkdir(exist_ok=True)
@@ -104,7 +195,7 @@ class ModelServer:
                 THREADS_ENV: str(self.threads),
                 startup.REPORT_ENV: str(self.startup_report),
                 "OMP_NUM_THREADS": str(self.threads),
-                "TEMP": str(self.workdir),
+                "TEMP": str(self.workdir),  # java.io.tmpdir: where the workers' sockets go
                 "LOG_LOCATION": str(logs),
                 "METRICS_LOCATION": str(logs),
                 "BYOC_MMS_ACCESS_LOG_LEVEL": "info" if self.config.access_log else "warn",
@@ -127,9 +218,73 @@ class ModelServer:
             "--log-config",
             str(LOG_CONFIG),
         ]
-        # Own process group: stop() reaches the JVM and every worker it forked.
-        self.process = subprocess.Popen(cmd, cwd=self.workdir, env=env, start_new_session=True)
-        threading.Thread(target=self.register, name="mms-register", daemon=True).start()
+        with self._lock:
+            if self._stopping:
+                return
+            self.management_socket.unlink(missing_ok=True)  # its appearance says MMS listens
+            # Own process group: stop() reaches the JVM and every worker it forked.
+            self.process = subprocess.Popen(cmd, cwd=self.workdir, env=env, start_new_session=True)
+
+    def _bring_up(self) -> None:
+        """Wait until MMS listens, register the model, then remove the management socket's name."""
+        try:
+            listening = self._listen()
+        except ByocError as exc:  # no free port left to start it again on
+            self._report(str(exc))
+            listening = False
+        finally:
+            self._starting = False
+        try:
+            if listening:
+                self.register()
+        finally:
+            # Nothing after this can reach the management API: no model is added, removed or rescaled.
+            self.management_socket.unlink(missing_ok=True)
+
+    def _listen(self) -> bool:
+        """True once MMS listens; False when stopped, or (the reason in the start-up report) when
+        it exited first or did not listen in time."""
+        deadline = time.monotonic() + self.config.startup_timeout
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            if not self._exited_before_listening(deadline):
+                if self.management_socket.exists():
+                    return True
+                if not self._stopping:
+                    self._report(f"the model server did not listen within {self.config.startup_timeout} s")
+                return False
+            port = self.inference_port
+            if port is None or not _port_taken(port):
+                self._report("the model server stopped before it listened; see its log above")
+                return False
+            if attempt == BIND_ATTEMPTS:
+                self._report(
+                    f"the model server could not bind 127.0.0.1:{port}: another process took that port "
+                    f"first, {BIND_ATTEMPTS} times in a row"
+                )
+                return False
+            self.inference_port = free_port(self.config.safe_ports, {self.config.port, port})
+            log.warning(
+                "another process took port %d before the model server bound it; starting it on %d",
+                port,
+                self.inference_port,
+            )
+            self._spawn()
+        return False
+
+    def _exited_before_listening(self, deadline: float, poll: float = 0.05) -> bool:
+        """Wait until MMS listens on both APIs (it binds the management socket last), stop() is
+        called or the deadline passes (False), or MMS exits first (True)."""
+        while not (self._stopping or self.management_socket.exists() or time.monotonic() > deadline):
+            if self.process is not None and self.process.poll() is not None:
+                return True
+            time.sleep(poll)
+        return False
+
+    def _report(self, reason: str) -> None:
+        """`reason` to the start-up report, where serve reads it and stops with it."""
+        tmp = self.startup_report.with_name(f"{self.startup_report.name}.mms")
+        tmp.write_text(reason + "\n")
+        os.replace(tmp, self.startup_report)
 
     def register(self, poll: float = 0.05) -> None:
         """Register the model once the management API listens. MMS batches nothing (batch size 1):
@@ -146,33 +301,45 @@ class ModelServer:
         )
         deadline = time.monotonic() + self.config.startup_timeout
         while self.alive() and time.monotonic() < deadline:
-            conn = http.client.HTTPConnection("127.0.0.1", self.management_port, timeout=10)
+            conn = UnixHTTPConnection(self.management_socket, timeout=10)
             try:
                 conn.request("POST", f"/models?{query}")
                 resp = conn.getresponse()
                 body = resp.read().decode(errors="replace")
             except (OSError, http.client.HTTPException):
-                time.sleep(poll)  # not listening yet
+                time.sleep(poll)
                 continue
             finally:
                 conn.close()
             if resp.status < 300 or resp.status == 409:  # 409: an earlier attempt that timed out got through
                 log.debug("model registered: %s", body.strip())
                 return
-            reason = f"the model server refused the model: HTTP {resp.status} {' '.join(body.split())[:300]}"
-            tmp = self.startup_report.with_name(f"{self.startup_report.name}.register")
-            tmp.write_text(reason + "\n")
-            os.replace(tmp, self.startup_report)
+            self._report(f"the model server refused the model: HTTP {resp.status} {' '.join(body.split())[:300]}")
             return
 
     def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        """MMS runs, or is being started (again, on another port)."""
+        return self._starting or (self.process is not None and self.process.poll() is None)
+
+    def connect(self, timeout: float) -> http.client.HTTPConnection:
+        """A connected HTTP connection to MMS's inference API (the front's keep-alive connections)."""
+        if self.inference_socket is not None:
+            conn: http.client.HTTPConnection = UnixHTTPConnection(self.inference_socket, timeout)
+            conn.connect()
+            return conn
+        conn = http.client.HTTPConnection("127.0.0.1", self.inference_port, timeout=timeout)
+        conn.connect()
+        # Headers and body go out in separate writes: without NODELAY, Nagle's algorithm and the
+        # peer's delayed ACK add ~40 ms to each request.
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
 
     def probe(self, timeout: float = 2.0) -> bool:
         """True when a worker answers a health probe: MMS routed it, the worker process is alive
         and its model is loaded (MMS's own worker status says READY before the model loads)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.inference_port, timeout=timeout)
+        conn = None
         try:
+            conn = self.connect(timeout)
             conn.request("POST", f"/predictions/{MODEL_NAME}", b"", {PROBE: "1", CONTENT_TYPE: ""})
             resp = conn.getresponse()
             resp.read()
@@ -180,18 +347,22 @@ class ModelServer:
         except (OSError, http.client.HTTPException):
             return False
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self.process is None:
+        with self._lock:  # no start after this
+            self._stopping = True
+            process = self.process
+        if process is None:
             return
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
-                os.killpg(self.process.pid, sig)
+                os.killpg(process.pid, sig)
             except ProcessLookupError:
                 break
             try:
-                self.process.wait(timeout)
+                process.wait(timeout)
                 break
             except subprocess.TimeoutExpired:
                 log.warning("model server did not stop within %.0f s; killing it", timeout)
