@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -221,3 +224,38 @@ def start_serving(image: str, model_dir: Path, label: str, *env: str, timeout: f
         run(["rm", "-f", name])
         raise
     return {"port": port, "name": name, "id": cid, "url": f"http://127.0.0.1:{port}"}
+
+
+def memory_usage_file(container_id: str) -> Path:
+    """The container's cgroup memory usage file on the host (cgroup v1 or v2, cgroupfs or systemd)."""
+    for pattern in (
+        f"/sys/fs/cgroup/memory/docker/{container_id}*/memory.usage_in_bytes",
+        f"/sys/fs/cgroup/memory/system.slice/docker-{container_id}*.scope/memory.usage_in_bytes",
+        f"/sys/fs/cgroup/docker/{container_id}*/memory.current",
+        f"/sys/fs/cgroup/system.slice/docker-{container_id}*.scope/memory.current",
+    ):
+        found = glob.glob(pattern)
+        if found:
+            return Path(found[0])
+    raise AssertionError(f"no cgroup memory file for container {container_id}")
+
+
+def peak_growth(usage: Path, call: Callable[[], tuple]) -> tuple[int, tuple]:
+    """(the peak rise of the cgroup's memory while `call` runs, sampled every 5 ms; its result)."""
+    samples: list[int] = []
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            samples.append(int(usage.read_text()))
+            time.sleep(0.005)
+
+    before = int(usage.read_text())
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = call()
+    finally:
+        done.set()
+        sampler.join()
+    return max(samples, default=before) - before, result

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import glob
 import http.client
 import io
 import json
@@ -48,20 +47,6 @@ def png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
-
-
-def memory_usage_file(container_id: str) -> Path:
-    """The container's cgroup memory usage file on the host (cgroup v1 or v2, cgroupfs or systemd)."""
-    for pattern in (
-        f"/sys/fs/cgroup/memory/docker/{container_id}*/memory.usage_in_bytes",
-        f"/sys/fs/cgroup/memory/system.slice/docker-{container_id}*.scope/memory.usage_in_bytes",
-        f"/sys/fs/cgroup/docker/{container_id}*/memory.current",
-        f"/sys/fs/cgroup/system.slice/docker-{container_id}*.scope/memory.current",
-    ):
-        found = glob.glob(pattern)
-        if found:
-            return Path(found[0])
-    raise AssertionError(f"no cgroup memory file for container {container_id}")
 
 
 @pytest.fixture(scope="module")
@@ -202,29 +187,12 @@ def test_errors_are_json_and_the_server_keeps_serving(server, case):
 
 
 def test_pixel_bomb_keeps_memory_flat(server):
-    usage = memory_usage_file(server["id"])
-    samples: list[int] = []
-    done = threading.Event()
-
-    def sample():
-        while not done.is_set():
-            samples.append(int(usage.read_text()))
-            time.sleep(0.005)
-
-    before = int(usage.read_text())
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        status, doc, _ = request(server["port"], "/invocations", _bomb(), {"Content-Type": "image/png"})
-    finally:
-        done.set()
-        sampler.join()
-    assert status == 400 and "30000x30000" in doc["error"]
-    growth = max(samples) - before
-    print(
-        f"container memory: {before / 2**20:.0f} MiB before, "
-        f"peak growth {growth / 2**20:.1f} MiB over {len(samples)} samples"
+    usage = du.memory_usage_file(server["id"])
+    growth, (status, doc, _) = du.peak_growth(
+        usage, lambda: request(server["port"], "/invocations", _bomb(), {"Content-Type": "image/png"})
     )
+    assert status == 400 and "30000x30000" in doc["error"]
+    print(f"container memory: peak growth {growth / 2**20:.1f} MiB")
     assert growth < 150 * 1024**2, f"container memory grew by {growth / 2**20:.0f} MiB for a 900 MB bomb"
 
 

@@ -6,16 +6,13 @@ keeps serving."""
 from __future__ import annotations
 
 import io
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from tests import dockerutil as du
-from tests.test_serve_container import memory_usage_file, png, request
+from tests.test_serve_container import png, request
 
 pytestmark = pytest.mark.container
 
@@ -51,27 +48,6 @@ def server(serve_image, trained_model):
         du.run(["rm", "-f", container["name"]])
 
 
-def peak_growth(usage: Path, call: Callable[[], tuple]) -> tuple[int, tuple]:
-    """(the peak rise of the cgroup's memory while `call` runs, sampled every 5 ms; its result)."""
-    samples: list[int] = []
-    done = threading.Event()
-
-    def sample():
-        while not done.is_set():
-            samples.append(int(usage.read_text()))
-            time.sleep(0.005)
-
-    before = int(usage.read_text())
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        result = call()
-    finally:
-        done.set()
-        sampler.join()
-    return max(samples, default=before) - before, result
-
-
 def ordinary_image(server) -> tuple[bytes, dict]:
     path = sorted((Path(server["data"]) / "test").glob("*/*.png"))[0]
     return path.read_bytes(), {"Content-Type": "image/png"}
@@ -83,8 +59,8 @@ def test_stretched_image_is_answered_in_bounded_memory(server, name):
     body, content_type = STRETCHED[name]
     ordinary = ordinary_image(server)
     assert request(port, "/invocations", *ordinary)[0] == 200  # the worker's first-call costs come first
-    usage = memory_usage_file(server["id"])
-    growth, (status, doc, _) = peak_growth(
+    usage = du.memory_usage_file(server["id"])
+    growth, (status, doc, _) = du.peak_growth(
         usage, lambda: request(port, "/invocations", body, {"Content-Type": content_type})
     )
     print(f"{name} ({len(body)} bytes): {status}, container memory peak growth {growth / 2**20:.1f} MiB")
