@@ -1,10 +1,13 @@
 """The public front (byoc.serve.front) in front of a stand-in for multi-model-server's
-inference API: health, limits, header filtering and the wrapping of foreign error bodies."""
+inference API: health, limits, header filtering, the wrapping of foreign error bodies, strict
+framing (raw bytes on a socket), JSON for every error, worker deaths and the drain."""
 
 from __future__ import annotations
 
 import http.client
+import io
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from byoc.serve import batching
+from byoc.serve import front as front_module
 from byoc.serve.front import Front
 
 
@@ -47,6 +51,8 @@ class FakeMMS(BaseHTTPRequestHandler):
                 503,
                 json.dumps({"code": 503, "type": "InternalServerException", "message": "Prediction failed"}),
             )
+        elif body == b"die":  # what MMS answers when the worker holding the request dies
+            status, out = 500, json.dumps({"code": 500, "type": "InternalServerException", "message": "Worker died."})
         elif body == b"ours":
             status, out = 400, json.dumps({"error": "bad image", "status": 400})
         else:
@@ -75,12 +81,12 @@ class Upstream:
 @pytest.fixture
 def front(request):
     mms = ThreadingHTTPServer(("127.0.0.1", 0), FakeMMS)
-    threading.Thread(target=mms.serve_forever, daemon=True).start()
+    threading.Thread(target=mms.serve_forever, args=(0.05,), daemon=True).start()
     upstream = Upstream(mms.server_address[1])
     server = Front(
         ("127.0.0.1", 0), upstream, max_request_bytes=1000, timeout=5, batch_size=getattr(request, "param", 1)
     )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     FakeMMS.seen.clear()
     FakeMMS.busy.clear()
     FakeMMS.release.set()
@@ -189,7 +195,10 @@ def test_oversized_body_is_413_and_the_connection_stays_usable(front):
 def test_unknown_paths_and_draining(front):
     server, _ = front
     assert call(server, "GET", "/models")[0] == 404
-    assert call(server, "POST", "/ping", b"")[0] == 404
+    status, doc, resp = call(server, "POST", "/ping", b"")
+    assert (status, doc["status"], resp.headers["Allow"]) == (405, 405, "GET")
+    status, _, resp = call(server, "GET", "/invocations")
+    assert (status, resp.headers["Allow"]) == (405, "POST")
     server.draining = True
     assert call(server, "POST", "/invocations", b"x", {"Content-Type": "image/png"})[0] == 503
     assert call(server, "GET", "/ping")[0] == 503
@@ -207,3 +216,259 @@ def test_the_front_process_stays_free_of_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# ---- raw bytes on a socket: framing, the standard library's errors, the drain
+
+
+class Wire(io.BytesIO):
+    """Bytes read off a socket, for http.client.HTTPResponse to parse; what follows the first answer
+    stays readable (HTTPResponse closes its file after the body)."""
+
+    def makefile(self, mode):
+        return self
+
+    def close(self):
+        pass
+
+
+def until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection: a reset raises
+    ConnectionResetError, a connection left open socket.timeout."""
+    received = b""
+    while chunk := sock.recv(1 << 16):
+        received += chunk
+    return received
+
+
+def answer(received: bytes, method: str = "GET") -> tuple[int, dict, http.client.HTTPMessage, bytes]:
+    """(status, JSON body, headers, the bytes after this first answer); the body of an answer to
+    HEAD is empty, {}."""
+    wire = Wire(received)
+    resp = http.client.HTTPResponse(wire, method=method)  # type: ignore[arg-type]
+    resp.begin()
+    payload = resp.read()
+    return resp.status, json.loads(payload) if method != "HEAD" else {}, resp.headers, wire.read()
+
+
+def exchange(server, data: bytes) -> tuple[int, dict, http.client.HTTPMessage, bytes]:
+    """Send raw bytes; the server's first answer, once it has closed the connection."""
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5) as sock:
+        sock.sendall(data)
+        return answer(until_closed(sock))
+
+
+def assert_refused(got, status: int) -> None:
+    """A JSON error that closed the connection, with nothing answered after it."""
+    code, doc, headers, rest = got
+    assert (code, doc["status"], set(doc)) == (status, status, {"error", "status"}), doc
+    assert headers["Content-Type"] == "application/json" and headers["Connection"] == "close"
+    assert rest == b"", f"a second answer came on the same connection: {rest[:200]!r}"
+
+
+HEAD = b"POST /invocations HTTP/1.1\r\nHost: front\r\nContent-Type: image/png\r\n"
+SMUGGLED = b"GET /ping HTTP/1.1\r\nHost: front\r\n\r\n"  # must never be answered
+FRAMING = {
+    "Transfer-Encoding with Content-Length": b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "Content-Length with Transfer-Encoding": b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+    "two different Content-Lengths": b"Content-Length: 3\r\nContent-Length: 40\r\n\r\nabc",
+    "the same Content-Length twice": b"Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+    "a Content-Length list": b"Content-Length: 3, 3\r\n\r\nabc",
+    "a signed Content-Length": b"Content-Length: +3\r\n\r\nabc",
+    "a hex Content-Length": b"Content-Length: 0x3\r\n\r\nabc",
+    "a non-numeric Content-Length": b"Content-Length: three\r\n\r\nabc",
+    "a folded header line": b"Content-Length: 3\r\nX-Note: one\r\n two\r\n\r\nabc",
+    "a folded line after the request line": b" X-Note: one\r\nContent-Length: 3\r\n\r\nabc",
+    "a tab-folded Transfer-Encoding": b"Transfer-Encoding:\r\n\tchunked\r\nContent-Length: 3\r\n\r\nabc",
+    "a bare CR inside a header line": b"X-Note: one\rContent-Length: 40\r\nContent-Length: 3\r\n\r\nabc",
+    "whitespace before the colon": b"Content-Length : 3\r\n\r\nabc",
+    "a coding other than chunked": b"Transfer-Encoding: gzip\r\n\r\nabc",
+    "chunked twice": b"Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+    "chunked not last": b"Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+    "a malformed chunk size": b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    "chunk data without its CRLF": b"Transfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", list(FRAMING))
+def test_ambiguous_framing_is_refused_and_nothing_after_it_is_answered(front, case):
+    server, _ = front
+    assert_refused(exchange(server, HEAD + FRAMING[case] + SMUGGLED), 400)
+    assert not FakeMMS.seen
+
+
+def test_transfer_encoding_in_http_1_0_is_refused(front):
+    server, _ = front
+    data = b"POST /invocations HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    assert_refused(exchange(server, data + SMUGGLED), 400)
+
+
+STDLIB_ERRORS = {  # what http.server would have answered with an HTML page
+    "request line over 65536 bytes": (414, b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n"),
+    "101 header lines": (431, b"GET /ping HTTP/1.1\r\n" + b"X-N: 1\r\n" * 101 + b"\r\n"),
+    "a header line over 65536 bytes": (431, b"GET /ping HTTP/1.1\r\nX-N: " + b"1" * 70000 + b"\r\n\r\n"),
+    "garbage request line": (400, b"HELLO\r\n\r\n"),
+    "no HTTP version (HTTP/0.9)": (400, b"GET /ping\r\n\r\n"),
+    "two spaces in the request line": (400, b"GET  /ping HTTP/1.1\r\n\r\n"),
+    "bad HTTP version": (400, b"GET /ping HTTP/1.x\r\n\r\n"),
+    "HTTP/2.0": (505, b"GET /ping HTTP/2.0\r\n\r\n"),
+    "OPTIONS": (405, b"OPTIONS /invocations HTTP/1.1\r\nConnection: close\r\n\r\n"),
+    "PUT": (405, b"PUT /invocations HTTP/1.1\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"),
+    "DELETE": (405, b"DELETE /ping HTTP/1.1\r\nConnection: close\r\n\r\n"),
+    "POST without a length": (411, b"POST /invocations HTTP/1.1\r\nContent-Type: image/png\r\n\r\n"),
+}
+
+
+@pytest.mark.parametrize("case", list(STDLIB_ERRORS))
+def test_every_error_is_our_json(front, case):
+    server, _ = front
+    status, data = STDLIB_ERRORS[case]
+    got = exchange(server, data)
+    if status == 405:  # a well-framed request: the connection closes only because it asked
+        assert got[2]["Allow"] in ("GET", "POST")
+    assert_refused(got, status)
+    assert b"<" not in json.dumps(got[1]).encode()
+
+
+def test_head_is_405_with_headers_only(front):
+    server, _ = front
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5) as sock:
+        sock.sendall(b"HEAD /ping HTTP/1.1\r\nConnection: close\r\n\r\n")
+        status, _, headers, rest = answer(until_closed(sock), method="HEAD")
+    assert (status, headers["Allow"], headers["Content-Type"], rest) == (405, "GET", "application/json", b"")
+
+
+def test_a_405_for_a_body_it_did_not_read_closes_the_connection(front):
+    server, _ = front
+    assert_refused(exchange(server, b"PUT /invocations HTTP/1.1\r\nContent-Length: 23\r\n\r\n" + SMUGGLED), 405)
+
+
+def test_chunked_bodies_are_accepted_and_the_connection_stays_usable(front):
+    server, _ = front
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    conn.request(
+        "POST", "/invocations", iter([b"ab", b"cde", b"f"]), {"Content-Type": "image/png"}, encode_chunked=True
+    )
+    resp = conn.getresponse()
+    assert (resp.status, json.loads(resp.read())["len"]) == (200, 6) and FakeMMS.seen[-1][1] == b"abcdef"
+    assert call(server, "POST", "/invocations", b"ok", {"Content-Type": "image/png"}, conn)[0] == 200
+    # Extensions and trailers are read and ignored.
+    data = HEAD + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n3;x=y\r\nabc\r\n0\r\nX-T: 1\r\n\r\n"
+    status, doc, _, rest = exchange(server, data)
+    assert (status, doc["len"], rest) == (200, 3, b"")
+
+
+def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_limit(front):
+    server, _ = front
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5) as sock:
+        # 600 bytes, then a chunk that would pass the 1000-byte limit; the body never ends.
+        sock.sendall(HEAD + b"Transfer-Encoding: chunked\r\n\r\n258\r\n" + b"x" * 600 + b"\r\n258\r\n")
+        status, doc, headers, _ = answer(until_closed(sock))
+    assert (status, headers["Connection"]) == (413, "close") and "limit of 1000" in doc["error"]
+    assert_refused(exchange(server, HEAD + b"Transfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n"), 413)
+    assert not FakeMMS.seen
+
+
+def test_expect_100_continue_is_answered_only_when_the_body_is_wanted(front):
+    server, _ = front
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5) as sock:
+        sock.sendall(HEAD + b"Content-Length: 3\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(b"abc")
+        assert answer(until_closed(sock))[:2] == (200, {"predictions": [], "len": 3, "ct": "image/png"})
+    # Over the limit: the 413 comes instead of 100 Continue, and the connection closes.
+    assert_refused(exchange(server, HEAD + b"Content-Length: 2000\r\nExpect: 100-continue\r\n\r\n"), 413)
+
+
+# ---- worker deaths and health
+
+
+def test_a_request_whose_worker_dies_is_a_retryable_503_and_ping_asks_again(front):
+    server, upstream = front
+    assert call(server, "POST", "/invocations", b"img", {"Content-Type": "image/png"})[0] == 200
+    status, doc, _ = call(server, "POST", "/invocations", b"die", {"Content-Type": "image/png"})
+    assert status == 503 and set(doc) == {"error", "status"} and "retry" in doc["error"]
+    upstream.probes = False  # the success above is recent, but its worker may be the one that died
+    assert call(server, "GET", "/ping")[0] == 503
+    upstream.probes = True  # the model server restarted it
+    assert call(server, "GET", "/ping")[0] == 200
+
+
+def test_ping_follows_the_worker_processes(front):
+    server, upstream = front
+    pids = {11, 12}
+    server.worker_pids = lambda: frozenset(pids)
+    assert call(server, "GET", "/ping")[0] == 200
+    assert call(server, "POST", "/invocations", b"img", {"Content-Type": "image/png"})[0] == 200
+    pids.clear()  # every worker died: 503 at once, whatever a probe or a recent success says
+    status, doc, _ = call(server, "GET", "/ping")
+    assert status == 503 and "no model worker" in doc["error"]
+    pids.add(13)  # restarted, model loaded
+    assert call(server, "GET", "/ping")[0] == 200
+    pids.add(14)
+    assert call(server, "GET", "/ping")[0] == 200
+    assert call(server, "POST", "/invocations", b"img", {"Content-Type": "image/png"})[0] == 200
+    pids.discard(13)  # one died after that success: only a fresh probe counts
+    upstream.probes = False
+    assert call(server, "GET", "/ping")[0] == 503
+
+
+# ---- the drain
+
+
+def test_drain_finishes_in_flight_refuses_new_requests_and_closes_idle_connections_with_fin(front):
+    server, _ = front
+    port = server.server_address[1]
+    idle = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    assert call(server, "GET", "/ping", conn=idle)[0] == 200
+    silent = socket.create_connection(("127.0.0.1", port), timeout=10)  # connected, never sends
+    FakeMMS.release.clear()
+    in_flight = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    in_flight.request("POST", "/invocations", b"img", {"Content-Type": "image/png"})
+    assert FakeMMS.busy.wait(10)
+    result: dict = {}
+    drain = threading.Thread(target=lambda: result.update(drained=server.drain(10)))
+    drain.start()
+    deadline = time.monotonic() + 10
+    while not server.draining:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    status, doc, resp = call(server, "POST", "/invocations", b"img", {"Content-Type": "image/png"}, idle)
+    assert (status, resp.headers["Connection"]) == (503, "close") and "shutting down" in doc["error"]
+    status, _, resp = call(server, "GET", "/ping")  # a new connection, still accepted
+    assert (status, resp.headers["Connection"]) == (503, "close")
+    FakeMMS.release.set()
+    resp = in_flight.getresponse()
+    assert (resp.status, resp.headers["Connection"]) == (200, "close") and json.loads(resp.read())["len"] == 3
+    drain.join(10)
+    assert result == {"drained": True}
+    assert until_closed(silent) == b""  # FIN, not a reset
+    silent.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def test_a_filtered_listener_starts_no_connection_but_keeps_serving_established_ones():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname(), timeout=5)
+        established, _ = listener.accept()
+        assert front_module.refuse_new_connections(listener)
+        client.sendall(b"still flows")
+        assert established.recv(100) == b"still flows"
+        with pytest.raises(TimeoutError):  # the SYN is dropped: no handshake, nothing sent
+            socket.create_connection(listener.getsockname(), timeout=0.5)
+        client.close()
+        established.close()
+
+
+def test_drain_answers_the_connections_waiting_in_the_accept_backlog(front):
+    server, _ = front
+    server.shutdown()  # nothing accepts: connections wait in the kernel's backlog, as under load
+    socks = [socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10) for _ in range(5)]
+    for sock in socks:
+        sock.sendall(HEAD + b"Content-Length: 3\r\n\r\nabc")
+    assert server.drain(10)
+    for sock in socks:
+        with sock:
+            assert_refused(answer(until_closed(sock)), 503)
+    assert not FakeMMS.seen

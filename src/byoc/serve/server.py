@@ -16,6 +16,8 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
 from byoc.core.errors import ByocError
 from byoc.serve import startup
 from byoc.serve.config import ServeConfig
@@ -23,6 +25,25 @@ from byoc.serve.config import ServeConfig
 log = logging.getLogger("byoc.serve")
 
 GRACE_SECONDS = 20  # SageMaker allows 30 s after SIGTERM: drain, then stop the model server (<= 10 s)
+WORKER_SCRIPT = "model_service_worker"  # multi-model-server's Python worker (mms/model_service_worker.py)
+
+
+def model_worker_pids(root: int) -> frozenset[int]:
+    """The live processes among `root`'s descendants that hold a model. multi-model-server 1.1.11
+    starts one model_service_worker listener, which forks one child per worker (the one that loads
+    the model and answers); a killed child lingers as a zombie until the listener forks again."""
+    try:
+        descendants = psutil.Process(root).children(recursive=True)
+    except psutil.Error:
+        return frozenset()
+    parents: dict[int, int] = {}
+    for proc in descendants:
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and any(WORKER_SCRIPT in arg for arg in proc.cmdline()):
+                parents[proc.pid] = proc.ppid()
+        except psutil.Error:  # it ended while we looked
+            continue
+    return frozenset(pid for pid, parent in parents.items() if parent in parents)
 
 
 def _wait_ready(server, report: Path, timeout: float, stop: threading.Event) -> None:
@@ -88,6 +109,7 @@ def run(config: ServeConfig) -> int:
             config.timeout,
             config.batch_size,
             config.max_batch_delay_ms / 1000,
+            worker_pids=lambda: model_worker_pids(server.process.pid) if server.process else frozenset(),
         )
         threading.Thread(target=front.serve_forever, name="front", daemon=True).start()
         _wait_ready(server, report, config.startup_timeout, stop)
@@ -102,15 +124,14 @@ def run(config: ServeConfig) -> int:
                 log.error("the model server exited unexpectedly; stopping so the platform replaces this instance")
                 return 2
         log.info(json.dumps({"event": "draining"}))
-        front.draining = True
-        front.shutdown()  # stop accepting; requests already read keep their threads
-        front.server_close()
-        drained = front.wait_idle(GRACE_SECONDS)
+        draining = time.monotonic()
+        drained = front.drain(GRACE_SECONDS)  # answers or refuses every accepted connection, resets none
         log.info(
             json.dumps(
                 {
                     "event": "stopped",
                     "drained": drained,
+                    "drain_seconds": round(time.monotonic() - draining, 2),
                     "calls_by_batch_size": dict(sorted(front.batcher.sizes.items())),
                 }
             )
