@@ -77,6 +77,11 @@ class Upstream:
     def probe(self) -> bool:
         return self.probes
 
+    def connect(self, timeout: float) -> http.client.HTTPConnection:
+        conn = http.client.HTTPConnection("127.0.0.1", self.inference_port, timeout=timeout)
+        conn.connect()
+        return conn
+
 
 @pytest.fixture
 def front(request):

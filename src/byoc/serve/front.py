@@ -186,7 +186,7 @@ class Front(ThreadingHTTPServer):
         self.upstream = upstream
         self.max_request_bytes = max_request_bytes
         self.upstream_timeout = timeout + 5
-        # The model workers' pids (byoc.serve.server.model_worker_pids), when the caller can list them.
+        # The model workers' pids (byoc.serve.mms.ModelServer.worker_pids), when the caller can list them.
         self.worker_pids = worker_pids
         # One dispatcher per model worker: requests beyond that wait here and go out together.
         self.batcher = Batcher(self.forward, upstream.workers, batch_size, max_request_bytes, max_batch_delay)
@@ -357,9 +357,7 @@ class Front(ThreadingHTTPServer):
         if conn is None or fresh:
             if conn is not None:
                 conn.close()
-            conn = http.client.HTTPConnection("127.0.0.1", self.upstream.inference_port, timeout=self.upstream_timeout)
-            conn.connect()
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = self.upstream.connect(self.upstream_timeout)  # a Unix socket only serve can open
             self._local.conn = conn
         return conn
 

@@ -26,6 +26,7 @@ from collections.abc import Collection
 from pathlib import Path
 from urllib.parse import urlencode
 
+import psutil
 from sagemaker_inference import parameters as sm
 
 from byoc.core.errors import ByocError, ConfigError
@@ -34,6 +35,8 @@ from byoc.serve.config import MODEL_DIR_ENV, THREADS_ENV, PortRange, ServeConfig
 from byoc.serve.headers import CONTENT_TYPE, PROBE
 
 log = logging.getLogger(__name__)
+
+WORKER_SCRIPT = "model_service_worker"  # multi-model-server's Python worker (mms/model_service_worker.py)
 
 MODEL_NAME = "model"
 HANDLER = "byoc.serve.handler:handle"
@@ -320,6 +323,25 @@ class ModelServer:
     def alive(self) -> bool:
         """MMS runs, or is being started (again, on another port)."""
         return self._starting or (self.process is not None and self.process.poll() is None)
+
+    def worker_pids(self) -> frozenset[int]:
+        """The live processes among the model server's that hold a model. multi-model-server 1.1.11
+        starts one model_service_worker listener, which forks one child per worker (the one that loads
+        the model and answers); a killed child lingers as a zombie until the listener forks again."""
+        if self.process is None:
+            return frozenset()
+        try:
+            descendants = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.Error:
+            return frozenset()
+        parents: dict[int, int] = {}
+        for proc in descendants:
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE and any(WORKER_SCRIPT in arg for arg in proc.cmdline()):
+                    parents[proc.pid] = proc.ppid()
+            except psutil.Error:  # it ended while we looked
+                continue
+        return frozenset(pid for pid, parent in parents.items() if parent in parents)
 
     def connect(self, timeout: float) -> http.client.HTTPConnection:
         """A connected HTTP connection to MMS's inference API (the front's keep-alive connections)."""

@@ -16,8 +16,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
-
 from byoc.core.errors import ByocError
 from byoc.serve import startup
 from byoc.serve.config import ServeConfig
@@ -25,25 +23,6 @@ from byoc.serve.config import ServeConfig
 log = logging.getLogger("byoc.serve")
 
 GRACE_SECONDS = 20  # SageMaker allows 30 s after SIGTERM: drain, then stop the model server (<= 10 s)
-WORKER_SCRIPT = "model_service_worker"  # multi-model-server's Python worker (mms/model_service_worker.py)
-
-
-def model_worker_pids(root: int) -> frozenset[int]:
-    """The live processes among `root`'s descendants that hold a model. multi-model-server 1.1.11
-    starts one model_service_worker listener, which forks one child per worker (the one that loads
-    the model and answers); a killed child lingers as a zombie until the listener forks again."""
-    try:
-        descendants = psutil.Process(root).children(recursive=True)
-    except psutil.Error:
-        return frozenset()
-    parents: dict[int, int] = {}
-    for proc in descendants:
-        try:
-            if proc.status() != psutil.STATUS_ZOMBIE and any(WORKER_SCRIPT in arg for arg in proc.cmdline()):
-                parents[proc.pid] = proc.ppid()
-        except psutil.Error:  # it ended while we looked
-            continue
-    return frozenset(pid for pid, parent in parents.items() if parent in parents)
 
 
 def _wait_ready(server, report: Path, timeout: float, stop: threading.Event) -> None:
@@ -95,7 +74,7 @@ def run(config: ServeConfig) -> int:
     )
     workdir = Path(tempfile.mkdtemp(prefix="byoc-serve-"))
     report = workdir / "startup-failure"
-    server = ModelServer(config, plan.workers, plan.threads, gpus, workdir, report)
+    server = ModelServer(config, plan.workers, plan.threads, gpus, workdir, report, unix_inference=True)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     front = None
@@ -109,7 +88,7 @@ def run(config: ServeConfig) -> int:
             config.timeout,
             config.batch_size,
             config.max_batch_delay_ms / 1000,
-            worker_pids=lambda: model_worker_pids(server.process.pid) if server.process else frozenset(),
+            worker_pids=server.worker_pids,
         )
         threading.Thread(target=front.serve_forever, name="front", daemon=True).start()
         _wait_ready(server, report, config.startup_timeout, stop)
