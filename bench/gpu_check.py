@@ -36,20 +36,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def _job(root: Path, data_root: Path):
     from byoc.training.contract import Job
 
-    out = root / "opt_ml"
-    return Job(
-        hosts=["algo-1"],
-        current_host="algo-1",
-        network_interface="lo",
-        num_gpus=torch.cuda.device_count(),
-        num_cpus=os.cpu_count() or 1,
-        channels={"training": data_root},
-        model_dir=out / "model",
-        output_dir=out / "output",
-        output_data_dir=out / "output" / "data",
-        tensorboard_dir=out / "output" / "tensorboard",
-        checkpoint_dir=out / "checkpoints",
-    )
+    return Job.one_host(root / "opt_ml", {"training": data_root}, os.cpu_count() or 1, torch.cuda.device_count())
 
 
 def write_jpegs(root: Path, per_split: dict[str, int], classes: int, size: int) -> Path:

@@ -36,20 +36,7 @@ def small_data(tmp_path_factory):
 
 
 def make_job(tmp_path, data_root) -> Job:
-    out = tmp_path / "opt_ml"
-    return Job(
-        hosts=["algo-1"],
-        current_host="algo-1",
-        network_interface="lo",
-        num_gpus=0,
-        num_cpus=2,
-        channels={"training": data_root},
-        model_dir=out / "model",
-        output_dir=out / "output",
-        output_data_dir=out / "output" / "data",
-        tensorboard_dir=out / "output" / "tensorboard",
-        checkpoint_dir=out / "checkpoints",
-    )
+    return Job.one_host(tmp_path / "opt_ml", {"training": data_root}, num_cpus=2)
 
 
 QUICK = dict(
@@ -346,19 +333,7 @@ def test_resume_with_another_world_size_puts_the_saved_totals_on_rank_0(caplog):
     ],
 )
 def test_default_loader_workers_follow_device_and_cores(tmp_path, device, cores, world, expected):
-    job = Job(
-        hosts=["algo-1"],
-        current_host="algo-1",
-        network_interface="lo",
-        num_gpus=0,
-        num_cpus=cores,
-        channels={},
-        model_dir=tmp_path,
-        output_dir=tmp_path,
-        output_data_dir=tmp_path,
-        tensorboard_dir=tmp_path,
-        checkpoint_dir=tmp_path,
-    )
+    job = Job.one_host(tmp_path, {}, num_cpus=cores)
     rt = Runtime(device=torch.device(device), world_size=world)
     assert data.num_workers(TrainConfig(), job, rt) == expected
     assert data.num_workers(TrainConfig(num_workers=3), job, rt) == 3

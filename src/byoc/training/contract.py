@@ -214,6 +214,25 @@ class Job:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     instance_type: str = "local"
 
+    @classmethod
+    def one_host(cls, base: Path, channels: dict[str, Path], num_cpus: int, num_gpus: int = 0) -> Job:
+        """A one-host job laid out under `base` as SageMaker lays out /opt/ml (an in-process run: the
+        tests, the GPU check), without reading any config file."""
+        base = Path(base)
+        return cls(
+            hosts=["algo-1"],
+            current_host="algo-1",
+            network_interface="lo",
+            num_gpus=num_gpus,
+            num_cpus=num_cpus,
+            channels=channels,
+            model_dir=base / "model",
+            output_dir=base / "output",
+            output_data_dir=base / "output" / "data",
+            tensorboard_dir=base / "output" / "tensorboard",
+            checkpoint_dir=base / "checkpoints",
+        )
+
     @property
     def node_rank(self) -> int:
         return self.hosts.index(self.current_host)

@@ -78,7 +78,7 @@ def run(job: Job, cfg: TrainConfig) -> dict:
     resumed = checkpoint.load_newest(job.checkpoint_dir)
     net, opt = build_model(job, cfg, rt, loaders, saved_speed=resumed[0].get("speed") if resumed else None)
     t = Training(job, cfg, rt, pre, loaders, net, opt)
-    progress = resume(resumed, t) if resumed else Progress(partial=EpochStats.zeros(rt.device))
+    progress = resume(resumed, t) if resumed else Progress()
     progress = fit(t, progress, stop)
     return finish(t, progress)
 
