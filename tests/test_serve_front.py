@@ -4,18 +4,23 @@ framing (raw bytes on a socket), JSON for every error, worker deaths and the dra
 
 from __future__ import annotations
 
+import base64
 import http.client
 import io
 import json
 import socket
+import tarfile
 import threading
 import time
+import zipfile
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from byoc.serve import batching
 from byoc.serve import front as front_module
+from byoc.serve.config import BatchStrategy, ExecutionParameters
 from byoc.serve.front import Front
 
 
@@ -216,7 +221,7 @@ def test_the_front_process_stays_free_of_torch():
     import sys
 
     code = (
-        "import sys, byoc.serve.server, byoc.serve.front, byoc.serve.mms, byoc.serve.sizing; "
+        "import sys, byoc.serve.server, byoc.serve.front, byoc.serve.mms, byoc.serve.sizing, byoc.serve.records; "
         "print(sorted(m for m in ('torch', 'numpy', 'PIL') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -477,3 +482,160 @@ def test_drain_answers_the_connections_waiting_in_the_accept_backlog(front):
         with sock:
             assert_refused(answer(until_closed(sock)), 503)
     assert not FakeMMS.seen
+
+
+# ---- batch transform: /execution-parameters and multi-record bodies
+
+
+def test_execution_parameters_answer_get_and_refuse_other_methods(front):
+    server, _ = front
+    status, doc, resp = call(server, "GET", "/execution-parameters")
+    assert (status, resp.headers["Content-Type"]) == (200, "application/json")
+    assert doc == {"MaxConcurrentTransforms": 1, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 1}
+    server.execution = ExecutionParameters(3, BatchStrategy.SINGLE_RECORD, 100)
+    assert call(server, "GET", "/execution-parameters")[1] == {
+        "MaxConcurrentTransforms": 3,
+        "BatchStrategy": "SINGLE_RECORD",
+        "MaxPayloadInMB": 100,
+    }
+    status, doc, resp = call(server, "POST", "/execution-parameters", b"x")
+    assert (status, doc["status"], resp.headers["Allow"]) == (405, 405, "GET")
+    status, doc, _ = call(server, "GET", "/nothing")
+    assert status == 404 and "GET /execution-parameters" in doc["error"]
+
+
+def jsonl(*bodies: bytes) -> bytes:
+    return b"\n".join(json.dumps({"b64": base64.b64encode(b).decode()}).encode() for b in bodies) + b"\n"
+
+
+def records_call(server, body: bytes, headers: dict) -> tuple[int, bytes, http.client.HTTPResponse]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    conn.request("POST", "/invocations", body, headers)
+    resp = conn.getresponse()
+    return resp.status, resp.read(), resp
+
+
+@pytest.mark.parametrize("front", [4], indirect=True)
+def test_json_lines_are_sent_image_by_image_and_answered_line_for_line(front):
+    server, _ = front
+    body = jsonl(b"a", b"bb", b"ours", b"dddd")[:-1] + b"\n{not json}\n" + jsonl(b"eeeee")
+    status, answer, resp = records_call(
+        server,
+        body,
+        {
+            "Content-Type": "application/jsonlines",
+            "Accept": "application/jsonlines",
+            "X-Amzn-SageMaker-Custom-Attributes": "top_k=2",
+        },
+    )
+    assert (status, resp.headers["Content-Type"]) == (200, "application/jsonlines")
+    lines = [json.loads(x) for x in answer.split(b"\n")]
+    assert [x.get("len") for x in lines] == [1, 2, None, 4, None, 5]
+    assert lines[2] == {"error": "bad image", "status": 400}  # the worker's answer for that image
+    assert lines[4]["status"] == 400 and "line 5: not valid JSON" in lines[4]["error"]
+    sent = []  # each image's headers, whether it went alone or in a framed batch
+    for headers, payload in FakeMMS.seen:
+        count = headers.get(batching.BATCH_HEADER)
+        sent += [h for h, _ in batching.unpack_requests(payload, int(count))] if count else [headers]
+    expected = {"content-type": "application/x-image", "accept": "application/json"}
+    assert [{k.lower(): v for k, v in h.items() if k.lower() in expected} for h in sent] == [expected] * 5
+    assert all(h["X-Amzn-SageMaker-Custom-Attributes"] == "top_k=2" for h in sent)
+
+
+def test_a_multi_record_request_is_refused_whole_for_accept_top_k_and_a_broken_archive(front):
+    server, _ = front
+    for headers, status, text in [
+        ({"Accept": "text/csv"}, 406, "response is application/jsonlines"),
+        ({"X-Amzn-SageMaker-Custom-Attributes": "top_k=0"}, 400, "top_k must be a positive integer"),
+    ]:
+        code, answer, resp = records_call(server, jsonl(b"a"), {"Content-Type": "application/jsonlines", **headers})
+        doc = json.loads(answer)
+        assert (code, doc["status"], resp.headers["Content-Type"]) == (status, status, "application/json")
+        assert text in doc["error"]
+    code, answer, _ = records_call(server, b"not a zip", {"Content-Type": "application/zip"})
+    assert code == 400 and "not a valid zip archive" in json.loads(answer)["error"]
+    assert not FakeMMS.seen
+
+
+def test_an_archive_is_answered_per_member_through_the_workers(front):
+    server, _ = front
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr("one.png", b"1")
+        archive.writestr("dir/two.png", b"22")
+    status, answer, resp = records_call(server, buf.getvalue(), {"Content-Type": "application/zip"})
+    assert (status, resp.headers["Content-Type"]) == (200, "application/json")
+    doc = json.loads(answer)
+    assert list(doc) == ["one.png", "dir/two.png"] and [d["len"] for d in doc.values()] == [1, 2]
+
+
+def test_an_archive_bomb_is_413_and_reaches_no_worker(front):
+    server, _ = front  # a 1000-byte body limit: members of at most 1000 bytes, 4000 in all
+    pack = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    info = tarfile.TarInfo("zeros.png")
+    info.size = 2**30  # declares 1 GiB
+    body = pack.compress(info.tobuf(format=tarfile.GNU_FORMAT)) + pack.compress(bytes(2**16)) + pack.flush()
+    status, answer, _ = records_call(server, body, {"Content-Type": "application/gzip"})
+    # (Here the 4000 bytes in all pass first: tarfile reads 10 KiB ahead.)
+    assert status == 413 and json.loads(answer)["error"].startswith(("zeros.png is 1073741824 bytes", "the archive"))
+    assert not FakeMMS.seen
+
+
+# ---- Batcher.submit_many, which the records go through
+
+
+def test_submit_many_keeps_order_a_bounded_window_and_a_byte_budget():
+    in_flight, most, lock = [0], [0], threading.Lock()
+
+    def send(payload, headers):
+        with lock:
+            in_flight[0] += int(headers.get(batching.BATCH_HEADER, 1))
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.002)
+        count = int(headers.get(batching.BATCH_HEADER, 0))
+        with lock:
+            in_flight[0] -= count or 1
+        if count:
+            return 200, batching.pack_answers([(200, b) for _, b in batching.unpack_requests(payload, count)])
+        return 200, payload
+
+    batcher = batching.Batcher(send, slots=2, max_batch=3, max_bytes=10**6)
+    drawn = []
+
+    def parts():
+        for i in range(200):
+            drawn.append(i)
+            yield b"%d" % i, {}
+
+    answers = batcher.submit_many(parts())
+    assert answers == [(200, b"%d" % i) for i in range(200)] and len(drawn) == 200
+    assert batcher.window == 12 and most[0] <= 12 and max(batcher.sizes) > 1  # images shared forward passes
+    # Bodies in flight stay within max_bytes (one alone may pass it).
+    sizes, held = [], [0]
+
+    def measure(payload, headers):
+        with lock:
+            held[0] += len(payload)
+            sizes.append(held[0])
+        time.sleep(0.002)
+        with lock:
+            held[0] -= len(payload)
+        return 200, b"{}"
+
+    small = batching.Batcher(measure, slots=4, max_batch=1, max_bytes=250)
+    assert len(small.submit_many((bytes(100), {}) for _ in range(40))) == 40
+    assert max(sizes) <= 200
+    assert small.submit_many([(bytes(1000), {})]) == [(200, b"{}")]
+
+
+def test_submit_many_stops_drawing_when_the_parts_fail_and_raises_after_those_in_flight():
+    batcher = batching.Batcher(lambda payload, headers: (200, payload), slots=1, max_batch=1, max_bytes=100)
+
+    def parts():
+        yield b"a", {}
+        yield b"b", {}
+        raise ValueError("the archive broke")
+
+    with pytest.raises(ValueError, match="the archive broke"):
+        batcher.submit_many(parts())
+    assert batcher.submit_many([]) == []

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from byoc.core.errors import ConfigError
 from byoc.serve import sizing
-from byoc.serve.config import ServeConfig
+from byoc.serve.config import BatchStrategy, ExecutionParameters, ServeConfig
 
 GB = 1024**3
 RESNET50 = 100 * 1024**2
@@ -85,3 +87,98 @@ def test_model_bytes_and_gpus_without_torch(tmp_path):
     assert sizing.weights_bytes(tmp_path) == 5000
     assert sizing.weights_bytes(tmp_path / "missing") == 0
     assert sizing.gpu_count() == 0  # this machine has no /dev/nvidiaN
+
+
+# ---- batch transform and the payload limit
+
+
+def test_batch_settings_from_sagemaker_variables():
+    default = ServeConfig.from_env({})
+    assert (default.batch, default.batch_strategy, default.max_concurrent_transforms) == (False, None, None)
+    cfg = ServeConfig.from_env(
+        {
+            "SAGEMAKER_BATCH": "True",
+            "SAGEMAKER_BATCH_STRATEGY": "single_record",
+            "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "3",
+            "SAGEMAKER_MAX_PAYLOAD_IN_MB": "100",
+        }
+    )
+    assert (cfg.batch, cfg.batch_strategy, cfg.max_concurrent_transforms) == (True, BatchStrategy.SINGLE_RECORD, 3)
+    assert cfg.max_request_bytes == 100 * 1024**2
+    # CreateTransformJob's spelling too
+    assert (
+        ServeConfig.from_env({"SAGEMAKER_BATCH_STRATEGY": "MultiRecord"}).batch_strategy is BatchStrategy.MULTI_RECORD
+    )
+    assert not ServeConfig.from_env({"SAGEMAKER_BATCH": "FALSE"}).batch
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"SAGEMAKER_BATCH": "yes"}, "SAGEMAKER_BATCH='yes' must be true or false"),
+        ({"SAGEMAKER_BATCH_STRATEGY": "ALL"}, "must be MULTI_RECORD or SINGLE_RECORD"),
+        ({"SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "0"}, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS=0 must be >= 1"),
+        ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "0"}, "SAGEMAKER_MAX_PAYLOAD_IN_MB=0 must be >= 1"),
+        (
+            {"SAGEMAKER_BATCH": "true", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "101"},
+            "SAGEMAKER_MAX_PAYLOAD_IN_MB=101 is over 100, batch transform's limit",
+        ),
+        ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "1025"}, "is over 1024, asynchronous inference's limit"),
+    ],
+)
+def test_bad_batch_and_payload_settings_name_the_limit(env, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ServeConfig.from_env(env)
+
+
+def test_asynchronous_inference_may_take_1_gb_and_an_hour():
+    cfg = ServeConfig.from_env({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "1024", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "3600"})
+    assert (cfg.max_request_bytes, cfg.timeout) == (1024 * 1024**2, 3600)
+
+
+def test_batch_transform_defaults_to_its_longest_invocation_timeout():
+    assert ServeConfig.from_env({}).timeout == 60
+    assert ServeConfig.from_env({"SAGEMAKER_BATCH": "true"}).timeout == 3600
+    assert ServeConfig.from_env({"SAGEMAKER_BATCH": "true", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "90"}).timeout == 90
+    assert ServeConfig.from_env({"SAGEMAKER_BATCH": "true", "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "5"}).timeout == 5
+
+
+def test_the_body_limit_and_execution_parameters_for_the_machine():
+    # Real-time defaults: 6 MB, whatever memory would allow, and /execution-parameters never offers more.
+    realtime = ServeConfig.from_env({}).for_machine(100)
+    assert realtime.max_request_bytes == 6 * 1024**2
+    assert realtime.execution_parameters(2, 100) == ExecutionParameters(2, BatchStrategy.MULTI_RECORD, 6)
+    assert realtime.execution_parameters(2, 3).max_payload_mb == 3  # memory allows less than the limit
+    # Batch transform without a payload variable: what memory allows is both the limit and the offer.
+    batch = ServeConfig.from_env({"SAGEMAKER_BATCH": "true"}).for_machine(40)
+    assert batch.max_request_bytes == 40 * 1024**2
+    assert batch.execution_parameters(2, 40) == ExecutionParameters(2, BatchStrategy.MULTI_RECORD, 40)
+    # The variables, where set, are the answer.
+    env = {
+        "SAGEMAKER_BATCH": "true",
+        "SAGEMAKER_MAX_PAYLOAD_IN_MB": "100",
+        "SAGEMAKER_BATCH_STRATEGY": "SINGLE_RECORD",
+        "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "5",
+    }
+    told = ServeConfig.from_env(env).for_machine(7)
+    assert told.max_request_bytes == 100 * 1024**2
+    assert told.execution_parameters(2, 7).document() == {
+        "MaxConcurrentTransforms": 5,
+        "BatchStrategy": "SINGLE_RECORD",
+        "MaxPayloadInMB": 100,
+    }
+
+
+def test_payload_for_the_memory_the_workers_leave():
+    model = 45 * 1024**2
+    # (0.8 x 8 GiB - 2 x (500 + 4 x 45) MiB - 512 MiB) / (2 x 2 + 2 x 3 copies) = 468 MiB: capped at 100
+    assert sizing.payload_mb(8 * GB, 2, model, 2, 100) == 100
+    assert sizing.payload_mb(3 * GB, 2, model, 2, 100) == 58  # (2458 - 1360 - 512) / 10
+    assert sizing.payload_mb(2 * GB, 2, model, 2, 100) == 1  # nothing left: never 0
+    assert sizing.payload_mb(3 * GB, 2, model, 8, 100) == 26  # more bodies in flight, less each: 585 / 22
+
+
+def test_the_jvm_heap_holds_a_full_body_per_worker():
+    assert sizing.jvm_heap_mb(6 * 1024**2, 2) == 512 + 2 * 2 * 6
+    assert sizing.jvm_heap_mb(1024 * 1024**2, 2) == 512 + 4096  # asynchronous inference's 1 GB
+    assert sizing.jvm_heap_mb(1, 1) == 514  # a part of a MB counts as one

@@ -23,7 +23,7 @@ import logging
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from byoc.serve.headers import BATCH as BATCH_HEADER  # value: the number of framed parts in the body
@@ -38,6 +38,10 @@ _ANSWER = struct.Struct("!HI")  # status, body length
 
 Answer = tuple[int, bytes]  # (HTTP status, body)
 Send = Callable[[bytes, dict], Answer]  # one model-server request: (body, headers) -> answer
+Part = tuple[bytes, dict[str, str]]  # one request of many: (body, headers)
+# How many requests of one submit_many are in flight at once, in multiples of slots x max_batch:
+# every worker busy with a full batch, and a full batch waiting behind each.
+WINDOW_FACTOR = 2
 
 
 def _take(data: memoryview, offset: int, what: str) -> tuple[bytes, int]:
@@ -119,6 +123,45 @@ class _Pending:
         return self.answer
 
 
+class _Drawing:
+    """submit_many's shared state: its parts, drawn by one thread at a time, within a byte budget."""
+
+    def __init__(self, parts: Iterator[tuple[int, Part]], max_bytes: int):
+        self.parts, self.max_bytes = parts, max_bytes
+        self.answers: dict[int, Answer] = {}
+        self.failure: BaseException | None = None
+        self._draw = threading.Lock()  # one thread draws (and waits for room) at a time
+        self._room = threading.Condition()  # guards `_in_flight`
+        self._in_flight = 0  # bytes of the parts drawn and not yet answered
+
+    def next(self) -> tuple[int, Part] | None:
+        """The next part once its bytes fit in the budget; None when there are no more or one failed."""
+        with self._draw:
+            if self.failure is not None:
+                return None
+            try:
+                drawn = next(self.parts, None)
+            except BaseException as exc:
+                self.fail(exc)
+                return None
+            if drawn is None:
+                return None
+            size = len(drawn[1][0])
+            with self._room:
+                self._room.wait_for(lambda: self._in_flight == 0 or self._in_flight + size <= self.max_bytes)
+                self._in_flight += size
+            return drawn
+
+    def done(self, size: int) -> None:
+        with self._room:
+            self._in_flight -= size
+            self._room.notify_all()
+
+    def fail(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+
+
 class Batcher:
     """Up to `slots` model-server calls at once (one per worker). A request that finds a slot free
     is sent at once by its own thread; the others wait, and the thread whose call ends hands its
@@ -162,6 +205,40 @@ class Batcher:
                 else:
                     self._busy -= 1
         return me.result()
+
+    @property
+    def window(self) -> int:
+        """How many of submit_many's requests are in flight at once."""
+        return WINDOW_FACTOR * self.slots * self.max_batch
+
+    def submit_many(self, parts: Iterable[Part]) -> list[Answer]:
+        """Each part through `submit` (so the parts of one client request share forward passes with
+        each other and with other clients' requests), their answers in order. Parts are drawn from
+        `parts` only as a thread of a small pool (`window`) is free and while the bodies in flight
+        stay within `max_bytes` (one part alone may be larger), so a lazy iterable is decoded a few
+        records at a time. When drawing raises, no more is drawn, the parts in flight finish, and the
+        exception is raised here."""
+        drawing = _Drawing(enumerate(parts), self.max_bytes)
+        threads = [
+            threading.Thread(target=self._submit_drawn, args=(drawing,), daemon=True) for _ in range(self.window)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if drawing.failure is not None:
+            raise drawing.failure
+        return [drawing.answers[i] for i in range(len(drawing.answers))]
+
+    def _submit_drawn(self, drawing: _Drawing) -> None:
+        while (drawn := drawing.next()) is not None:
+            index, (payload, headers) = drawn
+            try:
+                drawing.answers[index] = self.submit(payload, headers)
+            except BaseException as exc:  # submit answers every failure itself; this is a bug
+                drawing.fail(exc)
+            finally:
+                drawing.done(len(payload))
 
     def _fill(self, deadline: float) -> None:
         """Wait (the lock released meanwhile) until a batch's worth waits or `deadline` passes."""

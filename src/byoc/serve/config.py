@@ -3,10 +3,11 @@ read by the server and, through the environment it passes on, by every worker.""
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from sagemaker_inference import parameters as sm  # SageMaker hosting's variable names
@@ -14,6 +15,13 @@ from sagemaker_inference import parameters as sm  # SageMaker hosting's variable
 from byoc.core.errors import ConfigError
 
 DEFAULT_MAX_PAYLOAD_MB = 6  # SageMaker real-time endpoints' request limit
+BATCH_MAX_PAYLOAD_MB = 100  # batch transform's largest MaxPayloadInMB
+MAX_PAYLOAD_MB = 1024  # asynchronous inference's request limit (1 GB): the largest anywhere
+DEFAULT_TIMEOUT_S = 60
+# Batch transform's longest invocation timeout (ModelClientConfig.InvocationsTimeoutInSeconds):
+# the default per-request timeout under SAGEMAKER_BATCH=true, where one request holds many images.
+BATCH_TIMEOUT_S = 3600
+MB = 1024 * 1024
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: ~120 MB decoded RGB, fits any endpoint
 DEFAULT_TOP_K = 5
 # At most this many requests per forward pass, grouped by the front from those waiting for a
@@ -25,6 +33,34 @@ DEFAULT_MAX_BATCH_DELAY_MS = 0
 DEFAULT_METRICS_INTERVAL_S = 60
 MODEL_DIR_ENV = "BYOC_MODEL_DIR"
 THREADS_ENV = "BYOC_TORCH_THREADS"
+# What SageMaker batch transform sets in the container (from CreateTransformJob), as the
+# sagemaker-inference toolkit does not name them.
+BATCH_ENV = "SAGEMAKER_BATCH"
+BATCH_STRATEGY_ENV = "SAGEMAKER_BATCH_STRATEGY"
+MAX_CONCURRENT_TRANSFORMS_ENV = "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS"
+
+
+class BatchStrategy(enum.Enum):
+    """How batch transform groups records into a request (`BatchStrategy` in GET /execution-parameters)."""
+
+    MULTI_RECORD = "MULTI_RECORD"  # as many records as fit in MaxPayloadInMB
+    SINGLE_RECORD = "SINGLE_RECORD"  # one record per request
+
+
+@dataclass(frozen=True)
+class ExecutionParameters:
+    """The answer to batch transform's GET /execution-parameters."""
+
+    max_concurrent_transforms: int
+    batch_strategy: BatchStrategy
+    max_payload_mb: int
+
+    def document(self) -> dict:
+        return {
+            "MaxConcurrentTransforms": self.max_concurrent_transforms,
+            "BatchStrategy": self.batch_strategy.value,
+            "MaxPayloadInMB": self.max_payload_mb,
+        }
 
 
 @dataclass(frozen=True)
@@ -81,6 +117,39 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return default if value is None else value
 
 
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    """The variable as true or false (any case); false when unset or blank."""
+    raw = env.get(name, "").strip()
+    if raw.lower() not in ("", "true", "false"):
+        raise ConfigError(f"{name}={raw!r} must be true or false")
+    return raw.lower() == "true"
+
+
+def _batch_strategy(env: Mapping[str, str]) -> BatchStrategy | None:
+    """SAGEMAKER_BATCH_STRATEGY in any case, spelled as /execution-parameters spells it (MULTI_RECORD)
+    or as CreateTransformJob does (MultiRecord); None when unset or blank."""
+    raw = env.get(BATCH_STRATEGY_ENV, "").strip()
+    if not raw:
+        return None
+    for strategy in BatchStrategy:
+        if raw.upper().replace("_", "") == strategy.value.replace("_", ""):
+            return strategy
+    raise ConfigError(f"{BATCH_STRATEGY_ENV}={raw!r} must be MULTI_RECORD or SINGLE_RECORD")
+
+
+def _payload_mb(env: Mapping[str, str], batch: bool) -> int | None:
+    """SAGEMAKER_MAX_PAYLOAD_IN_MB within what the platform allows: batch transform's 100, else
+    asynchronous inference's 1024 (real-time's own 6 is enforced by SageMaker, not here)."""
+    mb = _optional_int(env, sm.MAX_REQUEST_SIZE)
+    if mb is not None and batch and mb > BATCH_MAX_PAYLOAD_MB:
+        raise ConfigError(
+            f"{sm.MAX_REQUEST_SIZE}={mb} is over {BATCH_MAX_PAYLOAD_MB}, batch transform's limit ({BATCH_ENV}=true)"
+        )
+    if mb is not None and mb > MAX_PAYLOAD_MB:
+        raise ConfigError(f"{sm.MAX_REQUEST_SIZE}={mb} is over {MAX_PAYLOAD_MB}, asynchronous inference's limit (1 GB)")
+    return mb
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     model_dir: Path
@@ -88,19 +157,29 @@ class ServeConfig:
     bind_host: str = "0.0.0.0"  # SageMaker reaches the container from outside; tests use 127.0.0.1
     workers: int | None = None  # None: from cores, GPUs and model size (byoc.serve.sizing)
     torch_threads: int | None = None  # None: cores / workers
-    timeout: int = 60  # seconds per request
+    timeout: int = DEFAULT_TIMEOUT_S  # seconds per request
     startup_timeout: int = 600  # seconds for the first worker to load the model
-    max_request_bytes: int = DEFAULT_MAX_PAYLOAD_MB * 1024 * 1024
+    # SAGEMAKER_MAX_PAYLOAD_IN_MB; None: unset (the body limit is then DEFAULT_MAX_PAYLOAD_MB, or
+    # under SAGEMAKER_BATCH what the machine allows: `for_machine`).
+    max_payload_mb: int | None = None
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     top_k: int = DEFAULT_TOP_K
     batch_size: int = DEFAULT_BATCH_SIZE
     max_batch_delay_ms: int = DEFAULT_MAX_BATCH_DELAY_MS
-    vmargs: str = "-Xmx512m -XX:+UseContainerSupport"
+    vmargs: str | None = None  # SAGEMAKER_MODEL_SERVER_VMARGS; None: sized by byoc.serve.mms
     access_log: bool = False  # one model-server log line per request
     metrics_interval_s: int = DEFAULT_METRICS_INTERVAL_S
     # Where the model server's internal TCP ports may go (SageMaker sets it for multi-model
     # endpoints and others); None: anywhere byoc.serve.mms allows.
     safe_ports: PortRange | None = None
+    batch: bool = False  # SAGEMAKER_BATCH: a batch transform job, not an endpoint
+    batch_strategy: BatchStrategy | None = None  # None: MULTI_RECORD
+    max_concurrent_transforms: int | None = None  # None: one per model worker
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The request body limit."""
+        return (self.max_payload_mb or DEFAULT_MAX_PAYLOAD_MB) * MB
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, model_dir: str | Path | None = None) -> ServeConfig:
@@ -108,9 +187,11 @@ class ServeConfig:
         env = os.environ if env is None else env
         base = env.get(sm.BASE_PATH_ENV, "/opt/ml")
         model_dir = model_dir or env.get(MODEL_DIR_ENV) or os.path.join(base, "model")
-        mb = _int(env, sm.MAX_REQUEST_SIZE, DEFAULT_MAX_PAYLOAD_MB)
+        batch = _bool(env, BATCH_ENV)
         # The newer SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS wins over SAGEMAKER_MODEL_SERVER_TIMEOUT.
-        timeout = _optional_int(env, sm.MODEL_SERVER_TIMEOUT_SECONDS_ENV) or _int(env, sm.MODEL_SERVER_TIMEOUT_ENV, 60)
+        timeout = _optional_int(env, sm.MODEL_SERVER_TIMEOUT_SECONDS_ENV) or _int(
+            env, sm.MODEL_SERVER_TIMEOUT_ENV, BATCH_TIMEOUT_S if batch else DEFAULT_TIMEOUT_S
+        )
         return cls(
             model_dir=Path(model_dir),
             port=_int(env, sm.BIND_TO_PORT_ENV, 8080, minimum=0),  # 0: the OS picks; the ready line names it
@@ -119,16 +200,39 @@ class ServeConfig:
             torch_threads=_optional_int(env, THREADS_ENV),
             timeout=timeout,
             startup_timeout=_int(env, sm.STARTUP_TIMEOUT_ENV, 600),
-            max_request_bytes=mb * 1024 * 1024,
+            max_payload_mb=_payload_mb(env, batch),
             max_image_pixels=_int(env, "BYOC_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS),
             top_k=_int(env, "BYOC_TOP_K", DEFAULT_TOP_K),
             batch_size=_int(env, "BYOC_BATCH_SIZE", DEFAULT_BATCH_SIZE),
             max_batch_delay_ms=_int(env, "BYOC_MAX_BATCH_DELAY_MS", DEFAULT_MAX_BATCH_DELAY_MS, minimum=0),
-            vmargs=env.get(sm.MODEL_SERVER_VMARGS, cls.vmargs),
+            vmargs=env.get(sm.MODEL_SERVER_VMARGS, "").strip() or None,
             access_log=_int(env, "BYOC_ACCESS_LOG", 0, minimum=0) > 0,
             metrics_interval_s=_int(env, "BYOC_METRICS_INTERVAL_S", DEFAULT_METRICS_INTERVAL_S, minimum=0),
             safe_ports=_port_range(env, sm.SAFE_PORT_RANGE_ENV),
+            batch=batch,
+            batch_strategy=_batch_strategy(env),
+            max_concurrent_transforms=_optional_int(env, MAX_CONCURRENT_TRANSFORMS_ENV),
+        )
+
+    def for_machine(self, machine_payload_mb: int) -> ServeConfig:
+        """This config with the body limit settled: SAGEMAKER_MAX_PAYLOAD_IN_MB when set; else, under
+        SAGEMAKER_BATCH, `machine_payload_mb` (what memory allows, byoc.serve.sizing.payload_mb), so
+        that what /execution-parameters tells batch transform is accepted; else real-time's 6."""
+        if self.max_payload_mb is not None or not self.batch:
+            return self
+        return replace(self, max_payload_mb=max(1, min(machine_payload_mb, BATCH_MAX_PAYLOAD_MB)))
+
+    def execution_parameters(self, workers: int, machine_payload_mb: int) -> ExecutionParameters:
+        """What GET /execution-parameters answers: the SAGEMAKER_* variables where set; else one
+        transform per model worker, MULTI_RECORD, and what memory allows (`machine_payload_mb`) but
+        never more than the body limit (real-time's 6 MB outside SAGEMAKER_BATCH)."""
+        payload_mb = self.max_payload_mb or max(1, min(machine_payload_mb, self.max_request_bytes // MB))
+        return ExecutionParameters(
+            max_concurrent_transforms=self.max_concurrent_transforms or workers,
+            batch_strategy=self.batch_strategy or BatchStrategy.MULTI_RECORD,
+            max_payload_mb=payload_mb,
         )
 
     def describe(self) -> dict:
-        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+        described = {f.name: str(getattr(self, f.name)) for f in fields(self)}
+        return {**described, "max_request_bytes": str(self.max_request_bytes)}

@@ -1,5 +1,7 @@
-"""The public port: GET /ping answered from the workers' real state, POST /invocations
-size-checked and passed to multi-model-server on loopback, every error as our JSON body.
+"""The public port: GET /ping answered from the workers' real state, GET /execution-parameters
+(batch transform's question), POST /invocations size-checked and passed to multi-model-server on
+loopback (a multi-record body split into its images first: byoc.serve.records), every error as
+our JSON body.
 
 Requests are parsed here, strictly (RFC 9112), not by the standard library: one way to delimit
 a body (Content-Length or chunked, never both, never two lengths), no folded or malformed header
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import http.client
+import json
 import logging
 import re
 import socket
@@ -24,7 +27,9 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from byoc.serve import records
 from byoc.serve.batching import Batcher
+from byoc.serve.config import MB, BatchStrategy, ExecutionParameters
 from byoc.serve.headers import CONTENT_TYPE, FORWARDED
 from byoc.serve.http_errors import (
     JSON_CONTENT_TYPE,
@@ -54,7 +59,7 @@ REFUSE_AT_MOST = 5.0  # ... but under a flood that never pauses, the port closes
 HANDSHAKE_WAIT = 0.1
 LINGER = 2.0  # after our FIN, a closing connection drops what the client still sends for this long
 CLOSE_WAIT = 2.0  # a drain's last phase, once the port is closed: the last refusals and closes
-ROUTES = {"/ping": "GET", "/invocations": "POST"}
+ROUTES = {"/ping": "GET", "/execution-parameters": "GET", "/invocations": "POST"}
 CHUNKED = -1  # body_framing's answer for a chunked body
 
 _TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
@@ -181,10 +186,17 @@ class Front(ThreadingHTTPServer):
         batch_size: int = 1,
         max_batch_delay: float = 0.0,
         worker_pids: Callable[[], frozenset[int]] | None = None,
+        execution: ExecutionParameters | None = None,
     ):
         super().__init__(address, FrontHandler)
         self.upstream = upstream
         self.max_request_bytes = max_request_bytes
+        # What GET /execution-parameters answers (byoc.serve.config.ServeConfig.execution_parameters).
+        self.execution = execution or ExecutionParameters(
+            upstream.workers, BatchStrategy.MULTI_RECORD, max(1, max_request_bytes // MB)
+        )
+        # A multi-record body's own bounds (archive bombs), from the same body limit.
+        self.record_limits = records.Limits.for_payload(max_request_bytes)
         self.upstream_timeout = timeout + 5
         # The model workers' pids (byoc.serve.mms.ModelServer.worker_pids), when the caller can list them.
         self.worker_pids = worker_pids
@@ -412,12 +424,16 @@ class FrontHandler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         allowed = ROUTES.get(path)
         if allowed is None:
-            return self._error(404, f"no such path {self.path[:200]!r}: use GET /ping or POST /invocations")
+            return self._error(
+                404, f"no such path {self.path[:200]!r}: use GET /ping, GET /execution-parameters or POST /invocations"
+            )
         if self.command != allowed:
             return self._error(405, f"{path} takes {allowed} only", allow=allowed)
         if self.server.draining:
             return self._error(503, "shutting down: retry on another instance", close=True)
-        if allowed == "GET":
+        if path == "/execution-parameters":
+            self._send(200, json.dumps(self.server.execution.document()).encode())
+        elif allowed == "GET":
             self.do_GET()
         else:
             self.do_POST()
@@ -532,12 +548,19 @@ class FrontHandler(BaseHTTPRequestHandler):
 
     # ---- answering
 
-    def _send(self, status: int, payload: bytes, close: bool = False, allow: str | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        payload: bytes,
+        close: bool = False,
+        allow: str | None = None,
+        content_type: str = JSON_CONTENT_TYPE,
+    ) -> None:
         # Unread body bytes would be parsed as the next request: close instead. While draining,
         # every answer closes its connection, so no client sends another request on it.
         close = close or self.close_connection or self.server.draining or self._body_pending()
         self.send_response(status)
-        self.send_header("Content-Type", JSON_CONTENT_TYPE)
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         if allow:
             self.send_header("Allow", allow)
@@ -579,4 +602,19 @@ class FrontHandler(BaseHTTPRequestHandler):
         headers = {name: self.headers[name] for name in FORWARDED if self.headers.get(name) is not None}
         # The handler reads an absent Content-Type as absent, not as MMS's default.
         headers.setdefault(CONTENT_TYPE, "")
+        if records.kind_of(headers[CONTENT_TYPE]) is not None:
+            return self._answer_records(payload, headers)
         self._send(*self.server.batcher.submit(payload, headers))
+
+    def _answer_records(self, payload: bytes, headers: dict[str, str]) -> None:
+        """A multi-record body (JSON Lines, an archive): one answer per image, their forward passes
+        batched through the same Batcher as single requests; a request refused whole is one JSON error."""
+        front = self.server
+        try:
+            content_type, answer = records.answer(payload, headers, front.record_limits, front.batcher.submit_many)
+        except RequestError as exc:
+            return self._send(*to_response(exc))
+        except Exception:
+            log.exception("a multi-record request failed at the front")
+            return self._error(500, "internal error while splitting the request into records; see the logs")
+        self._send(200, answer, content_type=content_type)

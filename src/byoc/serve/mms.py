@@ -30,7 +30,7 @@ import psutil
 from sagemaker_inference import parameters as sm
 
 from byoc.core.errors import ByocError, ConfigError
-from byoc.serve import startup
+from byoc.serve import sizing, startup
 from byoc.serve.config import MODEL_DIR_ENV, THREADS_ENV, PortRange, ServeConfig
 from byoc.serve.headers import CONTENT_TYPE, PROBE
 
@@ -123,6 +123,10 @@ class ModelServer:
         self.inference_socket: Path | None = self.workdir / "mms-inference.sock" if unix_inference else None
         # The front's port is excluded: the front binds it after MMS starts.
         self.inference_port: int | None = None if unix_inference else free_port(config.safe_ports, {config.port})
+        # The JVM's options: SAGEMAKER_MODEL_SERVER_VMARGS, else a heap sized for a full body per worker.
+        self.vmargs = config.vmargs or (
+            f"-Xmx{sizing.jvm_heap_mb(config.max_request_bytes, workers)}m -XX:+UseContainerSupport"
+        )
         self.process: subprocess.Popen | None = None
         self._lock = threading.Lock()  # self.process against stop()
         self._stopping = False
@@ -144,7 +148,8 @@ class ModelServer:
                 }
             )
         )
-        # The front enforces the request limit with a JSON 413; MMS's own limit sits just above it.
+        # The front enforces the request limit with a JSON 413; MMS's own limits sit just above it (a
+        # framed batch of requests within the limit adds its parts' headers), for requests and answers.
         limit = self.config.max_request_bytes + 1024 * 1024
         if self.inference_socket is not None:
             inference = f"unix:{self.inference_socket}"
@@ -169,7 +174,7 @@ class ModelServer:
             # SageMaker reports the instance's CPU and memory itself.
             "metric_time_interval": 365 * 24 * 3600,
             "enable_envvars_config": "false",
-            "vmargs": self.config.vmargs,
+            "vmargs": self.vmargs,
         }
         path = self.workdir / "config.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))

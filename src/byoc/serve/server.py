@@ -18,7 +18,7 @@ from pathlib import Path
 
 from byoc.core.errors import ByocError
 from byoc.serve import startup
-from byoc.serve.config import ServeConfig
+from byoc.serve.config import BATCH_MAX_PAYLOAD_MB, ServeConfig
 
 log = logging.getLogger("byoc.serve")
 
@@ -57,24 +57,33 @@ def run(config: ServeConfig) -> int:
     signal.signal(signal.SIGINT, _exit_now)
     # Sized without loading the model: the workers load it once, and report a failure (startup.py).
     cores, gpus, model_bytes = sizing.cpu_count(), sizing.gpu_count(), sizing.weights_bytes(config.model_dir)
-    plan = sizing.plan(cores, gpus, model_bytes, sizing.memory_available(), config.workers, config.torch_threads)
+    memory = sizing.memory_available()
+    plan = sizing.plan(cores, gpus, model_bytes, memory, config.workers, config.torch_threads)
+    # The largest body that batch transform's concurrent requests can carry here: the body limit under
+    # SAGEMAKER_BATCH without SAGEMAKER_MAX_PAYLOAD_IN_MB, and what /execution-parameters offers.
+    concurrent = config.max_concurrent_transforms or plan.workers
+    machine_payload_mb = sizing.payload_mb(memory, plan.workers, model_bytes, concurrent, BATCH_MAX_PAYLOAD_MB)
+    config = config.for_machine(machine_payload_mb)
+    execution = config.execution_parameters(plan.workers, machine_payload_mb)
+    workdir = Path(tempfile.mkdtemp(prefix="byoc-serve-"))
+    report = workdir / "startup-failure"
+    server = ModelServer(config, plan.workers, plan.threads, gpus, workdir, report, unix_inference=True)
     log.info(
         json.dumps(
             {
                 "event": "config",
                 **config.describe(),
+                "vmargs": server.vmargs,
                 "model_bytes": model_bytes,
                 "gpus": gpus,
                 "cores": cores,
                 "workers": plan.workers,
                 "torch_threads": plan.threads,
                 "workers_from": plan.reason,
+                "execution_parameters": execution.document(),
             }
         )
     )
-    workdir = Path(tempfile.mkdtemp(prefix="byoc-serve-"))
-    report = workdir / "startup-failure"
-    server = ModelServer(config, plan.workers, plan.threads, gpus, workdir, report, unix_inference=True)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     front = None
@@ -89,6 +98,7 @@ def run(config: ServeConfig) -> int:
             config.batch_size,
             config.max_batch_delay_ms / 1000,
             worker_pids=server.worker_pids,
+            execution=execution,
         )
         threading.Thread(target=front.serve_forever, name="front", daemon=True).start()
         _wait_ready(server, report, config.startup_timeout, stop)

@@ -12,6 +12,16 @@ WORKER_OVERHEAD = 500 * 1024**2  # python + torch runtime per worker process, me
 MODEL_FACTOR = 4  # weights + activations + allocator slack, as multiples of the weights' size
 MEMORY_SHARE = 0.8  # leave room for the JVM frontend and request buffers
 THREADS_PER_CPU_WORKER = 4  # intra-op scaling flattens beyond ~4 threads for one image
+MB = 1024**2
+# What one request body of P bytes costs while it is in flight, in copies of P. The front holds the
+# body and, for a multi-record body, the records decoded from it (at most P more: byoc.serve.batching
+# keeps no more than the body limit of records in flight). Each call the front sends the model server
+# (at most one per worker) is held by the JVM (Netty's aggregated request, then the message to the
+# worker) and read once more by the worker.
+FRONT_BODY_COPIES = 2
+JVM_BODY_COPIES = 2
+WORKER_BODY_COPIES = 1
+JVM_BASE_MB = 512  # the model server's heap without request bodies (MMS's own default -Xmx512m was enough)
 
 
 def _read(*paths: str) -> str | None:
@@ -68,6 +78,32 @@ def memory_available() -> int:
     return max(0, available)
 
 
+def worker_bytes(model_bytes: int) -> int:
+    """Memory one model worker needs, bodies aside."""
+    return WORKER_OVERHEAD + MODEL_FACTOR * model_bytes
+
+
+def payload_mb(memory: int, workers: int, model_bytes: int, concurrent: int, most: int) -> int:
+    """The largest request body, in MB (1..most), that `concurrent` requests in flight at once can
+    each carry in the memory the workers leave: bodies at the front, one call per worker in the
+    model server and in the worker (the *_BODY_COPIES above), the JVM's base heap aside.
+
+    Memory share left = memory x MEMORY_SHARE - workers x worker_bytes - JVM_BASE_MB, divided by
+    (concurrent x FRONT_BODY_COPIES + workers x (JVM_BODY_COPIES + WORKER_BODY_COPIES)) bodies. For
+    example 8 GiB, 2 workers of a 45 MB model, 2 transforms: (6554 - 1360 - 512) MB / 10 = 468 ->
+    100; 2 GiB: negative -> 1."""
+    left = memory * MEMORY_SHARE - workers * worker_bytes(model_bytes) - JVM_BASE_MB * MB
+    bodies = concurrent * FRONT_BODY_COPIES + workers * (JVM_BODY_COPIES + WORKER_BODY_COPIES)
+    return max(1, min(most, int(left // (bodies * MB))))
+
+
+def jvm_heap_mb(payload_bytes: int, calls: int) -> int:
+    """The model server's -Xmx, in MB: its base heap plus JVM_BODY_COPIES of a full body for each
+    of the `calls` it holds at once (the front sends one per worker), so no body within the limit
+    runs it out of memory (Netty's direct buffers share this bound, -XX:MaxDirectMemorySize's default)."""
+    return JVM_BASE_MB + calls * JVM_BODY_COPIES * -(-payload_bytes // MB)
+
+
 @dataclass(frozen=True)
 class Plan:
     workers: int
@@ -79,8 +115,7 @@ def plan(
     cores: int, gpus: int, model_bytes: int, memory: int, workers: int | None = None, threads: int | None = None
 ) -> Plan:
     """Workers from GPUs or cores, capped by memory; threads per worker up to all the cores."""
-    per_worker = WORKER_OVERHEAD + MODEL_FACTOR * model_bytes
-    by_memory = max(1, int(memory * MEMORY_SHARE // per_worker))
+    by_memory = max(1, int(memory * MEMORY_SHARE // worker_bytes(model_bytes)))
     default_threads = None
     if workers is not None:
         reason = "SAGEMAKER_MODEL_SERVER_WORKERS"
