@@ -1,4 +1,8 @@
-"""`byoc deploy` and `byoc autoscale` against moto_server; UpdateEndpoint (moto lacks it) with Stubber."""
+"""`byoc deploy` (real-time and --async) against moto_server; UpdateEndpoint (moto lacks it) with Stubber.
+
+boto3 checks every request against SageMaker's service model before it is sent, so the moto
+round trips also check the AsyncInferenceConfig field names and bounds.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,13 @@ import boto3
 from botocore.stub import Stubber
 
 from byoc.aws import endpoint
-from byoc.aws.session import Aws
+from byoc.aws.session import Aws, digest
+from byoc.cli import main
 from tests.awsutil import ROLE, byoc
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-serve:latest"
+SUCCESS = "arn:aws:sns:us-east-1:123456789012:byoc-results"
+FAILURE = "arn:aws:sns:us-east-1:123456789012:byoc-failures"
 
 
 def deploy_args(name: str, *extra: str) -> tuple[str, ...]:
@@ -27,6 +34,19 @@ def deploy_args(name: str, *extra: str) -> tuple[str, ...]:
         "0.05",
         *extra,
     )
+
+
+def async_args(name: str, *extra: str) -> tuple[str, ...]:
+    return deploy_args(name, "--async", "--output", f"s3://byoc-models/byoc/{name}/async/results/", *extra)
+
+
+def described_config(name: str) -> tuple[dict, dict]:
+    """The endpoint config and model endpoint NAME runs, as SageMaker describes them."""
+    sm = boto3.client("sagemaker")
+    config = sm.describe_endpoint_config(
+        EndpointConfigName=sm.describe_endpoint(EndpointName=name)["EndpointConfigName"]
+    )
+    return config, sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
 
 
 def test_deploy_creates_model_config_endpoint_once(aws, capsys):
@@ -54,8 +74,7 @@ def test_deploy_creates_model_config_endpoint_once(aws, capsys):
     out = byoc(capsys, *deploy_args("ep1", "--startup-timeout", "900", "--env", "SERVE_WORKERS=2"))
     assert f"endpoint ep1 already runs {ep['EndpointConfigName']} (InService)" in out
     assert "creating" not in out
-    assert len(sm.list_endpoint_configs(NameContains="ep1-")["EndpointConfigs"]) == 1
-    assert len(sm.list_models(NameContains="ep1-")["Models"]) == 1
+    assert names("ep1-") == ([ep["EndpointConfigName"]], [variant["ModelName"]])
 
 
 def test_deploy_refuses_an_endpoint_byoc_did_not_create(aws, capsys):
@@ -73,8 +92,6 @@ def test_deploy_refuses_an_endpoint_byoc_did_not_create(aws, capsys):
         ],
     )
     sm.create_endpoint(EndpointName="foreign", EndpointConfigName="foreign-config")
-    from byoc.cli import main
-
     assert main(list(deploy_args("foreign"))) == 1
     assert "exists but was not created by byoc" in capsys.readouterr().err
     assert sm.describe_endpoint(EndpointName="foreign")["EndpointConfigName"] == "foreign-config"
@@ -112,6 +129,18 @@ def test_deploy_with_new_settings_updates_the_endpoint_in_place(capsys):
         }
 
     with Stubber(sm) as stub:
+        stub.add_response("describe_endpoint", described("InService", "ep2-c-old"), {"EndpointName": "ep2"})
+        stub.add_response("list_tags", {"Tags": [{"Key": "byoc:name", "Value": "ep2"}]}, {"ResourceArn": arn})
+        stub.add_response(  # the running config's kind: real-time, like the new one
+            "describe_endpoint_config",
+            {
+                "EndpointConfigName": "ep2-c-old",
+                "EndpointConfigArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/ep2-c-old",
+                "ProductionVariants": config["ProductionVariants"],
+                "CreationTime": now,
+            },
+            {"EndpointConfigName": "ep2-c-old"},
+        )
         stub.add_response(
             "describe_model",
             {
@@ -132,8 +161,6 @@ def test_deploy_with_new_settings_updates_the_endpoint_in_place(capsys):
             {"EndpointConfigArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/c"},
             config,
         )
-        stub.add_response("describe_endpoint", described("InService", "ep2-c-old"), {"EndpointName": "ep2"})
-        stub.add_response("list_tags", {"Tags": [{"Key": "byoc:name", "Value": "ep2"}]}, {"ResourceArn": arn})
         stub.add_response(
             "update_endpoint",
             {"EndpointArn": arn},
@@ -162,49 +189,120 @@ def test_deploy_with_new_settings_updates_the_endpoint_in_place(capsys):
     assert config["ProductionVariants"][0]["InstanceType"] == "ml.c5.xlarge"
 
 
-def test_autoscale_registers_target_and_policy_idempotently(aws, capsys):
-    byoc(capsys, *deploy_args("ep3"))
-    args = (
-        "autoscale",
-        "--name",
-        "ep3",
-        "--min",
-        "1",
-        "--max",
+def names(prefix: str) -> tuple[list[str], list[str]]:
+    """The endpoint configs and models whose names start with PREFIX (moto ignores NameContains)."""
+    sm = boto3.client("sagemaker")
+    configs = [c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]]
+    models = [m["ModelName"] for m in sm.list_models()["Models"]]
+    return sorted(c for c in configs if c.startswith(prefix)), sorted(m for m in models if m.startswith(prefix))
+
+
+def test_deploy_async_sets_the_async_config_and_limits_once(aws, capsys):
+    args = async_args(
+        "ep4",
+        "--error-output",
+        "s3://byoc-models/byoc/ep4/async/failures/",
+        "--sns-success",
+        SUCCESS,
+        "--sns-error",
+        FAILURE,
+        "--max-concurrent-per-instance",
         "4",
-        "--max-rps",
-        "12.5",
-        "--scale-in-cooldown",
-        "600",
-        "--scale-out-cooldown",
-        "30",
+        "--env",
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT=1800",
     )
     out = byoc(capsys, *args)
-    assert "12.5 x 0.5 x 60 = 375 invocations per instance per minute" in out
-    assert "registering scalable target endpoint/ep3/variant/AllTraffic: 1..4 instances" in out
-    out = byoc(capsys, *args)
-    assert "already 1..4 instances" in out
-    aas = boto3.client("application-autoscaling")
-    targets = aas.describe_scalable_targets(
-        ServiceNamespace="sagemaker", ResourceIds=["endpoint/ep3/variant/AllTraffic"]
-    )
-    assert [(t["ScalableDimension"], t["MinCapacity"], t["MaxCapacity"]) for t in targets["ScalableTargets"]] == [
-        ("sagemaker:variant:DesiredInstanceCount", 1, 4)
-    ]
-    policies = aas.describe_scaling_policies(
-        ServiceNamespace="sagemaker", ResourceId="endpoint/ep3/variant/AllTraffic"
-    )["ScalingPolicies"]
-    assert len(policies) == 1
-    assert policies[0]["PolicyType"] == "TargetTrackingScaling"
-    assert policies[0]["TargetTrackingScalingPolicyConfiguration"] == {
-        "TargetValue": 375.0,
-        "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
-        "ScaleInCooldown": 600,
-        "ScaleOutCooldown": 30,
+    assert "creating endpoint config ep4-c-" in out
+    assert "asynchronous, results to s3://byoc-models/byoc/ep4/async/results/)" in out
+    assert (
+        "asynchronous endpoint ep4: requests are queued (payloads up to 1 GB, up to 1 hour each); results go to "
+        "s3://byoc-models/byoc/ep4/async/results/, failures to s3://byoc-models/byoc/ep4/async/failures/"
+    ) in out
+    assert f"notifications: {SUCCESS}, {FAILURE} (the execution role needs sns:Publish on them)" in out
+    assert "  invoke: byoc predict --endpoint ep4 --async IMAGE" in out
+    assert "1 x ml.m5.large bills about $0.115/hour while it runs" in out
+    assert "note: the execution role must write" not in out  # both prefixes are under byoc/ep4/
+    config, model = described_config("ep4")
+    assert config["AsyncInferenceConfig"] == {
+        "OutputConfig": {
+            "S3OutputPath": "s3://byoc-models/byoc/ep4/async/results/",
+            "S3FailurePath": "s3://byoc-models/byoc/ep4/async/failures/",
+            "NotificationConfig": {"SuccessTopic": SUCCESS, "ErrorTopic": FAILURE},
+        },
+        "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 4},
+    }
+    # async's payload limit, and the user's --env over async's timeout
+    assert model["PrimaryContainer"]["Environment"] == {
+        "SAGEMAKER_MAX_PAYLOAD_IN_MB": "1024",
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT": "1800",
     }
 
-    byoc(capsys, "autoscale", "--name", "ep3", "--max", "3", "--target-invocations", "200")
-    policies = aas.describe_scaling_policies(
-        ServiceNamespace="sagemaker", ResourceId="endpoint/ep3/variant/AllTraffic"
-    )["ScalingPolicies"]
-    assert [p["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] for p in policies] == [200.0]
+    out = byoc(capsys, *args)
+    assert f"endpoint ep4 already runs {config['EndpointConfigName']} (InService)" in out
+    assert "creating" not in out
+    assert len(names("ep4-")[0]) == 1 and len(names("ep4-")[1]) == 1
+
+
+def test_deploy_async_defaults_and_no_switch_between_kinds(aws, capsys):
+    out = byoc(capsys, *deploy_args("ep5", "--async", "--output", "s3://elsewhere/results/"))
+    assert "failures to s3://elsewhere/results/" in out
+    assert "note: the execution role must write s3://elsewhere/results/ (the role `byoc sagemaker-role` makes" in out
+    config, model = described_config("ep5")
+    assert config["AsyncInferenceConfig"] == {"OutputConfig": {"S3OutputPath": "s3://elsewhere/results/"}}
+    assert model["PrimaryContainer"]["Environment"] == {
+        "SAGEMAKER_MAX_PAYLOAD_IN_MB": "1024",
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT": "3600",
+    }
+    byoc(capsys, *deploy_args("ep6"))
+    config, model = described_config("ep6")
+    assert "AsyncInferenceConfig" not in config and model["PrimaryContainer"]["Environment"] == {}
+
+    # SageMaker's UpdateEndpoint cannot add or remove AsyncInferenceConfig: refused before anything is made
+    before = names("ep")
+    assert main(list(deploy_args("ep5"))) == 1
+    assert (
+        "endpoint ep5 is asynchronous, and SageMaker cannot update an endpoint between real-time and asynchronous: "
+        "run `byoc teardown --name ep5` first, then deploy it without --async"
+    ) in capsys.readouterr().err
+    assert main(list(async_args("ep6"))) == 1
+    assert "endpoint ep6 is real-time, and SageMaker cannot update" in capsys.readouterr().err
+    assert names("ep") == before
+
+
+def test_deploy_async_flag_errors(aws, capsys):
+    cases = [
+        (("--async",), "--async needs --output s3://BUCKET/PREFIX"),
+        (("--output", "s3://b/out/"), "--output: only for asynchronous endpoints; add --async"),
+        (
+            ("--sns-error", FAILURE, "--max-concurrent-per-instance", "2"),
+            "--sns-error, --max-concurrent-per-instance: only for asynchronous endpoints",
+        ),
+        (("--async", "--output", "b/out/"), "--output must be an s3://BUCKET/PREFIX URI, got 'b/out/'"),
+        (("--async", "--output", "s3://b/o/", "--error-output", "s3:/b"), "--error-output must be an s3://"),
+        (("--async", "--output", "s3://b/o/", "--sns-success", "my-topic"), "--sns-success must be an SNS topic ARN"),
+        (
+            ("--async", "--output", "s3://b/o/", "--max-concurrent-per-instance", "0"),
+            "--max-concurrent-per-instance must be 1 to 1000",
+        ),
+    ]
+    for extra, message in cases:
+        assert main(list(deploy_args("ep7", *extra))) == 1, extra
+        assert message in capsys.readouterr().err, extra
+    assert names("ep7") == ([], [])
+
+
+def test_real_time_names_do_not_change_with_async_support():
+    # the content digests name existing endpoints' configs and models: a real-time deploy must keep them
+    spec = endpoint.DeploySpec(name="ep8", image=IMAGE, model_data="s3://b/m.tar.gz", role=ROLE)
+    model = endpoint.model_request(spec)
+    assert model["ModelName"] == "ep8-m-" + digest(
+        {
+            "PrimaryContainer": {"Image": IMAGE, "ModelDataUrl": "s3://b/m.tar.gz", "Environment": {}},
+            "ExecutionRoleArn": ROLE,
+        }
+    )
+    assert set(endpoint.config_request(spec, model["ModelName"])) == {
+        "EndpointConfigName",
+        "ProductionVariants",
+        "Tags",
+    }

@@ -1,4 +1,5 @@
-"""`byoc status` and `byoc teardown` against moto_server: all of NAME goes, a neighbour's resources stay."""
+"""`byoc status` and `byoc teardown` against moto_server: all of NAME goes (its CloudWatch alarms too), a
+neighbour's resources stay."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 
 from byoc.aws import endpoint
 from tests.awsutil import ROLE, byoc
+from tests.test_aws_endpoint import async_args
 
 
 @pytest.fixture
@@ -127,3 +129,34 @@ def test_teardown_removes_everything_of_name_and_nothing_of_its_neighbour(aws, c
 
     byoc(capsys, "teardown", "--name", "alpha-2", "--poll", "0.05")
     assert not any(inventory("alpha-2").values())
+
+
+def test_teardown_of_an_async_endpoint_removes_its_alarm_and_policies(aws, capsys):
+    for name in ("gamma", "gamma-2"):  # the neighbour's alarm gamma-2-... starts with "gamma-" too
+        byoc(capsys, *async_args(name))
+        byoc(capsys, "autoscale", "--name", name, "--min", "0", "--max", "2")
+    cw = boto3.client("cloudwatch")
+
+    def alarms() -> list[str]:
+        return sorted(a["AlarmName"] for a in cw.describe_alarms(AlarmNamePrefix="gamma")["MetricAlarms"])
+
+    assert alarms() == ["gamma-2-backlog-without-capacity", "gamma-backlog-without-capacity"]
+    out = byoc(capsys, "status", "--name", "gamma")
+    assert "kind: asynchronous, results to s3://byoc-models/byoc/gamma/async/results/" in out
+    assert "CloudWatch alarm gamma-backlog-without-capacity: OK" in out and "gamma-2" not in out
+
+    out = byoc(capsys, "teardown", "--name", "gamma", "--dry-run")
+    assert "would delete CloudWatch alarm gamma-backlog-without-capacity\n" in out
+    assert (
+        "would delete auto-scaling on endpoint gamma (policies: gamma-backlog-per-instance, gamma-scale-out-from-zero)"
+    ) in out
+    assert out.count("would delete") == 5  # alarm, scaling, endpoint, config, model
+    assert len(alarms()) == 2
+
+    out = byoc(capsys, "teardown", "--name", "gamma", "--poll", "0.05")
+    assert "deleting CloudWatch alarm gamma-backlog-without-capacity" in out
+    assert "teardown of 'gamma': 7 resource(s) deleted" in out  # alarm, 2 policies, target, endpoint, config, model
+    assert alarms() == ["gamma-2-backlog-without-capacity"]
+    assert inventory("gamma") == {k: [] for k in inventory("gamma")}
+    assert inventory("gamma-2")["policies"] == ["gamma-2-backlog-per-instance", "gamma-2-scale-out-from-zero"]
+    assert "nothing left to delete" in byoc(capsys, "teardown", "--name", "gamma")

@@ -35,3 +35,12 @@ def owned_log_groups(logs, name: str) -> list[str]:
         for g in paginate(logs, "describe_log_groups", "logGroups", logGroupNamePrefix="/aws/lambda/")
         if owned(logs.list_tags_for_resource(resourceArn=g["arn"].removesuffix(":*")).get("tags"), name)
     ]
+
+
+def owned_alarms(cw, name: str) -> list[str]:
+    """CloudWatch alarms named NAME-... and tagged byoc:name=NAME (`byoc autoscale` makes them)."""
+    return [
+        a["AlarmName"]
+        for a in paginate(cw, "describe_alarms", "MetricAlarms", AlarmNamePrefix=f"{name}-")
+        if owned(cw.list_tags_for_resource(ResourceARN=a["AlarmArn"]).get("Tags"), name)
+    ]

@@ -1,8 +1,10 @@
 """Approximate on-demand prices (USD per hour, us-east-1, Linux) for cost estimates in `byoc status`.
 
 Approximate and dated (checked against the public SageMaker and Lambda price pages in 2025);
-other regions differ by up to about 30%. Real-time hosting and training use the same
-figures here; spot training is typically 60-90% cheaper. Not a bill: use Cost Explorer.
+other regions differ by up to about 30%. Real-time hosting, asynchronous hosting and training use
+the same figures here; spot training is typically 60-90% cheaper. An asynchronous endpoint bills
+these instance-hours only while it has instances: scaled to zero (`byoc autoscale --min 0`) it
+bills none, only S3 storage and requests and SNS notifications, by use. Not a bill: use Cost Explorer.
 """
 
 from __future__ import annotations

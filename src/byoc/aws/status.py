@@ -7,7 +7,8 @@ import re
 from botocore.exceptions import ClientError
 
 from byoc.aws import autoscale, iam, pricing
-from byoc.aws.inventory import owned_configs, owned_functions, owned_models
+from byoc.aws.endpoint import is_async
+from byoc.aws.inventory import owned_alarms, owned_configs, owned_functions, owned_models
 from byoc.aws.lambda_deploy import ALIAS
 from byoc.aws.session import Aws, find, owned, paginate, say
 
@@ -23,10 +24,13 @@ def status(aws: Aws, name: str) -> dict:
         config = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
         types = {v["VariantName"]: v.get("InstanceType", "?") for v in config["ProductionVariants"]}
         say(f"  endpoint {name}: {endpoint['EndpointStatus']} (config {endpoint['EndpointConfigName']})")
+        say(f"    kind: {_kind(config)}")
+        found["kind"] = "async" if is_async(config) else "real-time"
         for variant in endpoint.get("ProductionVariants", []):
             count = variant.get("CurrentInstanceCount", 0)
             itype = types.get(variant["VariantName"], "?")
-            say(f"    variant {variant['VariantName']}: {count} x {itype}")
+            idle = " (scaled to zero: nothing billed by the hour)" if count == 0 else ""
+            say(f"    variant {variant['VariantName']}: {count} x {itype}{idle}")
             costs.append((f"endpoint {count} x {itype}", pricing.instance_hourly(itype, count)))
         found["endpoint"] = endpoint["EndpointStatus"]
     else:
@@ -39,15 +43,24 @@ def status(aws: Aws, name: str) -> dict:
     for target in targets:
         policies = aas.describe_scaling_policies(ServiceNamespace=autoscale.NAMESPACE, ResourceId=target["ResourceId"])
         goals = [
-            p["TargetTrackingScalingPolicyConfiguration"]["TargetValue"]
+            _goal(p["TargetTrackingScalingPolicyConfiguration"])
             for p in policies["ScalingPolicies"]
             if "TargetTrackingScalingPolicyConfiguration" in p
         ]
         say(
             f"  auto-scaling {target['ResourceId']}: {target['MinCapacity']}..{target['MaxCapacity']} instances"
-            + (f", target {goals[0]:g} invocations/instance/minute" if goals else "")
+            + (f", target {goals[0]}" if goals else "")
         )
     found["scalable_targets"] = [t["ResourceId"] for t in targets]
+    cw = aws.client("cloudwatch")
+    alarms = owned_alarms(cw, name)
+    for alarm in cw.describe_alarms(AlarmNames=alarms)["MetricAlarms"] if alarms else []:
+        say(
+            f"  CloudWatch alarm {alarm['AlarmName']}: {alarm['StateValue']} "
+            f"({alarm.get('MetricName')} >= {alarm.get('Threshold', 0):g} starts "
+            f"{', '.join(a.rpartition('policyName/')[2] for a in alarm.get('AlarmActions', []))})"
+        )
+    found["alarms"] = alarms
     lam = aws.client("lambda")
     functions = owned_functions(lam, name)
     for fn in functions:
@@ -69,9 +82,39 @@ def status(aws: Aws, name: str) -> dict:
                     pricing.instance_hourly(detail["InstanceType"], detail["InstanceCount"]),
                 )
             )
+    found["transform_jobs"] = _transform_jobs(sm, name, costs)
     _print_costs(costs)
     found["hourly_usd"] = sum(c for _, c in costs if c is not None)
     return found
+
+
+def _transform_jobs(sm, name: str, costs: list) -> list[str]:
+    """NAME's recent batch transform jobs (named NAME-t-<hash> by `byoc batch-transform`); a running
+    one bills its instances by the hour."""
+    jobs = paginate(sm, "list_transform_jobs", "TransformJobSummaries", NameContains=name)
+    ours = [j for j in jobs if re.fullmatch(rf"{re.escape(name)}-t-[0-9a-f]{{8}}", j["TransformJobName"])][:10]
+    for job in ours:
+        say(f"  transform job {job['TransformJobName']}: {job['TransformJobStatus']}")
+        if job["TransformJobStatus"] == "InProgress":
+            resources = sm.describe_transform_job(TransformJobName=job["TransformJobName"])["TransformResources"]
+            itype, count = resources["InstanceType"], resources["InstanceCount"]
+            costs.append((f"batch transform {count} x {itype}", pricing.instance_hourly(itype, count)))
+    return [j["TransformJobName"] for j in ours]
+
+
+def _kind(config: dict) -> str:
+    if not is_async(config):
+        return "real-time"
+    output = config["AsyncInferenceConfig"].get("OutputConfig", {})
+    failures = output.get("S3FailurePath")
+    return f"asynchronous, results to {output.get('S3OutputPath')}" + (f", failures to {failures}" if failures else "")
+
+
+def _goal(tracking: dict) -> str:
+    metric = tracking.get("CustomizedMetricSpecification", {}).get("MetricName")
+    if metric == autoscale.BACKLOG_METRIC:
+        return f"{tracking['TargetValue']:g} queued requests/instance"
+    return f"{tracking['TargetValue']:g} invocations/instance/minute"
 
 
 def _lambda_line(lam, fn: dict, costs: list) -> None:

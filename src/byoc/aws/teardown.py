@@ -7,21 +7,32 @@ from collections.abc import Callable
 
 from byoc.aws import autoscale, iam, waiting
 from byoc.aws.endpoint import BUSY
-from byoc.aws.inventory import owned_configs, owned_functions, owned_log_groups, owned_models
+from byoc.aws.inventory import owned_alarms, owned_configs, owned_functions, owned_log_groups, owned_models
 from byoc.aws.session import Aws, find, owned, paginate, say
 
 
 def plan(aws: Aws, name: str, poll: float = 15) -> list[tuple[str, Callable[[], object]]]:
-    """(what, delete) pairs in a safe order: scaling before the endpoint, the endpoint before its configs."""
-    sm, lam, logs = aws.client("sagemaker"), aws.client("lambda"), aws.client("logs")
+    """(what, delete) pairs in a safe order: alarms before the scaling they start, scaling before the
+    endpoint, the endpoint before its configs."""
+    sm, lam, logs, cw = (aws.client(s) for s in ("sagemaker", "lambda", "logs", "cloudwatch"))
     steps: list[tuple[str, Callable[[], object]]] = []
+    for alarm in owned_alarms(cw, name):
+        steps.append((f"CloudWatch alarm {alarm}", functools.partial(cw.delete_alarms, AlarmNames=[alarm])))
     endpoint = find(sm.describe_endpoint, EndpointName=name)
     ours = endpoint is not None and owned(sm.list_tags(ResourceArn=endpoint["EndpointArn"]).get("Tags"), name)
+    aas = aws.client("application-autoscaling")
+    targets = autoscale.targets(aas, name)
     if endpoint is not None and not ours:
         say(f"endpoint {name} exists but has no {name!r} byoc tag: keeping it and its scaling")
-    elif autoscale.targets(aws.client("application-autoscaling"), name):
+    elif targets:
         # With no endpoint left, scaling targets on endpoint/NAME are orphans of ours (AWS keeps them).
-        steps.append((f"auto-scaling on endpoint {name}", lambda: autoscale.remove(aws, name)))
+        names = [p["PolicyName"] for t in targets for p in autoscale.policies(aas, t["ResourceId"])]
+        steps.append(
+            (
+                f"auto-scaling on endpoint {name} (policies: {', '.join(names) or 'none'})",
+                lambda: autoscale.remove(aws, name),
+            )
+        )
     if ours:
         steps.append((f"endpoint {name}", lambda: _delete_endpoint(sm, name, poll)))
     for config in owned_configs(sm, name):
@@ -91,8 +102,18 @@ def teardown(aws: Aws, name: str, dry_run: bool = False, poll: float = 15) -> li
             StatusEquals="InProgress",
         )
     ]
+    jobs += [
+        j["TransformJobName"]
+        for j in paginate(
+            aws.client("sagemaker"),
+            "list_transform_jobs",
+            "TransformJobSummaries",
+            NameContains=name,
+            StatusEquals="InProgress",
+        )
+    ]
     if jobs:
-        say(f"note: training jobs still running (stop them in the console if unwanted): {', '.join(jobs)}")
+        say(f"note: training or transform jobs still running (stop them in the console if unwanted): {', '.join(jobs)}")
     say(
         f"teardown of {name!r}: {len(done)} resource(s) {'to delete' if dry_run else 'deleted'}; S3 data, ECR images "
         "and finished training job records are kept (they bill by storage, not by the hour)"
