@@ -10,12 +10,24 @@ import pytest
 
 from tests.awsutil import aws_env
 
-AWS_COMMANDS = ("data", "train-job", "tune", "deploy", "autoscale", "lambda-deploy", "status", "teardown")
+AWS_COMMANDS = (
+    "data",
+    "train-job",
+    "tune",
+    "batch-transform",
+    "deploy",
+    "predict",
+    "autoscale",
+    "lambda-deploy",
+    "status",
+    "teardown",
+)
 
 
 def test_aws_commands_never_import_torch_or_numpy():
     code = (
         "import sys, byoc.cli, byoc.aws.commands, byoc.aws.status, byoc.aws.teardown, byoc.aws.s3data\n"
+        "import byoc.aws.transform_job, byoc.aws.predict, byoc.local.batch_transform, byoc.local.runtime\n"
         "byoc.cli.build_parser()\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'numpy', 'PIL')))"
     )

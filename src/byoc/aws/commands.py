@@ -1,5 +1,5 @@
-"""The AWS subcommands of `byoc`: data, sagemaker-role, train-job, tune, deploy, autoscale, lambda-deploy,
-status, teardown.
+"""The AWS subcommands of `byoc`: data, sagemaker-role, train-job, tune, batch-transform, deploy, autoscale, predict,
+lambda-deploy, status, teardown.
 
 Each is idempotent (run it again to resume or to converge) and prints what it does.
 """
@@ -93,6 +93,8 @@ def register(sub) -> None:
     _register_data(sub)
     _register_jobs(sub)
     _register_hosting(sub)
+    _register_transform(sub)
+    _register_predict(sub)
     for command, helptext, handler in (
         ("status", "what exists for NAME, its state and hourly cost", _status),
         ("teardown", "delete everything the commands created for NAME", _teardown),
@@ -254,15 +256,39 @@ def _register_hosting(sub) -> None:
         help="ContainerStartupHealthCheckTimeoutInSeconds: time to pass /ping after start",
     )
     p.add_argument("--env", action="append", metavar="NAME=VALUE", help="container environment (repeatable)")
+    p.add_argument(
+        "--async",
+        dest="asynchronous",
+        action="store_true",
+        help="an asynchronous endpoint: requests queued, inputs and results on S3, payloads up to 1 GB, up to 1 h "
+        "each; can scale to zero (`byoc autoscale --min 0`)",
+    )
+    p.add_argument("--output", help="--async: s3:// prefix for results (required with --async)")
+    p.add_argument("--error-output", help="--async: s3:// prefix for failures (default: SageMaker's, with results)")
+    p.add_argument("--sns-success", dest="success_topic", metavar="ARN", help="--async: SNS topic told of results")
+    p.add_argument("--sns-error", dest="error_topic", metavar="ARN", help="--async: SNS topic told of failures")
+    p.add_argument(
+        "--max-concurrent-per-instance",
+        dest="max_concurrent",
+        type=int,
+        metavar="N",
+        help="--async: requests one instance works on at once (default: SageMaker's choice)",
+    )
     p.add_argument("--no-wait", dest="wait", action="store_false")
     p.add_argument("--poll", type=float, default=30, help="seconds between status checks")
 
     p = _command(sub, "autoscale", "target-tracking auto-scaling of endpoint NAME", _autoscale)
-    p.add_argument("--min", type=int, default=1, help="fewest instances")
+    p.add_argument("--min", type=int, default=1, help="fewest instances (0: asynchronous endpoints only)")
     p.add_argument("--max", type=int, default=2, help="most instances")
-    target = p.add_mutually_exclusive_group(required=True)
+    target = p.add_mutually_exclusive_group()
     target.add_argument("--target-invocations", type=float, help="invocations per instance per minute to aim for")
     target.add_argument("--max-rps", type=float, help="one instance's measured max requests/s; target = x 0.5 x 60")
+    target.add_argument(
+        "--target-backlog",
+        type=float,
+        help=f"asynchronous endpoints: queued requests per instance to aim for (default "
+        f"{autoscale.DEFAULT_TARGET_BACKLOG:g})",
+    )
     p.add_argument("--scale-in-cooldown", type=int, default=300, help="seconds")
     p.add_argument("--scale-out-cooldown", type=int, default=60, help="seconds")
 
@@ -298,12 +324,25 @@ def _register_hosting(sub) -> None:
 
 
 def _deploy(aws, args) -> int:
+    async_flags = {
+        "output": "--output",
+        "error_output": "--error-output",
+        "success_topic": "--sns-success",
+        "error_topic": "--sns-error",
+        "max_concurrent": "--max-concurrent-per-instance",
+    }
+    if args.asynchronous and args.output is None:
+        raise ConfigError("--async needs --output s3://BUCKET/PREFIX: where SageMaker writes the results")
+    given = [flag for dest, flag in async_flags.items() if getattr(args, dest) is not None]
+    if given and not args.asynchronous:
+        raise ConfigError(f"{', '.join(given)}: only for asynchronous endpoints; add --async")
     spec = _spec(
         endpoint.DeploySpec,
         args,
         image=args.image or ecr.image_uri(aws, ecr.SERVE_REPO),
         role=args.role or sagemaker_role.default_arn(aws, args.name),
         environment=_pairs(args.env, "--env"),
+        asynchronous=_spec(endpoint.AsyncSpec, args) if args.asynchronous else None,
     )
     endpoint.deploy(aws, spec, args.wait, args.poll)
     return 0
@@ -318,7 +357,16 @@ def _autoscale(aws, args) -> int:
         )
     else:
         target = args.target_invocations
-    autoscale.autoscale(aws, args.name, args.min, args.max, target, args.scale_in_cooldown, args.scale_out_cooldown)
+    autoscale.autoscale(
+        aws,
+        args.name,
+        args.min,
+        args.max,
+        target,
+        args.scale_in_cooldown,
+        args.scale_out_cooldown,
+        target_backlog=args.target_backlog,
+    )
     return 0
 
 
@@ -336,3 +384,142 @@ def _status(aws, args) -> int:
 def _teardown(aws, args) -> int:
     teardown.teardown(aws, args.name, args.dry_run, args.poll)
     return 0
+
+
+def _register_transform(sub) -> None:
+    from byoc.local import batch_transform as bt
+
+    p = sub.add_parser(
+        "batch-transform",
+        help="a SageMaker batch transform job over an S3 prefix, or (--local) its protocol against a container here",
+    )
+    _common(p, name=False)
+    p.add_argument("--name", type=_name, help="names and tags (byoc:name) the model and job (not with --local)")
+    p.add_argument(
+        "--local",
+        nargs=2,
+        type=Path,
+        metavar=("INPUT_DIR", "OUTPUT_DIR"),
+        help="run SageMaker's batch protocol here against --container; outputs as <relative path>.out",
+    )
+    p.add_argument("--container", help="--local: the running serving container, http://HOST:PORT")
+    p.add_argument("--model-data", help="s3:// URI of model.tar.gz (a training job's artifacts)")
+    p.add_argument("--input", help="s3:// prefix: every object under it is transformed")
+    p.add_argument("--output", help="s3:// prefix for the <key>.out results")
+    p.add_argument(
+        "--content-type",
+        choices=bt.CONTENT_TYPES,
+        help=f"of every input (default: {bt.X_IMAGE} on SageMaker; with --local, from each file's extension); "
+        f"{bt.JSONLINES} is split into lines and batched",
+    )
+    p.add_argument("--instance-type", default="ml.m5.large")
+    p.add_argument("--instance-count", type=int, default=1)
+    p.add_argument("--max-payload-mb", type=int, help="MaxPayloadInMB, 1-100 (default: the container's)")
+    p.add_argument("--concurrency", type=int, help="MaxConcurrentTransforms per instance (default: the container's)")
+    p.add_argument(
+        "--batch-strategy",
+        choices=("MultiRecord", "SingleRecord"),
+        help="default: MultiRecord for JSON Lines and SingleRecord otherwise (with --local: the container's)",
+    )
+    p.add_argument("--invocations-timeout", type=int, default=600, help="seconds per request")
+    p.add_argument("--max-retries", type=int, default=3, help="retries of a request that got a 5xx or no answer")
+    p.add_argument(
+        "--image", help="serving image URI (default: ACCOUNT.dkr.ecr.REGION.amazonaws.com/byoc-serve:latest)"
+    )
+    p.add_argument(
+        "--role", help="SageMaker execution role ARN (default: byoc-NAME-sagemaker from `byoc sagemaker-role`)"
+    )
+    p.add_argument("--job-name", help="default: NAME-t-<hash of the settings> (a rerun follows the same job)")
+    p.add_argument("--no-wait", dest="wait", action="store_false", help="start and return")
+    p.add_argument("--poll", type=float, default=30, help="seconds between status checks")
+    p.set_defaults(func=_batch_transform)
+
+
+def _batch_transform(args) -> int:
+    """--local: the protocol against a container on this machine (no AWS call); else a SageMaker job."""
+    from byoc.aws import transform_job
+    from byoc.local import batch_transform as bt
+
+    strategy = bt.Strategy.parse(args.batch_strategy) if args.batch_strategy else None
+    if args.local:
+        s3_flags = (("--model-data", args.model_data), ("--input", args.input), ("--output", args.output))
+        given = [flag for flag, value in s3_flags if value]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)}: only for a SageMaker job (--local reads INPUT_DIR and writes OUTPUT_DIR)"
+            )
+        if not args.container:
+            raise ConfigError("--local needs --container http://HOST:PORT (a running serving container)")
+        settings = bt.Settings(
+            container=args.container,
+            content_type=args.content_type,
+            max_payload_mb=args.max_payload_mb,
+            concurrency=args.concurrency,
+            strategy=strategy,
+            timeout=args.invocations_timeout,
+            max_retries=args.max_retries,
+        )
+        bt.run(args.local[0], args.local[1], settings, say=session.say)
+        return 0
+    needed = (
+        ("--name", args.name),
+        ("--model-data", args.model_data),
+        ("--input", args.input),
+        ("--output", args.output),
+    )
+    missing = [flag for flag, value in needed if not value]
+    if missing:
+        raise ConfigError(
+            f"batch-transform needs {', '.join(missing)} (or --local INPUT_DIR OUTPUT_DIR --container URL)"
+        )
+    if args.container:
+        raise ConfigError("--container goes with --local (a SageMaker job runs its own container)")
+
+    def start(aws, args) -> int:
+        spec = _spec(
+            transform_job.TransformSpec,
+            args,
+            image=args.image or ecr.image_uri(aws, ecr.SERVE_REPO),
+            role=args.role or sagemaker_role.default_arn(aws, args.name),
+            content_type=args.content_type or bt.X_IMAGE,
+            batch_strategy=strategy,
+        )
+        transform_job.transform(aws, spec, args.job_name, args.wait, args.poll)
+        return 0
+
+    return _run(start)(args)
+
+
+def _register_predict(sub) -> None:
+    p = _command(
+        sub,
+        "predict",
+        "classify image files with an endpoint (InvokeEndpoint, or --async through S3) and print the top classes",
+        _predict,
+        lambda parser: _common(parser, name=False),
+    )
+    p.add_argument("--endpoint", required=True, help="the endpoint's name (`byoc deploy --name`)")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (.jpg, .png, ...)")
+    p.add_argument("--top-k", type=int, default=3, help="classes per image (default 3)")
+    p.add_argument("--json", dest="as_json", action="store_true", help="one JSON object per image")
+    p.add_argument(
+        "--async",
+        dest="asynchronous",
+        action="store_true",
+        help="an asynchronous endpoint: upload each image, InvokeEndpointAsync, wait for its result on S3",
+    )
+    p.add_argument(
+        "--async-input",
+        metavar="S3URI",
+        help="--async: s3:// prefix the images go to (default: s3://BUCKET/byoc/NAME/async-input/, BUCKET being "
+        "where the endpoint writes its results)",
+    )
+    p.add_argument(
+        "--wait-timeout", type=float, default=900, help="--async: seconds to wait for all results (default 900)"
+    )
+
+
+def _predict(aws, args) -> int:
+    from byoc.aws import predict
+
+    return predict.predict(aws, _spec(predict.PredictSpec, args))

@@ -1,10 +1,15 @@
-"""`byoc local-runtime`: SageMaker Runtime's InvokeEndpoint API on 127.0.0.1, in front of serving containers.
+"""`byoc local-runtime`: SageMaker Runtime's InvokeEndpoint and InvokeEndpointAsync APIs on 127.0.0.1,
+in front of serving containers.
 
 An unmodified boto3 client with AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://127.0.0.1:PORT
 talks to it as it would to AWS: requests are forwarded to the container's /invocations,
 and errors come back in the restJson shape botocore parses for sagemaker-runtime (an
 `X-Amzn-ErrorType` header and a JSON body with the modelled members), with SageMaker's
-own messages. Nothing here imports torch.
+own messages. An asynchronous endpoint (`--async-output`) queues each request, answers 202
+at once, and has N workers read the input from S3, call the container and write the answer to
+`OUTPUT/<InferenceId>.out`, or the failure to `FAILURE/<InferenceId>-error.out`, as SageMaker
+does; S3 is whatever the environment names (AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL for a local
+emulator such as moto_server). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -12,13 +17,21 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import queue
 import re
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import unquote, urlsplit
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 from byoc.core.errors import ConfigError
 
@@ -32,7 +45,37 @@ CONTAINER_TIMEOUT = 60.0  # SageMaker gives a container 60 s to answer an invoca
 VARIANT = "AllTraffic"
 FORWARDED_HEADERS = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
 _PATH = re.compile(r"^/endpoints/(?P<name>[^/]+)/invocations$")
+_ASYNC_PATH = re.compile(r"^/endpoints/(?P<name>[^/]+)/async-invocations$")
 _ERROR_NAMESPACE = "http://internal.amazon.com/coral/com.amazon.sagemaker.runtime/"
+
+# InvokeEndpointAsync, from botocore's service model: its request headers and their limits.
+CONTENT_TYPE = "X-Amzn-SageMaker-Content-Type"
+ACCEPT = "X-Amzn-SageMaker-Accept"
+CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
+INPUT_LOCATION = "X-Amzn-SageMaker-InputLocation"
+OUTPUT_PATH_EXTENSION = "X-Amzn-SageMaker-S3OutputPathExtension"
+FILENAME = "X-Amzn-SageMaker-Filename"
+REQUEST_TTL = "X-Amzn-SageMaker-RequestTTLSeconds"
+INVOCATION_TIMEOUT = "X-Amzn-SageMaker-InvocationTimeoutSeconds"
+ASYNC_HEADERS = (
+    CONTENT_TYPE,
+    ACCEPT,
+    CUSTOM_ATTRIBUTES,
+    INFERENCE_ID,
+    INPUT_LOCATION,
+    OUTPUT_PATH_EXTENSION,
+    FILENAME,
+    REQUEST_TTL,
+    INVOCATION_TIMEOUT,
+)
+ASYNC_TIMEOUT = 900  # InvocationTimeoutSeconds: default 15 minutes, 1 to 3600
+ASYNC_TTL = 21600  # RequestTTLSeconds: default 6 hours, 60 to 21600
+MAX_ASYNC_BODY = 128000  # an inline Body instead of InputLocation
+MAX_ASYNC_INPUT = 1 << 30  # asynchronous payloads up to 1 GB
+MAX_INFERENCE_ID = 64
+ASYNC_CONCURRENCY = 4  # MaxConcurrentInvocationsPerInstance when --async-concurrency is not given
+_S3_URI = re.compile(r"^s3://(?P<bucket>[^/]+)/?(?P<key>.*)$")
 
 
 @dataclass
@@ -56,8 +99,74 @@ def validation_error(message: str) -> Reply:
     return _error(400, "ValidationError", {"Message": message, "message": message})
 
 
+def _constraint(value: object, member: str, constraint: str) -> Reply:
+    """A ValidationError in the wording AWS's request validation uses."""
+    shown = "null" if value is None else f"'{value}'"
+    return validation_error(
+        f"1 validation error detected: Value {shown} at '{member}' failed to satisfy constraint: {constraint}"
+    )
+
+
+@dataclass(frozen=True)
+class AsyncConfig:
+    """An asynchronous endpoint's AsyncInferenceConfig: S3OutputPath, S3FailurePath and
+    MaxConcurrentInvocationsPerInstance."""
+
+    output: str
+    failure: str
+    concurrency: int = ASYNC_CONCURRENCY
+
+
+@dataclass
+class AsyncJob:
+    """One queued InvokeEndpointAsync request."""
+
+    endpoint: str
+    inference_id: str
+    input_location: str | None  # s3://...; None with an inline body
+    body: bytes | None
+    forward: dict[str, str]  # the headers the container gets
+    output: str  # s3:// URI of the result
+    failure: str  # s3:// URI of the error
+    timeout: int  # InvocationTimeoutSeconds
+    ttl: int  # RequestTTLSeconds
+    queued_at: float
+
+
+@dataclass
+class Outcome:
+    """What a worker writes: the container's answer (ok) or why the request failed."""
+
+    ok: bool
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+
+    @classmethod
+    def failed(cls, message: str) -> Outcome:
+        return cls(False, message.encode())
+
+
+class AsyncInputError(Exception):
+    """The input object could not be read; the message goes into the failure object."""
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """s3://bucket/key -> (bucket, key)."""
+    match = _S3_URI.match(uri)
+    if match is None:
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    return match["bucket"], match["key"]
+
+
+def s3_join(prefix: str, *names: str) -> str:
+    """`prefix` (s3://bucket or s3://bucket/some/prefix/) with `names` below it."""
+    parts = [prefix.rstrip("/")] + [n.strip("/") for n in names if n.strip("/")]
+    return "/".join(parts)
+
+
 class Runtime:
-    """The InvokeEndpoint logic: endpoint name -> container base URL."""
+    """The InvokeEndpoint logic: endpoint name -> container base URL; and for asynchronous endpoints
+    their queues, workers and S3."""
 
     def __init__(
         self,
@@ -65,11 +174,27 @@ class Runtime:
         timeout: float = CONTAINER_TIMEOUT,
         region: str = LOCAL_REGION,
         account: str = LOCAL_ACCOUNT,
+        async_endpoints: dict[str, AsyncConfig] | None = None,
+        s3: Any = None,
     ):
         self.endpoints = dict(endpoints)
         self.timeout = timeout
         self.region = region
         self.account = account
+        self.async_endpoints = dict(async_endpoints or {})
+        unknown = sorted(set(self.async_endpoints) - set(self.endpoints))
+        if unknown:
+            raise ConfigError(f"asynchronous endpoints without a container: {', '.join(unknown)}")
+        self.clock: Callable[[], float] = time.monotonic  # RequestTTLSeconds is measured on it
+        self.s3 = s3 if s3 is not None or not self.async_endpoints else s3_client()
+        self._queues = {
+            name: AsyncWorkers(name, config.concurrency, self.process) for name, config in self.async_endpoints.items()
+        }
+
+    def close(self) -> None:
+        """Stop the asynchronous workers once they finish what they are doing (queued requests are dropped)."""
+        for workers in self._queues.values():
+            workers.close()
 
     def invoke(self, name: str, body: bytes, headers: dict[str, str]) -> Reply:
         """Forward one invocation to the endpoint's container, answering as SageMaker would."""
@@ -94,14 +219,7 @@ class Runtime:
                 "Amazon CloudWatch, resolve the issue, and try again.",
             )
         except OSError:
-            return self.model_error(
-                name,
-                0,
-                f"Amazon SageMaker could not get a response from the {name} "
-                "endpoint. This can occur when CPU or memory utilization is high. To check "
-                "your utilization, see Amazon CloudWatch. To fix this problem, use an "
-                "instance type with more CPU capacity or memory.",
-            )
+            return self.model_error(name, 0, self._no_response(name))
         if status >= 400:
             return self.model_error(name, status, reply_body.decode("utf-8", "replace"))
         out = {
@@ -112,13 +230,160 @@ class Runtime:
             out["X-Amzn-SageMaker-Custom-Attributes"] = reply_headers["X-Amzn-SageMaker-Custom-Attributes"]
         return Reply(200, reply_body, out)
 
-    def _post(self, base_url: str, body: bytes, headers: dict[str, str]):
+    def _no_response(self, name: str) -> str:
+        return (
+            f"Amazon SageMaker could not get a response from the {name} "
+            "endpoint. This can occur when CPU or memory utilization is high. To check "
+            "your utilization, see Amazon CloudWatch. To fix this problem, use an "
+            "instance type with more CPU capacity or memory."
+        )
+
+    def invoke_async(self, name: str, body: bytes, headers: dict[str, str]) -> Reply:
+        """Validate and queue one InvokeEndpointAsync request; 202 with where its result will be."""
+        if name not in self.endpoints:
+            return validation_error(f"Endpoint {name} of account {self.account} not found.")
+        config = self.async_endpoints.get(name)
+        if config is None:
+            return validation_error(
+                f"Endpoint {name} of account {self.account} is not an asynchronous endpoint: InvokeEndpointAsync "
+                "needs an endpoint config with an AsyncInferenceConfig (local-runtime: --async-output NAME=s3://...)."
+            )
+        location = headers.get(INPUT_LOCATION) or None
+        checked = self._check_async(location, body, headers)
+        if isinstance(checked, Reply):
+            return checked
+        timeout, ttl = checked
+        inference_id = headers.get(INFERENCE_ID) or str(uuid.uuid4())
+        extension = headers.get(OUTPUT_PATH_EXTENSION, "")
+        job = AsyncJob(
+            endpoint=name,
+            inference_id=inference_id,
+            input_location=location,
+            body=None if location else body,
+            forward=_async_forward(headers),
+            output=s3_join(config.output, extension, headers.get(FILENAME) or f"{inference_id}.out"),
+            failure=s3_join(config.failure, extension, f"{inference_id}-error.out"),
+            timeout=timeout,
+            ttl=ttl,
+            queued_at=self.clock(),
+        )
+        self._queues[name].put(job)
+        log.info("async %s %s: queued (%s)", name, inference_id, location or f"inline body, {len(body)} bytes")
+        return Reply(
+            202,
+            json.dumps({"InferenceId": inference_id}).encode(),
+            {
+                "Content-Type": "application/json",
+                "X-Amzn-SageMaker-OutputLocation": job.output,
+                "X-Amzn-SageMaker-FailureLocation": job.failure,
+            },
+        )
+
+    def _check_async(self, location: str | None, body: bytes, headers: dict[str, str]) -> Reply | tuple[int, int]:
+        """A ValidationError for a request SageMaker refuses, else (InvocationTimeoutSeconds, RequestTTLSeconds)."""
+        if location and body:
+            return validation_error("Body and InputLocation are mutually exclusive: provide exactly one of them.")
+        if not location and not body:
+            return _constraint(None, "inputLocation", "Member must not be null")
+        if location and not _S3_URI.match(location):
+            return _constraint(
+                location, "inputLocation", "Member must satisfy regular expression pattern: ^s3://([^/]+)/?(.*)$"
+            )
+        if len(body) > MAX_ASYNC_BODY:
+            return validation_error(
+                "1 validation error detected: Value at 'body' failed to satisfy constraint: "
+                f"Member must have length less than or equal to {MAX_ASYNC_BODY}"
+            )
+        inference_id = headers.get(INFERENCE_ID, "")
+        if len(inference_id) > MAX_INFERENCE_ID:
+            return _constraint(
+                inference_id, "inferenceId", f"Member must have length less than or equal to {MAX_INFERENCE_ID}"
+            )
+        if inference_id and not (inference_id[0].strip() and inference_id.isprintable()):
+            return _constraint(
+                inference_id, "inferenceId", "Member must satisfy regular expression pattern: \\A\\S[\\p{Print}]*\\z"
+            )
+        numbers = []
+        for header, member, default, low, high in (
+            (INVOCATION_TIMEOUT, "invocationTimeoutSeconds", ASYNC_TIMEOUT, 1, 3600),
+            (REQUEST_TTL, "requestTTLSeconds", ASYNC_TTL, 60, 21600),
+        ):
+            raw = headers.get(header) or str(default)
+            try:
+                value = int(raw)
+            except ValueError:
+                return _constraint(raw, member, "Member must be an integer")
+            if not low <= value <= high:
+                bound = f"greater than or equal to {low}" if value < low else f"less than or equal to {high}"
+                return _constraint(value, member, f"Member must have value {bound}")
+            numbers.append(value)
+        return numbers[0], numbers[1]
+
+    def process(self, job: AsyncJob) -> None:
+        """A worker's part: run one queued request and write its result or its failure to S3."""
+        outcome = self._outcome(job)
+        target = job.output if outcome.ok else job.failure
+        bucket, key = split_s3(target)
+        try:
+            self.s3.put_object(Bucket=bucket, Key=key, Body=outcome.body, ContentType=outcome.content_type)
+        except (ClientError, BotoCoreError) as exc:
+            log.error("async %s %s: cannot write %s: %s", job.endpoint, job.inference_id, target, exc)
+            return
+        what = "result" if outcome.ok else "failure"
+        log.info("async %s %s: %s at %s", job.endpoint, job.inference_id, what, target)
+
+    def _outcome(self, job: AsyncJob) -> Outcome:
+        waited = self.clock() - job.queued_at
+        if waited > job.ttl:
+            return Outcome.failed(
+                f"ClientError: The request expired: it waited {waited:.0f} s in the queue, longer than its "
+                f"RequestTTLSeconds ({job.ttl} s)."
+            )
+        try:
+            body = job.body if job.body is not None else self._read_input(job.input_location or "")
+        except AsyncInputError as exc:
+            return Outcome.failed(str(exc))
+        try:
+            status, reply_headers, reply = self._post(self.endpoints[job.endpoint], body, job.forward, job.timeout)
+        except TimeoutError:
+            return Outcome.failed(
+                f"ClientError: The model container did not answer within the invocation timeout "
+                f"({job.timeout} s, InvocationTimeoutSeconds)."
+            )
+        except OSError:
+            return Outcome.failed(f"ClientError: {self._no_response(job.endpoint)}")
+        content_type = reply_headers.get("Content-Type", "application/octet-stream")
+        # On a 4xx/5xx SageMaker writes the model's own answer as the failure object.
+        return Outcome(status < 400, reply, content_type)
+
+    def _read_input(self, location: str) -> bytes:
+        bucket, key = split_s3(location)
+        try:
+            obj = self.s3.get_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise AsyncInputError(
+                f"ClientError: Could not read the input {location}: {error.get('Code')}: "
+                f"{error.get('Message') or 'no details'}. Check that the object exists and that the endpoint "
+                "may read it."
+            ) from exc
+        except BotoCoreError as exc:
+            raise AsyncInputError(f"ClientError: Could not read the input {location}: {exc}") from exc
+        if obj["ContentLength"] > MAX_ASYNC_INPUT:
+            obj["Body"].close()
+            raise AsyncInputError(
+                f"ClientError: The input {location} is {obj['ContentLength']} bytes, over the 1 GB limit of "
+                "asynchronous inference."
+            )
+        return obj["Body"].read()
+
+    def _post(self, base_url: str, body: bytes, headers: dict[str, str], timeout: float | None = None):
         parts = urlsplit(base_url)
         path = parts.path.rstrip("/")
         path = path if path.endswith("/invocations") else path + "/invocations"
         if not parts.hostname:  # as unreachable as a container that is down
             raise OSError(f"no host in the endpoint URL {base_url!r}")
-        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=self.timeout)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout or self.timeout)
         try:
             conn.request("POST", path, body=body, headers=headers)
             resp = conn.getresponse()
@@ -148,6 +413,75 @@ class Runtime:
         )
 
 
+def _async_forward(headers: dict[str, str]) -> dict[str, str]:
+    """The container's headers for an asynchronous request: its content type, accept and custom attributes."""
+    forward = {"Content-Type": headers.get(CONTENT_TYPE) or "application/octet-stream"}
+    if headers.get(ACCEPT):
+        forward["Accept"] = headers[ACCEPT]
+    if headers.get(CUSTOM_ATTRIBUTES):
+        forward["X-Amzn-SageMaker-Custom-Attributes"] = headers[CUSTOM_ATTRIBUTES]
+    return forward
+
+
+class AsyncWorkers:
+    """One asynchronous endpoint's queue and its workers: at most `concurrency` requests reach the
+    container at once (MaxConcurrentInvocationsPerInstance), the rest wait in order."""
+
+    def __init__(self, name: str, concurrency: int, run: Callable[[AsyncJob], None]):
+        self._queue: queue.Queue[AsyncJob | None] = queue.Queue()
+        self._run = run
+        self._threads = [
+            threading.Thread(target=self._work, name=f"async-{name}-{i}", daemon=True) for i in range(concurrency)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def put(self, job: AsyncJob) -> None:
+        self._queue.put(job)
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            try:
+                self._run(job)
+            except Exception:  # a worker must outlive any one request
+                log.exception("async %s %s: failed", job.endpoint, job.inference_id)
+
+
+def s3_client():
+    """S3 as the environment says (AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL point it at a local emulator)."""
+    session = boto3.Session()
+    if session.get_credentials() is None:
+        raise ConfigError(
+            "asynchronous endpoints read inputs from and write results to S3, and no AWS credentials were found: "
+            "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE (any values for a local S3 such as moto_server)"
+        )
+    return session.client(
+        "s3", region_name=session.region_name or LOCAL_REGION, config=Config(retries={"mode": "standard"})
+    )
+
+
+class RuntimeServer(ThreadingHTTPServer):
+    """The HTTP server, holding its Runtime so that closing the server stops the workers too."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], runtime: Runtime):
+        self.runtime = runtime
+        try:
+            super().__init__(address, _handler_class(runtime))
+        except BaseException:
+            runtime.close()
+            raise
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.runtime.close()
+
+
 def _handler_class(runtime: Runtime):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as botocore's connection pool expects
@@ -156,12 +490,15 @@ def _handler_class(runtime: Runtime):
         def do_POST(self):  # noqa: N802 (http.server's naming)
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            match = _PATH.match(urlsplit(self.path).path)
-            if match is None:
-                reply = _error(404, "UnknownOperationException", {"message": f"no operation at {self.path}"})
-            else:
+            path = urlsplit(self.path).path
+            if match := _PATH.match(path):
                 headers = {k: self.headers.get(k, "") for k in FORWARDED_HEADERS}
                 reply = runtime.invoke(unquote(match["name"]), body, headers)
+            elif match := _ASYNC_PATH.match(path):
+                headers = {k: self.headers.get(k, "") for k in ASYNC_HEADERS}
+                reply = runtime.invoke_async(unquote(match["name"]), body, headers)
+            else:
+                reply = _error(404, "UnknownOperationException", {"message": f"no operation at {self.path}"})
             self._send(reply)
 
         def do_GET(self):  # noqa: N802
@@ -186,16 +523,29 @@ def _handler_class(runtime: Runtime):
     return Handler
 
 
-def make_server(endpoints: dict[str, str], port: int = 0, timeout: float = CONTAINER_TIMEOUT) -> ThreadingHTTPServer:
-    """A server on 127.0.0.1:port (0 picks a free port) for `endpoints` (name -> container URL)."""
-    server = ThreadingHTTPServer(("127.0.0.1", port), _handler_class(Runtime(endpoints, timeout)))
-    server.daemon_threads = True
-    return server
+def make_server(
+    endpoints: dict[str, str],
+    port: int = 0,
+    timeout: float = CONTAINER_TIMEOUT,
+    async_endpoints: dict[str, AsyncConfig] | None = None,
+    s3: Any = None,
+) -> RuntimeServer:
+    """A server on 127.0.0.1:port (0 picks a free port) for `endpoints` (name -> container URL), some of
+    them asynchronous (`async_endpoints`; `s3`: the client for their inputs and results, default from the
+    environment)."""
+    return RuntimeServer(("127.0.0.1", port), Runtime(endpoints, timeout, async_endpoints=async_endpoints, s3=s3))
 
 
-def start_in_thread(endpoints: dict[str, str], port: int = 0, timeout: float = CONTAINER_TIMEOUT):
-    """(server, base URL) with the server running in a daemon thread; call server.shutdown() to stop."""
-    server = make_server(endpoints, port, timeout)
+def start_in_thread(
+    endpoints: dict[str, str],
+    port: int = 0,
+    timeout: float = CONTAINER_TIMEOUT,
+    async_endpoints: dict[str, AsyncConfig] | None = None,
+    s3: Any = None,
+):
+    """(server, base URL) with the server running in a daemon thread; call server.shutdown() and
+    server.server_close() to stop."""
+    server = make_server(endpoints, port, timeout, async_endpoints, s3)
     threading.Thread(target=server.serve_forever, name="local-runtime", daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
@@ -212,9 +562,38 @@ def parse_endpoints(values: list[str]) -> dict[str, str]:
     return endpoints
 
 
+def _s3_pairs(values: list[str], flag: str, endpoints: dict[str, str]) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        name, sep, uri = value.partition("=")
+        if not sep or not name or not _S3_URI.match(uri) or not split_s3(uri)[0]:
+            raise ConfigError(f"{flag} {value!r}: expected NAME=s3://BUCKET/PREFIX")
+        if name not in endpoints:
+            raise ConfigError(f"{flag} {value!r}: no --endpoint {name}=URL to send its requests to")
+        pairs[name] = uri
+    return pairs
+
+
+def parse_async(
+    outputs: list[str], failures: list[str], concurrency: int, endpoints: dict[str, str]
+) -> dict[str, AsyncConfig]:
+    """--async-output/--async-failure NAME=s3://... -> {NAME: AsyncConfig}; failures go with the
+    results unless --async-failure says otherwise."""
+    if not 1 <= concurrency <= 1000:
+        raise ConfigError("--async-concurrency must be 1 to 1000 (MaxConcurrentInvocationsPerInstance)")
+    out = _s3_pairs(outputs, "--async-output", endpoints)
+    fail = _s3_pairs(failures, "--async-failure", endpoints)
+    orphans = sorted(set(fail) - set(out))
+    if orphans:
+        raise ConfigError(f"--async-failure {orphans[0]}=...: {orphans[0]} has no --async-output (not asynchronous)")
+    return {name: AsyncConfig(uri, fail.get(name, uri), concurrency) for name, uri in out.items()}
+
+
 def register(sub) -> None:
     p = sub.add_parser(
-        "local-runtime", help="SageMaker Runtime's InvokeEndpoint API on 127.0.0.1, forwarding to serving containers"
+        "local-runtime",
+        help="SageMaker Runtime's InvokeEndpoint and InvokeEndpointAsync APIs on 127.0.0.1, forwarding to serving "
+        "containers",
     )
     p.add_argument("--port", type=int, default=8081, help="port on 127.0.0.1 (default 8081)")
     p.add_argument(
@@ -231,18 +610,53 @@ def register(sub) -> None:
         default=CONTAINER_TIMEOUT,
         help=f"seconds a container may take to answer (default {CONTAINER_TIMEOUT:g}, as SageMaker)",
     )
+    p.add_argument(
+        "--async-output",
+        action="append",
+        default=[],
+        metavar="NAME=S3URI",
+        help="make endpoint NAME asynchronous (InvokeEndpointAsync), results to S3URI/<InferenceId>.out "
+        "(S3OutputPath; S3 from the environment, e.g. AWS_ENDPOINT_URL_S3; repeatable)",
+    )
+    p.add_argument(
+        "--async-failure",
+        action="append",
+        default=[],
+        metavar="NAME=S3URI",
+        help="where NAME's failures go, as S3URI/<InferenceId>-error.out (S3FailurePath; default: with the results)",
+    )
+    p.add_argument(
+        "--async-concurrency",
+        type=int,
+        default=ASYNC_CONCURRENCY,
+        metavar="N",
+        help=f"requests an asynchronous endpoint's container gets at once (MaxConcurrentInvocationsPerInstance; "
+        f"default {ASYNC_CONCURRENCY})",
+    )
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if not getattr(args, "verbose", False):  # botocore logs every credential lookup at INFO
+        for noisy in ("botocore", "boto3", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     endpoints = parse_endpoints(args.endpoint)
+    async_endpoints = parse_async(args.async_output, args.async_failure, args.async_concurrency, endpoints)
     try:
-        server = make_server(endpoints, args.port, args.timeout)
+        server = make_server(endpoints, args.port, args.timeout, async_endpoints)
     except OSError as exc:
         raise ConfigError(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror}") from None
     url = f"http://127.0.0.1:{server.server_address[1]}"
     for name, target in endpoints.items():
-        print(f"endpoint {name} -> {target}")
+        config = async_endpoints.get(name)
+        kind = (
+            f" (asynchronous: results to {config.output}, failures to {config.failure}, {config.concurrency} at a time)"
+            if config
+            else ""
+        )
+        print(f"endpoint {name} -> {target}{kind}")
+    if async_endpoints:
+        print(f"S3 for asynchronous inputs and results: {server.runtime.s3.meta.endpoint_url}")
     print(f"SageMaker Runtime on {url}: export AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url}", flush=True)
     try:
         server.serve_forever()
