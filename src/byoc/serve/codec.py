@@ -6,7 +6,6 @@ import base64
 import binascii
 import io
 import json
-import re
 
 import numpy as np
 import torch
@@ -14,7 +13,7 @@ from PIL import Image
 
 from byoc.core import preprocessing
 from byoc.core.errors import ImageError
-from byoc.serve.headers import CUSTOM_ATTRIBUTES
+from byoc.serve import negotiation
 from byoc.serve.http_errors import BadRequest, NotAcceptable, UnsupportedMediaType, image_rejected
 
 JSON = "application/json"
@@ -46,29 +45,13 @@ def check_content_type(header: str | None) -> str:
 
 def check_accept(header: str | None) -> None:
     """Accept: absent, */*, application/* or application/json (q=0 excluded); else NotAcceptable."""
-    if not header or not header.strip():
-        return
-    for item in header.split(","):
-        mtype, *params = [p.strip().lower() for p in item.split(";")]
-        if mtype in ACCEPTABLE and not any(re.fullmatch(r"q=0(\.0*)?", p) for p in params):
-            return
-    raise NotAcceptable(f"cannot answer with Accept {header!r}: responses are {JSON}")
+    if not negotiation.accepts(header, ACCEPTABLE):
+        raise NotAcceptable(f"cannot answer with Accept {header!r}: responses are {JSON}")
 
 
 def parse_top_k(custom_attributes: str | None, default: int, num_classes: int) -> int:
     """`top_k=3` from X-Amzn-SageMaker-Custom-Attributes (pairs split by ',' or ';'), capped at the class count."""
-    top_k = default
-    for pair in re.split(r"[,;]", custom_attributes or ""):
-        key, eq, value = pair.partition("=")
-        if key.strip().lower() != "top_k":
-            continue
-        try:
-            top_k = int(value.strip())
-        except ValueError:
-            top_k = 0
-        if not eq or top_k < 1:
-            raise BadRequest(f"{CUSTOM_ATTRIBUTES}: top_k must be a positive integer, got {value.strip()!r}")
-    return min(top_k, num_classes)
+    return min(negotiation.top_k(custom_attributes, default), num_classes)
 
 
 def _decode_json(body: bytes, max_pixels: int, draft_size: int | None) -> list[Image.Image]:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
 
+from byoc.serve import negotiation
 from byoc.serve.batching import Answer, Part
 from byoc.serve.headers import ACCEPT, CONTENT_TYPE, CUSTOM_ATTRIBUTES
 from byoc.serve.http_errors import (
@@ -112,28 +113,14 @@ class Record:
 def check_accept(kind: Kind, header: str | None) -> None:
     """Accept: absent, */*, application/*, application/json or the response's own type (q=0
     excluded); else NotAcceptable for the whole request."""
-    if not header or not header.strip():
-        return
-    for item in header.split(","):
-        mtype, *params = [p.strip().lower() for p in item.split(";")]
-        if mtype in kind.acceptable and not any(re.fullmatch(r"q=0(\.0*)?", p) for p in params):
-            return
-    raise NotAcceptable(f"cannot answer with Accept {header!r}: this request's response is {kind.response_type}")
+    if not negotiation.accepts(header, kind.acceptable):
+        raise NotAcceptable(f"cannot answer with Accept {header!r}: this request's response is {kind.response_type}")
 
 
 def check_top_k(custom_attributes: str | None) -> None:
     """BadRequest unless every `top_k=N` in X-Amzn-SageMaker-Custom-Attributes is a positive integer:
     the rule byoc.serve.codec.parse_top_k applies per image, checked once for the whole request."""
-    for pair in re.split(r"[,;]", custom_attributes or ""):
-        key, eq, value = pair.partition("=")
-        if key.strip().lower() != "top_k":
-            continue
-        try:
-            top_k = int(value.strip())
-        except ValueError:
-            top_k = 0
-        if not eq or top_k < 1:
-            raise BadRequest(f"{CUSTOM_ATTRIBUTES}: top_k must be a positive integer, got {value.strip()!r}")
+    negotiation.top_k(custom_attributes, default=1)
 
 
 def record_headers(headers: Mapping[str, str]) -> dict[str, str]:
