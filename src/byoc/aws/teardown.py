@@ -92,25 +92,14 @@ def teardown(aws: Aws, name: str, dry_run: bool = False, poll: float = 15) -> li
         say(f"deleting {what}")
         result = delete()
         done += result if isinstance(result, list) else [what]
+    sm = aws.client("sagemaker")
     jobs = [
-        j["TrainingJobName"]
-        for j in paginate(
-            aws.client("sagemaker"),
-            "list_training_jobs",
-            "TrainingJobSummaries",
-            NameContains=name,
-            StatusEquals="InProgress",
+        job[key]
+        for operation, results, key in (
+            ("list_training_jobs", "TrainingJobSummaries", "TrainingJobName"),
+            ("list_transform_jobs", "TransformJobSummaries", "TransformJobName"),
         )
-    ]
-    jobs += [
-        j["TransformJobName"]
-        for j in paginate(
-            aws.client("sagemaker"),
-            "list_transform_jobs",
-            "TransformJobSummaries",
-            NameContains=name,
-            StatusEquals="InProgress",
-        )
+        for job in paginate(sm, operation, results, NameContains=name, StatusEquals="InProgress")
     ]
     if jobs:
         say(f"note: training or transform jobs still running (stop them in the console if unwanted): {', '.join(jobs)}")
