@@ -141,3 +141,32 @@ def wait_until_read(sock: socket.socket, timeout: float = 30) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{peer} did not read the request within {timeout:g} s (queues: {ours}, {theirs})")
         time.sleep(0.01)
+
+
+@contextmanager
+def local_runtime(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Iterator[tuple[str, Output]]:
+    """`byoc local-runtime --port 0 ARGS` in its own process (the real command): yields its URL, read
+    from the line it prints once listening, and its output; stopped on the way out (its output is
+    printed when the body failed, for the test's report)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "byoc.cli", "local-runtime", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    output = Output(proc.stdout)  # type: ignore[arg-type]  # stdout=PIPE
+    try:
+        yield (
+            output.wait_for(r"export AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=(http://127\.0\.0\.1:\d+)$", timeout)[1],
+            output,
+        )
+    except BaseException:
+        print(output.text()[-4000:])
+        raise
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import urllib.request
 import uuid
 from pathlib import Path
@@ -55,39 +53,10 @@ def runtime(serving, moto_server):
     REALTIME real-time, both in front of the container; S3 from its environment (the moto server)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(awsutil.aws_env(None), AWS_ENDPOINT_URL_S3=moto_server)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "byoc.cli",
-            "local-runtime",
-            "--port",
-            "0",
-            "--endpoint",
-            f"{ASYNC}={serving}",
-            "--endpoint",
-            f"{REALTIME}={serving}",
-            "--async-output",
-            f"{ASYNC}=s3://{BUCKET}/results/",
-            "--async-failure",
-            f"{ASYNC}=s3://{BUCKET}/failures/",
-            "--async-concurrency",
-            "2",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    output = netutil.Output(proc.stdout)
-    try:
-        yield output.wait_for(r"export AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=(http://127\.0\.0\.1:\d+)", timeout=60)[1]
-    except Exception:
-        print(output.text()[-4000:])
-        raise
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    args = ("--endpoint", f"{ASYNC}={serving}", "--endpoint", f"{REALTIME}={serving}")
+    args += ("--async-output", f"{ASYNC}=s3://{BUCKET}/results/", "--async-failure", f"{ASYNC}=s3://{BUCKET}/failures/")
+    with netutil.local_runtime(*args, "--async-concurrency", "2", env=env) as (url, _):
+        yield url
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -50,27 +48,8 @@ def serving(serve_image, trained_model):
 def runtime(serving):
     """`byoc local-runtime` in front of the container (the real command, in its own process), on the
     port it chose (--port 0), read from the line it prints once listening."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "byoc.cli",
-            "local-runtime",
-            "--port",
-            "0",
-            "--endpoint",
-            f"{ENDPOINT}={serving['url']}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        output = netutil.Output(proc.stdout)
-        yield output.wait_for(r"export AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=(http://127\.0\.0\.1:\d+)", timeout=60)[1]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with netutil.local_runtime("--endpoint", f"{ENDPOINT}={serving['url']}") as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -192,26 +192,10 @@ def test_parse_endpoints_rejects_malformed_pairs():
 
 
 def test_cli_serves_repeated_endpoints_and_reports_bad_options(stand_in):
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "byoc.cli",
-            "local-runtime",
-            "--port",
-            "0",
-            "--endpoint",
-            f"one={stand_in.url}",
-            "--endpoint",
-            f"two={stand_in.url}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        output = netutil.Output(proc.stdout)  # port 0: the line printed once listening says which port
-        url = output.wait_for(r"export AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=(http://127\.0\.0\.1:\d+)$")[1]
+    with netutil.local_runtime("--endpoint", f"one={stand_in.url}", "--endpoint", f"two={stand_in.url}") as (
+        url,
+        output,
+    ):
         assert output.lines[:2] == [f"endpoint one -> {stand_in.url}\n", f"endpoint two -> {stand_in.url}\n"]
         client = boto3.client(
             "sagemaker-runtime",
@@ -222,9 +206,6 @@ def test_cli_serves_repeated_endpoints_and_reports_bad_options(stand_in):
         )
         for name in ("one", "two"):
             assert client.invoke_endpoint(EndpointName=name, Body=b"img")["InvokedProductionVariant"] == "AllTraffic"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
     bad = subprocess.run(
         [sys.executable, "-m", "byoc.cli", "local-runtime", "--endpoint", "byoc"], capture_output=True, text=True
     )

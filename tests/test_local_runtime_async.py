@@ -344,29 +344,8 @@ def test_parse_async_checks_its_flags():
 def test_cli_serves_an_asynchronous_endpoint_with_s3_from_the_environment(stand_in, moto_server, s3):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(awsutil.aws_env(None), AWS_ENDPOINT_URL_S3=moto_server)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "byoc.cli",
-            "local-runtime",
-            "--port",
-            "0",
-            "--endpoint",
-            f"byoc={stand_in.url}",
-            "--async-output",
-            f"byoc={RESULTS}",
-            "--async-concurrency",
-            "2",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    try:
-        output = netutil.Output(proc.stdout)
-        url = output.wait_for(r"export AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=(http://127\.0\.0\.1:\d+)$")[1]
+    args = ("--endpoint", f"byoc={stand_in.url}", "--async-output", f"byoc={RESULTS}", "--async-concurrency", "2")
+    with netutil.local_runtime(*args, env=env) as (url, output):
         assert output.lines[0] == (
             f"endpoint byoc -> {stand_in.url} (asynchronous: results to {RESULTS}, failures to {RESULTS}, "
             "2 at a time)\n"
@@ -382,9 +361,6 @@ def test_cli_serves_an_asynchronous_endpoint_with_s3_from_the_environment(stand_
         response = client.invoke_endpoint_async(EndpointName="byoc", InputLocation=put_input(s3, b"img"))
         assert outcome(s3, response)[0] == "output"
         output.wait_for(rf"async byoc {response['InferenceId']}: result at {response['OutputLocation']}")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
     bad = subprocess.run(
         [
             sys.executable,
