@@ -1,5 +1,5 @@
 """The AWS subcommands of `byoc`: data, sagemaker-role, train-job, tune, batch-transform, deploy, autoscale, predict,
-lambda-deploy, status, teardown.
+models, lambda-deploy, status, teardown.
 
 Each is idempotent (run it again to resume or to converge) and prints what it does.
 """
@@ -11,9 +11,22 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from byoc.aws import autoscale, ecr, endpoint, jobs, lambda_deploy, s3data, sagemaker_role, session, status, teardown
+from byoc.aws import (
+    autoscale,
+    ecr,
+    endpoint,
+    jobs,
+    lambda_deploy,
+    s3data,
+    sagemaker_role,
+    session,
+    status,
+    target_models,
+    teardown,
+)
 from byoc.core.errors import ConfigError
 
+DEFAULT_INSTANCE_TYPE = "ml.m5.large"  # for deploy; --serverless has no instance type
 # The training image's most used hyperparameters as flags; any other goes through --hp NAME=VALUE.
 HP_FLAGS = (
     ("epochs", int),
@@ -95,6 +108,7 @@ def register(sub) -> None:
     _register_hosting(sub)
     _register_transform(sub)
     _register_predict(sub)
+    _register_models(sub)
     for command, helptext, handler in (
         ("status", "what exists for NAME, its state and hourly cost", _status),
         ("teardown", "delete everything the commands created for NAME", _teardown),
@@ -240,15 +254,19 @@ def _tune(aws, args) -> int:
 
 def _register_hosting(sub) -> None:
     p = _command(sub, "deploy", "model + endpoint config + endpoint NAME (created, or updated in place)", _deploy)
-    p.add_argument("--model-data", required=True, help="s3:// URI of model.tar.gz (a training job's artifacts)")
+    p.add_argument(
+        "--model-data", help="s3:// URI of model.tar.gz (a training job's artifacts); required unless --multi-model"
+    )
     p.add_argument(
         "--role", help="SageMaker execution role ARN (default: byoc-NAME-sagemaker from `byoc sagemaker-role`)"
     )
     p.add_argument(
-        "--image", help="serving image URI (default: ACCOUNT.dkr.ecr.REGION.amazonaws.com/byoc-serve:latest)"
+        "--image",
+        help="serving image URI (default: ACCOUNT.dkr.ecr.REGION.amazonaws.com/byoc-serve:latest; with --serverless "
+        f"{endpoint.SERVE_CPU_REPO}:latest, the CPU image)",
     )
-    p.add_argument("--instance-type", default="ml.m5.large")
-    p.add_argument("--instance-count", type=int, default=1)
+    p.add_argument("--instance-type", help=f"default {DEFAULT_INSTANCE_TYPE} (not with --serverless)")
+    p.add_argument("--instance-count", type=int, help="default 1 (not with --serverless)")
     p.add_argument(
         "--startup-timeout",
         type=int,
@@ -274,6 +292,7 @@ def _register_hosting(sub) -> None:
         metavar="N",
         help="--async: requests one instance works on at once (default: SageMaker's choice)",
     )
+    _deploy_kind_options(p)
     p.add_argument("--no-wait", dest="wait", action="store_false")
     p.add_argument("--poll", type=float, default=30, help="seconds between status checks")
 
@@ -336,19 +355,26 @@ def _deploy(aws, args) -> int:
     given = [flag for dest, flag in async_flags.items() if getattr(args, dest) is not None]
     if given and not args.asynchronous:
         raise ConfigError(f"{', '.join(given)}: only for asynchronous endpoints; add --async")
+    _check_kind_flags(args)
     spec = _spec(
         endpoint.DeploySpec,
         args,
-        image=args.image or ecr.image_uri(aws, ecr.SERVE_REPO),
+        image=args.image or ecr.image_uri(aws, endpoint.SERVE_CPU_REPO if args.serverless else ecr.SERVE_REPO),
         role=args.role or sagemaker_role.default_arn(aws, args.name),
         environment=_pairs(args.env, "--env"),
         asynchronous=_spec(endpoint.AsyncSpec, args) if args.asynchronous else None,
+        model_data=args.multi_model or args.model_data,
+        multi_model=args.multi_model is not None,
+        serverless=_spec(endpoint.ServerlessSpec, args) if args.serverless else None,
+        instance_type=args.instance_type or DEFAULT_INSTANCE_TYPE,
+        instance_count=1 if args.instance_count is None else args.instance_count,
     )
     endpoint.deploy(aws, spec, args.wait, args.poll)
     return 0
 
 
 def _autoscale(aws, args) -> int:
+    _refuse_serverless_scaling(aws, args.name)
     if args.max_rps is not None:
         target = autoscale.target_from_max_rps(args.max_rps)
         session.say(
@@ -517,9 +543,129 @@ def _register_predict(sub) -> None:
     p.add_argument(
         "--wait-timeout", type=float, default=900, help="--async: seconds to wait for all results (default 900)"
     )
+    p.add_argument(
+        "--target-model",
+        metavar="KEY",
+        help="a multi-model endpoint's model: its key under the endpoint's prefix, e.g. dogs-v2.tar.gz "
+        "(`byoc models list`); not with --async",
+    )
 
 
 def _predict(aws, args) -> int:
     from byoc.aws import predict
 
     return predict.predict(aws, _spec(predict.PredictSpec, args))
+
+
+def _deploy_kind_options(p: argparse.ArgumentParser) -> None:
+    """deploy's multi-model and serverless options."""
+    p.add_argument(
+        "--multi-model",
+        metavar="S3PREFIX",
+        help="a multi-model endpoint serving every model.tar.gz under s3://BUCKET/PREFIX/ (`byoc models add`), "
+        "picked per request by `byoc predict --target-model`; CPU instances only; instead of --model-data",
+    )
+    p.add_argument(
+        "--serverless",
+        action="store_true",
+        help="a serverless endpoint: no instances, billed per request, cold starts after idle; payloads up to 4 MB, "
+        "60 s each; image up to 10 GB (the CPU image by default)",
+    )
+    p.add_argument(
+        "--memory",
+        type=int,
+        choices=endpoint.SERVERLESS_MEMORY_MB,
+        help="--serverless: MB per copy of the container (more memory also gives more vCPUs)",
+    )
+    p.add_argument(
+        "--max-concurrency",
+        type=int,
+        metavar="N",
+        help=f"--serverless: concurrent requests, 1 to {endpoint.SERVERLESS_MAX_CONCURRENCY}",
+    )
+    p.add_argument(
+        "--provisioned-concurrency",
+        type=int,
+        metavar="N",
+        help="--serverless: copies kept warm (no cold start), 1 to --max-concurrency; billed by the hour",
+    )
+
+
+def _check_kind_flags(args: argparse.Namespace) -> None:
+    """The flags each kind of endpoint takes, checked before any AWS call."""
+    if args.multi_model is not None and args.model_data is not None:
+        raise ConfigError("--model-data and --multi-model: pick one (--multi-model serves every model under a prefix)")
+    if args.multi_model is None and args.model_data is None:
+        raise ConfigError("deploy needs --model-data s3://.../model.tar.gz (or --multi-model s3://BUCKET/PREFIX/)")
+    serverless_flags = {
+        "memory": "--memory",
+        "max_concurrency": "--max-concurrency",
+        "provisioned_concurrency": "--provisioned-concurrency",
+    }
+    given = [flag for dest, flag in serverless_flags.items() if getattr(args, dest) is not None]
+    if given and not args.serverless:
+        raise ConfigError(f"{', '.join(given)}: only for serverless endpoints; add --serverless")
+    if not args.serverless:
+        return
+    if args.memory is None or args.max_concurrency is None:
+        raise ConfigError("--serverless needs --memory MB and --max-concurrency N")
+    others = {
+        "--async": args.asynchronous,
+        "--multi-model": args.multi_model is not None,
+        "--instance-type": args.instance_type is not None,
+        "--instance-count": args.instance_count is not None,
+    }
+    refused = [flag for flag, on in others.items() if on]
+    if refused:
+        raise ConfigError(
+            f"--serverless and {', '.join(refused)}: a serverless endpoint has no instances and serves one "
+            "model in real time"
+        )
+
+
+def _refuse_serverless_scaling(aws, name: str) -> None:
+    """Serverless endpoints scale themselves up to their MaxConcurrency; there is no instance count to scale."""
+    sm = aws.client("sagemaker")
+    described = session.find(sm.describe_endpoint, EndpointName=name)
+    config = described and session.find(sm.describe_endpoint_config, EndpointConfigName=described["EndpointConfigName"])
+    if endpoint.is_serverless(config):
+        raise ConfigError(
+            f"endpoint {name} is serverless: SageMaker scales it by itself up to its --max-concurrency; to change "
+            f"that, run `byoc deploy --name {name} --serverless` with other --memory/--max-concurrency"
+        )
+
+
+def _register_models(sub) -> None:
+    p = sub.add_parser("models", help="the models of a multi-model endpoint (model.tar.gz files under its S3 prefix)")
+    models_sub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    p = _command(
+        models_sub,
+        "add",
+        "copy a model.tar.gz (a local file, or s3:// server-side) under the prefix as KEY.tar.gz",
+        _models_add,
+        _models_options,
+    )
+    p.add_argument("key", metavar="KEY", help="the model's name: stored as KEY.tar.gz, its TargetModel")
+    p.add_argument("artifact", metavar="MODEL_TAR", help="a local model.tar.gz or an s3:// URI of one")
+    _command(
+        models_sub, "list", "the models under the prefix, with size and last-modified", _models_list, _models_options
+    )
+
+
+def _models_options(p: argparse.ArgumentParser) -> None:
+    _common(p, name=False)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--name", type=_name, help="the multi-model endpoint: its models' prefix is used")
+    where.add_argument("--prefix", help="s3://BUCKET/PREFIX/ the models are under (no endpoint needed)")
+
+
+def _models_add(aws, args) -> int:
+    prefix = args.prefix or target_models.endpoint_prefix(aws, args.name)
+    target_models.add(aws, prefix, args.key, args.artifact, args.name or "ENDPOINT")
+    return 0
+
+
+def _models_list(aws, args) -> int:
+    prefix = args.prefix or target_models.endpoint_prefix(aws, args.name)
+    target_models.show(prefix, target_models.list_models(aws, prefix))
+    return 0

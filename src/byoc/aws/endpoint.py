@@ -1,15 +1,18 @@
 """A SageMaker endpoint for NAME: model -> endpoint config -> endpoint, created or updated in place.
 
 Real-time by default; with an `AsyncSpec`, an asynchronous endpoint (requests queued, inputs read
-from and results written to S3).
+from and results written to S3); with `multi_model`, a multi-model endpoint (every model.tar.gz under
+an S3 prefix, loaded on demand, picked per request by TargetModel); with a `ServerlessSpec`, a
+serverless endpoint (no instances: memory and concurrency, billed per request).
 """
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass, field
 
-from byoc.aws import pricing, waiting
+from byoc.aws import ecr, pricing, waiting
 from byoc.aws.sagemaker_role import output_prefix
 from byoc.aws.session import Aws, AwsError, digest, find, owned, say, tags_list
 from byoc.core.errors import ConfigError
@@ -21,6 +24,37 @@ BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack")
 ASYNC_ENVIRONMENT = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "1024", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "3600"}
 SNS_ARN = re.compile(r"^arn:aws[a-z\-]*:sns:[a-z0-9\-]*:[0-9]{12}:[a-zA-Z0-9_.-]+$")  # SageMaker's SnsTopicArn
 S3_URI = re.compile(r"^s3://[^/]+(/.*)?$")
+# Serverless takes bodies up to 4 MB and answers within 60 s; the container learns both from these.
+SERVERLESS_ENVIRONMENT = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "4", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "60"}
+# SageMaker sets this itself for Mode=MultiModel; set here too, so the container's contract does not
+# rest on an undocumented platform habit.
+MULTI_MODEL_ENVIRONMENT = {"SAGEMAKER_MULTI_MODEL": "true"}
+SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)  # ServerlessConfig.MemorySizeInMB's values
+SERVERLESS_MAX_CONCURRENCY = 200  # per endpoint; botocore's model checks only the minimum
+SERVERLESS_IMAGE_LIMIT = 10 * 10**9  # bytes: serverless refuses images over 10 GB
+# GPU multi-model endpoints run only NVIDIA Triton; a BYOC multi-model container gets CPU instances.
+ACCELERATED_INSTANCE = re.compile(r"^ml\.(g|p|inf|trn)\d")
+SERVE_CPU_REPO = f"{ecr.SERVE_REPO}-cpu"  # scripts/build_push.sh pushes byoc-serve:cpu there
+ECR_IMAGE = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/"
+    r"(?P<repo>[^:@]+)(:(?P<tag>[^:@]+)|@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
+
+
+class Kind(str, enum.Enum):
+    """What an endpoint is; SageMaker fixes some of it at creation (see `check_updatable`)."""
+
+    REAL_TIME = "real-time"
+    ASYNC = "async"
+    SERVERLESS = "serverless"
+    MULTI_MODEL = "multi-model"
+
+
+ENVIRONMENTS = {
+    Kind.ASYNC: ASYNC_ENVIRONMENT,
+    Kind.SERVERLESS: SERVERLESS_ENVIRONMENT,
+    Kind.MULTI_MODEL: MULTI_MODEL_ENVIRONMENT,
+}
 
 
 @dataclass
@@ -58,10 +92,41 @@ class AsyncSpec:
 
 
 @dataclass
+class ServerlessSpec:
+    """ServerlessConfig: memory (which also sets the vCPUs), concurrent requests, and those kept warm."""
+
+    memory: int  # MemorySizeInMB
+    max_concurrency: int
+    provisioned_concurrency: int | None = None  # billed while allocated, cold-start free (None: none)
+
+    def __post_init__(self) -> None:
+        if self.memory not in SERVERLESS_MEMORY_MB:
+            raise ConfigError(
+                f"--memory must be one of {', '.join(map(str, SERVERLESS_MEMORY_MB))} (MB), got {self.memory}"
+            )
+        if not 1 <= self.max_concurrency <= SERVERLESS_MAX_CONCURRENCY:
+            raise ConfigError(
+                f"--max-concurrency must be 1 to {SERVERLESS_MAX_CONCURRENCY}, got {self.max_concurrency}"
+            )
+        if self.provisioned_concurrency is not None and not 1 <= self.provisioned_concurrency <= self.max_concurrency:
+            raise ConfigError(
+                f"--provisioned-concurrency must be 1 to --max-concurrency ({self.max_concurrency}), "
+                f"got {self.provisioned_concurrency}"
+            )
+
+    def request(self) -> dict:
+        """The ServerlessConfig of a production variant."""
+        config = {"MemorySizeInMB": self.memory, "MaxConcurrency": self.max_concurrency}
+        if self.provisioned_concurrency is not None:
+            config["ProvisionedConcurrency"] = self.provisioned_concurrency
+        return config
+
+
+@dataclass
 class DeploySpec:
     name: str
     image: str
-    model_data: str  # s3://.../model.tar.gz
+    model_data: str  # s3://.../model.tar.gz; with multi_model, the s3://.../ prefix the models are under
     role: str
     instance_type: str = "ml.m5.large"
     instance_count: int = 1
@@ -69,6 +134,35 @@ class DeploySpec:
     download_timeout: int = 600
     environment: dict[str, str] = field(default_factory=dict)
     asynchronous: AsyncSpec | None = None  # None: a real-time endpoint
+    multi_model: bool = False
+    serverless: ServerlessSpec | None = None  # None: instance-backed
+
+    def __post_init__(self) -> None:
+        kinds = [
+            flag
+            for flag, on in (
+                ("--async", self.asynchronous),
+                ("--multi-model", self.multi_model),
+                ("--serverless", self.serverless),
+            )
+            if on
+        ]
+        if len(kinds) > 1:
+            raise ConfigError(f"{' and '.join(kinds)}: pick one kind of endpoint")
+        if self.multi_model and ACCELERATED_INSTANCE.match(self.instance_type):
+            raise ConfigError(
+                f"--multi-model runs on CPU instances only (ml.m5, ml.c5, ...): SageMaker hosts GPU and "
+                f"Inferentia multi-model endpoints with NVIDIA Triton only, not with a custom container; "
+                f"got --instance-type {self.instance_type}"
+            )
+
+    @property
+    def kind(self) -> Kind:
+        if self.asynchronous:
+            return Kind.ASYNC
+        if self.serverless:
+            return Kind.SERVERLESS
+        return Kind.MULTI_MODEL if self.multi_model else Kind.REAL_TIME
 
 
 def is_async(config: dict | None) -> bool:
@@ -76,43 +170,93 @@ def is_async(config: dict | None) -> bool:
     return bool(config and config.get("AsyncInferenceConfig"))
 
 
+def is_serverless(config: dict | None) -> bool:
+    """Whether a DescribeEndpointConfig answer is a serverless endpoint's."""
+    return bool(config and any(v.get("ServerlessConfig") for v in config.get("ProductionVariants", [])))
+
+
+def multi_model_prefix(model: dict | None) -> str | None:
+    """The S3 prefix of a DescribeModel answer's models, when it is a multi-model one."""
+    container = (model or {}).get("PrimaryContainer", {})
+    return container.get("ModelDataUrl") if container.get("Mode") == "MultiModel" else None
+
+
+def kind_of(config: dict, model: dict | None = None) -> Kind:
+    """The kind of an endpoint, from its DescribeEndpointConfig and its model's DescribeModel."""
+    if is_async(config):
+        return Kind.ASYNC
+    if is_serverless(config):
+        return Kind.SERVERLESS
+    return Kind.MULTI_MODEL if multi_model_prefix(model) else Kind.REAL_TIME
+
+
+def running_model(sm, endpoint: dict) -> tuple[dict, dict | None]:
+    """The endpoint config a DescribeEndpoint answer runs, and its (first) variant's model."""
+    config = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    variants = config.get("ProductionVariants", [])
+    model = find(sm.describe_model, ModelName=variants[0]["ModelName"]) if variants else None
+    return config, model
+
+
+def check_prefix(uri: str, flag: str = "--multi-model") -> str:
+    """A multi-model S3 prefix: s3://BUCKET/PREFIX/, ending in "/" (SageMaker joins TargetModel to it)."""
+    if not S3_URI.match(uri) or not uri.endswith("/"):
+        raise ConfigError(f"{flag} must be an s3://BUCKET/PREFIX/ prefix ending in /, got {uri!r}")
+    return uri
+
+
 def model_request(spec: DeploySpec) -> dict:
     """CreateModel; named by a hash of its content, so changed settings make a new model."""
+    container = {
+        "Image": spec.image,
+        "ModelDataUrl": _model_data(spec),
+        # the user's --env wins over the kind's limits
+        "Environment": {**ENVIRONMENTS.get(spec.kind, {}), **spec.environment},
+    }
+    if spec.multi_model:  # absent otherwise, so single-model endpoints keep the names they had
+        container["Mode"] = "MultiModel"
+    body = {"PrimaryContainer": container, "ExecutionRoleArn": spec.role}
+    return {"ModelName": f"{spec.name}-m-{digest(body)}", **body, "Tags": tags_list(spec.name)}
+
+
+def _model_data(spec: DeploySpec) -> str:
+    if spec.multi_model:
+        return check_prefix(spec.model_data)
     if not spec.model_data.startswith("s3://"):
         raise ConfigError(f"--model-data must be an s3:// URI of a model.tar.gz, got {spec.model_data!r}")
-    body = {
-        "PrimaryContainer": {
-            "Image": spec.image,
-            "ModelDataUrl": spec.model_data,
-            # the user's --env wins over async's limits
-            "Environment": {**(ASYNC_ENVIRONMENT if spec.asynchronous else {}), **spec.environment},
-        },
-        "ExecutionRoleArn": spec.role,
-    }
-    return {"ModelName": f"{spec.name}-m-{digest(body)}", **body, "Tags": tags_list(spec.name)}
+    return spec.model_data
 
 
 def config_request(spec: DeploySpec, model_name: str) -> dict:
     """CreateEndpointConfig with one variant; a new one for every change (endpoint configs are immutable)."""
-    if spec.instance_count < 1:
-        raise ConfigError("--instance-count must be >= 1")
-    variant = {
-        "VariantName": VARIANT,
-        "ModelName": model_name,
-        "InstanceType": spec.instance_type,
-        "InitialInstanceCount": spec.instance_count,
-        "InitialVariantWeight": 1.0,
-        "ContainerStartupHealthCheckTimeoutInSeconds": spec.startup_timeout,
-        "ModelDataDownloadTimeoutInSeconds": spec.download_timeout,
-    }
+    variant: dict = {"VariantName": VARIANT, "ModelName": model_name}
+    if spec.serverless:
+        # no instances, so none of the instance settings (type, count, weight, startup and download timeouts)
+        variant["ServerlessConfig"] = spec.serverless.request()
+    else:
+        variant.update(_instance_settings(spec))
     body: dict = {"ProductionVariants": [variant]}
     if spec.asynchronous:  # absent for real-time, so real-time configs keep the names they had
         body["AsyncInferenceConfig"] = spec.asynchronous.request()
     return {"EndpointConfigName": f"{spec.name}-c-{digest(body)}", **body, "Tags": tags_list(spec.name)}
 
 
+def _instance_settings(spec: DeploySpec) -> dict:
+    if spec.instance_count < 1:
+        raise ConfigError("--instance-count must be >= 1")
+    return {
+        "InstanceType": spec.instance_type,
+        "InitialInstanceCount": spec.instance_count,
+        "InitialVariantWeight": 1.0,
+        "ContainerStartupHealthCheckTimeoutInSeconds": spec.startup_timeout,
+        "ModelDataDownloadTimeoutInSeconds": spec.download_timeout,
+    }
+
+
 def deploy(aws: Aws, spec: DeploySpec, wait: bool = True, poll: float = 30) -> dict:
     """Create the endpoint, or move it to these settings; wait until it is InService."""
+    if spec.serverless:
+        check_serverless_image(aws, spec.image)
     sm = aws.client("sagemaker")
     endpoint = find(sm.describe_endpoint, EndpointName=spec.name)
     if endpoint is not None:
@@ -121,18 +265,14 @@ def deploy(aws: Aws, spec: DeploySpec, wait: bool = True, poll: float = 30) -> d
     if find(sm.describe_model, ModelName=model["ModelName"]):
         say(f"model {model['ModelName']} exists")
     else:
-        say(f"creating model {model['ModelName']} (image {spec.image}, model data {spec.model_data})")
+        say(f"creating model {model['ModelName']} ({_model_line(spec)})")
         sm.create_model(**model)
     config = config_request(spec, model["ModelName"])
     config_name = config["EndpointConfigName"]
     if find(sm.describe_endpoint_config, EndpointConfigName=config_name):
         say(f"endpoint config {config_name} exists")
     else:
-        kind = f", asynchronous, results to {spec.asynchronous.output}" if spec.asynchronous else ""
-        say(
-            f"creating endpoint config {config_name} ({spec.instance_count} x {spec.instance_type}, "
-            f"container startup health check timeout {spec.startup_timeout} s{kind})"
-        )
+        say(f"creating endpoint config {config_name} ({_config_line(spec)})")
         sm.create_endpoint_config(**config)
     if endpoint is None:
         say(f"creating endpoint {spec.name}")
@@ -150,11 +290,77 @@ def deploy(aws: Aws, spec: DeploySpec, wait: bool = True, poll: float = 30) -> d
     say(f"endpoint {spec.name}: {endpoint['EndpointStatus']} ({endpoint['EndpointArn']})")
     if spec.asynchronous:
         describe_async(spec, spec.asynchronous)
+    elif spec.serverless:
+        describe_serverless(spec, spec.serverless)
+    elif spec.multi_model:
+        describe_multi_model(spec)
     return endpoint
 
 
+def _model_line(spec: DeploySpec) -> str:
+    if spec.multi_model:
+        return f"image {spec.image}, multi-model: models under {spec.model_data}"
+    return f"image {spec.image}, model data {spec.model_data}"
+
+
+def _config_line(spec: DeploySpec) -> str:
+    if spec.serverless:
+        return f"serverless, {_serverless_line(spec.serverless)}"
+    kind = f", asynchronous, results to {spec.asynchronous.output}" if spec.asynchronous else ""
+    kind += ", multi-model" if spec.multi_model else ""
+    return (
+        f"{spec.instance_count} x {spec.instance_type}, "
+        f"container startup health check timeout {spec.startup_timeout} s{kind}"
+    )
+
+
+def _serverless_line(config: ServerlessSpec) -> str:
+    provisioned = config.provisioned_concurrency
+    return f"{config.memory} MB, up to {config.max_concurrency} concurrent requests" + (
+        f", {provisioned} provisioned" if provisioned else ""
+    )
+
+
+def check_serverless_image(aws: Aws, image: str) -> int:
+    """The image's size in ECR, refusing what serverless cannot run: an image outside this region's ECR
+    or over 10 GB (a fact of SageMaker's that would otherwise surface only when the endpoint fails)."""
+    match = ECR_IMAGE.match(image)
+    if match is None:
+        raise ConfigError(
+            f"--serverless runs images from Amazon ECR only (ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO:TAG), "
+            f"got {image!r}"
+        )
+    if match["region"] != aws.region:
+        raise ConfigError(
+            f"--serverless: image {image} is in {match['region']}, the endpoint in {aws.region}: "
+            f"push it to {aws.region}"
+        )
+    image_id = {"imageDigest": match["digest"]} if match["digest"] else {"imageTag": match["tag"] or "latest"}
+    described = find(
+        aws.client("ecr").describe_images,
+        registryId=match["account"],
+        repositoryName=match["repo"],
+        imageIds=[image_id],
+    )
+    if not described or not described.get("imageDetails"):
+        raise AwsError(f"image {image} is not in ECR: push it first (scripts/build_push.sh --images serve-cpu)")
+    size = described["imageDetails"][0].get("imageSizeInBytes")
+    if size is None:
+        say(f"note: ECR does not say how large {image} is; serverless refuses images over 10 GB")
+        return 0
+    if size > SERVERLESS_IMAGE_LIMIT:
+        raise ConfigError(
+            f"image {image} is {size / 1e9:.1f} GB in ECR and serverless endpoints take images up to "
+            f"{SERVERLESS_IMAGE_LIMIT / 1e9:.0f} GB: use the CPU image ({SERVE_CPU_REPO}, "
+            "the default with --serverless)"
+        )
+    say(f"image {image}: {size / 1e9:.2f} GB in ECR (serverless takes up to {SERVERLESS_IMAGE_LIMIT / 1e9:.0f} GB)")
+    return size
+
+
 def check_updatable(sm, endpoint: dict, spec: DeploySpec) -> None:
-    """Refuse, before creating anything, an endpoint that is not ours, Failed, or of the other kind."""
+    """Refuse, before creating anything, an endpoint that is not ours, Failed, or of a kind SageMaker
+    cannot update to this one."""
     name = spec.name
     if not owned(sm.list_tags(ResourceArn=endpoint["EndpointArn"]).get("Tags"), name):
         raise AwsError(f"endpoint {name} exists but was not created by byoc; pick another --name")
@@ -163,15 +369,64 @@ def check_updatable(sm, endpoint: dict, spec: DeploySpec) -> None:
             f"endpoint {name} is Failed ({endpoint.get('FailureReason', 'no reason given')}); "
             f"run `byoc teardown --name {name}` and deploy again"
         )
+    current = find(sm.describe_endpoint_config, EndpointConfigName=endpoint["EndpointConfigName"])
+    if current is None:
+        return
     # SageMaker fixes an endpoint's kind when it is created: UpdateEndpoint refuses to add or remove
     # AsyncInferenceConfig ("The AsyncInferenceConfig parameter cannot be removed from this endpoint").
-    current = find(sm.describe_endpoint_config, EndpointConfigName=endpoint["EndpointConfigName"])
-    if current is not None and is_async(current) != bool(spec.asynchronous):
+    if is_async(current) != bool(spec.asynchronous):
         was, wanted = ("asynchronous", "without --async") if is_async(current) else ("real-time", "with --async")
         raise AwsError(
             f"endpoint {name} is {was}, and SageMaker cannot update an endpoint between real-time and "
             f"asynchronous: run `byoc teardown --name {name}` first, then deploy it {wanted} (or use another --name)"
         )
+    # "Updating a real-time inference endpoint to serverless is not currently supported" (SageMaker's
+    # guide, Update a serverless endpoint); serverless to instances is SageMaker's to accept or refuse.
+    if spec.serverless and not is_serverless(current):
+        raise AwsError(
+            f"endpoint {name} runs on instances, and SageMaker cannot update an instance-backed endpoint to "
+            f"serverless: run `byoc teardown --name {name}` first, then deploy it with --serverless "
+            "(or use another --name)"
+        )
+
+
+def describe_serverless(spec: DeploySpec, config: ServerlessSpec) -> None:
+    """How a serverless endpoint behaves and what it costs."""
+    say(
+        f"serverless endpoint {spec.name}: {_serverless_line(config)}; payloads up to 4 MB, 60 s each; "
+        "the first request after idle waits for a cold start"
+    )
+    say(f"  invoke: byoc predict --endpoint {spec.name} IMAGE")
+    per_second = pricing.serverless_request(config.memory, 1.0)
+    say(
+        f"  cost: about ${per_second:.6f} per second of compute at {config.memory} MB (${1000 * per_second:.3f} "
+        "per 1,000 requests of 1 s); nothing while idle"
+    )
+    if config.provisioned_concurrency:
+        hourly = pricing.serverless_provisioned_hourly(config.provisioned_concurrency, config.memory)
+        say(
+            f"  provisioned concurrency {config.provisioned_concurrency} x {config.memory} MB bills about "
+            f"${hourly:.3f}/hour whether used or not"
+        )
+
+
+def describe_multi_model(spec: DeploySpec) -> None:
+    """How to add models to a multi-model endpoint and call one, and what it costs."""
+    say(
+        f"multi-model endpoint {spec.name}: every model.tar.gz under {spec.model_data} is a model, loaded on "
+        "first use and unloaded when memory runs short"
+    )
+    bucket_key = spec.model_data.removeprefix("s3://").partition("/")[2]
+    if not bucket_key.startswith(f"{output_prefix(spec.name)}/"):
+        say(
+            f"  note: the execution role must read {spec.model_data} (the role `byoc sagemaker-role` makes reads "
+            f"{output_prefix(spec.name)}/)"
+        )
+    say(f"  add a model: byoc models add --name {spec.name} KEY model.tar.gz  (stored as {spec.model_data}KEY.tar.gz)")
+    say(f"  invoke: byoc predict --endpoint {spec.name} --target-model KEY.tar.gz IMAGE")
+    hourly = pricing.instance_hourly(spec.instance_type, spec.instance_count)
+    price = f"about ${hourly:.3f}/hour" if hourly is not None else "the instance price"
+    say(f"  cost: {spec.instance_count} x {spec.instance_type} bills {price} however many models it serves")
 
 
 def describe_async(spec: DeploySpec, config: AsyncSpec) -> None:

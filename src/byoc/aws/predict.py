@@ -1,7 +1,8 @@
 """`byoc predict`: classify image files with a SageMaker endpoint and print the top classes.
 
 Real-time endpoints get one InvokeEndpoint per image; with --async each image is uploaded to S3,
-queued with InvokeEndpointAsync, and its result (or failure) object is awaited on S3. The same
+queued with InvokeEndpointAsync, and its result (or failure) object is awaited on S3. On a
+multi-model endpoint --target-model names the model (its key under the endpoint's prefix). The same
 command works offline against `byoc local-runtime` (AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME) and a
 local S3 (AWS_ENDPOINT_URL_S3). Nothing here imports torch.
 """
@@ -37,12 +38,18 @@ class PredictSpec:
     asynchronous: bool = False
     async_input: str | None = None  # s3:// prefix the images are uploaded to (--async)
     wait_timeout: float = DEFAULT_WAIT
+    target_model: str | None = None  # a multi-model endpoint's model: KEY.tar.gz under its prefix
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
             raise ConfigError(f"--top-k must be 1 or more, got {self.top_k}")
         if self.wait_timeout <= 0:
             raise ConfigError(f"--wait-timeout must be positive, got {self.wait_timeout:g}")
+        if self.target_model is not None and self.asynchronous:
+            raise ConfigError(
+                "--target-model is for multi-model endpoints, which answer in real time: InvokeEndpointAsync "
+                "has no TargetModel; drop --async"
+            )
         if self.async_input is not None and not self.asynchronous:
             raise ConfigError("--async-input goes with --async")
         if self.async_input is not None and not endpoint_config.S3_URI.match(self.async_input):
@@ -76,6 +83,7 @@ def predict(aws: Aws, spec: PredictSpec) -> int:
 
 def _sync_predictions(aws: Aws, spec: PredictSpec):
     runtime = aws.client("sagemaker-runtime")
+    target = {"TargetModel": spec.target_model} if spec.target_model else {}
     for path in spec.images:
         try:
             response = runtime.invoke_endpoint(
@@ -84,6 +92,7 @@ def _sync_predictions(aws: Aws, spec: PredictSpec):
                 ContentType=content_type(path),
                 Accept="application/json",
                 CustomAttributes=f"top_k={spec.top_k}",
+                **target,
             )
         except ClientError as exc:
             if error_code(exc) != "ModelError":

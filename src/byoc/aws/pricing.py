@@ -4,7 +4,11 @@ Approximate and dated (checked against the public SageMaker and Lambda price pag
 other regions differ by up to about 30%. Real-time hosting, asynchronous hosting and training use
 the same figures here; spot training is typically 60-90% cheaper. An asynchronous endpoint bills
 these instance-hours only while it has instances: scaled to zero (`byoc autoscale --min 0`) it
-bills none, only S3 storage and requests and SNS notifications, by use. Not a bill: use Cost Explorer.
+bills none, only S3 storage and requests and SNS notifications, by use. A multi-model endpoint bills
+its instances however many models it serves. A serverless endpoint has no instances: it bills the
+compute of each request (memory x duration) and nothing while idle, plus provisioned concurrency
+by the hour while allocated (checked against the SageMaker price page in 2025, like the rest). Not
+a bill: use Cost Explorer.
 """
 
 from __future__ import annotations
@@ -39,3 +43,19 @@ def instance_hourly(instance_type: str, count: int = 1) -> float | None:
 
 def provisioned_hourly(concurrency: int, memory_mb: int) -> float:
     return concurrency * memory_mb / 1024 * LAMBDA_PROVISIONED_GB_HOUR
+
+
+# Serverless Inference, per GB-second of configured memory: on-demand compute while a request runs, and
+# provisioned concurrency while it is allocated (used or not).
+SERVERLESS_GB_SECOND = 0.0000200
+SERVERLESS_PROVISIONED_GB_SECOND = 0.000004646
+
+
+def serverless_request(memory_mb: int, seconds: float = 1.0) -> float:
+    """Compute price of one serverless request of `seconds` at `memory_mb` (data transfer not included)."""
+    return memory_mb / 1024 * seconds * SERVERLESS_GB_SECOND
+
+
+def serverless_provisioned_hourly(concurrency: int, memory_mb: int) -> float:
+    """Hourly price of keeping `concurrency` serverless copies of `memory_mb` provisioned."""
+    return concurrency * memory_mb / 1024 * SERVERLESS_PROVISIONED_GB_SECOND * 3600

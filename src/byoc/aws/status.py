@@ -1,4 +1,4 @@
-"""`byoc status`: what exists for NAME, its state, and what it costs per hour (approximately)."""
+"""`byoc status`: what exists for NAME, its state, and what it costs per hour or per request (approximately)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import re
 
 from botocore.exceptions import ClientError
 
-from byoc.aws import autoscale, iam, pricing
-from byoc.aws.endpoint import is_async
+from byoc.aws import autoscale, iam, pricing, target_models
+from byoc.aws.endpoint import Kind, kind_of, multi_model_prefix, running_model
 from byoc.aws.inventory import owned_alarms, owned_configs, owned_functions, owned_models
 from byoc.aws.lambda_deploy import ALIAS
 from byoc.aws.session import Aws, find, owned, paginate, say
@@ -21,18 +21,7 @@ def status(aws: Aws, name: str) -> dict:
     say(f"byoc resources named {name!r} in {aws.region} (account {aws.account}):")
     endpoint = find(sm.describe_endpoint, EndpointName=name)
     if endpoint and owned(sm.list_tags(ResourceArn=endpoint["EndpointArn"]).get("Tags"), name):
-        config = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
-        types = {v["VariantName"]: v.get("InstanceType", "?") for v in config["ProductionVariants"]}
-        say(f"  endpoint {name}: {endpoint['EndpointStatus']} (config {endpoint['EndpointConfigName']})")
-        say(f"    kind: {_kind(config)}")
-        found["kind"] = "async" if is_async(config) else "real-time"
-        for variant in endpoint.get("ProductionVariants", []):
-            count = variant.get("CurrentInstanceCount", 0)
-            itype = types.get(variant["VariantName"], "?")
-            idle = " (scaled to zero: nothing billed by the hour)" if count == 0 else ""
-            say(f"    variant {variant['VariantName']}: {count} x {itype}{idle}")
-            costs.append((f"endpoint {count} x {itype}", pricing.instance_hourly(itype, count)))
-        found["endpoint"] = endpoint["EndpointStatus"]
+        found.update(_endpoint(aws, endpoint, costs))
     else:
         say("  endpoint: none")
     configs, models = owned_configs(sm, name), owned_models(sm, name)
@@ -102,12 +91,82 @@ def _transform_jobs(sm, name: str, costs: list) -> list[str]:
     return [j["TransformJobName"] for j in ours]
 
 
-def _kind(config: dict) -> str:
-    if not is_async(config):
+def _endpoint(aws: Aws, endpoint: dict, costs: list) -> dict[str, object]:
+    """Print the endpoint, its kind and its variants; add their hourly costs to `costs`."""
+    config, model = running_model(aws.client("sagemaker"), endpoint)
+    kind = kind_of(config, model)
+    say(
+        f"  endpoint {endpoint['EndpointName']}: {endpoint['EndpointStatus']} (config {endpoint['EndpointConfigName']})"
+    )
+    say(f"    kind: {_kind(config, model)}")
+    found: dict[str, object] = {"endpoint": endpoint["EndpointStatus"], "kind": kind.value}
+    if kind is Kind.SERVERLESS:
+        _serverless_lines(config, costs)
+    else:
+        _instance_lines(endpoint, config, costs)
+    if kind is Kind.MULTI_MODEL:
+        found["model_keys"] = _model_keys(aws, multi_model_prefix(model) or "")
+    return found
+
+
+def _kind(config: dict, model: dict | None) -> str:
+    kind = kind_of(config, model)
+    if kind is Kind.MULTI_MODEL:
+        return f"multi-model, models under {multi_model_prefix(model)}"
+    if kind is Kind.SERVERLESS:
+        return "serverless"
+    if kind is Kind.REAL_TIME:
         return "real-time"
     output = config["AsyncInferenceConfig"].get("OutputConfig", {})
     failures = output.get("S3FailurePath")
     return f"asynchronous, results to {output.get('S3OutputPath')}" + (f", failures to {failures}" if failures else "")
+
+
+def _instance_lines(endpoint: dict, config: dict, costs: list) -> None:
+    types = {v["VariantName"]: v.get("InstanceType", "?") for v in config["ProductionVariants"]}
+    for variant in endpoint.get("ProductionVariants", []):
+        count = variant.get("CurrentInstanceCount", 0)
+        itype = types.get(variant["VariantName"], "?")
+        idle = " (scaled to zero: nothing billed by the hour)" if count == 0 else ""
+        say(f"    variant {variant['VariantName']}: {count} x {itype}{idle}")
+        costs.append((f"endpoint {count} x {itype}", pricing.instance_hourly(itype, count)))
+
+
+def _serverless_lines(config: dict, costs: list) -> None:
+    """A serverless variant bills per request; only provisioned concurrency bills by the hour."""
+    for variant in config["ProductionVariants"]:
+        serverless = variant.get("ServerlessConfig", {})
+        memory, provisioned = serverless.get("MemorySizeInMB", 0), serverless.get("ProvisionedConcurrency")
+        say(
+            f"    variant {variant['VariantName']}: serverless, {memory} MB, up to "
+            f"{serverless.get('MaxConcurrency', '?')} concurrent requests"
+            + (f", {provisioned} provisioned" if provisioned else "")
+        )
+        per_second = pricing.serverless_request(memory, 1.0)
+        say(
+            f"    per request: about ${per_second:.6f} per second of compute (${1000 * per_second:.3f} per 1,000 "
+            "requests of 1 s); nothing while idle"
+        )
+        if provisioned:
+            costs.append(
+                (
+                    f"serverless provisioned {provisioned} x {memory} MB",
+                    pricing.serverless_provisioned_hourly(provisioned, memory),
+                )
+            )
+
+
+def _model_keys(aws: Aws, prefix: str) -> list[str]:
+    """The models a multi-model endpoint can load: the keys under its prefix (SageMaker has no API that
+    says which are loaded at the moment)."""
+    try:
+        keys = [m.key for m in target_models.list_models(aws, prefix)]
+    except ClientError as exc:  # a prefix the execution role reads but these credentials cannot
+        say(f"    models under {prefix}: cannot list them ({exc.response.get('Error', {}).get('Code', exc)})")
+        return []
+    shown = ", ".join(keys[:20]) + (f", ... ({len(keys) - 20} more)" if len(keys) > 20 else "")
+    say(f"    models under {prefix}: {len(keys)}" + (f" ({shown}); loaded on demand" if keys else ""))
+    return keys
 
 
 def _goal(tracking: dict) -> str:
@@ -146,7 +205,7 @@ def _lambda_line(lam, fn: dict, costs: list) -> None:
 
 def _print_costs(costs: list[tuple[str, float | None]]) -> None:
     if not costs:
-        say("  estimated cost: nothing billed by the hour (S3 storage and Lambda requests are billed by use)")
+        say("  estimated cost: nothing billed by the hour (S3 storage, Lambda and serverless requests bill by use)")
         return
     known = sum(c for _, c in costs if c is not None)
     parts = ", ".join(f"{what} ${c:.3f}/h" if c is not None else f"{what} (price unknown)" for what, c in costs)

@@ -1,4 +1,8 @@
-"""`byoc teardown`: delete what the commands created for NAME (found by its byoc:name tag), nothing else."""
+"""`byoc teardown`: delete what the commands created for NAME (found by its byoc:name tag), nothing else.
+
+Every kind of endpoint (real-time, async, serverless, multi-model) goes the same way: endpoint, configs,
+models. The model.tar.gz files under a multi-model endpoint's prefix are data, like training data: kept.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import functools
 from collections.abc import Callable
 
 from byoc.aws import autoscale, iam, waiting
-from byoc.aws.endpoint import BUSY
+from byoc.aws.endpoint import BUSY, multi_model_prefix
 from byoc.aws.inventory import owned_alarms, owned_configs, owned_functions, owned_log_groups, owned_models
 from byoc.aws.session import Aws, find, owned, paginate, say
 
@@ -83,6 +87,7 @@ def _delete_endpoint(sm, name: str, poll: float) -> None:
 def teardown(aws: Aws, name: str, dry_run: bool = False, poll: float = 15) -> list[str]:
     """Delete NAME's resources; returns what was (or, with dry_run, would be) deleted."""
     steps = plan(aws, name, poll)
+    kept = _model_prefixes(aws.client("sagemaker"), name)  # read before the models that name them go
     done = []
     for what, delete in steps:
         if dry_run:
@@ -101,6 +106,11 @@ def teardown(aws: Aws, name: str, dry_run: bool = False, poll: float = 15) -> li
         )
         for job in paginate(sm, operation, results, NameContains=name, StatusEquals="InProgress")
     ]
+    for prefix in kept:
+        say(
+            f"kept: the models under {prefix} (a multi-model endpoint's; data, billed as S3 storage): "
+            f"`aws s3 rm --recursive {prefix}` deletes them"
+        )
     if jobs:
         say(f"note: training or transform jobs still running (stop them in the console if unwanted): {', '.join(jobs)}")
     say(
@@ -110,3 +120,9 @@ def teardown(aws: Aws, name: str, dry_run: bool = False, poll: float = 15) -> li
         else f"teardown of {name!r}: nothing left to delete"
     )
     return done
+
+
+def _model_prefixes(sm, name: str) -> list[str]:
+    """The S3 prefixes NAME's multi-model models load from."""
+    described = (find(sm.describe_model, ModelName=model) for model in owned_models(sm, name))
+    return sorted({prefix for prefix in map(multi_model_prefix, described) if prefix})
