@@ -77,6 +77,7 @@ def test_deploy_multi_model_points_the_model_at_the_prefix_once(aws, capsys):
     assert model["PrimaryContainer"]["Mode"] == "MultiModel"
     assert model["PrimaryContainer"]["ModelDataUrl"] == prefix("mm1")
     assert model["PrimaryContainer"]["Environment"] == {"SAGEMAKER_MULTI_MODEL": "true"}
+    assert model["PrimaryContainer"]["Image"].endswith("/byoc-serve-cpu:latest")  # CPU only: the CPU image
     assert config["ProductionVariants"][0]["InstanceType"] == "ml.c5.xlarge"
     assert "AsyncInferenceConfig" not in config
 

@@ -263,7 +263,7 @@ def _register_hosting(sub) -> None:
     p.add_argument(
         "--image",
         help="serving image URI (default: ACCOUNT.dkr.ecr.REGION.amazonaws.com/byoc-serve:latest; with --serverless "
-        f"{endpoint.SERVE_CPU_REPO}:latest, the CPU image)",
+        f"or --multi-model {endpoint.SERVE_CPU_REPO}:latest, the CPU image)",
     )
     p.add_argument("--instance-type", help=f"default {DEFAULT_INSTANCE_TYPE} (not with --serverless)")
     p.add_argument("--instance-count", type=int, help="default 1 (not with --serverless)")
@@ -359,7 +359,11 @@ def _deploy(aws, args) -> int:
     spec = _spec(
         endpoint.DeploySpec,
         args,
-        image=args.image or ecr.image_uri(aws, endpoint.SERVE_CPU_REPO if args.serverless else ecr.SERVE_REPO),
+        # Serverless and multi-model endpoints run on CPUs only: the CPU image, a fifth the size.
+        image=args.image
+        or ecr.image_uri(
+            aws, endpoint.SERVE_CPU_REPO if args.serverless or args.multi_model is not None else ecr.SERVE_REPO
+        ),
         role=args.role or sagemaker_role.default_arn(aws, args.name),
         environment=_pairs(args.env, "--env"),
         asynchronous=_spec(endpoint.AsyncSpec, args) if args.asynchronous else None,
