@@ -11,7 +11,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -188,11 +188,13 @@ def wait_log(name: str, text: str, timeout: float) -> str:
 SERVE_READY = '{"event": "ready"'  # the serving image's line once a worker answers and the port is bound
 
 
-def serve_args(image: str, model_dir: Path, port: int, name: str, *env: str) -> list[str]:
-    """`docker run -d` of the serving image on the host network, on 127.0.0.1:port, model read-only."""
+def serve_args(image: str, model_dir: Path, port: int, name: str, *env: str, docker: Sequence[str] = ()) -> list[str]:
+    """`docker run -d` of the serving image on the host network, on 127.0.0.1:port, model read-only;
+    `docker`: more `docker run` options (volumes, limits)."""
     args = [
         "run",
         "-d",
+        *docker,
         "--name",
         name,
         "--network",
@@ -209,12 +211,14 @@ def serve_args(image: str, model_dir: Path, port: int, name: str, *env: str) -> 
     return [*args, image, "serve"]
 
 
-def start_serving(image: str, model_dir: Path, label: str, *env: str, timeout: float = 240) -> dict:
+def start_serving(
+    image: str, model_dir: Path, label: str, *env: str, timeout: float = 240, docker: Sequence[str] = ()
+) -> dict:
     """A serving container that has bound its port and logged ready: {'port', 'name', 'id', 'url'}.
     It binds port 0 (SAGEMAKER_BIND_TO_PORT=0: the OS picks a free one, no race) and its ready line
     names the port it got."""
     name = f"{label}-{uuid.uuid4().hex[:8]}"
-    cid = run(serve_args(image, model_dir, 0, name, *env), check=True).stdout.strip()
+    cid = run(serve_args(image, model_dir, 0, name, *env, docker=docker), check=True).stdout.strip()
     try:
         log = wait_log(name, SERVE_READY, timeout)
         ready = next(json.loads(line) for line in log.splitlines() if line.startswith(SERVE_READY))

@@ -178,7 +178,122 @@ def test_payload_for_the_memory_the_workers_leave():
     assert sizing.payload_mb(3 * GB, 2, model, 8, 100) == 26  # more bodies in flight, less each: 585 / 22
 
 
-def test_the_jvm_heap_holds_a_full_body_per_worker():
+def test_the_jvm_heap_holds_a_full_body_per_worker(monkeypatch):
+    monkeypatch.setattr(sizing, "memory_limit", lambda: None)
     assert sizing.jvm_heap_mb(6 * 1024**2, 2) == 512 + 2 * 2 * 6
     assert sizing.jvm_heap_mb(1024 * 1024**2, 2) == 512 + 4096  # asynchronous inference's 1 GB
     assert sizing.jvm_heap_mb(1, 1) == 514  # a part of a MB counts as one
+
+
+# ---- serverless: a memory limit of 1024..6144 MB, vCPUs in proportion, 4 MB bodies
+
+MIB = 1024**2
+
+
+def cgroup(monkeypatch, files: dict[str, str]) -> None:
+    """This container's cgroup files, as sizing reads them (paths under /sys/fs/cgroup)."""
+    monkeypatch.setattr(sizing, "_read", lambda *paths: next((files[p] for p in paths if p in files), None))
+
+
+@pytest.mark.parametrize(
+    "files, limit, quota",
+    [
+        ({"memory.max": "2147483648", "cpu.max": "100000 100000"}, 2 * GB, 1.0),  # v2, docker --memory 2g --cpus 1
+        ({"memory.max": "max", "cpu.max": "max 100000"}, None, None),  # v2 without limits
+        (
+            {
+                "memory/memory.limit_in_bytes": "3221225472",
+                "cpu/cpu.cfs_quota_us": "150000",
+                "cpu/cpu.cfs_period_us": "100000",
+            },
+            3 * GB,
+            1.5,
+        ),
+        (
+            {
+                "memory/memory.limit_in_bytes": "9223372036854771712",  # v1's "no limit"
+                "cpu/cpu.cfs_quota_us": "-1",
+                "cpu/cpu.cfs_period_us": "100000",
+            },
+            None,
+            None,
+        ),
+    ],
+)
+def test_memory_limit_and_cpu_quota_from_cgroups_v1_and_v2(monkeypatch, files, limit, quota):
+    cgroup(monkeypatch, files)
+    assert (sizing.memory_limit(), sizing.cpu_quota()) == (limit, quota)
+
+
+@pytest.mark.parametrize(
+    "limit_mib, cores, vcpus",
+    [(1024, 8, 1), (2048, 8, 1), (3072, 8, 2), (4096, 8, 2), (5120, 8, 3), (6144, 8, 3), (6144, 2, 2), (6144, 1, 1)],
+)
+def test_serverless_vcpus_follow_memory_without_a_cpu_quota(limit_mib, cores, vcpus):
+    """1 vCPU per 1769 MB (Lambda's rule), rounded, at least 1, at most the cores there are."""
+    found = sizing.serverless(limit_mib * MIB, None, cores)
+    assert found is not None and (found.memory_limit, found.vcpus) == (limit_mib * MIB, vcpus)
+    assert "1769 MB" in found.vcpus_from
+
+
+def test_serverless_vcpus_come_from_the_cpu_quota_where_there_is_one():
+    found = sizing.serverless(6144 * MIB, 1.0, 1)  # cores already counts the quota (cpu_count)
+    assert found is not None and found.vcpus == 1 and found.vcpus_from == "cgroup CPU quota 1"
+
+
+@pytest.mark.parametrize("limit", [None, 6144 * MIB + 1, 8 * GB, 64 * GB])
+def test_only_a_serverless_sized_limit_is_serverless(limit):
+    assert sizing.serverless(limit, None, 8) is None
+
+
+def test_byoc_serverless_forces_serverless_sizing_on_or_off():
+    assert sizing.serverless(2 * GB, 1.0, 1, forced=False) is None
+    forced = sizing.serverless(None, None, 4, forced=True)
+    assert forced is not None and (forced.memory_limit, forced.vcpus) == (None, 4)
+    assert sizing.serverless(16 * GB, None, 4, forced=True) is not None
+
+
+def test_serverless_plans_one_worker_with_the_vcpus_threads():
+    found = sizing.serverless(6144 * MIB, None, 8)
+    plan = sizing.plan(8, 0, RESNET50, 6 * GB, serverless=found)
+    assert (plan.workers, plan.threads) == (1, 3)
+    assert plan.reason.startswith("serverless (memory limit 6144 MiB): one worker, 3 threads (1 vCPU per 1769 MB")
+    # Under --memory 2g --cpus 1: one worker, one thread.
+    small = sizing.plan(1, 0, RESNET50, 2 * GB, serverless=sizing.serverless(2 * GB, 1.0, 1))
+    assert (small.workers, small.threads) == (1, 1)
+
+
+def test_explicit_workers_and_threads_still_win_under_serverless():
+    found = sizing.serverless(6144 * MIB, None, 8)
+    plan = sizing.plan(8, 0, RESNET50, 6 * GB, workers=3, serverless=found)
+    assert (plan.workers, plan.threads) == (3, 1)  # the 3 vCPUs shared, not the machine's 8 cores
+    assert plan.reason.startswith("SAGEMAKER_MODEL_SERVER_WORKERS; serverless")
+    assert sizing.plan(8, 0, RESNET50, 6 * GB, threads=2, serverless=found).threads == 2
+    assert sizing.plan(8, 0, RESNET50, 6 * GB, workers=2, threads=4, serverless=found).threads == 4
+
+
+def test_the_jvm_base_heap_fits_a_memory_limit(monkeypatch):
+    assert [sizing.jvm_base_mb(x) for x in (None, 8 * GB, 4 * GB, 2 * GB, 1 * GB, 256 * MIB)] == [
+        512,
+        512,
+        512,
+        256,
+        128,
+        64,
+    ]
+    monkeypatch.setattr(sizing, "memory_limit", lambda: 2 * GB)
+    assert sizing.jvm_heap_mb(4 * MIB, 1) == 256 + 2 * 4  # --memory 2g, one worker, 4 MB bodies
+    monkeypatch.setattr(sizing, "memory_limit", lambda: 1 * GB)
+    assert sizing.jvm_heap_mb(4 * MIB, 1) == 136  # the smallest serverless size
+
+
+def test_serverless_body_limit_is_4_mb_unless_the_variable_says_otherwise():
+    assert ServeConfig.from_env({}).serverless is None
+    cfg = ServeConfig.from_env({}).for_serverless()
+    assert (cfg.max_request_bytes, cfg.serverless) == (4 * MIB, True)
+    told = ServeConfig.from_env({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "2"}).for_serverless()
+    assert told.max_request_bytes == 2 * MIB
+    assert ServeConfig.from_env({"BYOC_SERVERLESS": "True"}).serverless is True
+    assert ServeConfig.from_env({"BYOC_SERVERLESS": "false"}).serverless is False
+    with pytest.raises(ConfigError, match="BYOC_SERVERLESS='1' must be true or false"):
+        ServeConfig.from_env({"BYOC_SERVERLESS": "1"})

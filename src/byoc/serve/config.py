@@ -38,6 +38,12 @@ THREADS_ENV = "BYOC_TORCH_THREADS"
 BATCH_ENV = "SAGEMAKER_BATCH"
 BATCH_STRATEGY_ENV = "SAGEMAKER_BATCH_STRATEGY"
 MAX_CONCURRENT_TRANSFORMS_ENV = "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS"
+# A multi-model endpoint's container: SageMaker loads and unloads models through /models (byoc.serve.models).
+MULTI_MODEL_ENV = "SAGEMAKER_MULTI_MODEL"
+MAX_LOADED_MODELS_ENV = "BYOC_MAX_LOADED_MODELS"
+# true/false: serverless sizing on or off whatever the cgroup memory limit (unset: detected from it).
+SERVERLESS_ENV = "BYOC_SERVERLESS"
+SERVERLESS_MAX_PAYLOAD_MB = 4  # SageMaker Serverless Inference's request limit
 
 
 class BatchStrategy(enum.Enum):
@@ -175,6 +181,10 @@ class ServeConfig:
     batch: bool = False  # SAGEMAKER_BATCH: a batch transform job, not an endpoint
     batch_strategy: BatchStrategy | None = None  # None: MULTI_RECORD
     max_concurrent_transforms: int | None = None  # None: one per model worker
+    multi_model: bool = False  # SAGEMAKER_MULTI_MODEL: models loaded on request under models_dir
+    models_dir: Path = Path("/opt/ml/models")  # where SageMaker puts a multi-model endpoint's models
+    max_loaded_models: int | None = None  # None: as many as memory allows (507 past that)
+    serverless: bool | None = None  # BYOC_SERVERLESS; None: a serverless-sized memory limit decides (sizing.serverless)
 
     @property
     def max_request_bytes(self) -> int:
@@ -212,6 +222,10 @@ class ServeConfig:
             batch=batch,
             batch_strategy=_batch_strategy(env),
             max_concurrent_transforms=_optional_int(env, MAX_CONCURRENT_TRANSFORMS_ENV),
+            multi_model=_bool(env, MULTI_MODEL_ENV),
+            models_dir=Path(base, "models"),
+            max_loaded_models=_optional_int(env, MAX_LOADED_MODELS_ENV),
+            serverless=_bool(env, SERVERLESS_ENV) if env.get(SERVERLESS_ENV, "").strip() else None,
         )
 
     def for_machine(self, machine_payload_mb: int) -> ServeConfig:
@@ -221,6 +235,11 @@ class ServeConfig:
         if self.max_payload_mb is not None or not self.batch:
             return self
         return replace(self, max_payload_mb=max(1, min(machine_payload_mb, BATCH_MAX_PAYLOAD_MB)))
+
+    def for_serverless(self) -> ServeConfig:
+        """This config on a serverless-sized container: the body limit is serverless' 4 MB unless
+        SAGEMAKER_MAX_PAYLOAD_IN_MB says otherwise (SageMaker sets it to 4 there anyway)."""
+        return replace(self, max_payload_mb=self.max_payload_mb or SERVERLESS_MAX_PAYLOAD_MB, serverless=True)
 
     def execution_parameters(self, workers: int, machine_payload_mb: int) -> ExecutionParameters:
         """What GET /execution-parameters answers: the SAGEMAKER_* variables where set; else one

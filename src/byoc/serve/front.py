@@ -1,7 +1,8 @@
 """The public port: GET /ping answered from the workers' real state, GET /execution-parameters
 (batch transform's question), POST /invocations size-checked and passed to multi-model-server on
 loopback (a multi-record body split into its images first: byoc.serve.records), every error as
-our JSON body.
+our JSON body. Under SAGEMAKER_MULTI_MODEL, SageMaker's model API instead of /invocations:
+/models and /models/{name}[/invoke] (byoc.serve.models).
 
 Requests are parsed here, strictly (RFC 9112), not by the standard library: one way to delimit
 a body (Content-Length or chunked, never both, never two lengths), no folded or malformed header
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import http.client
 import json
 import logging
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
 from byoc.serve import records
 from byoc.serve.batching import Batcher
@@ -40,6 +43,7 @@ from byoc.serve.http_errors import (
     to_response,
 )
 from byoc.serve.mms import MODEL_NAME, ModelServer
+from byoc.serve.models import Registry
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +63,10 @@ REFUSE_AT_MOST = 5.0  # ... but under a flood that never pauses, the port closes
 HANDSHAKE_WAIT = 0.1
 LINGER = 2.0  # after our FIN, a closing connection drops what the client still sends for this long
 CLOSE_WAIT = 2.0  # a drain's last phase, once the port is closed: the last refusals and closes
-ROUTES = {"/ping": "GET", "/execution-parameters": "GET", "/invocations": "POST"}
+SINGLE_MODEL_PATHS = "GET /ping, GET /execution-parameters or POST /invocations"
+MULTI_MODEL_PATHS = "GET /ping, GET|POST /models, GET|DELETE /models/{name} or POST /models/{name}/invoke"
+MODELS_PATH = re.compile(r"/models(?:/([^/]+)(/invoke)?)?")
+Reply = tuple[int, bytes, str]  # status, body, content type
 CHUNKED = -1  # body_framing's answer for a chunked body
 
 _TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
@@ -190,6 +197,8 @@ class Front(ThreadingHTTPServer):
     ):
         super().__init__(address, FrontHandler)
         self.upstream = upstream
+        # A multi-model endpoint's models (SAGEMAKER_MULTI_MODEL), set by serve before it serves; else None.
+        self.models: Registry | None = None
         self.max_request_bytes = max_request_bytes
         # What GET /execution-parameters answers (byoc.serve.config.ServeConfig.execution_parameters).
         self.execution = execution or ExecutionParameters(
@@ -334,12 +343,12 @@ class Front(ThreadingHTTPServer):
 
     # ---- the model server
 
-    def forward(self, payload: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    def forward(self, payload: bytes, headers: dict[str, str], model: str = MODEL_NAME) -> tuple[int, bytes]:
         """One request to the model server on this thread's connection; every failure as our JSON body."""
         for attempt in (0, 1):
             conn = self.connection(fresh=attempt > 0)
             try:
-                conn.request("POST", f"/predictions/{MODEL_NAME}", payload, headers)
+                conn.request("POST", f"/predictions/{model}", payload, headers)
                 resp = conn.getresponse()
                 answer = resp.read()
                 break
@@ -421,22 +430,39 @@ class FrontHandler(BaseHTTPRequestHandler):
             return self._send(*to_response(exc), close=True)
         except TimeoutError:
             return self._error(408, "the request's headers did not arrive in time", close=True)
-        path = self.path.split("?", 1)[0]
-        allowed = ROUTES.get(path)
-        if allowed is None:
-            return self._error(
-                404, f"no such path {self.path[:200]!r}: use GET /ping, GET /execution-parameters or POST /invocations"
-            )
-        if self.command != allowed:
-            return self._error(405, f"{path} takes {allowed} only", allow=allowed)
+        path, _, self.query = self.path.partition("?")
+        route = self._route(path)
+        if route is None:
+            paths = SINGLE_MODEL_PATHS if self.server.models is None else MULTI_MODEL_PATHS
+            return self._error(404, f"no such path {self.path[:200]!r}: use {paths}")
+        allowed, action = route
+        if self.command not in allowed:
+            return self._error(405, f"{path} takes {' or '.join(allowed)} only", allow=", ".join(allowed))
         if self.server.draining:
             return self._error(503, "shutting down: retry on another instance", close=True)
+        try:
+            action()
+        except RequestError as exc:
+            self._send(*to_response(exc))
+
+    def _route(self, path: str) -> tuple[tuple[str, ...], Callable[[], None]] | None:
+        """The methods `path` takes and what answers it; None for a path this server does not have."""
+        if path == "/ping":
+            return ("GET",), self._ping
         if path == "/execution-parameters":
-            self._send(200, json.dumps(self.server.execution.document()).encode())
-        elif allowed == "GET":
-            self.do_GET()
-        else:
-            self.do_POST()
+            return ("GET",), self._execution_parameters
+        models = self.server.models
+        if models is None:
+            return (("POST",), self._invoke) if path == "/invocations" else None
+        match = MODELS_PATH.fullmatch(path)
+        if match is None:
+            return None
+        name, invoke = match.groups()
+        if name is None:
+            return ("GET", "POST"), functools.partial(self._models, models)
+        if invoke:
+            return ("POST",), functools.partial(self._invoke, functools.partial(models.invoke, unquote(name)))
+        return ("GET", "DELETE"), functools.partial(self._model, models, unquote(name))
 
     def _parse(self, line: bytes) -> None:
         """The request line and the header section, strictly (RFC 9112 2-5); Unframed otherwise."""
@@ -581,40 +607,82 @@ class FrontHandler(BaseHTTPRequestHandler):
         """The standard library's own error replies, should any code path reach one, as our JSON."""
         self._error(code, message or HTTPStatus(code).phrase, close=True)
 
-    def do_GET(self) -> None:
+    # ---- the routes
+
+    def _ping(self) -> None:
         front = self.server
         if not front.upstream.alive():
             return self._error(503, "the model server is not running")
-        if not front.healthy():
+        if front.models is not None:  # healthy while models can be loaded and served, even with none loaded
+            if not front.upstream.listening():
+                return self._error(503, "the model server is starting")
+        elif not front.healthy():
             return self._error(503, "no model worker is ready to serve")
         self._send(200, b'{"status": "healthy"}')
 
-    def do_POST(self) -> None:
-        if self._framing is None:
-            # Bytes sent without a length would be read as the next request: close.
-            return self._error(411, "send the body with Content-Length or Transfer-Encoding: chunked", close=True)
-        try:
-            payload = self._read_body()
-        except RequestError as exc:
-            return self._send(*to_response(exc))
-        except TimeoutError:
-            return self._error(408, "the request body did not arrive in time", close=True)
+    def _execution_parameters(self) -> None:
+        self._send(200, json.dumps(self.server.execution.document()).encode())
+
+    def _invoke(self, batcher_of: Callable[[Callable[[Batcher], Reply]], Reply] | None = None) -> None:
+        """A prediction request through a model's batcher: the single model's, or the one
+        `batcher_of` lends (a multi-model endpoint's model: byoc.serve.models.Registry.invoke)."""
+        payload = self._request_body()
+        if payload is None:
+            return
         headers = {name: self.headers[name] for name in FORWARDED if self.headers.get(name) is not None}
         # The handler reads an absent Content-Type as absent, not as MMS's default.
         headers.setdefault(CONTENT_TYPE, "")
-        if records.kind_of(headers[CONTENT_TYPE]) is not None:
-            return self._answer_records(payload, headers)
-        self._send(*self.server.batcher.submit(payload, headers))
+        if batcher_of is None:
+            batcher_of = functools.partial(_lend, self.server.batcher)
+        if records.kind_of(headers[CONTENT_TYPE]) is None:
+            status, answer, content_type = batcher_of(
+                lambda batcher: (*batcher.submit(payload, headers), JSON_CONTENT_TYPE)
+            )
+        else:
+            status, answer, content_type = batcher_of(lambda batcher: self._answer_records(payload, headers, batcher))
+        self._send(status, answer, content_type=content_type)
 
-    def _answer_records(self, payload: bytes, headers: dict[str, str]) -> None:
+    def _answer_records(self, payload: bytes, headers: dict[str, str], batcher: Batcher) -> Reply:
         """A multi-record body (JSON Lines, an archive): one answer per image, their forward passes
         batched through the same Batcher as single requests; a request refused whole is one JSON error."""
-        front = self.server
         try:
-            content_type, answer = records.answer(payload, headers, front.record_limits, front.batcher.submit_many)
+            content_type, answer = records.answer(payload, headers, self.server.record_limits, batcher.submit_many)
         except RequestError as exc:
-            return self._send(*to_response(exc))
+            return (*to_response(exc), JSON_CONTENT_TYPE)
         except Exception:
             log.exception("a multi-record request failed at the front")
-            return self._error(500, "internal error while splitting the request into records; see the logs")
-        self._send(200, answer, content_type=content_type)
+            message = "internal error while splitting the request into records; see the logs"
+            return 500, body(500, message), JSON_CONTENT_TYPE
+        return 200, answer, content_type
+
+    def _models(self, models: Registry) -> None:
+        """GET /models lists the loaded models; POST /models loads one."""
+        if self.command == "GET":
+            return self._send(200, json.dumps(models.page(self.query)).encode())
+        payload = self._request_body()
+        if payload is not None:
+            self._send(200, json.dumps(models.load(payload)).encode())
+
+    def _model(self, models: Registry, name: str) -> None:
+        """GET /models/{name} describes a loaded model; DELETE /models/{name} unloads it."""
+        answer = models.describe(name) if self.command == "GET" else models.unload(name)
+        self._send(200, json.dumps(answer).encode())
+
+    def _request_body(self) -> bytes | None:
+        """The request's body, or None once its error (411, 413, 408) has been answered."""
+        if self._framing is None:
+            # Bytes sent without a length would be read as the next request: close.
+            self._error(411, "send the body with Content-Length or Transfer-Encoding: chunked", close=True)
+            return None
+        try:
+            return self._read_body()
+        except RequestError as exc:
+            self._send(*to_response(exc))
+        except TimeoutError:
+            self._error(408, "the request body did not arrive in time", close=True)
+        return None
+
+
+def _lend(batcher: Batcher, call: Callable[[Batcher], Reply]) -> Reply:
+    """The single model's batcher, lent to `call` as Registry.invoke lends a model's."""
+    return call(batcher)

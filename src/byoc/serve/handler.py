@@ -197,8 +197,11 @@ class ImageClassifierHandler:
     def initialize(self, context) -> None:
         """The model server's start-up call: load (a failure goes to the start-up report), then one log line."""
         props = context.system_properties
-        model_dir = os.environ.get(MODEL_DIR_ENV) or props.get("model_dir")
-        with startup.reported(model_dir):
+        # A multi-model endpoint's model: its manifest names the artifact and its own report
+        # (byoc.serve.mms.ModelServer.write_manifest); the single model: the environment does.
+        placed = (getattr(context, "manifest", None) or {}).get("byoc") or {}
+        model_dir = placed.get("model_dir") or os.environ.get(MODEL_DIR_ENV) or props.get("model_dir")
+        with startup.reported(model_dir, placed.get("report")):
             self.load(model_dir, pick_device(props.get("gpu_id")))
         log.info(
             json.dumps(

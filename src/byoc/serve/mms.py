@@ -5,7 +5,9 @@ MMS 1.1.11's management API registers a model from any http(s) URL it is given (
 allowed-URLs setting: TorchServe added `allowed_urls` later) and unregisters or rescales models
 on request. So it listens on a Unix socket in the work dir (mode 0700), is used once, by
 `register`, and the socket's name is then removed: MMS keeps the listener, but no process in the
-container or on the host can connect to it again. The workers reach the frontend through Unix
+container or on the host can connect to it again. Under SAGEMAKER_MULTI_MODEL the front loads and
+unloads models on SageMaker's request (byoc.serve.models), so the name stays, guarded only by the
+work dir's mode: the front, never a client, decides what is registered. The workers reach the frontend through Unix
 sockets in the same dir (MMS's `use_native_io`). The inference API is a Unix socket there too
 (`unix_inference`), or a loopback TCP port in SAGEMAKER_SAFE_PORT_RANGE below 32767."""
 
@@ -111,7 +113,10 @@ class ModelServer:
         workdir: Path,
         startup_report: Path,
         unix_inference: bool = False,
+        calls: int | None = None,
     ):
+        """`workers` per model; `calls`: the most calls the front sends at once (default `workers`),
+        which the JVM's heap is sized for."""
         self.config, self.workers, self.threads, self.gpus = config, workers, threads, gpus
         self.workdir, self.startup_report = Path(workdir), Path(startup_report)
         self.management_socket = self.workdir / "mms-management.sock"
@@ -125,29 +130,41 @@ class ModelServer:
         self.inference_port: int | None = None if unix_inference else free_port(config.safe_ports, {config.port})
         # The JVM's options: SAGEMAKER_MODEL_SERVER_VMARGS, else a heap sized for a full body per worker.
         self.vmargs = config.vmargs or (
-            f"-Xmx{sizing.jvm_heap_mb(config.max_request_bytes, workers)}m -XX:+UseContainerSupport"
+            f"-Xmx{sizing.jvm_heap_mb(config.max_request_bytes, calls or workers)}m -XX:+UseContainerSupport"
         )
         self.process: subprocess.Popen | None = None
         self._lock = threading.Lock()  # self.process against stop()
         self._stopping = False
         self._starting = False  # MMS has not listened yet, and may be started again on another port
 
-    def _write_files(self) -> Path:
-        """config.properties and a model store holding only a manifest (the model dir stays untouched)."""
-        store = self.workdir / "model-store"
-        manifest = store / MODEL_NAME / "MAR-INF" / "MANIFEST.json"
+    @property
+    def store(self) -> Path:
+        """MMS's model store: one manifest per model, nothing else (the models' dirs stay untouched)."""
+        return self.workdir / "model-store"
+
+    def write_manifest(self, name: str, model_dir: Path | None = None, report: Path | None = None) -> None:
+        """The store entry MMS registers `name` from. Its "byoc" part, which MMS passes to the
+        handler untouched (context.manifest), says where the artifact is and where a load failure
+        is reported (byoc.serve.handler); without it the worker reads BYOC_MODEL_DIR."""
+        manifest = self.store / name / "MAR-INF" / "MANIFEST.json"
         manifest.parent.mkdir(parents=True, exist_ok=True)
-        manifest.write_text(
-            json.dumps(
-                {
-                    "runtime": "python",
-                    "model": {"modelName": MODEL_NAME, "handler": HANDLER},
-                    "modelServerVersion": "1.0",
-                    "implementationVersion": "1.0",
-                    "specificationVersion": "1.0",
-                }
-            )
-        )
+        document: dict = {
+            "runtime": "python",
+            "model": {"modelName": name, "handler": HANDLER},
+            "modelServerVersion": "1.0",
+            "implementationVersion": "1.0",
+            "specificationVersion": "1.0",
+        }
+        if model_dir is not None:
+            document["byoc"] = {"model_dir": str(model_dir), "report": str(report or "")}
+        manifest.write_text(json.dumps(document))
+
+    def _write_files(self) -> Path:
+        """config.properties and the store (the single model's manifest unless multi-model)."""
+        store = self.store
+        store.mkdir(parents=True, exist_ok=True)
+        if not self.config.multi_model:
+            self.write_manifest(MODEL_NAME)
         # The front enforces the request limit with a JSON 413; MMS's own limits sit just above it (a
         # framed batch of requests within the limit adds its parts' headers), for requests and answers.
         limit = self.config.max_request_bytes + 1024 * 1024
@@ -199,7 +216,6 @@ class ModelServer:
         env = dict(
             os.environ,
             **{
-                MODEL_DIR_ENV: str(self.config.model_dir),
                 THREADS_ENV: str(self.threads),
                 startup.REPORT_ENV: str(self.startup_report),
                 "OMP_NUM_THREADS": str(self.threads),
@@ -209,6 +225,8 @@ class ModelServer:
                 "BYOC_MMS_ACCESS_LOG_LEVEL": "info" if self.config.access_log else "warn",
             },
         )
+        if not self.config.multi_model:  # each model's manifest names its dir instead
+            env[MODEL_DIR_ENV] = str(self.config.model_dir)
         # Waiting OpenMP threads sleep instead of spinning: when a core is busy elsewhere (the JVM,
         # the front, another worker, a neighbour) spinning cost ~10x the CPU per request and 4x the
         # latency in bench/ (README "Performance"). An explicit setting still wins.
@@ -242,6 +260,8 @@ class ModelServer:
             listening = False
         finally:
             self._starting = False
+        if self.config.multi_model:
+            return  # models come and go through byoc.serve.models, over the management socket
         try:
             if listening:
                 self.register()
@@ -294,6 +314,21 @@ class ModelServer:
         tmp.write_text(reason + "\n")
         os.replace(tmp, self.startup_report)
 
+    def listening(self) -> bool:
+        """MMS has bound its APIs (the management socket appears last)."""
+        return not self._starting and self.management_socket.exists() and self.alive()
+
+    def manage(self, method: str, path: str, timeout: float = 10) -> tuple[int, str]:
+        """One call to MMS's management API: (status, body). OSError or HTTPException when it does
+        not answer."""
+        conn = UnixHTTPConnection(self.management_socket, timeout=timeout)
+        try:
+            conn.request(method, path)
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode(errors="replace")
+        finally:
+            conn.close()
+
     def register(self, poll: float = 0.05) -> None:
         """Register the model once the management API listens. MMS batches nothing (batch size 1):
         the front does (byoc.serve.batching). A refusal goes to the start-up report, so the server
@@ -309,20 +344,15 @@ class ModelServer:
         )
         deadline = time.monotonic() + self.config.startup_timeout
         while self.alive() and time.monotonic() < deadline:
-            conn = UnixHTTPConnection(self.management_socket, timeout=10)
             try:
-                conn.request("POST", f"/models?{query}")
-                resp = conn.getresponse()
-                body = resp.read().decode(errors="replace")
+                status, body = self.manage("POST", f"/models?{query}")
             except (OSError, http.client.HTTPException):
                 time.sleep(poll)
                 continue
-            finally:
-                conn.close()
-            if resp.status < 300 or resp.status == 409:  # 409: an earlier attempt that timed out got through
+            if status < 300 or status == 409:  # 409: an earlier attempt that timed out got through
                 log.debug("model registered: %s", body.strip())
                 return
-            self._report(f"the model server refused the model: HTTP {resp.status} {' '.join(body.split())[:300]}")
+            self._report(f"the model server refused the model: HTTP {status} {' '.join(body.split())[:300]}")
             return
 
     def alive(self) -> bool:
@@ -361,13 +391,13 @@ class ModelServer:
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
 
-    def probe(self, timeout: float = 2.0) -> bool:
-        """True when a worker answers a health probe: MMS routed it, the worker process is alive
-        and its model is loaded (MMS's own worker status says READY before the model loads)."""
+    def probe(self, timeout: float = 2.0, model: str = MODEL_NAME) -> bool:
+        """True when a worker of `model` answers a health probe: MMS routed it, the worker process is
+        alive and its model is loaded (MMS's own worker status says READY before the model loads)."""
         conn = None
         try:
             conn = self.connect(timeout)
-            conn.request("POST", f"/predictions/{MODEL_NAME}", b"", {PROBE: "1", CONTENT_TYPE: ""})
+            conn.request("POST", f"/predictions/{model}", b"", {PROBE: "1", CONTENT_TYPE: ""})
             resp = conn.getresponse()
             resp.read()
             return resp.status == 200

@@ -25,7 +25,8 @@ log = logging.getLogger("byoc.serve")
 GRACE_SECONDS = 20  # SageMaker allows 30 s after SIGTERM: drain, then stop the model server (<= 10 s)
 
 
-def _wait_ready(server, report: Path, timeout: float, stop: threading.Event) -> None:
+def _wait_ready(server, report: Path, timeout: float, stop: threading.Event, multi_model: bool) -> None:
+    """Until a worker answers with the model loaded, or (multi-model) the model server listens."""
     deadline = time.monotonic() + timeout
     while not stop.is_set() and time.monotonic() < deadline:
         failure = startup.read(report)
@@ -33,7 +34,7 @@ def _wait_ready(server, report: Path, timeout: float, stop: threading.Event) -> 
             raise ByocError(failure)
         if not server.alive():
             raise ByocError("the model server exited while starting; see the log above")
-        if server.probe():
+        if server.listening() if multi_model else server.probe():
             return
         time.sleep(0.2)
     if not stop.is_set():
@@ -48,6 +49,7 @@ def run(config: ServeConfig) -> int:
     from byoc.serve import sizing
     from byoc.serve.front import Front
     from byoc.serve.mms import ModelServer
+    from byoc.serve.models import Registry, workers_per_model
 
     started = time.monotonic()
     stop = threading.Event()
@@ -58,7 +60,11 @@ def run(config: ServeConfig) -> int:
     # Sized without loading the model: the workers load it once, and report a failure (startup.py).
     cores, gpus, model_bytes = sizing.cpu_count(), sizing.gpu_count(), sizing.weights_bytes(config.model_dir)
     memory = sizing.memory_available()
-    plan = sizing.plan(cores, gpus, model_bytes, memory, config.workers, config.torch_threads)
+    # SageMaker Serverless Inference: a memory limit of 1024..6144 MB, vCPUs in proportion, 4 MB bodies.
+    serverless = sizing.serverless(sizing.memory_limit(), sizing.cpu_quota(), cores, config.serverless)
+    if serverless is not None:
+        config = config.for_serverless()
+    plan = sizing.plan(cores, gpus, model_bytes, memory, config.workers, config.torch_threads, serverless)
     # The largest body that batch transform's concurrent requests can carry here: the body limit under
     # SAGEMAKER_BATCH without SAGEMAKER_MAX_PAYLOAD_IN_MB, and what /execution-parameters offers.
     concurrent = config.max_concurrent_transforms or plan.workers
@@ -67,7 +73,12 @@ def run(config: ServeConfig) -> int:
     execution = config.execution_parameters(plan.workers, machine_payload_mb)
     workdir = Path(tempfile.mkdtemp(prefix="byoc-serve-"))
     report = workdir / "startup-failure"
-    server = ModelServer(config, plan.workers, plan.threads, gpus, workdir, report, unix_inference=True)
+    # A multi-model endpoint: each model gets its own workers (models.workers_per_model); the plan's
+    # workers bound the calls in flight across all models instead.
+    per_model = workers_per_model(config.workers) if config.multi_model else plan.workers
+    server = ModelServer(
+        config, per_model, plan.threads, gpus, workdir, report, unix_inference=True, calls=plan.workers
+    )
     log.info(
         json.dumps(
             {
@@ -78,6 +89,7 @@ def run(config: ServeConfig) -> int:
                 "gpus": gpus,
                 "cores": cores,
                 "workers": plan.workers,
+                "workers_per_model": per_model if config.multi_model else None,
                 "torch_threads": plan.threads,
                 "workers_from": plan.reason,
                 "execution_parameters": execution.document(),
@@ -97,11 +109,26 @@ def run(config: ServeConfig) -> int:
             config.timeout,
             config.batch_size,
             config.max_batch_delay_ms / 1000,
-            worker_pids=server.worker_pids,
+            worker_pids=None if config.multi_model else server.worker_pids,
             execution=execution,
         )
+        if config.multi_model:  # before the front serves: its routes depend on it
+            front.models = Registry(
+                server,
+                front.forward,
+                config.models_dir,
+                workdir,
+                workers=per_model,
+                calls=plan.workers,
+                batch_size=config.batch_size,
+                max_batch_delay=config.max_batch_delay_ms / 1000,
+                max_request_bytes=config.max_request_bytes,
+                load_timeout=config.startup_timeout,
+                unload_timeout=config.timeout,
+                max_models=config.max_loaded_models,
+            )
         threading.Thread(target=front.serve_forever, name="front", daemon=True).start()
-        _wait_ready(server, report, config.startup_timeout, stop)
+        _wait_ready(server, report, config.startup_timeout, stop, config.multi_model)
         if not stop.is_set():
             log.info(
                 json.dumps(

@@ -22,6 +22,15 @@ FRONT_BODY_COPIES = 2
 JVM_BODY_COPIES = 2
 WORKER_BODY_COPIES = 1
 JVM_BASE_MB = 512  # the model server's heap without request bodies (MMS's own default -Xmx512m was enough)
+# Under a memory limit the base heap is at most this share of it, so that the JVM fits beside a
+# worker in SageMaker Serverless Inference's smallest size (1024 MB: 128 MB of base heap).
+JVM_BASE_SHARE = 1 / 8
+# SageMaker Serverless Inference runs the container with a memory limit of 1024..6144 MB and gives
+# it vCPUs in proportion; a cgroup limit at most this large is taken for serverless.
+SERVERLESS_MAX_MEMORY = 6144 * 1024**2
+# Memory per vCPU where no CPU quota says: AWS Lambda's documented rule (1769 MB = one vCPU), the
+# same proportional scheme; SageMaker does not publish its own.
+MB_PER_VCPU = 1769
 
 
 def _read(*paths: str) -> str | None:
@@ -38,17 +47,23 @@ def _number(text: str | None) -> int | None:
     return int(text) if text and text.lstrip("-").isdigit() else None
 
 
-def cpu_count() -> int:
-    """Cores this process may use: CPU affinity, capped by a cgroup CPU quota (v2 or v1)."""
-    cores = len(os.sched_getaffinity(0))
+def cpu_quota() -> float | None:
+    """The cgroup CPU quota in CPUs (v2 cpu.max, or v1 cfs_quota_us / cfs_period_us); None without one."""
     quota = period = None
     v2 = _read("cpu.max")
     if v2 and not v2.startswith("max"):
         quota, period = (_number(x) for x in v2.split()[:2])
     elif v2 is None:
         quota, period = _number(_read("cpu/cpu.cfs_quota_us")), _number(_read("cpu/cpu.cfs_period_us"))
-    if quota and period and quota > 0:
-        cores = min(cores, max(1, quota // period))
+    return quota / period if quota and period and quota > 0 else None
+
+
+def cpu_count() -> int:
+    """Cores this process may use: CPU affinity, capped by a cgroup CPU quota (v2 or v1)."""
+    cores = len(os.sched_getaffinity(0))
+    quota = cpu_quota()
+    if quota is not None:
+        cores = min(cores, max(1, int(quota)))
     return max(1, cores)
 
 
@@ -68,12 +83,18 @@ def weights_bytes(model_dir: Path) -> int:
     return max(sizes, default=0)
 
 
+def memory_limit() -> int | None:
+    """The cgroup memory limit in bytes (v2 memory.max or v1 limit_in_bytes); None without one."""
+    limit = _number(_read("memory.max", "memory/memory.limit_in_bytes"))
+    return limit if limit is not None and limit < 2**60 else None  # v1 says "no limit" with a huge number
+
+
 def memory_available() -> int:
     """Bytes that can still be allocated: the machine's available memory, capped by a cgroup limit."""
     available = psutil.virtual_memory().available
-    limit = _number(_read("memory.max", "memory/memory.limit_in_bytes"))
+    limit = memory_limit()
     used = _number(_read("memory.current", "memory/memory.usage_in_bytes"))
-    if limit is not None and used is not None and limit < 2**60:  # v1 says "no limit" with a huge number
+    if limit is not None and used is not None:
         available = min(available, limit - used)
     return max(0, available)
 
@@ -97,11 +118,44 @@ def payload_mb(memory: int, workers: int, model_bytes: int, concurrent: int, mos
     return max(1, min(most, int(left // (bodies * MB))))
 
 
+def jvm_base_mb(limit: int | None) -> int:
+    """The model server's heap without bodies: JVM_BASE_MB, at most JVM_BASE_SHARE of a memory limit."""
+    return JVM_BASE_MB if limit is None else max(64, min(JVM_BASE_MB, int(limit * JVM_BASE_SHARE) // MB))
+
+
 def jvm_heap_mb(payload_bytes: int, calls: int) -> int:
-    """The model server's -Xmx, in MB: its base heap plus JVM_BODY_COPIES of a full body for each
-    of the `calls` it holds at once (the front sends one per worker), so no body within the limit
-    runs it out of memory (Netty's direct buffers share this bound, -XX:MaxDirectMemorySize's default)."""
-    return JVM_BASE_MB + calls * JVM_BODY_COPIES * -(-payload_bytes // MB)
+    """The model server's -Xmx, in MB: its base heap (jvm_base_mb of this container's memory limit)
+    plus JVM_BODY_COPIES of a full body for each of the `calls` it holds at once (the front sends
+    one per worker), so no body within the limit runs it out of memory (Netty's direct buffers
+    share this bound, -XX:MaxDirectMemorySize's default)."""
+    return jvm_base_mb(memory_limit()) + calls * JVM_BODY_COPIES * -(-payload_bytes // MB)
+
+
+@dataclass(frozen=True)
+class Serverless:
+    """How a serverless-sized container is sized: its memory limit and the vCPUs it implies."""
+
+    memory_limit: int | None  # bytes; None: forced (BYOC_SERVERLESS=true) without a cgroup limit
+    vcpus: int
+    vcpus_from: str
+
+    def describe(self) -> str:
+        memory = f"memory limit {self.memory_limit // MB} MiB" if self.memory_limit else "no memory limit"
+        threads = f"{self.vcpus} thread{'s' if self.vcpus > 1 else ''}"
+        return f"serverless ({memory}): one worker, {threads} ({self.vcpus_from})"
+
+
+def serverless(limit: int | None, quota: float | None, cores: int, forced: bool | None = None) -> Serverless | None:
+    """The serverless sizing when the memory `limit` is serverless-sized (set, at most 6144 MiB) or
+    `forced` (BYOC_SERVERLESS); None otherwise. vCPUs: the CPU `quota` where there is one (`cores`
+    already counts it), else MB_PER_VCPU per vCPU of the limit, rounded, at least 1, at most `cores`."""
+    sized = limit is not None and limit <= SERVERLESS_MAX_MEMORY
+    if forced is False or not (sized or forced):
+        return None
+    if quota is not None or limit is None:
+        return Serverless(limit, cores, f"cgroup CPU quota {quota:g}" if quota is not None else f"{cores} cores")
+    vcpus = max(1, min(cores, int(limit / MB / MB_PER_VCPU + 0.5)))
+    return Serverless(limit, vcpus, f"1 vCPU per {MB_PER_VCPU} MB, at most {cores} cores")
 
 
 @dataclass(frozen=True)
@@ -112,13 +166,27 @@ class Plan:
 
 
 def plan(
-    cores: int, gpus: int, model_bytes: int, memory: int, workers: int | None = None, threads: int | None = None
+    cores: int,
+    gpus: int,
+    model_bytes: int,
+    memory: int,
+    workers: int | None = None,
+    threads: int | None = None,
+    serverless: Serverless | None = None,
 ) -> Plan:
-    """Workers from GPUs or cores, capped by memory; threads per worker up to all the cores."""
+    """Workers from GPUs or cores, capped by memory; threads per worker up to all the cores.
+    Serverless: one worker with the vCPUs the memory implies (SAGEMAKER_MODEL_SERVER_WORKERS and
+    BYOC_TORCH_THREADS still win)."""
     by_memory = max(1, int(memory * MEMORY_SHARE // worker_bytes(model_bytes)))
     default_threads = None
+    if serverless is not None:
+        cores = serverless.vcpus
     if workers is not None:
-        reason = "SAGEMAKER_MODEL_SERVER_WORKERS"
+        reason = "SAGEMAKER_MODEL_SERVER_WORKERS" + (f"; {serverless.describe()}" if serverless else "")
+    elif serverless is not None:
+        # A second worker would only split the same one to three vCPUs, and hold a second copy of
+        # the model in a memory that is small by design.
+        workers, default_threads, reason = 1, serverless.vcpus, serverless.describe()
     elif gpus:
         workers, reason = min(gpus, by_memory), f"one per GPU ({gpus}), memory allows {by_memory}"
     else:

@@ -27,12 +27,13 @@ def reason(exc: BaseException, model_dir) -> str:
 
 
 @contextmanager
-def reported(model_dir):
-    """Run the model's loading; on failure write the reason where the server looks, then re-raise."""
+def reported(model_dir, path: str | None = None):
+    """Run the model's loading; on failure write the reason where the server looks (`path`, else
+    BYOC_STARTUP_REPORT), then re-raise."""
     try:
         yield
     except Exception as exc:
-        path = os.environ.get(REPORT_ENV)
+        path = path or os.environ.get(REPORT_ENV)
         if path:
             tmp = Path(f"{path}.{os.getpid()}")
             tmp.write_text(reason(exc, model_dir) + "\n")
