@@ -1,4 +1,4 @@
-"""Run the benchmarks (serving, training, image sizes) and write bench/results/.
+"""Run the benchmarks (serving, cold start real-time vs serverless, training, image sizes) and write bench/results/.
 
 Writes results.json, summary.md and PNG plots, prints the tables. Exit 1 only when a run
 failed (a missed target is a finding, not a failure)."""
@@ -20,7 +20,10 @@ from bench import accuracy, artifact, containers, payloads, plot, report, servin
 log = logging.getLogger("bench")
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-SUITES = ("serving", "training", "sizes")
+SUITES = ("serving", "coldstart", "training", "sizes")
+# SageMaker Serverless Inference's container, as far as docker run can say: a memory size of 2048 MB
+# (1024..6144) and the one vCPU it comes with.
+SERVERLESS_RESOURCES = ("--memory", "2g", "--cpus", "1")
 # byoc-serve settings besides its defaults (SageMaker's environment variables): label -> env.
 VARIANTS = {
     "2w1t": {"SAGEMAKER_MODEL_SERVER_WORKERS": "2", "BYOC_TORCH_THREADS": "1"},
@@ -111,6 +114,24 @@ def run_serving(args, work: Path, failures: list[str]) -> dict:
     return out
 
 
+def run_cold_starts(args, work: Path) -> dict:
+    """byoc-serve:cpu's cold start as a real-time endpoint runs it (no limits) and as serverless does."""
+    ensure_image("byoc-serve:cpu", "cpu")
+    model_dir = artifact.write_byoc(work / "model")
+    photo = payloads.write(work / "payloads", {"2MP": payloads.MEGAPIXELS["2MP"]})["2MP"]
+    kinds = {
+        "real-time": serving.byoc_server(model_dir, image="byoc-serve:cpu", label="byoc-cpu"),
+        "serverless": serving.byoc_server(
+            model_dir, image="byoc-serve:cpu", label="byoc-cpu-serverless", resources=SERVERLESS_RESOURCES
+        ),
+    }
+    out = serving.cold_starts(kinds, photo.read_bytes(), work, args.cold_start_rounds)
+    out["payload"] = "2MP"
+    for kind, row in out["kinds"].items():
+        log.info("cold start %s: /ping %.1f s, first prediction %.1f s", kind, row["ping_s"], row["first_prediction_s"])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -132,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads for the in-process limit")
     ap.add_argument("--inprocess-seconds", type=float, default=3.0, help="seconds per in-process measurement")
     ap.add_argument("--no-inprocess", action="store_true", help="skip the in-process limit")
+    ap.add_argument(
+        "--cold-start-rounds", type=int, default=3, help="cold starts of each kind (real-time, serverless), interleaved"
+    )
     ap.add_argument("--quick", action="store_true", help="a short smoke run (small loads, small training set)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument(
@@ -149,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seconds, args.warmup, args.inprocess_seconds = min(args.seconds, 3.0), min(args.warmup, 1.0), 1.0
         args.server_warmup = min(args.server_warmup, 3.0)
+        args.cold_start_rounds = 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     suites = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(suites) - set(SUITES)
@@ -165,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     if "serving" in suites:
         results["serving"] = run_serving(args, args.work, failures)
+    if "coldstart" in suites:
+        try:
+            results["cold_start"] = run_cold_starts(args, args.work)
+        except Exception as exc:
+            failures.append(f"coldstart: {exc}")
+            log.error("cold start benchmark failed: %s", exc)
     if "training" in suites:
         try:
             ensure_image("byoc-train:latest", "train")

@@ -217,6 +217,48 @@ def servers_table(results: dict) -> str:
     )
 
 
+def cold_start_table(results: dict) -> str:
+    """The CPU image's cold start per kind of endpoint (medians of interleaved rounds), and each
+    kind's ratio to the first (serverless / real-time)."""
+    cold = results.get("cold_start") or {}
+    rows = []
+    for kind, k in (cold.get("kinds") or {}).items():
+        sizing = f"{k.get('workers')} x {k.get('torch_threads')}"
+        body_mb = round(k["max_request_bytes"] / 2**20) if k.get("max_request_bytes") else None
+        rows.append(
+            [kind, k["resources"], sizing, body_mb, k["ping_s"], k["first_prediction_s"], k["container_mb"], None]
+        )
+        ratio = k.get("ratio")
+        if ratio:
+            rows.append(
+                [
+                    f"{kind} / {next(iter(cold['kinds']))}",
+                    "",
+                    "",
+                    None,
+                    ratio["ping_s"],
+                    ratio["first_prediction_s"],
+                    ratio["container_mb"],
+                    None,
+                ]
+            )
+    for row in rows:
+        row[-1] = cold.get("rounds")
+    return table(
+        [
+            f"cold start, {next(iter(cold.get('kinds', {}).values()), {}).get('image', '')}",
+            "docker run limits",
+            "workers x threads",
+            "body limit MB",
+            "to /ping 200 s",
+            "to first prediction s",
+            "container MiB",
+            "rounds (median)",
+        ],
+        rows,
+    )
+
+
 def preprocess_table(results: dict) -> str:
     limits = list(_limited(results))
     if not limits:
@@ -293,6 +335,7 @@ def markdown(results: dict) -> str:
         targets_table(targets(results)),
         serving_table(results),
         servers_table(results),
+        cold_start_table(results),
         preprocess_table(results),
         training_text(results),
         sizes_table(results),

@@ -1,6 +1,7 @@
 """The serving benchmark: each server in its container on the host network, one at a time,
 on the same cores, the same model and the same photos; cold start, latency at several
-concurrencies, saturated throughput and memory."""
+concurrencies, saturated throughput and memory. And the CPU image's cold start as a
+real-time endpoint runs it (no limits) beside serverless' (`docker run --memory 2g --cpus 1`)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class Server:
     worker_marker: str
     notes: str = ""
     limit: bool = False  # measure the in-process limit inside this server's container (byoc images)
+    resources: tuple[str, ...] = ()  # docker run's resource limits (--memory, --cpus), beside the core budget
 
 
 def byoc_server(
@@ -40,9 +42,11 @@ def byoc_server(
     label: str = "byoc",
     env: dict[str, str] | None = None,
     limit: bool = False,
+    resources: tuple[str, ...] = (),
 ) -> Server:
     def setup(_work: Path, port: int):
         opts = [
+            *resources,
             "-v",
             f"{model_dir}:/opt/ml/model:ro",
             "-e",
@@ -61,8 +65,9 @@ def byoc_server(
         "/ping",
         "/invocations",
         "model_service_worker",
-        notes=" ".join(f"{k}={v}" for k, v in (env or {}).items()),
+        notes=" ".join([*resources, *(f"{k}={v}" for k, v in (env or {}).items())]),
         limit=limit,
+        resources=resources,
     )
 
 
@@ -145,20 +150,8 @@ def run_server(
     first = next(iter(payloads.values())).read_bytes()
     try:
         with containers.running(server.image, args, opts, server.label) as (name, started):
-            result.cold_start_ping_s = round(
-                containers.wait_status(base + server.ping, started, start_timeout, name), 2
-            )
-            # The first prediction: a /ping 200 may come before a worker holds the model.
-            while httpload.post(base + server.invoke, first, "image/jpeg") != 200:
-                if time.monotonic() - started > start_timeout:
-                    raise RuntimeError(f"no successful prediction within {start_timeout:.0f} s")
-                time.sleep(0.2)
-            result.cold_start_first_prediction_s = round(time.monotonic() - started, 2)
-            log.info(
-                "%s: /ping 200 after %.1f s, first prediction after %.1f s",
-                server.label,
-                result.cold_start_ping_s,
-                result.cold_start_first_prediction_s,
+            result.cold_start_ping_s, result.cold_start_first_prediction_s = time_cold_start(
+                server, base, first, name, started, start_timeout
             )
             if server_warmup > 0:  # the JVM's JIT and the workers' first passes, before anything counts
                 httpload.run("127.0.0.1", port, server.invoke, first, "image/jpeg", 4, server_warmup, 0)
@@ -173,6 +166,80 @@ def run_server(
         log.error("%s failed: %s", server.label, exc)
         result.error = str(exc)[:2000]
     return result
+
+
+def time_cold_start(
+    server: Server, base: str, body: bytes, name: str, started: float, timeout: float
+) -> tuple[float, float]:
+    """Seconds from `started` (just before `docker run`) to /ping 200 and to the first successful prediction."""
+    ping_s = containers.wait_status(base + server.ping, started, timeout, name)
+    # The first prediction: a /ping 200 may come before a worker holds the model.
+    while httpload.post(base + server.invoke, body, "image/jpeg") != 200:
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"no successful prediction within {timeout:.0f} s")
+        time.sleep(0.2)
+    first_s = time.monotonic() - started
+    log.info("%s: /ping 200 after %.1f s, first prediction after %.1f s", server.label, ping_s, first_s)
+    return round(ping_s, 2), round(first_s, 2)
+
+
+def config_line(name: str) -> dict:
+    """byoc-serve's "config" log line (its workers, threads and body limit); {} when there is none."""
+    logs = containers.docker("logs", name, check=False)
+    for line in (logs.stdout + logs.stderr).splitlines():
+        if line.startswith('{"event": "config"'):
+            return json.loads(line)
+    return {}
+
+
+def cold_start(server: Server, body: bytes, work: Path, timeout: float = 300) -> dict:
+    """One cold start of a byoc server: container start to /ping 200 and to the first prediction,
+    the sizing it chose, and its memory right after that prediction."""
+    port = containers.free_port()
+    opts, args = server.setup(work, port)
+    with containers.running(server.image, args, opts, server.label) as (name, started):
+        ping_s, first_s = time_cold_start(server, f"http://127.0.0.1:{port}", body, name, started, timeout)
+        config = config_line(name)
+        return {
+            "ping_s": ping_s,
+            "first_prediction_s": first_s,
+            "workers": config.get("workers"),
+            "torch_threads": config.get("torch_threads"),
+            "max_request_bytes": int(config.get("max_request_bytes", 0)) or None,
+            "workers_from": config.get("workers_from"),
+            "container_mb": containers.memory(name, server.worker_marker)["container_mb"],
+        }
+
+
+COLD_START_FIGURES = ("ping_s", "first_prediction_s", "container_mb")
+
+
+def cold_starts(servers: dict[str, Server], body: bytes, work: Path, rounds: int) -> dict:
+    """`rounds` cold starts of each server (real-time and serverless), interleaved and in turn first,
+    so that both see the same minutes and the same file cache; the medians, and each kind's ratio
+    to the first kind's (serverless / real-time)."""
+    samples: dict[str, list[dict]] = {kind: [] for kind in servers}
+    kinds = list(servers)
+    for i in range(rounds):
+        for kind in kinds[i % len(kinds) :] + kinds[: i % len(kinds)]:
+            samples[kind].append(cold_start(servers[kind], body, work))
+    out: dict = {"rounds": rounds, "kinds": {}}
+    for kind, runs in samples.items():
+        medians = {f: round(statistics.median(r[f] for r in runs), 2) for f in COLD_START_FIGURES}
+        out["kinds"][kind] = {
+            "label": servers[kind].label,
+            "image": servers[kind].image,
+            "resources": " ".join(servers[kind].resources) or "none",
+            **{k: runs[-1][k] for k in ("workers", "torch_threads", "max_request_bytes", "workers_from")},
+            **medians,
+            "samples": runs,
+        }
+    base = out["kinds"][kinds[0]]
+    for kind in kinds[1:]:
+        out["kinds"][kind]["ratio"] = {
+            f: round(out["kinds"][kind][f] / base[f], 3) if base[f] else None for f in COLD_START_FIGURES
+        }
+    return out
 
 
 SLICES = 3  # the concurrency-1 point, in slices with the in-process limit taken between them

@@ -272,3 +272,44 @@ def test_plots_write_pngs_even_for_a_zero_change(tmp_path):
     assert zero["value"] == 0 and plot.score(zero) == plot.CAP  # met by the widest margin, not an empty bar
     assert plot.score(rows["byoc 2MP: p50 at c=1 / in-process batch-1 limit"]) == 1.0
     assert plot.score(rows["training container images/s / in-process limit"]) == pytest.approx(0.8 / 0.85)  # missed
+
+
+def test_cold_starts_interleave_kinds_and_report_medians_and_ratios(monkeypatch, tmp_path):
+    """Real-time and serverless in turn first each round; medians per kind; serverless / real-time."""
+    from bench import serving
+
+    order = []
+    times = {"real-time": iter([(5.0, 6.0), (7.0, 8.0), (6.0, 7.0)]), "serverless": iter([(9.0, 12.0)] * 3)}
+
+    def fake(server, body, work, timeout=300):
+        kind = "serverless" if server.resources else "real-time"
+        order.append(kind)
+        ping, first = next(times[kind])
+        return {
+            "ping_s": ping,
+            "first_prediction_s": first,
+            "container_mb": 900 if server.resources else 1800,
+            "workers": 1 if server.resources else 2,
+            "torch_threads": 1 if server.resources else 2,
+            "max_request_bytes": (4 if server.resources else 6) * 2**20,
+            "workers_from": "x",
+        }
+
+    monkeypatch.setattr(serving, "cold_start", fake)
+    kinds = {
+        "real-time": serving.byoc_server(tmp_path, image="byoc-serve:cpu", label="byoc-cpu"),
+        "serverless": serving.byoc_server(
+            tmp_path, image="byoc-serve:cpu", label="byoc-cpu-serverless", resources=("--memory", "2g", "--cpus", "1")
+        ),
+    }
+    cold = serving.cold_starts(kinds, b"jpeg", tmp_path, rounds=3)
+    assert order == ["real-time", "serverless", "serverless", "real-time", "real-time", "serverless"]
+    rt, sl = cold["kinds"]["real-time"], cold["kinds"]["serverless"]
+    assert (rt["ping_s"], rt["first_prediction_s"], rt["resources"]) == (6.0, 7.0, "none")
+    assert (sl["ping_s"], sl["first_prediction_s"], sl["resources"]) == (9.0, 12.0, "--memory 2g --cpus 1")
+    assert sl["ratio"] == {"ping_s": 1.5, "first_prediction_s": round(12 / 7, 3), "container_mb": 0.5}
+    assert "ratio" not in rt and len(sl["samples"]) == 3
+    text = report.markdown({"cold_start": cold})
+    assert "| serverless | --memory 2g --cpus 1 | 1 x 1 | 4 | 9.00 | 12.0 | 900 | 3 |" in text
+    assert "| serverless / real-time |  |  | - | 1.50 | 1.71 | 0.50 | 3 |" in text
+    assert "| real-time | none | 2 x 2 | 6 | 6.00 | 7.00 | 1800 | 3 |" in text
