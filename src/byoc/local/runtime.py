@@ -9,7 +9,9 @@ own messages. An asynchronous endpoint (`--async-output`) queues each request, a
 at once, and has N workers read the input from S3, call the container and write the answer to
 `OUTPUT/<InferenceId>.out`, or the failure to `FAILURE/<InferenceId>-error.out`, as SageMaker
 does; S3 is whatever the environment names (AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL for a local
-emulator such as moto_server). Nothing here imports torch.
+emulator such as moto_server). A multi-model endpoint (`--model-store`, `--models-dir`) answers
+InvokeEndpoint with TargetModel by loading that model into its container on first use
+(byoc.local.model_store). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -34,6 +36,19 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from byoc.core.errors import ConfigError
+from byoc.local.model_store import (
+    TARGET_MODEL,
+    InvalidModelData,
+    ModelLoadFailed,
+    ModelNotInStore,
+    ModelStoreError,
+    MultiModelConfig,
+    MultiModelEndpoint,
+    check_endpoints,
+    open_store,
+    parse_multi_model,
+    target_model_constraint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +191,7 @@ class Runtime:
         account: str = LOCAL_ACCOUNT,
         async_endpoints: dict[str, AsyncConfig] | None = None,
         s3: Any = None,
+        multi_models: dict[str, MultiModelConfig] | None = None,
     ):
         self.endpoints = dict(endpoints)
         self.timeout = timeout
@@ -185,8 +201,15 @@ class Runtime:
         unknown = sorted(set(self.async_endpoints) - set(self.endpoints))
         if unknown:
             raise ConfigError(f"asynchronous endpoints without a container: {', '.join(unknown)}")
+        multi_models = dict(multi_models or {})
+        check_endpoints(multi_models, self.endpoints, self.async_endpoints)
         self.clock: Callable[[], float] = time.monotonic  # RequestTTLSeconds is measured on it
-        self.s3 = s3 if s3 is not None or not self.async_endpoints else s3_client()
+        needs_s3 = self.async_endpoints or any(c.store.startswith("s3://") for c in multi_models.values())
+        self.s3 = s3 if s3 is not None or not needs_s3 else s3_client()
+        self.multi_models = {
+            name: MultiModelEndpoint(self.endpoints[name], open_store(c.store, self.s3), c.models_dir, timeout)
+            for name, c in multi_models.items()
+        }
         self._queues = {
             name: AsyncWorkers(name, config.concurrency, self.process) for name, config in self.async_endpoints.items()
         }
@@ -196,8 +219,9 @@ class Runtime:
         for workers in self._queues.values():
             workers.close()
 
-    def invoke(self, name: str, body: bytes, headers: dict[str, str]) -> Reply:
-        """Forward one invocation to the endpoint's container, answering as SageMaker would."""
+    def invoke(self, name: str, body: bytes, headers: dict[str, str], target_model: str | None = None) -> Reply:
+        """Forward one invocation to the endpoint's container (to model `target_model` of a multi-model
+        endpoint), answering as SageMaker would."""
         url = self.endpoints.get(name)
         if url is None:
             return validation_error(f"Endpoint {name} of account {self.account} not found.")
@@ -206,10 +230,28 @@ class Runtime:
                 "1 validation error detected: Value at 'body' failed to satisfy constraint: "
                 f"Member must have length less than or equal to {MAX_BODY}"
             )
+        multi = self.multi_models.get(name)
+        problem = _check_target_model(name, multi is not None, target_model)
+        if problem is not None:
+            return problem
         forward = {k: headers[k] for k in FORWARDED_HEADERS if headers.get(k)}
         forward.setdefault("Content-Type", "application/octet-stream")
         try:
-            status, reply_headers, reply_body = self._post(url, body, forward)
+            if multi is not None and target_model is not None:
+                status, reply_headers, reply_body = multi.invoke(target_model, body, forward)
+            else:
+                status, reply_headers, reply_body = self._post(url, body, forward)
+        except ModelNotInStore as exc:
+            return validation_error(
+                f"Failed to download model data({exc.where}). Please ensure that there is an object located at the "
+                "URL and that the role passed to CreateModel has permissions to download the model."
+            )
+        except InvalidModelData as exc:
+            return validation_error(f"Failed to extract model data for TargetModel {target_model}: {exc}")
+        except ModelStoreError as exc:
+            return _error(500, "InternalFailure", {"Message": str(exc), "message": str(exc)})
+        except ModelLoadFailed as exc:  # the container refused the model (its reason), or had no room (507)
+            return self.model_error(name, exc.status, exc.message)
         except TimeoutError:
             return self.model_error(
                 name,
@@ -413,6 +455,23 @@ class Runtime:
         )
 
 
+def _check_target_model(name: str, multi_model: bool, target_model: str | None) -> Reply | None:
+    """SageMaker's ValidationError for a TargetModel the endpoint cannot take, else None."""
+    if target_model is None:
+        if not multi_model:
+            return None
+        request_id = str(uuid.uuid4())
+        reply = validation_error(f"Request {request_id} is missing a target model header.")
+        reply.headers["x-amzn-RequestId"] = request_id
+        return reply
+    if not multi_model:
+        return validation_error(
+            f"Endpoint {name} is not a multi-model endpoint and does not support target model header."
+        )
+    constraint = target_model_constraint(target_model)
+    return None if constraint is None else _constraint(target_model, "targetModel", constraint)
+
+
 def _async_forward(headers: dict[str, str]) -> dict[str, str]:
     """The container's headers for an asynchronous request: its content type, accept and custom attributes."""
     forward = {"Content-Type": headers.get(CONTENT_TYPE) or "application/octet-stream"}
@@ -493,7 +552,7 @@ def _handler_class(runtime: Runtime):
             path = urlsplit(self.path).path
             if match := _PATH.match(path):
                 headers = {k: self.headers.get(k, "") for k in FORWARDED_HEADERS}
-                reply = runtime.invoke(unquote(match["name"]), body, headers)
+                reply = runtime.invoke(unquote(match["name"]), body, headers, self.headers.get(TARGET_MODEL))
             elif match := _ASYNC_PATH.match(path):
                 headers = {k: self.headers.get(k, "") for k in ASYNC_HEADERS}
                 reply = runtime.invoke_async(unquote(match["name"]), body, headers)
@@ -529,11 +588,13 @@ def make_server(
     timeout: float = CONTAINER_TIMEOUT,
     async_endpoints: dict[str, AsyncConfig] | None = None,
     s3: Any = None,
+    multi_models: dict[str, MultiModelConfig] | None = None,
 ) -> RuntimeServer:
     """A server on 127.0.0.1:port (0 picks a free port) for `endpoints` (name -> container URL), some of
-    them asynchronous (`async_endpoints`; `s3`: the client for their inputs and results, default from the
-    environment)."""
-    return RuntimeServer(("127.0.0.1", port), Runtime(endpoints, timeout, async_endpoints=async_endpoints, s3=s3))
+    them asynchronous (`async_endpoints`; `s3`: the client for their inputs and results and for s3://
+    model stores, default from the environment), some multi-model (`multi_models`)."""
+    runtime = Runtime(endpoints, timeout, async_endpoints=async_endpoints, s3=s3, multi_models=multi_models)
+    return RuntimeServer(("127.0.0.1", port), runtime)
 
 
 def start_in_thread(
@@ -542,10 +603,11 @@ def start_in_thread(
     timeout: float = CONTAINER_TIMEOUT,
     async_endpoints: dict[str, AsyncConfig] | None = None,
     s3: Any = None,
+    multi_models: dict[str, MultiModelConfig] | None = None,
 ):
     """(server, base URL) with the server running in a daemon thread; call server.shutdown() and
     server.server_close() to stop."""
-    server = make_server(endpoints, port, timeout, async_endpoints, s3)
+    server = make_server(endpoints, port, timeout, async_endpoints, s3, multi_models)
     threading.Thread(target=server.serve_forever, name="local-runtime", daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
@@ -633,7 +695,33 @@ def register(sub) -> None:
         help=f"requests an asynchronous endpoint's container gets at once (MaxConcurrentInvocationsPerInstance; "
         f"default {ASYNC_CONCURRENCY})",
     )
+    p.add_argument(
+        "--model-store",
+        action="append",
+        default=[],
+        metavar="NAME=STORE",
+        help="make endpoint NAME multi-model (InvokeEndpoint with TargetModel): STORE, a directory or an s3:// prefix "
+        "(ModelDataUrl), holds the model tarballs, TargetModel being the path below it (repeatable)",
+    )
+    p.add_argument(
+        "--models-dir",
+        action="append",
+        default=[],
+        metavar="NAME=HOST_DIR",
+        help="where NAME's models are unpacked: the host directory its container mounts at /opt/ml/models "
+        "(docker run -v HOST_DIR:/opt/ml/models -e SAGEMAKER_MULTI_MODEL=true ...)",
+    )
     p.set_defaults(func=run)
+
+
+def _kind(config: AsyncConfig | None, multi: MultiModelConfig | None) -> str:
+    if config:
+        return (
+            f" (asynchronous: results to {config.output}, failures to {config.failure}, {config.concurrency} at a time)"
+        )
+    if multi:
+        return f" (multi-model: models from {multi.store}, unpacked into {multi.models_dir} = /opt/ml/models)"
+    return ""
 
 
 def run(args) -> int:
@@ -642,21 +730,18 @@ def run(args) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     endpoints = parse_endpoints(args.endpoint)
     async_endpoints = parse_async(args.async_output, args.async_failure, args.async_concurrency, endpoints)
+    multi_models = parse_multi_model(args.model_store, args.models_dir, endpoints)
     try:
-        server = make_server(endpoints, args.port, args.timeout, async_endpoints)
+        server = make_server(endpoints, args.port, args.timeout, async_endpoints, multi_models=multi_models)
     except OSError as exc:
         raise ConfigError(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror}") from None
     url = f"http://127.0.0.1:{server.server_address[1]}"
     for name, target in endpoints.items():
-        config = async_endpoints.get(name)
-        kind = (
-            f" (asynchronous: results to {config.output}, failures to {config.failure}, {config.concurrency} at a time)"
-            if config
-            else ""
-        )
-        print(f"endpoint {name} -> {target}{kind}")
+        print(f"endpoint {name} -> {target}{_kind(async_endpoints.get(name), multi_models.get(name))}")
     if async_endpoints:
         print(f"S3 for asynchronous inputs and results: {server.runtime.s3.meta.endpoint_url}")
+    if any(c.store.startswith("s3://") for c in multi_models.values()):
+        print(f"S3 for model stores: {server.runtime.s3.meta.endpoint_url}")
     print(f"SageMaker Runtime on {url}: export AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url}", flush=True)
     try:
         server.serve_forever()
