@@ -86,6 +86,7 @@ def test_deploy_serverless_uses_the_cpu_image_and_no_instances_once(cpu_image, c
     assert model["PrimaryContainer"]["Environment"] == {
         "SAGEMAKER_MAX_PAYLOAD_IN_MB": "4",
         "SAGEMAKER_MODEL_SERVER_TIMEOUT": "60",
+        "BYOC_SERVERLESS": "true",
     }
     assert "Mode" not in model["PrimaryContainer"]
 

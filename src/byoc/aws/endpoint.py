@@ -24,8 +24,14 @@ BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack")
 ASYNC_ENVIRONMENT = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "1024", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "3600"}
 SNS_ARN = re.compile(r"^arn:aws[a-z\-]*:sns:[a-z0-9\-]*:[0-9]{12}:[a-zA-Z0-9_.-]+$")  # SageMaker's SnsTopicArn
 S3_URI = re.compile(r"^s3://[^/]+(/.*)?$")
-# Serverless takes bodies up to 4 MB and answers within 60 s; the container learns both from these.
-SERVERLESS_ENVIRONMENT = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "4", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "60"}
+# Serverless takes bodies up to 4 MB and answers within 60 s; the container learns both from these,
+# and that it is serverless (one worker, threads from its memory: byoc.serve.sizing) from the last,
+# not only from a small memory limit.
+SERVERLESS_ENVIRONMENT = {
+    "SAGEMAKER_MAX_PAYLOAD_IN_MB": "4",
+    "SAGEMAKER_MODEL_SERVER_TIMEOUT": "60",
+    "BYOC_SERVERLESS": "true",
+}
 # SageMaker sets this itself for Mode=MultiModel; set here too, so the container's contract does not
 # rest on an undocumented platform habit.
 MULTI_MODEL_ENVIRONMENT = {"SAGEMAKER_MULTI_MODEL": "true"}
