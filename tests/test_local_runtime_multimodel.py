@@ -13,7 +13,7 @@ import os
 import tarfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import boto3
@@ -108,10 +108,7 @@ class FakeMultiModelContainer:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = netutil.http_server(Handler)
 
     def load(self, doc: dict) -> tuple[int, dict]:
         name, url = doc["model_name"], doc["url"]

@@ -26,7 +26,7 @@ import tempfile
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -418,11 +418,14 @@ def check_endpoints(
 # --- the command line -------------------------------------------------------------------------
 
 
-def _pairs(values: list[str], flag: str, what: str, endpoints: dict[str, str]) -> dict[str, str]:
+def endpoint_pairs(
+    values: list[str], flag: str, what: str, endpoints: dict[str, str], valid: Callable[[str], bool] = bool
+) -> dict[str, str]:
+    """`flag`'s NAME=VALUE options by endpoint NAME, each naming an --endpoint and `valid`."""
     pairs = {}
     for value in values:
         name, sep, target = value.partition("=")
-        if not sep or not name or not target:
+        if not sep or not name or not valid(target):
             raise ConfigError(f"{flag} {value!r}: expected NAME={what}")
         if name not in endpoints:
             raise ConfigError(f"{flag} {value!r}: no --endpoint {name}=URL to send its requests to")
@@ -434,8 +437,10 @@ def parse_multi_model(
     stores: list[str], models_dirs: list[str], endpoints: dict[str, str]
 ) -> dict[str, MultiModelConfig]:
     """--model-store NAME=DIR_OR_S3URI and --models-dir NAME=HOST_DIR -> {NAME: MultiModelConfig}."""
-    store = _pairs(stores, "--model-store", "DIR or NAME=s3://BUCKET/PREFIX/", endpoints)
-    dirs = _pairs(models_dirs, "--models-dir", "HOST_DIR (what the container mounts at /opt/ml/models)", endpoints)
+    store = endpoint_pairs(stores, "--model-store", "DIR or NAME=s3://BUCKET/PREFIX/", endpoints)
+    dirs = endpoint_pairs(
+        models_dirs, "--models-dir", "HOST_DIR (what the container mounts at /opt/ml/models)", endpoints
+    )
     for name in sorted(set(store) ^ set(dirs)):
         missing = "--models-dir" if name in store else "--model-store"
         raise ConfigError(

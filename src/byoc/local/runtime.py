@@ -45,6 +45,7 @@ from byoc.local.model_store import (
     MultiModelConfig,
     MultiModelEndpoint,
     check_endpoints,
+    endpoint_pairs,
     open_store,
     parse_multi_model,
     target_model_constraint,
@@ -625,15 +626,9 @@ def parse_endpoints(values: list[str]) -> dict[str, str]:
 
 
 def _s3_pairs(values: list[str], flag: str, endpoints: dict[str, str]) -> dict[str, str]:
-    pairs = {}
-    for value in values:
-        name, sep, uri = value.partition("=")
-        if not sep or not name or not _S3_URI.match(uri) or not split_s3(uri)[0]:
-            raise ConfigError(f"{flag} {value!r}: expected NAME=s3://BUCKET/PREFIX")
-        if name not in endpoints:
-            raise ConfigError(f"{flag} {value!r}: no --endpoint {name}=URL to send its requests to")
-        pairs[name] = uri
-    return pairs
+    return endpoint_pairs(
+        values, flag, "s3://BUCKET/PREFIX", endpoints, lambda uri: bool(_S3_URI.match(uri) and split_s3(uri)[0])
+    )
 
 
 def parse_async(
