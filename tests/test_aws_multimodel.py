@@ -9,6 +9,7 @@ checked with a Stubber against SageMaker Runtime's model.
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import tarfile
@@ -252,11 +253,26 @@ def test_status_lists_the_models_and_teardown_keeps_them(s3, capsys, tmp_path):
     for key in ("a", "b"):
         byoc(capsys, "models", "add", "--name", "mm8", key, str(tar))
     out = byoc(capsys, "status", "--name", "mm8")
+    assert "loaded now: no LoadedModelCount datapoint in the last 10 minutes" in out
+    # SageMaker's per-instance count, as its instances put it: two instances holding 2 and 1.
+    cw = boto3.client("cloudwatch", region_name="us-east-1")
+    dims = [{"Name": "EndpointName", "Value": "mm8"}, {"Name": "VariantName", "Value": "AllTraffic"}]
+    minute = datetime.datetime.now(datetime.timezone.utc).replace(second=0, microsecond=0) - datetime.timedelta(
+        minutes=1
+    )
+    for value in (2, 1):
+        cw.put_metric_data(
+            Namespace="/aws/sagemaker/Endpoints",
+            MetricData=[{"MetricName": "LoadedModelCount", "Dimensions": dims, "Value": value, "Timestamp": minute}],
+        )
+    out = byoc(capsys, "status", "--name", "mm8")
+    assert "loaded now: 3 (CloudWatch LoadedModelCount, all instances, " in out
     assert f"kind: multi-model, models under {prefix('mm8')}" in out
     assert f"models under {prefix('mm8')}: 2 (a.tar.gz, b.tar.gz); loaded on demand" in out
     assert "variant AllTraffic: 1 x ml.m5.large" in out and "estimated cost: about $0.12/hour" in out
     found = byoc_status("mm8")
     assert found["kind"] == "multi-model" and found["model_keys"] == ["a.tar.gz", "b.tar.gz"]
+    assert found["loaded_models"] == 3
 
     out = byoc(capsys, "teardown", "--name", "mm8", "--poll", "0.05")
     assert "deleting endpoint mm8" in out and "deleting model mm8-m-" in out

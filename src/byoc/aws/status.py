@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 
 from botocore.exceptions import ClientError
 
 from byoc.aws import autoscale, iam, pricing, target_models
-from byoc.aws.endpoint import Kind, kind_of, multi_model_prefix, running_model
+from byoc.aws.endpoint import VARIANT, Kind, kind_of, multi_model_prefix, running_model
 from byoc.aws.inventory import owned_alarms, owned_configs, owned_functions, owned_models
 from byoc.aws.lambda_deploy import ALIAS
 from byoc.aws.session import Aws, find, owned, paginate, say
@@ -106,7 +107,35 @@ def _endpoint(aws: Aws, endpoint: dict, costs: list) -> dict[str, object]:
         _instance_lines(endpoint, config, costs)
     if kind is Kind.MULTI_MODEL:
         found["model_keys"] = _model_keys(aws, multi_model_prefix(model) or "")
+        found["loaded_models"] = _loaded_models(aws, endpoint["EndpointName"])
     return found
+
+
+# SageMaker's per-instance count of the models a multi-model endpoint's containers hold, each minute.
+INSTANCE_NAMESPACE = "/aws/sagemaker/Endpoints"
+LOADED_MODELS_METRIC = "LoadedModelCount"
+
+
+def _loaded_models(aws: Aws, endpoint: str) -> float | None:
+    """How many models the endpoint's instances hold, all together: the latest minute's sum of
+    LoadedModelCount in the last ten (SageMaker's only account of them); None without a datapoint."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    points = aws.client("cloudwatch").get_metric_statistics(
+        Namespace=INSTANCE_NAMESPACE,
+        MetricName=LOADED_MODELS_METRIC,
+        Dimensions=[{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": VARIANT}],
+        StartTime=now - datetime.timedelta(minutes=10),
+        EndTime=now,
+        Period=60,
+        Statistics=["Sum"],
+    )["Datapoints"]
+    if not points:
+        say(f"    loaded now: no {LOADED_MODELS_METRIC} datapoint in the last 10 minutes (none invoked yet)")
+        return None
+    latest = max(points, key=lambda p: p["Timestamp"])
+    minute = latest["Timestamp"].strftime("%H:%M UTC")
+    say(f"    loaded now: {latest['Sum']:g} (CloudWatch {LOADED_MODELS_METRIC}, all instances, {minute})")
+    return latest["Sum"]
 
 
 def _kind(config: dict, model: dict | None) -> str:
