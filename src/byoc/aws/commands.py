@@ -1,5 +1,5 @@
-"""The AWS subcommands of `byoc`: data, sagemaker-role, train-job, tune, batch-transform, deploy, autoscale, predict,
-models, lambda-deploy, status, teardown.
+"""The AWS subcommands of `byoc`: data, sagemaker-role, train-job, tune, ec2-train, batch-transform, deploy,
+autoscale, predict, models, lambda-deploy, status, teardown.
 
 Each is idempotent (run it again to resume or to converge) and prints what it does.
 """
@@ -105,6 +105,7 @@ def _run(handler):
 def register(sub) -> None:
     _register_data(sub)
     _register_jobs(sub)
+    _register_ec2(sub)
     _register_hosting(sub)
     _register_transform(sub)
     _register_predict(sub)
@@ -178,16 +179,25 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-wait", type=int, default=0, help="spot: seconds including waiting for capacity (default 2 x --max-run)"
     )
-    for flag, kind in HP_FLAGS:
-        p.add_argument(f"--{flag}", type=kind, help="hyperparameter (default: the training image's)")
-    p.add_argument("--hp", action="append", metavar="NAME=VALUE", help="any other hyperparameter (repeatable)")
+    _hyperparameter_options(p)
     p.add_argument("--no-wait", dest="wait", action="store_false", help="start and return")
     p.add_argument("--poll", type=float, default=30, help="seconds between status checks")
 
 
-def _job_spec(aws, args) -> jobs.JobSpec:
-    given = {flag: getattr(args, flag.replace("-", "_")) for flag, _ in HP_FLAGS}
+def _hyperparameter_options(p: argparse.ArgumentParser) -> None:
+    for flag, kind in HP_FLAGS:
+        p.add_argument(f"--{flag}", type=kind, help="hyperparameter (default: the training image's)")
+    p.add_argument("--hp", action="append", metavar="NAME=VALUE", help="any other hyperparameter (repeatable)")
+
+
+def _hyperparameters(args: argparse.Namespace) -> dict[str, str]:
+    """The flags and --hp pairs as the training job's hyperparameters, checked by the image's own rules."""
+    given: dict[str, object] = {flag: getattr(args, flag.replace("-", "_")) for flag, _ in HP_FLAGS}
     given.update(_pairs(args.hp, "--hp"))
+    return jobs.hyperparameters(given)
+
+
+def _job_spec(aws, args) -> jobs.JobSpec:
     bucket = args.data.removeprefix("s3://").split("/", 1)[0]
     return _spec(
         jobs.JobSpec,
@@ -195,7 +205,7 @@ def _job_spec(aws, args) -> jobs.JobSpec:
         image=args.image or ecr.image_uri(aws, ecr.TRAIN_REPO),
         role=args.role or sagemaker_role.default_arn(aws, args.name),
         output=args.output or f"s3://{bucket}/{sagemaker_role.output_prefix(args.name)}",
-        hyperparameters=jobs.hyperparameters(given),
+        hyperparameters=_hyperparameters(args),
     )
 
 
@@ -227,6 +237,44 @@ def _register_jobs(sub) -> None:
     p.add_argument("--strategy", choices=("Bayesian", "Random", "Hyperband"), default="Bayesian")
     p.add_argument("--max-tuning-time", type=int, default=0, help="seconds for the whole tuning job (0: no limit)")
     p.add_argument("--tuning-name", help="default: NAME-<hash> (32 characters at most)")
+
+
+def _register_ec2(sub) -> None:
+    p = _command(
+        sub,
+        "ec2-train",
+        "the training image on one EC2 instance (GPU AMI, least-privilege role, no inbound rules); follows it",
+        _ec2_train,
+    )
+    p.add_argument("--data", required=True, help="s3://BUCKET/PREFIX with train/ valid/ test/ (from `byoc data`)")
+    p.add_argument("--instance-type", default="g4dn.xlarge", help="EC2 type, e.g. g4dn.xlarge, g5.xlarge, p3.2xlarge")
+    p.add_argument("--spot", action="store_true", help="one-time spot; after an interruption it relaunches and resumes")
+    p.add_argument(
+        "--image", help="training image URI (default: ACCOUNT.dkr.ecr.REGION.amazonaws.com/byoc-train:latest)"
+    )
+    p.add_argument(
+        "--key-name", help="EC2 key pair (the security group keeps no inbound rules: a rerun removes any added by hand)"
+    )
+    p.add_argument("--subnet", help="subnet ID with a route to S3, ECR and CloudWatch (default: the default VPC's)")
+    p.add_argument("--volume-gb", type=int, default=100, help="root volume, gp3 (AMI, image, data, checkpoints)")
+    p.add_argument("--ami", help="AMI ID (default: the current Deep Learning Base GPU AMI, from its SSM parameter)")
+    p.add_argument("--max-run", type=int, default=4 * 3600, help="seconds training may run before it is stopped")
+    _hyperparameter_options(p)
+    p.add_argument("--no-follow", dest="follow", action="store_false", help="return once launched")
+    p.add_argument("--poll", type=float, default=30, help="seconds between status checks")
+
+
+def _ec2_train(aws, args) -> int:
+    from byoc.aws import ec2_train
+
+    spec = _spec(
+        ec2_train.Ec2Spec,
+        args,
+        image=args.image or ecr.image_uri(aws, ecr.TRAIN_REPO),
+        hyperparameters=_hyperparameters(args),
+    )
+    ec2_train.ec2_train(aws, spec, args.follow, args.poll)
+    return 0
 
 
 def _train(aws, args) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from byoc.aws.session import owned, paginate
+from byoc.aws.session import NAME_TAG, owned, paginate
 
 
 def owned_configs(sm, name: str) -> list[str]:
@@ -44,3 +44,31 @@ def owned_alarms(cw, name: str) -> list[str]:
         for a in paginate(cw, "describe_alarms", "MetricAlarms", AlarmNamePrefix=f"{name}-")
         if owned(cw.list_tags_for_resource(ResourceARN=a["AlarmArn"]).get("Tags"), name)
     ]
+
+
+def owned_instances(ec2, name: str) -> list[dict]:
+    """EC2 instances tagged byoc:name=NAME (`byoc ec2-train` launches them), every state."""
+    reservations = paginate(
+        ec2, "describe_instances", "Reservations", Filters=[{"Name": f"tag:{NAME_TAG}", "Values": [name]}]
+    )
+    return [i for r in reservations for i in r["Instances"] if owned(i.get("Tags"), name)]
+
+
+def owned_security_groups(ec2, name: str) -> list[dict]:
+    """Security groups tagged byoc:name=NAME (`byoc ec2-train` makes one per VPC it launches in)."""
+    groups = paginate(
+        ec2, "describe_security_groups", "SecurityGroups", Filters=[{"Name": f"tag:{NAME_TAG}", "Values": [name]}]
+    )
+    return [g for g in groups if owned(g.get("Tags"), name)]
+
+
+def owned_log_group(logs, group: str, name: str) -> bool:
+    """True when log group `group` exists and carries the tag byoc:name=NAME."""
+    found = [
+        g
+        for g in paginate(logs, "describe_log_groups", "logGroups", logGroupNamePrefix=group)
+        if g["logGroupName"] == group
+    ]
+    return bool(found) and owned(
+        logs.list_tags_for_resource(resourceArn=found[0]["arn"].removesuffix(":*")).get("tags"), name
+    )

@@ -115,3 +115,57 @@ def sagemaker_execution(
             },
         ],
     }
+
+
+def ec2_training(
+    bucket_arn: str,
+    data_prefix: str,
+    job_prefix: str,
+    repository_arns: list[str],
+    log_group_arn: str,
+) -> dict:
+    """What the `byoc ec2-train` instance needs and no more: read the data prefix, read and write its
+    own job prefix (checkpoints down and up, the model, metrics and failure file), pull the training
+    image, and write its own log group. No DeleteObject: a relaunch never removes what an earlier
+    attempt left; the follower tells attempts apart by time.
+    """
+    data, own = data_prefix.strip("/"), job_prefix.strip("/")
+    pulls = (
+        [
+            {
+                "Sid": "PullTrainingImage",
+                "Effect": "Allow",
+                "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+                "Resource": sorted(repository_arns),
+            },
+            {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+        ]
+        if repository_arns
+        else []
+    )
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "ListDataAndOwnPrefix",
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": bucket_arn,
+                "Condition": {"StringLike": {"s3:prefix": [f"{data}/*", data, f"{own}/*", own]}},
+            },
+            {
+                "Sid": "ReadDataAndCheckpoints",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": [f"{bucket_arn}/{data}/*", f"{bucket_arn}/{own}/*"],
+            },
+            {"Sid": "WriteOwnPrefix", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{bucket_arn}/{own}/*"},
+            *pulls,
+            {
+                "Sid": "WriteOwnLogs",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": log_stream_arns(log_group_arn),
+            },
+        ],
+    }

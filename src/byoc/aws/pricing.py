@@ -59,3 +59,38 @@ def serverless_request(memory_mb: int, seconds: float = 1.0) -> float:
 def serverless_provisioned_hourly(concurrency: int, memory_mb: int) -> float:
     """Hourly price of keeping `concurrency` serverless copies of `memory_mb` provisioned."""
     return concurrency * memory_mb / 1024 * SERVERLESS_PROVISIONED_GB_SECOND * 3600
+
+
+# EC2 on-demand, Linux, us-east-1 (checked against the public EC2 price page in 2025, approximate like the
+# rest): what `byoc ec2-train` instances bill per second (60 s minimum). Spot bills the spot price instead,
+# typically 60-70% less for these types. The root volume bills gp3 storage while the instance exists.
+EC2_HOURLY = {
+    "t3.medium": 0.0416,
+    "m5.large": 0.096,
+    "m5.xlarge": 0.192,
+    "m5.2xlarge": 0.384,
+    "c5.xlarge": 0.17,
+    "c5.2xlarge": 0.34,
+    "g4dn.xlarge": 0.526,
+    "g4dn.2xlarge": 0.752,
+    "g4dn.12xlarge": 3.912,
+    "g5.xlarge": 1.006,
+    "g5.2xlarge": 1.212,
+    "p3.2xlarge": 3.06,
+}
+EBS_GP3_GB_MONTH = 0.08
+EC2_MINIMUM_SECONDS = 60
+
+
+def ec2_hourly(instance_type: str) -> float | None:
+    """Hourly on-demand price of one EC2 instance, or None for a type not in the table."""
+    return EC2_HOURLY.get(instance_type)
+
+
+def ec2_run(instance_type: str, seconds: float, volume_gb: int) -> float | None:
+    """On-demand price of one instance billed for `seconds` with a `volume_gb` gp3 root volume."""
+    hourly = ec2_hourly(instance_type)
+    if hourly is None:
+        return None
+    billed = max(seconds, EC2_MINIMUM_SECONDS)
+    return hourly * billed / 3600 + volume_gb * EBS_GP3_GB_MONTH * billed / (730 * 3600)

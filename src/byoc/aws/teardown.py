@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from byoc.aws import autoscale, iam, waiting
+from byoc.aws import autoscale, ec2_train, iam, waiting
 from byoc.aws.endpoint import BUSY, multi_model_prefix
 from byoc.aws.inventory import owned_alarms, owned_configs, owned_functions, owned_log_groups, owned_models
 from byoc.aws.session import Aws, find, owned, paginate, say
@@ -54,6 +54,7 @@ def plan(aws: Aws, name: str, poll: float = 15) -> list[tuple[str, Callable[[], 
         )
     for group in owned_log_groups(logs, name):
         steps.append((f"log group {group}", functools.partial(logs.delete_log_group, logGroupName=group)))
+    steps += ec2_train.teardown_steps(aws, name, poll)  # instances first: their group and profile are in use
     client = aws.client("iam")
     for role in (iam.role_name(name, "lambda"), iam.role_name(name, "sagemaker")):
         found = find(client.get_role, RoleName=role)
