@@ -147,9 +147,12 @@ def test_worker_deaths_are_503_and_ping_follows_them(server):
     assert set(seen) == {503, 200}
     for t in [*threads, nxt]:
         t.join(120)
+    # A request a killed worker held is a retryable JSON 503. On a loaded machine the front may not
+    # have handed one of them on before the kill: a restarted worker then answers it (200). Never a 500.
     for status, doc, content_type in results.values():
-        assert (status, doc["status"], content_type) == (503, 503, "application/json"), doc
-        assert "retry" in doc["error"]
+        assert content_type == "application/json" and status in (200, 503), (status, doc)
+        assert "predictions" in doc if status == 200 else (doc["status"], "retry" in doc["error"]) == (503, True)
+    assert 503 in {status for status, _, _ in results.values()}, results
     status, doc, headers = after["answer"]
     assert status == 200 or (status, doc["status"], headers["Content-Type"]) == (503, 503, "application/json"), doc
     assert post(port, png())[0] == 200
