@@ -33,7 +33,7 @@ docker:
 images: docker
 	scripts/build_images.sh all
 
-demo: images
+demo: venv images
 	scripts/demo.sh
 
 lint: venv

@@ -2,7 +2,7 @@
 # Build the byoc images and push them to Amazon ECR, tagged with the git commit and `latest`.
 #
 # usage: scripts/build_push.sh [--region R] [--account A] [--registry HOST] [--tag T]
-#                              [--images "train serve serve-cpu"] [--no-build]
+#                              [--images "train serve serve-cpu"] [--no-build] [--no-smoke]
 #
 #   --region     AWS region (default: AWS_REGION / AWS_DEFAULT_REGION / the CLI profile's)
 #   --account    registry account (default: the caller's, from `aws sts get-caller-identity`)
@@ -15,6 +15,10 @@
 #                             torchvision, for ml.m5/ml.c5 endpoints; `scripts/build_images.sh cpu`)
 #                  LOCAL=REPO an image already on this machine, pushed as REPO (never built here)
 #   --no-build   push the local images as they are
+#   --no-smoke   skip `byoc local smoke` (train, serve, predict, stop: about two minutes), which
+#                otherwise runs on the images about to be pushed before anything is pushed; it
+#                needs a training image and a serving image among --images (or byoc-train:latest
+#                on this machine) and is skipped, saying so, for an --images list of neither
 #
 # Repositories are created when missing, with scan on push. Login uses
 # `aws ecr get-login-password` (the AWS CLI honours AWS_PROFILE and AWS_ENDPOINT_URL).
@@ -26,7 +30,7 @@ die() { echo "error: $*" >&2; exit 1; }
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
 region="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
-account="" registry="" tag="" build=1
+account="" registry="" tag="" build=1 smoke=1
 images="${BYOC_PUSH_IMAGES:-train serve serve-cpu}"
 DOCKER="${DOCKER:-docker}"
 while [ $# -gt 0 ]; do
@@ -37,6 +41,7 @@ while [ $# -gt 0 ]; do
         --tag) tag="${2:?--tag needs a value}"; shift 2 ;;
         --images) images="${2:?--images needs a value}"; shift 2 ;;
         --no-build) build=0; shift ;;
+        --no-smoke) smoke=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown option $1" ;;
     esac
@@ -95,6 +100,27 @@ for pair in "${pairs[@]}"; do
     "$DOCKER" image inspect "${pair%%=*}" >/dev/null 2>&1 \
         || die "local image ${pair%%=*} not found: build it first (scripts/build_images.sh) or drop --no-build"
 done
+
+# The images about to be pushed must train, serve and stop as SageMaker runs them.
+if [ "$smoke" = 1 ]; then
+    train_image="" serve_flags=()
+    for pair in "${pairs[@]}"; do
+        case "${pair#*=}" in
+            byoc-train) train_image="${pair%%=*}" ;;
+            byoc-serve|byoc-serve-cpu) serve_flags+=(--serve-image "${pair%%=*}") ;;
+        esac
+    done
+    if [ ${#serve_flags[@]} -eq 0 ] && [ -z "$train_image" ]; then
+        echo "== smoke skipped: --images has no training or serving image"
+    else
+        if [ -x .venv/bin/byoc ]; then BYOC=(.venv/bin/byoc); elif command -v byoc >/dev/null 2>&1; then BYOC=(byoc)
+        else die "byoc is not installed, and the smoke test needs it: make venv (or pass --no-smoke)"; fi
+        [ ${#serve_flags[@]} -gt 0 ] || serve_flags=(--serve-image byoc-serve:latest)
+        echo "== smoke test: ${BYOC[*]} local smoke (about two minutes; --no-smoke skips it)"
+        "${BYOC[@]}" local smoke --train-image "${train_image:-byoc-train:latest}" "${serve_flags[@]}" \
+            || die "the smoke test failed: nothing was pushed (its table above says which check)"
+    fi
+fi
 
 for pair in "${pairs[@]}"; do
     repo="${pair#*=}"

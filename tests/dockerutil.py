@@ -1,4 +1,6 @@
-"""Small helpers for tests that run the real images."""
+"""Small helpers for tests that run the real images. Containers are started, followed and removed
+by byoc.local's own code (the Docker SDK, as `byoc local` runs them); `run` stays the `docker` CLI
+for the tests that spell out a command line."""
 
 from __future__ import annotations
 
@@ -16,7 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.netutil import free_port, on_free_port, raise_if_port_taken  # noqa: F401 (free_port: used through du)
+from byoc.core import training_config
+from byoc.core.errors import ByocError
+from byoc.local import containers as dc
+from byoc.local import docker_jobs, opt_ml
+from tests.netutil import PortTaken, free_port, on_free_port, raise_if_port_taken  # noqa: F401 (free_port: used through du)
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_IMAGE = os.environ.get("BYOC_TRAIN_IMAGE", "byoc-train:latest")
@@ -26,9 +32,13 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def docker_ok() -> bool:
-    if shutil.which("docker") is None:
+    if shutil.which("docker") is None:  # `run` below needs the CLI too
         return False
-    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+    try:
+        dc.engine()
+    except ByocError:
+        return False
+    return True
 
 
 def require_docker() -> None:
@@ -43,7 +53,9 @@ def require_docker() -> None:
 def ensure_image(image: str, what: str) -> str:
     """The image, built with scripts/build_images.sh when it is not there yet."""
     require_docker()
-    if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
+    try:
+        dc.require_image(dc.engine(), image)
+    except ByocError:
         subprocess.run([str(REPO / "scripts" / "build_images.sh"), what], check=True)
     return image
 
@@ -67,35 +79,12 @@ def make_opt_ml(
     hosts = hosts or ["algo-1"]
     config = root / "input" / "config"
     config.mkdir(parents=True, exist_ok=True)
-    hps = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (hyperparameters or {}).items()}
+    hps = training_config.hyperparameters(hyperparameters or {})
     (config / "hyperparameters.json").write_text(json.dumps(hps))
-    (config / "resourceconfig.json").write_text(
-        json.dumps(
-            {
-                "current_host": current_host,
-                "hosts": hosts,
-                "network_interface_name": "lo",
-                "current_instance_type": "local",
-                "current_group_name": "homogeneousCluster",
-                "instance_groups": [
-                    {"instance_group_name": "homogeneousCluster", "instance_type": "local", "hosts": hosts}
-                ],
-            }
-        )
-    )
+    resources = training_config.resource_config(current_host, hosts, opt_ml.INSTANCE_TYPE, "lo")
+    (config / "resourceconfig.json").write_text(json.dumps(resources))
     channels = channels or {}
-    (config / "inputdataconfig.json").write_text(
-        json.dumps(
-            {
-                name: {
-                    "TrainingInputMode": "File",
-                    "S3DistributionType": "FullyReplicated",
-                    "RecordWrapperType": "None",
-                }
-                for name in channels
-            }
-        )
-    )
+    (config / "inputdataconfig.json").write_text(json.dumps(training_config.input_data_config(tuple(channels))))
     for name, src in channels.items():
         dst = root / "input" / "data" / name
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -116,7 +105,10 @@ def train_container(
     timeout: float = 900,
     docker_opts: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
-    """`docker run byoc-train train` with `opt_ml` mounted as /opt/ml, as SageMaker runs it."""
+    """`docker run byoc-train train` with `opt_ml` mounted as /opt/ml, as SageMaker runs it (through
+    the Docker SDK; `docker_opts`, raw `docker run` options, through the CLI)."""
+    if not docker_opts:
+        return _train_sdk(opt_ml, list(extra_args), name, hostname, network, detach, timeout)
     args = [
         "run",
         "--rm" if not detach else "-d",
@@ -138,6 +130,43 @@ def train_container(
     return run(args, timeout=timeout)
 
 
+def _train_sdk(
+    opt_ml: Path, extra_args: list[str], name: str | None, hostname: str, network: str, detach: bool, timeout: float
+) -> subprocess.CompletedProcess:
+    """train_container's run, as byoc.local starts containers; its result shaped as `run`'s."""
+    command = ["train", *extra_args]
+    container = dc.start(
+        dc.engine(),
+        TRAIN_IMAGE,
+        command,
+        name=name,
+        hostname=hostname,
+        network_mode=network,
+        extra_hosts={hostname: "127.0.0.1"},
+        shm_size="1g",
+        volumes={str(opt_ml): {"bind": "/opt/ml", "mode": "rw"}},
+    )
+    if detach:
+        return subprocess.CompletedProcess(command, 0, container.id + "\n", "")
+    try:
+        code = int(container.wait(timeout=timeout)["StatusCode"])
+        out = container.logs(stdout=True, stderr=False).decode(errors="replace")
+        err = container.logs(stdout=False, stderr=True).decode(errors="replace")
+    finally:
+        dc.remove(container)
+    return subprocess.CompletedProcess(command, code, out, err)
+
+
+def _container(name: str):
+    """The container called `name`, or None once it is gone."""
+    import docker.errors
+
+    try:
+        return dc.engine().containers.get(name)
+    except docker.errors.NotFound:
+        return None
+
+
 def wait_http(url: str, timeout: float = 60, ok=(200,)) -> int:
     """Poll `url` until it answers with a status in `ok`; return that status."""
     deadline = time.monotonic() + timeout
@@ -157,13 +186,14 @@ def wait_http(url: str, timeout: float = 60, ok=(200,)) -> int:
 
 
 def logs(name: str) -> str:
-    """The container's log, stdout and stderr together."""
-    proc = run(["logs", name])
-    return proc.stdout + proc.stderr
+    """The container's log, stdout and stderr together ("" once it is gone)."""
+    container = _container(name)
+    return dc.text_logs(container) if container is not None else ""
 
 
 def is_running(name: str) -> bool:
-    return run(["inspect", "-f", "{{.State.Running}}", name]).stdout.strip() == "true"
+    container = _container(name)
+    return container is not None and dc.exit_code(container) is None
 
 
 def wait_log(name: str, text: str, timeout: float) -> str:
@@ -216,8 +246,11 @@ def start_serving(
 ) -> dict:
     """A serving container that has bound its port and logged ready: {'port', 'name', 'id', 'url'}.
     It binds port 0 (SAGEMAKER_BIND_TO_PORT=0: the OS picks a free one, no race) and its ready line
-    names the port it got."""
+    names the port it got. Started by byoc.local's own serving code (`docker`: raw `docker run`
+    options, through the CLI)."""
     name = f"{label}-{uuid.uuid4().hex[:8]}"
+    if not docker:
+        return _serve_sdk(image, model_dir, name, list(env), timeout)
     cid = run(serve_args(image, model_dir, 0, name, *env, docker=docker), check=True).stdout.strip()
     try:
         log = wait_log(name, SERVE_READY, timeout)
@@ -228,6 +261,28 @@ def start_serving(
         run(["rm", "-f", name])
         raise
     return {"port": port, "name": name, "id": cid, "url": f"http://127.0.0.1:{port}"}
+
+
+def _serve_sdk(image: str, model_dir: Path, name: str, env: list[str], timeout: float) -> dict:
+    settings = dict(item.split("=", 1) for item in env)
+    spec = docker_jobs.ServeSpec(
+        model_dir,
+        port=0,
+        image=image,
+        gpus="none",
+        env=settings,
+        network=dc.Network.HOST,
+        ready_timeout=timeout,
+        name=name,
+    )
+    try:
+        served = docker_jobs.start_serving(spec, quiet=True)
+    except dc.PortInUse as exc:
+        raise PortTaken(str(exc)) from None
+    except ByocError as exc:
+        raise AssertionError(f"container {name}: {exc}") from None
+    port = int(served.url.rsplit(":", 1)[1])
+    return {"port": port, "name": name, "id": served.container.id, "url": served.url}
 
 
 def memory_usage_file(container_id: str) -> Path:

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "byoc.local.demo_data",
     "byoc.local.runtime",
     "byoc.local.web.dev_server",
+    "byoc.local.docker_jobs",
     "byoc.aws.commands",
 )
 

@@ -28,6 +28,7 @@ from byoc.aws import iam, policies, pricing, waiting
 from byoc.aws.inventory import owned_instances, owned_log_group, owned_security_groups
 from byoc.aws.logtail import LogTail
 from byoc.aws.session import NAME_TAG, Aws, AwsError, digest, find, owned, say, tags_list
+from byoc.core import training_config
 from byoc.core.errors import ConfigError
 
 # AWS's public parameter for the current Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04): NVIDIA
@@ -247,24 +248,13 @@ def ensure_instance_role(aws: Aws, spec: Ec2Spec) -> str:
 
 
 def sagemaker_config(instance_type: str, hyperparameters: dict[str, str]) -> dict[str, str]:
-    """The three /opt/ml/input/config documents as SageMaker writes them for one host, as JSON text."""
-    resource = {
-        "current_host": "algo-1",
-        "current_instance_type": instance_type,
-        "current_group_name": "homogeneousCluster",
-        "hosts": ["algo-1"],
-        "instance_groups": [
-            {"instance_group_name": "homogeneousCluster", "instance_type": instance_type, "hosts": ["algo-1"]}
-        ],
-        "network_interface_name": "eth0",  # the container's interface on Docker's default bridge
-    }
-    channels = {
-        "training": {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
-    }
+    """The three /opt/ml/input/config documents for the instance's one host, as the variables
+    ec2_user_data.sh writes them from. eth0: the container's interface on Docker's default bridge."""
+    docs = training_config.documents("algo-1", ["algo-1"], hyperparameters, instance_type, "eth0")
     return {
-        "BYOC_HYPERPARAMETERS": json.dumps(hyperparameters, sort_keys=True),
-        "BYOC_RESOURCE_CONFIG": json.dumps(resource),
-        "BYOC_INPUT_DATA_CONFIG": json.dumps(channels),
+        "BYOC_HYPERPARAMETERS": docs["hyperparameters.json"],
+        "BYOC_RESOURCE_CONFIG": docs["resourceconfig.json"],
+        "BYOC_INPUT_DATA_CONFIG": docs["inputdataconfig.json"],
     }
 
 
