@@ -18,7 +18,7 @@ from byoc.aws import endpoint, pricing
 from byoc.aws.session import Aws
 from byoc.cli import main
 from tests.awsutil import ROLE, byoc
-from tests.test_aws_endpoint import described_config, names
+from tests.test_aws_endpoint import deploy_args, described_config, names
 
 REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 CPU_IMAGE = f"{REGISTRY}/byoc-serve-cpu:latest"
@@ -49,19 +49,7 @@ def push(repo: str, tag: str, size: int) -> None:
 
 
 def serverless_args(name: str, *extra: str) -> tuple[str, ...]:
-    return (
-        "deploy",
-        "--name",
-        name,
-        "--model-data",
-        f"s3://byoc-models/{name}/model.tar.gz",
-        "--role",
-        ROLE,
-        "--poll",
-        "0.05",
-        "--serverless",
-        *extra,
-    )
+    return deploy_args(name, "--serverless", *extra)
 
 
 @pytest.fixture
