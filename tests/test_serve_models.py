@@ -127,7 +127,7 @@ def test_internal_names_are_safe_and_stable():
 
 
 def test_load_invoke_conflict_and_unload(tmp_path, root, monkeypatch):
-    monkeypatch.setattr(models, "memory_free", lambda: 1 << 40)
+    monkeypatch.setattr(models.sizing, "memory_available", lambda droppable_cache=False: 1 << 40)
     reg = registry(tmp_path, root)
     loaded = reg.load(doc("model A", str(root / "a")))
     assert loaded["modelName"] == "model A" and loaded["modelUrl"] == str(root / "a")
@@ -141,7 +141,7 @@ def test_load_invoke_conflict_and_unload(tmp_path, root, monkeypatch):
 
 
 def test_a_broken_model_is_refused_with_its_reason_and_unregistered(tmp_path, root, monkeypatch):
-    monkeypatch.setattr(models, "memory_free", lambda: 1 << 40)
+    monkeypatch.setattr(models.sizing, "memory_available", lambda droppable_cache=False: 1 << 40)
     reg = registry(tmp_path, root)
     reg.load(doc("a", str(root / "a")))
     with pytest.raises(BadRequest, match="cannot be served: model.json is not"):
@@ -153,16 +153,18 @@ def test_a_broken_model_is_refused_with_its_reason_and_unregistered(tmp_path, ro
 def test_507_from_measured_memory_and_from_the_model_cap(tmp_path, root, monkeypatch):
     pss = iter([100 << 20, 400 << 20])  # before and after the first load: it took 300 MB
     monkeypatch.setattr(models, "tree_pss", lambda root=None: next(pss))
-    monkeypatch.setattr(models, "memory_free", lambda: 310 << 20)
+    monkeypatch.setattr(models.sizing, "memory_available", lambda droppable_cache=False: 310 << 20)
     reg = registry(tmp_path, root, max_request_bytes=1 << 20)  # reserve: 2 calls x 3 copies x 1 MB
     # Before any load: an estimate from the artifact (500 MB per worker): refused.
     assert status_of(lambda: reg.load(doc("a", str(root / "a")))) == 507
-    monkeypatch.setattr(models, "memory_free", lambda: 1 << 40)
+    monkeypatch.setattr(models.sizing, "memory_available", lambda droppable_cache=False: 1 << 40)
     assert reg.load(doc("a", str(root / "a")))["memoryBytes"] == 300 << 20
-    monkeypatch.setattr(models, "memory_free", lambda: 305 << 20)  # 300 MB measured + 6 MB reserve > 305
+    monkeypatch.setattr(
+        models.sizing, "memory_available", lambda droppable_cache=False: 305 << 20
+    )  # 300 MB measured + 6 MB reserve > 305
     assert status_of(lambda: reg.load(doc("b", str(root / "b")))) == 507
     capped = registry(tmp_path, root, max_models=1)
-    monkeypatch.setattr(models, "memory_free", lambda: 1 << 40)
+    monkeypatch.setattr(models.sizing, "memory_available", lambda droppable_cache=False: 1 << 40)
     monkeypatch.setattr(models, "tree_pss", lambda root=None: 0)
     capped.load(doc("a", str(root / "a")))
     with pytest.raises(models.InsufficientStorage, match="BYOC_MAX_LOADED_MODELS"):
@@ -170,7 +172,7 @@ def test_507_from_measured_memory_and_from_the_model_cap(tmp_path, root, monkeyp
 
 
 def test_pages_follow_next_page_token(tmp_path, root, monkeypatch):
-    monkeypatch.setattr(models, "memory_free", lambda: 1 << 40)
+    monkeypatch.setattr(models.sizing, "memory_available", lambda droppable_cache=False: 1 << 40)
     reg = registry(tmp_path, root)
     for name in ("c", "a", "b"):
         reg.load(doc(name, str(root / name)))
@@ -187,7 +189,7 @@ def test_pages_follow_next_page_token(tmp_path, root, monkeypatch):
 
 
 def test_unload_waits_for_requests_in_flight(tmp_path, root, monkeypatch):
-    monkeypatch.setattr(models, "memory_free", lambda: 1 << 40)
+    monkeypatch.setattr(models.sizing, "memory_available", lambda droppable_cache=False: 1 << 40)
     started, release = threading.Event(), threading.Event()
 
     def slow(payload, headers, model):

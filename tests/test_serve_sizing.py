@@ -226,6 +226,42 @@ def test_memory_limit_and_cpu_quota_from_cgroups_v1_and_v2(monkeypatch, files, l
 
 
 @pytest.mark.parametrize(
+    "files, kills",
+    [
+        (
+            {
+                "memory.max": str(GB),
+                "memory.current": str(GB // 2),
+                "memory.stat": "anon 1\ninactive_file 1000\n",
+                "memory.events": "low 0\noom 2\noom_kill 2\n",
+            },
+            2,
+        ),
+        (
+            {
+                "memory/memory.limit_in_bytes": str(GB),
+                "memory/memory.usage_in_bytes": str(GB // 2),
+                "memory/memory.stat": "cache 5\ntotal_inactive_file 1000\n",
+                "memory/memory.oom_control": "oom_kill 3\n",
+            },
+            3,
+        ),
+    ],
+)
+def test_droppable_page_cache_counts_as_free_only_when_asked_and_oom_kills_are_read(monkeypatch, files, kills):
+    cgroup(monkeypatch, files)
+    monkeypatch.setattr(sizing.psutil, "virtual_memory", lambda: type("VM", (), {"available": 4 * GB})())
+    assert sizing.memory_available() == GB // 2
+    assert sizing.memory_available(droppable_cache=True) == GB // 2 + 1000
+    assert sizing.oom_kills() == kills
+
+
+def test_no_cgroup_files_no_oom_kills(monkeypatch):
+    cgroup(monkeypatch, {})
+    assert sizing.oom_kills() == 0
+
+
+@pytest.mark.parametrize(
     "limit_mib, cores, vcpus",
     [(1024, 8, 1), (2048, 8, 1), (3072, 8, 2), (4096, 8, 2), (5120, 8, 3), (6144, 8, 3), (6144, 2, 2), (6144, 1, 1)],
 )

@@ -107,53 +107,6 @@ def tree_pss(root: int | None = None) -> int:
     return total
 
 
-def memory_free() -> int:
-    """Bytes a new model can still take: the machine's available memory, and under a cgroup limit
-    what the limit leaves once the page cache the kernel can drop (inactive files) is not counted."""
-    free = psutil.virtual_memory().available
-    limit = _cgroup_number("memory.max") or _cgroup_number("memory/memory.limit_in_bytes")
-    used = _cgroup_number("memory.current") or _cgroup_number("memory/memory.usage_in_bytes")
-    if limit is not None and used is not None and limit < 2**60:  # v1 says "no limit" with a huge number
-        cache = _cgroup_stat("inactive_file") or _cgroup_stat("total_inactive_file") or 0
-        free = min(free, limit - used + cache)
-    return max(0, free)
-
-
-def _cgroup_number(path: str) -> int | None:
-    try:
-        text = Path("/sys/fs/cgroup", path).read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def _cgroup_stat(key: str) -> int | None:
-    for path in ("memory.stat", "memory/memory.stat"):
-        try:
-            lines = Path("/sys/fs/cgroup", path).read_text().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            name, _, value = line.partition(" ")
-            if name == key and value.strip().isdigit():
-                return int(value)
-    return None
-
-
-def oom_kills() -> int:
-    """Processes the kernel has killed for memory in this container's cgroup (v2, else v1)."""
-    for path, key in (("memory.events", "oom_kill"), ("memory/memory.oom_control", "oom_kill")):
-        try:
-            lines = Path("/sys/fs/cgroup", path).read_text().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            parts = line.split()
-            if len(parts) == 2 and parts[0] == key and parts[1].isdigit():
-                return int(parts[1])
-    return 0
-
-
 # -- the load request --------------------------------------------------------------------------
 def parse_load(body: bytes) -> tuple[str, str]:
     """(model_name, url) of a load request's JSON body; BadRequest otherwise."""
@@ -251,7 +204,7 @@ class Registry:
         if self.max_models is not None and loaded >= self.max_models:
             raise InsufficientStorage(f"{loaded} models are loaded, the most BYOC_MAX_LOADED_MODELS allows: unload one")
         need = largest or self.workers * sizing.worker_bytes(sizing.weights_bytes(path))
-        free = memory_free()
+        free = sizing.memory_available(droppable_cache=True)
         if free < need + self.reserve:
             raise InsufficientStorage(
                 f"not enough memory for another model: a load takes about {need // sizing.MB} MB "
@@ -265,7 +218,7 @@ class Registry:
         report = self.reports / internal
         report.unlink(missing_ok=True)
         self.server.write_manifest(internal, path, report)
-        before, kills = tree_pss(), oom_kills()
+        before, kills = tree_pss(), sizing.oom_kills()
         query = urlencode({"url": internal, "model_name": internal, "initial_workers": self.workers, "batch_size": 1})
         status, text = self._manage("POST", f"/models?{query}&synchronous=false")
         if status == 409:  # left behind by a load that failed half-way: start clean
@@ -294,7 +247,7 @@ class Registry:
         while True:
             if failure := startup.read(report):
                 raise BadRequest(f"model {name!r} cannot be served: {failure}")
-            if oom_kills() > kills:
+            if sizing.oom_kills() > kills:
                 raise InsufficientStorage(f"model {name!r} ran out of memory while loading: unload a model")
             if not self.server.alive():
                 raise Unavailable("the model server exited while loading the model")

@@ -89,14 +89,34 @@ def memory_limit() -> int | None:
     return limit if limit is not None and limit < 2**60 else None  # v1 says "no limit" with a huge number
 
 
-def memory_available() -> int:
-    """Bytes that can still be allocated: the machine's available memory, capped by a cgroup limit."""
+def memory_available(droppable_cache: bool = False) -> int:
+    """Bytes that can still be allocated: the machine's available memory, capped by a cgroup limit;
+    with `droppable_cache`, the page cache the kernel can drop (inactive files) counted as free."""
     available = psutil.virtual_memory().available
     limit = memory_limit()
     used = _number(_read("memory.current", "memory/memory.usage_in_bytes"))
     if limit is not None and used is not None:
-        available = min(available, limit - used)
+        cache = (
+            (_stat("inactive_file", "memory.stat") or _stat("total_inactive_file", "memory/memory.stat") or 0)
+            if droppable_cache
+            else 0
+        )
+        available = min(available, limit - used + cache)
     return max(0, available)
+
+
+def oom_kills() -> int:
+    """Processes the kernel has killed for memory in this cgroup (v2 memory.events, else v1)."""
+    return _stat("oom_kill", "memory.events", "memory/memory.oom_control") or 0
+
+
+def _stat(key: str, *paths: str) -> int | None:
+    """`key`'s number in the first of these cgroup "key value" files that exists."""
+    for line in (_read(*paths) or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return _number(value.strip())
+    return None
 
 
 def worker_bytes(model_bytes: int) -> int:
