@@ -77,9 +77,16 @@ stop_training() { # SIGTERM: byoc.training saves a checkpoint and exits 143
 }
 
 watch_job() { # every 5 s: ship the log and heed the spot notice; every minute: checkpoints up; and --max-run
-    local started n=0
+    local started n=0 stopping=0
     started="$(date +%s)"
-    while sleep 5; do
+    # SIGTERM from finish ends the loop between steps, never inside ship_logs: killed there, an
+    # upload CloudWatch accepted would not have moved the offset, and finish would ship it again.
+    # bash runs the trap once the running command is done; `wait` returns at once for it.
+    trap 'stopping=1' TERM
+    while [ "$stopping" = 0 ]; do
+        sleep 5 &
+        wait $!
+        [ "$stopping" = 0 ] || break
         n=$((n + 1))
         ship_logs
         [ $((n % 12)) -eq 0 ] && sync_checkpoints_up
@@ -155,7 +162,7 @@ upload_results() { # metrics and failure first, model.tar.gz last: the follower 
 }
 
 finish() { # whatever happened: the last log lines out, then the instance ends itself
-    [ -n "${watcher:-}" ] && kill "$watcher" 2>/dev/null && wait "$watcher" 2>/dev/null
+    [ -n "${watcher:-}" ] && kill -TERM "$watcher" 2>/dev/null && wait "$watcher" 2>/dev/null
     echo "byoc: shutting down"
     ship_logs
     shutdown -h now
