@@ -212,3 +212,45 @@ print(sorted(m for m in sys.modules if m.split(".")[0] == "torchvision"))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout
+
+
+ONNX_ENTRY = {"file": "model.onnx", "opset": 17, "input": "input", "output": "logits", "softmax_diff": 1e-6}
+INT8_ENTRY = {"file": "model.int8.onnx", "runtime": "onnxruntime", "format": "QDQ", "top1_int8": 0.9}
+
+
+def test_the_onnx_copies_entries_survive_a_rewrite_of_model_json(tmp_path):
+    artifact.save(tmp_path, model.build("resnet18", 3), _meta())
+    doc = json.loads((tmp_path / "model.json").read_text())
+    (tmp_path / "model.json").write_text(json.dumps({**doc, "onnx": ONNX_ENTRY, "int8": INT8_ENTRY}))
+    meta = artifact.read_meta(tmp_path)
+    assert (meta.onnx, meta.int8) == (ONNX_ENTRY, INT8_ENTRY)
+    meta.metrics = {"test_acc": 0.5}
+    artifact.save(tmp_path, model.build("resnet18", 3), meta)
+    again = json.loads((tmp_path / "model.json").read_text())
+    assert (again["onnx"], again["int8"], again["metrics"]) == (ONNX_ENTRY, INT8_ENTRY, {"test_acc": 0.5})
+    assert (_meta().onnx, _meta().int8) == (None, None)  # an artifact without copies says so
+
+
+@pytest.mark.parametrize("key", ["onnx", "int8"])
+@pytest.mark.parametrize("entry", [{"file": "../model.onnx"}, {"file": ""}, {"opset": 17}, "model.onnx", {"file": 3}])
+def test_an_onnx_copy_outside_the_model_directory_is_refused(tmp_path, key, entry):
+    artifact.save(tmp_path, model.build("resnet18", 3), _meta())
+    doc = json.loads((tmp_path / "model.json").read_text())
+    (tmp_path / "model.json").write_text(json.dumps({**doc, key: entry}))
+    with pytest.raises(ArtifactError, match=rf"model.json: {key}.file must be a file name in the model directory"):
+        artifact.read_meta(tmp_path)
+
+
+def test_the_metadata_and_image_opening_import_without_torch():
+    """byoc-serve:cpu has no torch: model.json, the image opener and the numpy transform must not need it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import byoc.core.model_meta, byoc.core.images, byoc.core.eval_numpy, byoc.serve.codec\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' and sys.modules[m] is not None))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"

@@ -4,11 +4,13 @@ A model directory (SageMaker's /opt/ml/model, packed as model.tar.gz) holds:
 
     model.pt    the state dict (tensors only: loads with weights_only=True)
     model.ts    the same model as TorchScript, traced on the CPU at the artifact's image size
-    model.json  architecture, labels, preprocessing, the TorchScript file's name and the metrics
+    model.json  architecture, labels, preprocessing, the copies' file names and the metrics
+                (byoc.core.model_meta, which needs no torch; re-exported here)
 
-A server needs only torch to load model.ts, never the training code. Artifacts without
-model.ts (older ones, or an architecture that does not trace) load from model.pt, which
-rebuilds the architecture with torchvision.
+and, once exported, model.onnx and model.int8.onnx (byoc.core.onnx_export, byoc.core.quantize),
+which the CPU serving image runs without torch (byoc.serve.runtimes). A server needs only torch to
+load model.ts, never the training code. Artifacts without model.ts (older ones, or an architecture
+that does not trace) load from model.pt, which rebuilds the architecture with torchvision.
 """
 
 from __future__ import annotations
@@ -17,71 +19,39 @@ import contextlib
 import json
 import logging
 import warnings
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from byoc.core.errors import ArtifactError, ConfigError, first_line
 from byoc.core.files import atomic_write
-from byoc.core.preprocessing import Preprocessing
+from byoc.core.images import Preprocessing
+from byoc.core.model_meta import (  # re-exported: the torch side's callers import them from here
+    FORMAT,
+    FORMAT_VERSION,
+    META_FILE,
+    TORCHSCRIPT_FILE,
+    WEIGHTS_FILE,
+    ModelMeta,
+    read_meta,
+)
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "META_FILE",
+    "TORCHSCRIPT_FILE",
+    "WEIGHTS_FILE",
+    "ModelMeta",
+    "Preprocessing",
+    "load",
+    "read_meta",
+    "save",
+    "to_torchscript",
+]
 
 log = logging.getLogger(__name__)
-
-FORMAT = "byoc-image-classifier"
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.pt"
-META_FILE = "model.json"
-TORCHSCRIPT_FILE = "model.ts"
-
-
-@dataclass
-class ModelMeta:
-    arch: str
-    labels: list[str]
-    preprocessing: Preprocessing = field(default_factory=Preprocessing)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    created_with: dict[str, str] = field(default_factory=dict)
-    torchscript: str | None = None  # file name of the TorchScript copy, None when there is none
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.labels)
-
-    def to_json(self) -> dict[str, Any]:
-        doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "num_classes": self.num_classes}
-        doc.update(asdict(self))
-        return doc
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> ModelMeta:
-        if doc.get("format") != FORMAT:
-            raise ArtifactError(f"{META_FILE} is not a {FORMAT} artifact (format={doc.get('format')!r})")
-        if doc.get("format_version") != FORMAT_VERSION:
-            raise ArtifactError(
-                f"{META_FILE} has format_version {doc.get('format_version')!r}; this server reads "
-                f"version {FORMAT_VERSION}: retrain or use a matching byoc-serve image"
-            )
-        try:
-            pre = Preprocessing(**doc.get("preprocessing", {}))
-            meta = cls(
-                arch=str(doc["arch"]),
-                labels=[str(x) for x in doc["labels"]],
-                preprocessing=pre,
-                metrics=dict(doc.get("metrics", {})),
-                created_with=dict(doc.get("created_with", {})),
-                torchscript=doc.get("torchscript"),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"{META_FILE} is malformed: {type(exc).__name__}: {exc}") from exc
-        if not meta.labels:
-            raise ArtifactError(f"{META_FILE} lists no labels")
-        ts = meta.torchscript
-        if ts is not None and (not isinstance(ts, str) or not ts or Path(ts).name != ts or ts in (".", "..")):
-            raise ArtifactError(f"{META_FILE}: torchscript must be a file name in the model directory, not {ts!r}")
-        return meta
 
 
 @contextlib.contextmanager
@@ -140,19 +110,6 @@ def save(model_dir: Path, model: nn.Module, meta: ModelMeta) -> None:
         (model_dir / TORCHSCRIPT_FILE).unlink(missing_ok=True)
     text = json.dumps(meta.to_json(), indent=2).encode()
     atomic_write(model_dir / META_FILE, lambda fh: fh.write(text))
-
-
-def read_meta(model_dir: Path) -> ModelMeta:
-    path = Path(model_dir) / META_FILE
-    if not path.is_file():
-        raise ArtifactError(f"no {META_FILE} in {model_dir}: is this a byoc model directory?")
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ArtifactError(f"{path} does not hold a JSON object")
-    return ModelMeta.from_json(doc)
 
 
 def _load_torchscript(path: Path, meta: ModelMeta, device: torch.device, optimize: bool) -> nn.Module:

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-if TYPE_CHECKING:  # the dataclass lives with the torch twin; only its fields are read here
-    from byoc.core.preprocessing import Preprocessing
+if TYPE_CHECKING:  # only its fields are read here
+    from byoc.core.images import Preprocessing
 
 
 def resized_size(height: int, width: int, short: int) -> tuple[int, int]:

@@ -1,10 +1,11 @@
-"""The train/serve seam for pixels: how a file becomes an RGB image and an image a tensor.
+"""The train/serve seam for pixels, torch side: an RGB image -> the evaluation tensor.
 
-Both sides must turn a file into exactly the same tensor, so opening (`open_image`: the pixel
-bound, JPEG draft decoding, EXIF orientation, RGB conversion), the `Preprocessing` recorded in
-every artifact and the evaluation transform live once, here, below both `byoc.training.data`
-and `byoc.serve` (which never imports training code). Only torch, numpy and Pillow: the CPU
-serving image has no torchvision. The steps are torchvision.transforms.v2's ToImage,
+Both sides must turn a file into exactly the same tensor. Opening the file (`open_image`: the pixel
+bound, JPEG draft decoding, EXIF orientation, RGB conversion) and the `Preprocessing` recorded in
+every artifact live in `byoc.core.images`, which needs no torch, and are re-exported here; the
+evaluation transform lives here, below both `byoc.training.data` and `byoc.serve` (which never
+imports training code), with a numpy twin in `byoc.core.eval_numpy` for the image without torch.
+Only torch, numpy and Pillow: no torchvision. The steps are torchvision.transforms.v2's ToImage,
 Resize(antialias=True), CenterCrop, ToDtype(scale=True) and Normalize, written with the same
 torch ops (tests/test_preprocessing.py compares the two).
 
@@ -17,109 +18,48 @@ a few copies of the decoded image plus a few outputs (tests/test_preprocessing.p
 
 from __future__ import annotations
 
-import io
 import platform
-from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image
 
-from byoc.core.errors import ImageError, ImageTooLarge
+from byoc.core.images import (  # re-exported: training and older callers import them from here
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Preprocessing,
+    check_pixels,
+    image_from_array,
+    open_image,
+    to_rgb,
+)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# A truncated file is an error, not half an image.
-ImageFile.LOAD_TRUNCATED_IMAGES = False
-# `open_image`'s own bound (checked on the header, before decoding) is the one that applies.
-Image.MAX_IMAGE_PIXELS = None
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MAX_STRETCH",
+    "EvalTransform",
+    "Preprocessing",
+    "center_crop",
+    "check_pixels",
+    "eval_batch",
+    "eval_transform",
+    "image_from_array",
+    "open_image",
+    "resize",
+    "resize_center_crop",
+    "resized_size",
+    "to_rgb",
+    "to_tensor",
+]
+
 # Up to this ratio of the resized long side to the short side, the whole image is resized, as
 # torchvision does (bit-identical; panoramas are 2:1 to 10:1); the resized image is then at most
 # 16 x resize_size^2 pixels (256: 3 MiB in uint8). Beyond it, only the window the centre crop keeps
 # is resized, within one uint8 level of torchvision on photographs and two on noise (measured:
 # tests/test_eval_numpy.py, whose numpy twin follows torch's kernel exactly).
 MAX_STRETCH = 16
-
-
-@dataclass
-class Preprocessing:
-    """How an image becomes a tensor: resize the short side, centre-crop, normalise."""
-
-    image_size: int = 224
-    resize_size: int = 256
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-    @classmethod
-    def for_size(cls, image_size: int) -> Preprocessing:
-        # torchvision's reference ratio: 224 -> 256
-        return cls(image_size=image_size, resize_size=int(round(image_size / 0.875)))
-
-    @property
-    def draft_size(self) -> int:
-        """The smallest short side a JPEG may be decoded at (libjpeg's 1/2, 1/4, 1/8 scales)."""
-        return self.resize_size
-
-
-def check_pixels(width: int, height: int, max_pixels: int) -> None:
-    """ImageTooLarge when width x height is over `max_pixels` (read from the header, before decoding)."""
-    if width * height > max_pixels:
-        raise ImageTooLarge(
-            f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
-            "(BYOC_MAX_IMAGE_PIXELS): send a smaller image"
-        )
-
-
-def open_image(
-    source: bytes | bytearray | str | Path | BinaryIO, max_pixels: int, draft_size: int | None = None
-) -> Image.Image:
-    """Decode any image Pillow reads (bytes, a path or a file) into RGB; the pixel count is checked
-    on the header first. JPEGs larger than needed are decoded by libjpeg at 1/2, 1/4 or 1/8 scale
-    while the short side stays >= `draft_size`. Raises ImageError / ImageTooLarge."""
-    try:
-        img = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source)
-    except Exception as exc:  # Pillow raises UnidentifiedImageError, OSError, SyntaxError, ...
-        raise ImageError(
-            f"cannot decode the image ({type(exc).__name__}): send a JPEG, PNG or other image Pillow reads"
-        ) from exc
-    check_pixels(*img.size, max_pixels)
-    try:
-        if draft_size and img.format == "JPEG":
-            img.draft("RGB", (draft_size, draft_size))
-        img.load()
-        return to_rgb(img)
-    except Exception as exc:
-        raise ImageError(
-            f"cannot decode the image ({type(exc).__name__}: {exc}): the file may be truncated or corrupt"
-        ) from exc
-
-
-def image_from_array(arr: np.ndarray, max_pixels: int) -> Image.Image:
-    """One uint8 image array, HW or HWC with 1, 3 or 4 channels, as an RGB image (raises ImageError)."""
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)) or 0 in arr.shape:
-        raise ImageError(f"array of shape {list(arr.shape)} is not an image: send uint8 HWC (C = 1, 3 or 4) or NHWC")
-    check_pixels(arr.shape[1], arr.shape[0], max_pixels)
-    return to_rgb(Image.fromarray(np.ascontiguousarray(arr)))
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """EXIF orientation applied; L, LA, P, RGBA, CMYK, I;16 and F converted to 8-bit RGB (alpha over white)."""
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
-    elif img.mode.startswith("I") or img.mode == "F":
-        # 16/32-bit or float greyscale: scale to 8 bit rather than clip.
-        arr = np.asarray(img, dtype=np.float64)
-        top = arr.max() if arr.size and arr.max() > 255 else 255.0
-        img = Image.fromarray((arr.clip(0, None) * (255.0 / top)).astype("uint8"))
-    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
