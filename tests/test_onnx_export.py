@@ -13,6 +13,7 @@ import torch
 
 from byoc.core import artifact, onnx_export
 from byoc.core.errors import ArtifactError
+from byoc.core.images import Preprocessing
 from byoc.training import model
 
 
@@ -26,9 +27,7 @@ def model_dir(tmp_path_factory):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 1.5)
-    meta = artifact.ModelMeta(
-        arch="resnet18", labels=["a", "b", "c"], preprocessing=artifact.Preprocessing.for_size(32)
-    )
+    meta = artifact.ModelMeta(arch="resnet18", labels=["a", "b", "c"], preprocessing=Preprocessing.for_size(32))
     meta.metrics = {"val_acc": 0.5}
     artifact.save(path, net, meta)
     return path
@@ -66,6 +65,7 @@ def test_recorded_without_breaking_older_readers(exported, model_dir):
     path, before = exported
     doc = json.loads((model_dir / artifact.META_FILE).read_text())
     entry = doc.pop("onnx")
+    before.pop("onnx", None)  # null, or absent in an artifact saved before ModelMeta had the field
     assert doc == before  # every other key as it was: format_version, torchscript, metrics, ...
     assert entry["file"] == path.name and entry["opset"] == onnx_export.OPSET
     assert 0 <= entry["softmax_diff"] <= onnx_export.MAX_SOFTMAX_DIFF
@@ -106,3 +106,16 @@ def test_an_unloadable_export_is_refused(model_dir):
     net, _ = artifact.load(model_dir, torchscript=False)
     with pytest.raises(ArtifactError, match="does not load"):
         onnx_export.check(b"not onnx", net, 32)
+
+
+def test_record_sets_and_removes_one_key_only(model_dir, tmp_path):
+    """The one rewrite of model.json that the ONNX and INT8 copies share (byoc.core.quantize uses it too)."""
+    (tmp_path / artifact.META_FILE).write_bytes((model_dir / artifact.META_FILE).read_bytes())
+    before = json.loads((tmp_path / artifact.META_FILE).read_text())
+    onnx_export.record(tmp_path, "int8", {"file": "model.int8.onnx"})
+    assert onnx_export.recorded(tmp_path, "int8") == {"file": "model.int8.onnx"}
+    onnx_export.record(tmp_path, "int8", None)
+    onnx_export.record(tmp_path, "int8", None)  # removing what is not there is no error
+    before.pop("int8", None)  # null when saved by a ModelMeta with the field: removed, not nulled
+    assert json.loads((tmp_path / artifact.META_FILE).read_text()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [artifact.META_FILE]  # no temporary file left

@@ -49,8 +49,9 @@ QUICK = dict(
     num_workers=0,
     log_every=5,
     amp="off",
-    channels_last="false",
-)  # fixed: "auto" picks by timing, which may differ run to run
+    channels_last="false",  # fixed: "auto" picks by timing, which may differ run to run
+    export_int8=False,  # tests/test_quantize.py covers the INT8 copy; model.onnx is still written
+)
 
 
 def test_run_writes_artifact_metrics_and_curves(tmp_path, small_data):

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "byoc.local.runtime",
     "byoc.local.web.dev_server",
     "byoc.local.docker_jobs",
+    "byoc.local.quantize_command",
     "byoc.aws.commands",
 )
 

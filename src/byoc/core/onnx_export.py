@@ -50,7 +50,7 @@ def export(model_dir: Path) -> Path:
     path = model_dir / ONNX_FILE
     atomic_write(path, lambda fh: fh.write(data))
     entry = {"file": ONNX_FILE, "opset": OPSET, "input": INPUT, "output": OUTPUT}
-    _record(model_dir, entry | {"softmax_diff": worst, "checked_with": {"onnxruntime": ort.__version__}})
+    record(model_dir, META_KEY, entry | {"softmax_diff": worst, "checked_with": {"onnxruntime": ort.__version__}})
     log.info("wrote %s (%.1f MB, opset %d): softmax within %.1e of torch", path, len(data) / 1e6, OPSET, worst)
     return path
 
@@ -108,22 +108,30 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _record(model_dir: Path, entry: dict[str, Any]) -> None:
-    """Add `entry` under "onnx" to model.json, every other key as it was (atomically)."""
-    path = model_dir / artifact.META_FILE
+def record(model_dir: Path, key: str, entry: dict[str, Any] | None) -> None:
+    """Set `key` of model.json to `entry` (None: remove it), every other key as it was (atomically)."""
+    path = Path(model_dir) / artifact.META_FILE
     doc = json.loads(path.read_text())
-    doc[META_KEY] = entry
+    if entry is None:
+        if key not in doc:
+            return
+        del doc[key]
+    else:
+        doc[key] = entry
     text = json.dumps(doc, indent=2).encode()
     atomic_write(path, lambda fh: fh.write(text))
 
 
-def recorded(model_dir: Path) -> dict[str, Any] | None:
-    """The "onnx" entry of model.json (None when there is none); its file must be in `model_dir`."""
+def recorded(model_dir: Path, key: str = META_KEY) -> dict[str, Any] | None:
+    """The `key` entry of model.json ("onnx", or "int8": None when there is none); its file must be in
+    `model_dir`."""
     doc = json.loads((Path(model_dir) / artifact.META_FILE).read_text())
-    entry = doc.get(META_KEY)
+    entry = doc.get(key)
     if entry is None:
         return None
     name = entry.get("file") if isinstance(entry, dict) else None
     if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
-        raise ArtifactError(f"{artifact.META_FILE}: onnx.file must be a file name in the model directory, not {name!r}")
+        raise ArtifactError(
+            f"{artifact.META_FILE}: {key}.file must be a file name in the model directory, not {name!r}"
+        )
     return entry

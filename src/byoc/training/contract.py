@@ -102,6 +102,11 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs
     processes_per_host: int = 0  # 0: one per GPU, or 1 on a CPU-only host
     log_every: int = 50  # steps: the loss is read back from the device this often
+    # An INT8 copy (model.int8.onnx) beside model.onnx, calibrated and checked on the validation
+    # images (byoc.core.quantize); model.onnx is exported either way.
+    export_int8: bool = True
+    # The INT8 copy is dropped when its validation top-1 is more than this many points under fp32's.
+    int8_max_drop: float = 1.0
 
     _MINIMUM: ClassVar[dict[str, int]] = {
         "epochs": 1,
@@ -133,6 +138,8 @@ class TrainConfig:
                 raise ConfigError(f"hyperparameter {name.replace('_', '-')}={getattr(self, name)} must be >= {low}")
         if not self.lr > 0:
             raise ConfigError(f"hyperparameter lr={self.lr} must be > 0")
+        if not 0 <= self.int8_max_drop <= 100:
+            raise ConfigError(f"hyperparameter int8-max-drop={self.int8_max_drop} must be within 0..100 (points)")
 
     @classmethod
     def names(cls) -> list[str]:

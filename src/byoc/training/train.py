@@ -389,10 +389,40 @@ def write_outputs(t: Training, metrics: dict, skipped: set[str]) -> None:
         arch=t.cfg.arch, labels=t.loaders.labels, preprocessing=t.pre, metrics={k: metrics[k] for k in kept}
     )
     artifact.save(t.job.model_dir, t.net, meta)
+    write_cpu_copies(t)
     t.job.output_data_dir.mkdir(parents=True, exist_ok=True)
     (t.job.output_data_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if metrics["epochs"]:
         monitor.save_curves(metrics["epochs"], t.job.output_data_dir / "training_curves.png")
+
+
+def write_cpu_copies(t: Training) -> None:
+    """model.onnx (what a CPU server without torch runs) and, with export-int8, its INT8 copy calibrated
+    on the validation images. Either may fail without failing the job: the TorchScript artifact is
+    already complete, so a failure costs only the copies, and says why in one line."""
+    try:
+        from byoc.core import onnx_export
+
+        onnx_export.export(t.job.model_dir)
+    except Exception as exc:  # ImportError (no onnx in the image), ArtifactError, the exporter's own
+        log.warning("no ONNX copy of the model (the TorchScript artifact is complete): %s", first_line(exc))
+        return
+    if not t.cfg.export_int8:
+        return
+    started = time.monotonic()
+    try:
+        from byoc.core import quantize
+
+        entry = quantize.quantize(
+            t.job.model_dir, data.find_splits(t.job.channels)["valid"], max_drop=t.cfg.int8_max_drop
+        )
+    except Exception as exc:
+        log.warning(
+            "no INT8 copy of the model (model.onnx and the TorchScript artifact are complete): %s", first_line(exc)
+        )
+        return
+    if entry is not None:  # else quantize logged why not
+        log.info("int8: %s (%.0f s)", quantize.summary(t.job.model_dir, entry), time.monotonic() - started)
 
 
 def state_sha256(model: nn.Module) -> str:
