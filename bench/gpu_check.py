@@ -163,7 +163,7 @@ def serve_latency(args, work: Path) -> dict:
     handler.load(model_dir, pick_device() if args.device == "cuda" else torch.device("cpu"))
     rows = {}
     for batch in args.serve_batches:
-        x = torch.randn(batch, 3, args.image_size, args.image_size)
+        x = torch.randn(batch, 3, args.image_size, args.image_size).numpy()  # the handler's stages pass numpy
         times = []
         for i in range(args.serve_repeats + 3):
             start = time.perf_counter()

@@ -187,10 +187,22 @@ def test_bad_top_k_is_400(attrs):
 
 
 def test_predictions_are_sorted_labelled_probabilities():
-    probs = torch.softmax(torch.tensor([[0.1, 3.0, 1.0], [2.0, 0.0, 1.0]]), dim=1)
+    probs = torch.softmax(torch.tensor([[0.1, 3.0, 1.0], [2.0, 0.0, 1.0]]), dim=1).numpy()
     preds = codec.top_predictions(probs, ["a", "b", "c"], 2)
     assert [p["label"] for p in preds[0]] == ["b", "c"] and [p["index"] for p in preds[1]] == [0, 2]
     assert preds[0][0]["score"] == pytest.approx(probs[0, 1].item(), abs=1e-6)
     assert preds[0][0]["score"] >= preds[0][1]["score"]
     assert json.loads(codec.encode(preds, batched=False)) == {"predictions": preds[0]}
     assert json.loads(codec.encode(preds, batched=True)) == {"predictions": preds}
+
+
+def test_top_predictions_rank_as_torch_topk_does():
+    """Scores and order as torch.topk gives them (same float32 values, rounded to 6 places); equal
+    scores keep index order."""
+    probs = torch.softmax(torch.randn(6, 40, generator=torch.Generator().manual_seed(3)), dim=1)
+    scores, indices = torch.topk(probs, k=7, dim=1)
+    preds = codec.top_predictions(probs.numpy(), [f"c{i}" for i in range(40)], 7)
+    assert [[p["index"] for p in row] for row in preds] == indices.tolist()
+    assert [[p["score"] for p in row] for row in preds] == [[round(s, 6) for s in row] for row in scores.tolist()]
+    tied = codec.top_predictions(np.array([[0.1, 0.4, 0.1, 0.4]], dtype=np.float32), list("abcd"), 4)
+    assert [p["index"] for p in tied[0]] == [1, 3, 0, 2]

@@ -4,9 +4,9 @@ The copy a server without torch runs (ONNX Runtime or OpenVINO), and the input o
 Exported from the state dict (model.pt, rebuilt with torchvision: the TorchScript copy is optimised
 for the machine that loads it), in eval mode, at the artifact's image size with a dynamic batch axis.
 It is written only once ONNX Runtime reproduces torch's softmax on random batches within
-`MAX_SOFTMAX_DIFF`, and then recorded in model.json under "onnx". Servers of format_version 1 read
-model.json through `ModelMeta.from_json`, which takes only the keys it knows, so they still read the
-artifact; `ModelMeta` has no field for the entry yet, so `artifact.save` rewriting model.json drops it.
+`MAX_SOFTMAX_DIFF`, and then recorded in model.json under "onnx" (`ModelMeta.onnx`). Older servers
+read model.json through `ModelMeta.from_json`, which takes only the keys it knows, so they still read
+the artifact.
 """
 
 from __future__ import annotations

@@ -8,11 +8,10 @@ import io
 import json
 
 import numpy as np
-import torch
 from PIL import Image
 
-from byoc.core import preprocessing
 from byoc.core.errors import ImageError
+from byoc.core.images import image_from_array, open_image
 from byoc.serve import negotiation
 from byoc.serve.http_errors import BadRequest, NotAcceptable, UnsupportedMediaType, image_rejected
 
@@ -79,14 +78,14 @@ def _decode_json(body: bytes, max_pixels: int, draft_size: int | None) -> list[I
 
 def _open(data: bytes, max_pixels: int, draft_size: int | None, where: str = "") -> Image.Image:
     try:
-        return preprocessing.open_image(data, max_pixels, draft_size)
+        return open_image(data, max_pixels, draft_size)
     except ImageError as exc:
         raise image_rejected(exc, where) from exc
 
 
 def _from_array(arr: np.ndarray, max_pixels: int) -> Image.Image:
     try:
-        return preprocessing.image_from_array(arr, max_pixels)
+        return image_from_array(arr, max_pixels)
     except ImageError as exc:
         raise image_rejected(exc) from exc
 
@@ -124,9 +123,12 @@ def decode(
     return [_open(body, max_pixels, draft_size)], False
 
 
-def top_predictions(probs: torch.Tensor, labels: list[str], top_k: int) -> list[list[dict]]:
-    """Per image, the top_k classes sorted by probability: [{"label", "index", "score"}, ...]."""
-    scores, indices = torch.topk(probs, k=top_k, dim=1)
+def top_predictions(probs: np.ndarray, labels: list[str], top_k: int) -> list[list[dict]]:
+    """Per image, the top_k classes sorted by probability: [{"label", "index", "score"}, ...].
+    Equal scores keep index order (a stable sort), so the answer does not depend on the runtime."""
+    probs = np.asarray(probs)
+    indices = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+    scores = np.take_along_axis(probs, indices, axis=1)
     return [
         [{"label": labels[i], "index": i, "score": round(s, 6)} for s, i in zip(row_s, row_i, strict=True)]
         for row_s, row_i in zip(scores.tolist(), indices.tolist(), strict=True)

@@ -44,6 +44,8 @@ MAX_LOADED_MODELS_ENV = "BYOC_MAX_LOADED_MODELS"
 # true/false: serverless sizing on or off whatever the cgroup memory limit (unset: detected from it).
 SERVERLESS_ENV = "BYOC_SERVERLESS"
 SERVERLESS_MAX_PAYLOAD_MB = 4  # SageMaker Serverless Inference's request limit
+# int8 / fp32: which ONNX copy an image without torch serves (unset: the INT8 copy when there is one).
+PRECISION_ENV = "BYOC_PRECISION"
 
 
 class BatchStrategy(enum.Enum):
@@ -51,6 +53,13 @@ class BatchStrategy(enum.Enum):
 
     MULTI_RECORD = "MULTI_RECORD"  # as many records as fit in MaxPayloadInMB
     SINGLE_RECORD = "SINGLE_RECORD"  # one record per request
+
+
+class Precision(enum.Enum):
+    """Which copy of the model an image without torch serves (BYOC_PRECISION)."""
+
+    INT8 = "int8"  # model.int8.onnx, quantized and checked by byoc.core.quantize
+    FP32 = "fp32"  # model.onnx
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,19 @@ def _batch_strategy(env: Mapping[str, str]) -> BatchStrategy | None:
     raise ConfigError(f"{BATCH_STRATEGY_ENV}={raw!r} must be MULTI_RECORD or SINGLE_RECORD")
 
 
+def _precision(env: Mapping[str, str]) -> Precision | None:
+    """BYOC_PRECISION as int8 or fp32 (any case); None when unset or blank."""
+    raw = env.get(PRECISION_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        return Precision(raw.lower())
+    except ValueError:
+        raise ConfigError(
+            f"{PRECISION_ENV}={raw!r} must be int8 or fp32 (or unset: int8 when the model has it)"
+        ) from None
+
+
 def _payload_mb(env: Mapping[str, str], batch: bool) -> int | None:
     """SAGEMAKER_MAX_PAYLOAD_IN_MB within what the platform allows: batch transform's 100, else
     asynchronous inference's 1024 (real-time's own 6 is enforced by SageMaker, not here)."""
@@ -185,6 +207,8 @@ class ServeConfig:
     models_dir: Path = Path("/opt/ml/models")  # where SageMaker puts a multi-model endpoint's models
     max_loaded_models: int | None = None  # None: as many as memory allows (507 past that)
     serverless: bool | None = None  # BYOC_SERVERLESS; None: a serverless-sized memory limit decides (sizing.serverless)
+    # BYOC_PRECISION; None: the INT8 copy when the model has one, else fp32 (images without torch only)
+    precision: Precision | None = None
 
     @property
     def max_request_bytes(self) -> int:
@@ -226,6 +250,7 @@ class ServeConfig:
             models_dir=Path(base, "models"),
             max_loaded_models=_optional_int(env, MAX_LOADED_MODELS_ENV),
             serverless=_bool(env, SERVERLESS_ENV) if env.get(SERVERLESS_ENV, "").strip() else None,
+            precision=_precision(env),
         )
 
     def for_machine(self, machine_payload_mb: int) -> ServeConfig:
@@ -253,5 +278,10 @@ class ServeConfig:
         )
 
     def describe(self) -> dict:
-        described = {f.name: str(getattr(self, f.name)) for f in fields(self)}
+        described = {f.name: _described(getattr(self, f.name)) for f in fields(self)}
         return {**described, "max_request_bytes": str(self.max_request_bytes)}
+
+
+def _described(value: object) -> str:
+    """A setting as the config log line shows it: an enum by its value ("int8", not "Precision.INT8")."""
+    return str(value.value if isinstance(value, enum.Enum) else value)

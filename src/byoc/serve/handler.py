@@ -1,12 +1,15 @@
 """The model handler, in the manner of TorchServe's BaseHandler: `initialize` once, then per call
-`preprocess` (request bodies -> one batch tensor) -> `inference` (tensor -> probabilities) ->
+`preprocess` (request bodies -> one float32 batch) -> `inference` (batch -> probabilities) ->
 `postprocess` (probabilities -> one answer per request). Each stage is a real seam: a subclass
 that overrides one of them changes what the server answers.
 
 `handle(data, context)` is the entry point both multi-model-server and TorchServe call
 (`byoc.serve.handler:handle`). It only unpacks their call, runs the three stages and packs
 the replies. Every request gets an answer, errors as JSON bodies, and each stage is timed
-(one JSON metrics line per interval)."""
+(one JSON metrics line per interval).
+
+The stages pass numpy arrays; the model runs in a `byoc.serve.runtimes.Runtime` (TorchScript where
+torch is, ONNX Runtime in byoc-serve:cpu), so this module imports without torch."""
 
 from __future__ import annotations
 
@@ -21,13 +24,11 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
-import torch
+import numpy as np
 from PIL import Image
 
-from byoc.core import artifact
-from byoc.core.artifact import ModelMeta
-from byoc.core.preprocessing import EvalTransform, eval_transform
-from byoc.serve import batching, codec, startup
+from byoc.core.model_meta import ModelMeta
+from byoc.serve import batching, codec, runtimes, startup
 from byoc.serve.batching import Answer
 from byoc.serve.config import MODEL_DIR_ENV, ServeConfig
 from byoc.serve.headers import ACCEPT, BATCH, CONTENT_TYPE, CUSTOM_ATTRIBUTES, PROBE
@@ -39,11 +40,13 @@ STAGES = ("preprocess", "inference", "postprocess")
 READY = b'{"status": "ready"}'  # the answer to the front's health probe
 
 
-def pick_device(gpu_id: int | None = None) -> torch.device:
-    """The GPU the model server assigned (or the first), else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(gpu_id or 0))
-    return torch.device("cpu")
+def pick_device(gpu_id: int | None = None) -> str:
+    """The GPU the model server assigned (or the first), else the CPU (always, in an image without torch)."""
+    if not runtimes.torch_importable():
+        return "cpu"
+    import torch
+
+    return f"cuda:{int(gpu_id or 0)}" if torch.cuda.is_available() else "cpu"
 
 
 # -- what the stages pass on -----------------------------------------------------------------
@@ -79,7 +82,7 @@ class Slot:
 class Batch:
     """What preprocess hands on: every decoded request's images in request order, one slot per request."""
 
-    images: torch.Tensor  # N x C x H x W float, N = the images of every slot without an error
+    images: np.ndarray  # N x C x H x W float32, N = the images of every slot without an error
     slots: list[Slot]
 
     def alone(self) -> list[Batch]:
@@ -151,28 +154,26 @@ class ImageClassifierHandler:
 
     # Set by load(): the handler serves once `initialized`.
     config: ServeConfig
-    model: torch.nn.Module
+    runtime: runtimes.Runtime
     meta: ModelMeta
-    transform: EvalTransform
     default_top_k: int
     metrics: StageMetrics
 
     def __init__(self, config: ServeConfig | None = None):
         self._given_config = config  # None: read from the environment at load, as a model worker does
-        self.device = torch.device("cpu")
+        self.device = "cpu"
         self.warmup_ms: dict[str, float] = {}
         self.initialized = False
 
     # -- lifecycle -------------------------------------------------------------------------
-    def load(self, model_dir, device: torch.device) -> None:
-        """Load the artifact and run one request through the three stages (raises ArtifactError
-        with a one-line reason, or what the warm-up raised)."""
+    def load(self, model_dir, device: object = "cpu", has_torch: bool | None = None) -> None:
+        """Load the artifact on `device` ("cpu", "cuda:0" or a torch.device) in the runtime
+        `byoc.serve.runtimes.choose` picks (`has_torch` None: whether torch imports here), and run
+        one request through the three stages (raises ArtifactError or ConfigError with a one-line
+        reason, or what the warm-up raised)."""
         self.config = self._given_config or ServeConfig.from_env(model_dir=model_dir)
-        if self.config.torch_threads:
-            torch.set_num_threads(self.config.torch_threads)
-        self.device = device
-        self.model, self.meta = artifact.load(model_dir, device)
-        self.transform = eval_transform(self.meta.preprocessing)
+        self.runtime = runtimes.load(model_dir, str(device), self.config, has_torch)
+        self.meta, self.device = self.runtime.meta, self.runtime.device
         self.default_top_k = min(self.config.top_k, self.meta.num_classes)
         self.metrics = StageMetrics(self.config.metrics_interval_s)
         self.warmup_ms = self._warm_up()
@@ -209,8 +210,9 @@ class ImageClassifierHandler:
                     "event": "model_loaded",
                     "arch": self.meta.arch,
                     "classes": self.meta.num_classes,
-                    "device": str(self.device),
-                    "torch_threads": torch.get_num_threads(),
+                    "runtime": self.runtime.name,
+                    "device": self.device,
+                    "threads": self.runtime.threads,
                     "warmup_ms": self.warmup_ms,
                 }
             )
@@ -221,7 +223,7 @@ class ImageClassifierHandler:
         """Request bodies -> one batch of every request's images, in order. A request that cannot be
         decoded (unsupported type, bad body, an image over max_image_pixels: a decompression bomb)
         keeps its error in its slot, for postprocess to answer; its neighbours go on."""
-        images: list[torch.Tensor] = []
+        images: list[np.ndarray] = []
         slots = []
         for request in requests:
             start = len(images)
@@ -234,33 +236,31 @@ class ImageClassifierHandler:
             slots.append(Slot(request, slice(start, len(images)), batched))
         return Batch(self._stack(images), slots)
 
-    def inference(self, images: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities (N x classes), on the CPU."""
-        with torch.inference_mode():
-            logits = self.model(images.to(self.device, non_blocking=True))
-            return torch.softmax(logits.float(), dim=1).cpu()
+    def inference(self, images: np.ndarray) -> np.ndarray:
+        """Softmax probabilities (N x classes, float32), on the CPU."""
+        return self.runtime.infer(images)
 
-    def postprocess(self, probs: torch.Tensor, batch: Batch) -> list[Answer]:
+    def postprocess(self, probs: np.ndarray, batch: Batch) -> list[Answer]:
         """Each request's answer as (status, JSON body): its top predictions, or its error. Accept and
         top_k shape the answer, so they are read here, per request."""
         return [self._answer(slot, probs[slot.rows]) for slot in batch.slots]
 
     # -- the stages' steps -----------------------------------------------------------------
-    def _decode(self, request: Request) -> tuple[list[torch.Tensor], bool]:
-        """One request's images as normalised tensors, and whether its body was a batch (raises RequestError)."""
+    def _decode(self, request: Request) -> tuple[list[np.ndarray], bool]:
+        """One request's images as normalised arrays, and whether its body was a batch (raises RequestError)."""
         pre = self.meta.preprocessing
         images, batched = codec.decode(
             request.body, request.header(CONTENT_TYPE), self.config.max_image_pixels, pre.draft_size
         )
-        return [self.transform(image) for image in images], batched
+        return [self.runtime.transform(image) for image in images], batched
 
-    def _stack(self, images: list[torch.Tensor]) -> torch.Tensor:
+    def _stack(self, images: list[np.ndarray]) -> np.ndarray:
         if images:
-            return torch.stack(images)
+            return np.stack(images)
         size = self.meta.preprocessing.image_size
-        return torch.empty(0, 3, size, size)
+        return np.empty((0, 3, size, size), dtype=np.float32)
 
-    def _answer(self, slot: Slot, probs: torch.Tensor) -> Answer:
+    def _answer(self, slot: Slot, probs: np.ndarray) -> Answer:
         # Accept and top_k first: a client that cannot take JSON hears 406 whatever its body held.
         try:
             codec.check_accept(slot.request.header(ACCEPT))
@@ -320,7 +320,8 @@ class ImageClassifierHandler:
     def _infer_and_postprocess(self, batch: Batch, watch: Stopwatch) -> list[Answer]:
         with watch.stage("inference"):
             # No forward pass when no request decoded: its cost would buy nothing.
-            probs = self.inference(batch.images) if len(batch.images) else torch.empty(0, self.meta.num_classes)
+            empty = np.empty((0, self.meta.num_classes), dtype=np.float32)
+            probs = self.inference(batch.images) if len(batch.images) else empty
         with watch.stage("postprocess"):
             answers = self.postprocess(probs, batch)
         if len(answers) != len(batch.slots):  # else answers would reach the wrong requests

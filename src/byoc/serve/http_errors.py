@@ -56,7 +56,7 @@ JSON_CONTENT_TYPE = "application/json"
 
 
 def image_rejected(exc: ImageError, where: str = "") -> BadRequest:
-    """The 400 for an image the shared opener (byoc.core.preprocessing) refused; `where` prefixes
+    """The 400 for an image the shared opener (byoc.core.images) refused; `where` prefixes
     the message (e.g. "instances[2]: ")."""
     kind = ImageTooLarge if isinstance(exc, ImageOverLimit) else BadRequest
     return kind(f"{where}{exc}")

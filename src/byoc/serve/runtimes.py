@@ -1,0 +1,233 @@
+"""The ways a model worker runs an artifact, one class each behind one interface (`Runtime`).
+
+- `TorchScriptRuntime` ("torchscript"): model.ts through torch, on the GPU or CPU the worker was
+  given, as byoc-serve:latest (the GPU image) has always served it.
+- `OnnxRuntime` ("onnxruntime-int8", "onnxruntime-fp32"): the artifact's ONNX copy through ONNX
+  Runtime on the CPU, for byoc-serve:cpu, which has no torch. The INT8 copy (model.int8.onnx) is
+  about twice as fast as fp32 on 2 cores (issue 18), within the top-1 drop byoc.core.quantize allows.
+
+Both turn an RGB image into the same float32 3xSxS array (torch's eval transform, and its numpy twin
+byoc.core.eval_numpy, bit-equal: tests/test_eval_numpy.py) and a float32 NxCxSxS batch into softmax
+probabilities on the CPU as numpy, so the handler's stages never touch torch. Which one a worker
+runs: `choose`. torch is imported only by `TorchScriptRuntime` and by `torch_importable`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from byoc.core.errors import ArtifactError, ConfigError, first_line
+from byoc.core.model_meta import META_FILE, ModelMeta, read_meta
+from byoc.serve.config import PRECISION_ENV, Precision, ServeConfig
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"  # what byoc.core.onnx_export writes; model.json's "onnx" entry names it
+QUANTIZE_HINT = "byoc quantize MODEL_DIR --calibration DIR"
+TORCH_IMAGE, CPU_IMAGE = "byoc-serve:latest", "byoc-serve:cpu"
+
+
+class Kind(enum.Enum):
+    """A way of running an artifact; the value is the runtime's name in the logs."""
+
+    TORCHSCRIPT = "torchscript"
+    ONNX_INT8 = "onnxruntime-int8"
+    ONNX_FP32 = "onnxruntime-fp32"
+
+
+class Runtime(Protocol):
+    """One loaded artifact, ready to run: what the handler's stages call."""
+
+    name: str  # Kind.value (or "torch" for a model rebuilt from model.pt)
+    meta: ModelMeta
+    device: str  # "cpu", "cuda:0", ...
+    threads: int  # intra-op threads per call
+
+    def transform(self, image: Image.Image) -> np.ndarray:
+        """An RGB image -> the normalised float32 3 x S x S array the model takes."""
+        ...
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        """A float32 N x 3 x S x S batch -> float32 N x classes softmax probabilities."""
+        ...
+
+
+def torch_importable() -> bool:
+    """Whether this image has torch (byoc-serve:latest does; byoc-serve:cpu does not)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def choose(meta: ModelMeta, precision: Precision | None, has_torch: bool) -> Kind:
+    """How to run `meta`'s artifact here: TorchScript where torch is, else its ONNX copy at `precision`
+    (None: INT8 when model.json has that copy, else fp32). Raises a one-line ConfigError or ArtifactError."""
+    if has_torch:
+        if precision is Precision.INT8:
+            raise ConfigError(
+                f"{PRECISION_ENV}=int8: the INT8 copy is served by {CPU_IMAGE} (ONNX Runtime, no torch); "
+                f"this image serves TorchScript in fp32: unset {PRECISION_ENV} here"
+            )
+        return Kind.TORCHSCRIPT
+    if meta.onnx is None and meta.int8 is None:
+        raise ArtifactError(
+            f"this image has no torch and the artifact has no ONNX copy ({ONNX_FILE} in {META_FILE}): "
+            f"serve it with {TORCH_IMAGE}, or add the copy with `{QUANTIZE_HINT}`"
+        )
+    if precision is Precision.INT8 or (precision is None and meta.int8 is not None):
+        if meta.int8 is None:
+            raise ArtifactError(
+                f"{PRECISION_ENV}=int8 but {META_FILE} has no INT8 copy: add one with `{QUANTIZE_HINT}`, "
+                f"or unset {PRECISION_ENV} to serve {ONNX_FILE} (fp32)"
+            )
+        return Kind.ONNX_INT8
+    if meta.onnx is None:
+        raise ArtifactError(
+            f"{PRECISION_ENV}=fp32 but {META_FILE} has no fp32 ONNX copy ({ONNX_FILE}): unset {PRECISION_ENV} "
+            f"to serve the INT8 copy, or re-export with `{QUANTIZE_HINT}`"
+        )
+    return Kind.ONNX_FP32
+
+
+def load(model_dir: Path, device: str, config: ServeConfig, has_torch: bool | None = None) -> Runtime:
+    """The artifact in `model_dir` ready to run, as `choose` decides (`has_torch` None: whether torch
+    imports here). Raises ArtifactError (or ConfigError) with a one-line reason."""
+    model_dir = Path(model_dir)
+    meta = read_meta(model_dir)
+    kind = choose(meta, config.precision, torch_importable() if has_torch is None else has_torch)
+    if kind is Kind.TORCHSCRIPT:
+        return TorchScriptRuntime(model_dir, device, config.torch_threads)
+    return OnnxRuntime(model_dir, meta, kind, config.torch_threads or _cores())
+
+
+def _cores() -> int:
+    from byoc.serve import sizing
+
+    return sizing.cpu_count()
+
+
+class TorchScriptRuntime:
+    """model.ts (or model.pt, rebuilt with torchvision) through torch, on `device`."""
+
+    def __init__(self, model_dir: Path, device: str, threads: int | None):
+        import torch
+
+        from byoc.core import artifact
+        from byoc.core.preprocessing import eval_transform
+
+        if threads:
+            torch.set_num_threads(threads)
+        self._device = torch.device(device)
+        self.model, self.meta = artifact.load(model_dir, self._device)
+        self.name = Kind.TORCHSCRIPT.value if isinstance(self.model, torch.jit.ScriptModule) else "torch"
+        self.device = str(self._device)
+        self.threads = torch.get_num_threads()
+        self._transform = eval_transform(self.meta.preprocessing)
+
+    def transform(self, image: Image.Image) -> np.ndarray:
+        return self._transform(image).numpy()
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            logits: torch.Tensor = self.model(torch.from_numpy(images).to(self._device, non_blocking=True))
+            return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+
+class OnnxRuntime:
+    """The artifact's ONNX copy (INT8 or fp32) through ONNX Runtime on the CPU, `threads` per call.
+
+    Threads spin only when `spinning`: in the server they never have the cores to themselves (at
+    least two workers on two cores, the JVM, the front), and a spinning pool takes a waiting
+    neighbour's CPU, as OpenMP's did for torch (byoc.serve.mms sets OMP_WAIT_POLICY=PASSIVE). ResNet-50,
+    2 threads, batch 1, on this 2-core box: alone, spinning saves 1-2 ms of INT8's 15-17 ms and nothing
+    of fp32's 49; two such processes at once, spinning off serves 1.7x the calls (INT8 81 against 47
+    per second, fp32 25 against 17) at 24 ms p50 against 41 (INT8)."""
+
+    def __init__(self, model_dir: Path, meta: ModelMeta, kind: Kind, threads: int, spinning: bool = False):
+        from byoc.core.eval_numpy import eval_transform_numpy
+
+        entry = meta.int8 if kind is Kind.ONNX_INT8 else meta.onnx
+        if entry is None:
+            raise ArtifactError(f"{META_FILE} has no entry for {kind.value}")
+        self.meta, self.name, self.device, self.threads = meta, kind.value, "cpu", threads
+        self.path = Path(model_dir) / entry["file"]
+        self._session = _session(self.path, threads, spinning)
+        # The INT8 copy records its names only when they differ from the fp32 copy's.
+        names = {**(meta.onnx or {}), **entry}
+        self._input, self._output = self._check(names.get("input"), names.get("output"))
+        self._transform = eval_transform_numpy(meta.preprocessing)
+
+    def transform(self, image: Image.Image) -> np.ndarray:
+        return self._transform(image)
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        [logits] = self._session.run([self._output], {self._input: np.ascontiguousarray(images, dtype=np.float32)})
+        return softmax(logits)
+
+    def _check(self, input_name: Any, output_name: Any) -> tuple[str, str]:
+        """The session's input and output names, once its shapes match model.json and a zero image runs."""
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        inp = next((i for i in inputs if i.name == input_name), inputs[0] if len(inputs) == 1 else None)
+        out = next((o for o in outputs if o.name == output_name), outputs[0] if outputs else None)
+        if inp is None or out is None:
+            raise ArtifactError(f"{self.path.name} has inputs {[i.name for i in inputs]}, not {input_name!r}")
+        size = self.meta.preprocessing.image_size
+        expected = [3, size, size]
+        if [d if isinstance(d, int) else None for d in inp.shape[1:]] not in (expected, [None] * 3):
+            raise ArtifactError(
+                f"{self.path.name} takes {inp.shape}, {META_FILE} says N x {expected}: re-export it (`{QUANTIZE_HINT}`)"
+            )
+        try:
+            probs = self._run_zero(inp.name, out.name, size)
+        except Exception as exc:  # onnxruntime raises its own types (Fail, InvalidArgument, ...)
+            raise ArtifactError(
+                f"{self.path.name} does not run on a 1x3x{size}x{size} image: {first_line(exc)}"
+            ) from exc
+        if probs.shape != (1, self.meta.num_classes):
+            raise ArtifactError(
+                f"{self.path.name} does not match {META_FILE}: it outputs {list(probs.shape)} for one image, "
+                f"{META_FILE} lists {self.meta.num_classes} labels"
+            )
+        return inp.name, out.name
+
+    def _run_zero(self, input_name: str, output_name: str, size: int) -> np.ndarray:
+        zero = np.zeros((1, 3, size, size), dtype=np.float32)
+        return np.asarray(self._session.run([output_name], {input_name: zero})[0])
+
+
+def _session(path: Path, threads: int, spinning: bool):
+    """An ONNX Runtime CPU session for `path`: `threads` intra-op, one call at a time, all graph optimisations."""
+    import onnxruntime as ort  # type: ignore[import-untyped]
+
+    if not path.is_file():
+        raise ArtifactError(f"{META_FILE} names {path.name}, which is missing from {path.parent}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types for a corrupt or foreign file
+        raise ArtifactError(f"{path} is corrupt or not an ONNX model: {first_line(exc)}") from exc
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32, the largest logit subtracted first (as torch.softmax)."""
+    x = np.asarray(logits, dtype=np.float32)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
