@@ -2,8 +2,8 @@
 # Build the byoc images: byoc-train:latest, byoc-serve:latest and byoc-serve:cpu.
 #
 # usage: scripts/build_images.sh [train|serve|cpu|all|torchserve] [extra docker build args...]
-#        (cpu: byoc-serve:cpu, the CPU-only serving image: docker/serve/Dockerfile with
-#         TORCH_REQUIREMENTS=torch-cpu.txt; all: train, serve and cpu;
+#        (cpu: byoc-serve:cpu, the torch-free CPU serving image: docker/serve/Dockerfile with
+#         TORCH_REQUIREMENTS=onnx-cpu.txt; all: train, serve and cpu;
 #         torchserve: byoc-torchserve:latest, bench/'s TorchServe comparison image; not in `all`)
 #
 # Environment:
@@ -19,8 +19,6 @@
 #                     PIP_EXTRA_INDEX_URL. Default: /opt/pypi-more, /opt/pypi and /opt/wheels
 #                     where present.
 #   TAG               image tag (default latest; the CPU image is TAG-cpu, or cpu for latest)
-#   Online, the CPU image's torch comes from https://download.pytorch.org/whl/cpu: `cpu` adds
-#   that index when no local wheel directory holds the pinned wheel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -95,16 +93,10 @@ build() {  # build NAME DOCKERFILE [docker build args]
         --build-arg BASE_IMAGE="$BASE_IMAGE" "${pip_args[@]}" "$@" .
 }
 
-build_cpu() {  # byoc-serve:cpu: the serving Dockerfile with CPU-only torch
-    local cpu_tag="cpu" torch_pin
+build_cpu() {  # byoc-serve:cpu: the serving Dockerfile with ONNX Runtime in place of torch
+    local cpu_tag="cpu"
     [ "$TAG" != "latest" ] && cpu_tag="$TAG-cpu"
-    torch_pin="$(sed -n 's/^torch==\([^ ]*\).*/\1/p' docker/requirements/torch-cpu.txt)"
-    local args=(--build-arg TORCH_REQUIREMENTS=torch-cpu.txt)
-    if ! find -L $BYOC_WHEELHOUSE -maxdepth 3 -name "torch-${torch_pin}-*.whl" 2>/dev/null | grep -q .; then
-        echo "no local wheel of torch $torch_pin: taking it from https://download.pytorch.org/whl/cpu"
-        args+=(--build-arg "PIP_EXTRA_INDEX_URL=${extra_index# } https://download.pytorch.org/whl/cpu")
-    fi
-    TAG="$cpu_tag" build byoc-serve docker/serve/Dockerfile "${args[@]}" "$@"
+    TAG="$cpu_tag" build byoc-serve docker/serve/Dockerfile --build-arg TORCH_REQUIREMENTS=onnx-cpu.txt "$@"
 }
 
 case "$what" in

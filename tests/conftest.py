@@ -47,13 +47,21 @@ def train_image() -> str:
 
 
 @pytest.fixture(scope="session")
-def serve_image() -> str:
+def serve_gpu_image() -> str:
+    """byoc-serve:latest: torch, TorchScript, CUDA when there is a GPU."""
     return du.ensure_image(du.SERVE_IMAGE, "serve")
 
 
 @pytest.fixture(scope="session")
 def serve_cpu_image() -> str:
+    """byoc-serve:cpu: ONNX Runtime and no torch."""
     return du.ensure_image(du.SERVE_CPU_IMAGE, "cpu")
+
+
+@pytest.fixture(scope="session", params=["gpu_image", "cpu_image"])
+def serve_image(request) -> str:
+    """Each serving image in turn: every serving container test holds for both."""
+    return request.getfixturevalue(f"serve_{request.param.split('_')[0]}_image")
 
 
 # Fast settings that still give a real model on the demo data (see README's demo section).

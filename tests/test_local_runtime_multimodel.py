@@ -507,10 +507,11 @@ TWO_MODELS = {"dogs-a.tar.gz": ["akita", "beagle", "collie"], "team/dogs-b.tar.g
 
 
 def real_model(path: Path, labels: list[str], seed: int) -> Path:
-    """A small byoc artifact (resnet18 at 32 px, seeded random weights) packed as model.tar.gz."""
+    """A small byoc artifact (resnet18 at 32 px, seeded random weights, with its ONNX copy for
+    byoc-serve:cpu) packed as model.tar.gz."""
     import torch
 
-    from byoc.core import artifact
+    from byoc.core import artifact, onnx_export
     from byoc.core.preprocessing import Preprocessing
     from byoc.training import model
 
@@ -518,6 +519,7 @@ def real_model(path: Path, labels: list[str], seed: int) -> Path:
     work = path.parent / f".{path.name}.d"
     meta = artifact.ModelMeta(arch="resnet18", labels=labels, preprocessing=Preprocessing.for_size(32))
     artifact.save(work, model.build("resnet18", len(labels)), meta)
+    onnx_export.export(work)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w:gz") as tar:
         for file in sorted(work.iterdir()):

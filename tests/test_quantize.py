@@ -93,6 +93,7 @@ def test_training_writes_the_int8_copy_and_records_it(trained):
     assert entry["calibration_images"] == entry["eval_images"] == valid  # fewer than the bounds of 300 and 1000
     assert 80 <= entry["top1_fp32"] <= 100 and entry["top1_fp32"] - entry["top1_int8"] <= 2.0
     assert entry["checked_with"] == {"onnxruntime": ort.__version__}
+    assert 90 <= entry["agreement"] <= 100 and 0 < entry["max_score_diff"] < 1
     # the INT8 copy is about a quarter of the fp32 one, and the artifact still loads as before
     assert (model_dir / "model.int8.onnx").stat().st_size < 0.3 * (model_dir / "model.onnx").stat().st_size
     assert artifact.read_meta(model_dir).torchscript == "model.ts"

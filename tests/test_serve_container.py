@@ -9,6 +9,7 @@ import functools
 import http.client
 import io
 import json
+import shutil
 import struct
 import threading
 import time
@@ -197,7 +198,8 @@ def test_pixel_bomb_keeps_memory_flat(server):
 
 
 def test_model_dir_is_left_untouched(server):
-    assert sorted(p.name for p in Path(server["model_dir"]).iterdir()) == ["model.json", "model.pt", "model.ts"]
+    names = sorted(p.name for p in Path(server["model_dir"]).iterdir())
+    assert names == ["model.int8.onnx", "model.json", "model.onnx", "model.pt", "model.ts"]
 
 
 def send_and_wait_until_read(port: int, body: bytes, headers: dict) -> tuple[threading.Thread, dict]:
@@ -279,18 +281,24 @@ def test_sigterm_finishes_in_flight_and_exits_within_30s(server):
 
 @pytest.mark.parametrize("breakage", ["missing", "corrupt weights", "wrong architecture"])
 def test_broken_artifact_exits_nonzero_and_never_pings_200(serve_image, trained_model, tmp_path, breakage):
+    """The GPU image runs model.pt/model.ts, the CPU image model.int8.onnx: each is broken where it reads."""
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     if breakage != "missing":
         src = Path(trained_model["model_dir"])
+        cpu = serve_image == du.SERVE_CPU_IMAGE
+        for name in ("model.pt", "model.onnx", "model.int8.onnx") if cpu else ("model.pt",):
+            shutil.copyfile(src / name, model_dir / name)
         meta = json.loads((src / "model.json").read_text())
-        weights = (src / "model.pt").read_bytes()
+        served = model_dir / ("model.int8.onnx" if cpu else "model.pt")
         if breakage == "corrupt weights":
-            weights = weights[: len(weights) // 2]
+            served.write_bytes(served.read_bytes()[: served.stat().st_size // 2])
+        elif cpu:  # the graph is self-contained: what can disagree with model.json is its output
+            meta["labels"] = meta["labels"][:-1]
+            meta["num_classes"] = len(meta["labels"])
         else:
             meta["arch"] = "resnet34"
         (model_dir / "model.json").write_text(json.dumps(meta))
-        (model_dir / "model.pt").write_bytes(weights)
     code, pings, log = du.on_free_port(lambda ports: run_until_exit(serve_image, model_dir, ports[0]))
     assert code != 0 and 200 not in pings
     errors = [line for line in log.splitlines() if line.startswith("error: ")]
