@@ -94,6 +94,7 @@ def test_training_writes_the_int8_copy_and_records_it(trained):
     assert 80 <= entry["top1_fp32"] <= 100 and entry["top1_fp32"] - entry["top1_int8"] <= 2.0
     assert entry["checked_with"] == {"onnxruntime": ort.__version__}
     assert 90 <= entry["agreement"] <= 100 and 0 < entry["max_score_diff"] < 1
+    assert entry["fp32_layers"] in ([], [quantize.FIRST_CONV])
     # the INT8 copy is about a quarter of the fp32 one, and the artifact still loads as before
     assert (model_dir / "model.int8.onnx").stat().st_size < 0.3 * (model_dir / "model.onnx").stat().st_size
     assert artifact.read_meta(model_dir).torchscript == "model.ts"
@@ -126,14 +127,17 @@ def test_quantize_exports_model_onnx_first_and_reads_a_dataset_root(fresh, train
 
 
 def test_a_bad_calibration_is_refused_and_leaves_no_copy(fresh, trained, monkeypatch, caplog):
-    """Calibrated on black images, the activations' ranges miss every real digit: top-1 falls far."""
+    """Calibrated on black images with every layer in INT8, the input's range misses every real digit:
+    top-1 falls far, on the retry with the first convolution in fp32 too (the patch ignores it)."""
     shutil.copy(trained.job.model_dir / "model.int8.onnx", fresh)  # a stale copy and its entry
     onnx_export.record(fresh, quantize.META_KEY, entry_of(trained.job.model_dir))
     black = fresh.parent / "black.png"
     Image.new("RGB", (32, 32)).save(black)
     real = quantize.quantized_copy
     monkeypatch.setattr(
-        quantize, "quantized_copy", lambda fp32, images, *rest: real(fp32, [quantize.Labelled(black, 0)] * 8, *rest)
+        quantize,
+        "quantized_copy",
+        lambda fp32, images, *rest, **kw: real(fp32, [quantize.Labelled(black, 0)] * 8, *rest),
     )
     with caplog.at_level(logging.WARNING, logger="byoc.core.quantize"):
         assert quantize.quantize(fresh, trained.data / "valid") is None
@@ -238,3 +242,21 @@ def test_int8_max_drop_is_a_bound_in_points():
     for bad in ("-1", "101", "lots"):
         with pytest.raises(ConfigError, match="int8-max-drop"):
             TrainConfig.from_dict({"int8-max-drop": bad})
+
+
+def test_the_first_convolution_can_stay_in_fp32(fresh, trained):
+    import onnx
+
+    onnx_export.export(fresh)
+    meta = artifact.read_meta(fresh)
+    images = quantize.labelled_images(trained.data / "valid", meta.labels)[:16]
+    weights_from = {}
+    for keep in (False, True):
+        data = quantize.quantized_copy(
+            fresh / "model.onnx", images, eval_transform_numpy(meta.preprocessing), "MinMax", keep_first_conv=keep
+        )
+        graph = onnx.load_from_string(data).graph
+        producers = {out: node.op_type for node in graph.node for out in node.output}
+        first = next(n for n in graph.node if n.op_type == "Conv")
+        weights_from[keep] = producers.get(first.input[1], "initializer")
+    assert weights_from == {False: "DequantizeLinear", True: "initializer"}
