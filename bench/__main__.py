@@ -1,4 +1,5 @@
-"""Run the benchmarks (serving, cold start real-time vs serverless, training, image sizes) and write bench/results/.
+"""Run the benchmarks (serving, cold start real-time vs serverless, training, precision: TorchScript
+vs ONNX Runtime fp32 and INT8, image sizes) and write bench/results/.
 
 Writes results.json, summary.md and PNG plots, prints the tables. Exit 1 only when a run
 failed (a missed target is a finding, not a failure)."""
@@ -15,12 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-from bench import accuracy, artifact, containers, payloads, plot, report, serving, sizes, training
+from bench import accuracy, artifact, containers, payloads, plot, precision, report, serving, sizes, training
 
 log = logging.getLogger("bench")
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-SUITES = ("serving", "coldstart", "training", "sizes")
+SUITES = ("serving", "coldstart", "training", "precision", "sizes")
 # SageMaker Serverless Inference's container, as far as docker run can say: a memory size of 2048 MB
 # (1024..6144) and the one vCPU it comes with.
 SERVERLESS_RESOURCES = ("--memory", "2g", "--cpus", "1")
@@ -75,8 +76,8 @@ def run_serving(args, work: Path, failures: list[str]) -> dict:
     ensure_image("byoc-serve:latest", "serve")
     ensure_image("byoc-torchserve:latest", "torchserve")
     ensure_image("byoc-serve:cpu", "cpu")
-    photos = payloads.write(work / "payloads", {k: v for k, v in payloads.MEGAPIXELS.items() if k in args.payloads})
-    model_dir = artifact.write_byoc(work / "model")
+    photos = chosen_payloads(args, work)
+    model_dir = artifact.write_served(work)
     mar = artifact.write_mar(model_dir, work / "mar")
     out: dict = {
         "model": {"arch": artifact.ARCH, "classes": artifact.CLASSES, "image_size": artifact.IMAGE_SIZE},
@@ -94,8 +95,8 @@ def run_serving(args, work: Path, failures: list[str]) -> dict:
         servers.append(serving.torchserve_server(mar))
         # For comparison only: TorchServe with the same OpenMP waits as byoc's workers.
         servers.append(serving.torchserve_server(mar, label="torchserve-passive", env={"OMP_WAIT_POLICY": "PASSIVE"}))
-    if "byoc" in args.servers:
-        servers.append(serving.byoc_server(model_dir, image="byoc-serve:cpu", label="byoc-cpu", limit=limit))
+    if "byoc" in args.servers:  # no in-process limit: that is torch's, and this image has none (issue 18)
+        servers.append(serving.byoc_server(model_dir, image="byoc-serve:cpu", label="byoc-cpu"))
     for server in servers:
         result = serving.run_server(
             server,
@@ -114,10 +115,14 @@ def run_serving(args, work: Path, failures: list[str]) -> dict:
     return out
 
 
+def chosen_payloads(args, work: Path) -> dict[str, Path]:
+    return payloads.write(work / "payloads", {k: v for k, v in payloads.MEGAPIXELS.items() if k in args.payloads})
+
+
 def run_cold_starts(args, work: Path) -> dict:
     """byoc-serve:cpu's cold start as a real-time endpoint runs it (no limits) and as serverless does."""
     ensure_image("byoc-serve:cpu", "cpu")
-    model_dir = artifact.write_byoc(work / "model")
+    model_dir = artifact.write_served(work)
     photo = payloads.write(work / "payloads", {"2MP": payloads.MEGAPIXELS["2MP"]})["2MP"]
     kinds = {
         "real-time": serving.byoc_server(model_dir, image="byoc-serve:cpu", label="byoc-cpu"),
@@ -210,7 +215,22 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             failures.append(f"training: {exc}")
             log.error("training benchmark failed: %s", exc)
-    if "sizes" in suites:
+    if "precision" in suites:
+        try:
+            for image, what in (
+                ("byoc-serve:latest", "serve"),
+                ("byoc-serve:cpu", "cpu"),
+                ("byoc-train:latest", "train"),
+            ):
+                ensure_image(image, what)
+            # The demo model: the training suite's when it ran, else trained now.
+            demo = results.get("training", {}).get("demo") or training.train_demo(args.work, quick=args.quick)
+            results["precision"] = precision.run(args, args.work, demo, chosen_payloads(args, args.work))
+            failures += [f"precision: {e}" for e in results["precision"]["errors"]]
+        except Exception as exc:
+            failures.append(f"precision: {exc}")
+            log.error("precision benchmark failed: %s", exc)
+    if "sizes" in suites or "precision" in suites:  # the CPU image's size is one of precision's figures
         results["sizes"] = sizes.run()
     results["targets"] = report.targets(results)
     results["failures"] = failures

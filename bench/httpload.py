@@ -164,14 +164,18 @@ def run(
     )
 
 
-def post(url: str, body: bytes, content_type: str, timeout: float = 60) -> int | None:
-    """One POST; its status, or None when nothing answered."""
+def fetch(url: str, body: bytes, content_type: str, timeout: float = 60) -> tuple[int | None, bytes]:
+    """One POST; its status and body, or (None, b"") when nothing answered."""
     req = urllib.request.Request(url, data=body, headers={"Content-Type": content_type}, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            resp.read()
-            return resp.status
+            return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
-        return exc.code
+        return exc.code, exc.read()
     except OSError:
-        return None
+        return None, b""
+
+
+def post(url: str, body: bytes, content_type: str, timeout: float = 60) -> int | None:
+    """One POST; its status, or None when nothing answered."""
+    return fetch(url, body, content_type, timeout)[0]

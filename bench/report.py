@@ -10,6 +10,11 @@ THROUGHPUT_VS_TORCHSERVE = 1.30
 COLD_START_S = 10.0
 TRAINING_VS_LIMIT = 0.85
 TOP1_CHANGE = 0.005
+# Issue 18: byoc-serve:cpu's INT8 copy (ONNX Runtime) against byoc-serve:latest's TorchScript fp32.
+P50_VS_TORCHSCRIPT = 0.65
+THROUGHPUT_VS_TORCHSCRIPT = 1.4
+TOP1_POINTS = 0.5
+CPU_COLD_START_S = 2.5
 JUDGED = ("byoc", "byoc-cpu")  # the images as shipped, with their default settings
 
 
@@ -61,44 +66,44 @@ def _target(name: str, value, goal: float, higher_is_better: bool, unit: str = "
     return {"target": name, "value": value, "goal": f"{'>=' if higher_is_better else '<='} {goal}{unit}", "met": met}
 
 
+def limit_targets(label: str, ours: dict, payload: str) -> list[dict]:
+    """A judged server's load against the in-process limit taken in its container."""
+    c1 = _answered(point(ours, payload, 1))
+    lim1, best, lim = limit_of(ours, payload)
+    # The median over interleaved slices where the run has them (bench.serving.combine).
+    sliced = lim.get("e2e_batch1_ms", {}).get(payload, {}).get("ratio")
+    p50 = sliced if sliced is not None and c1 else ratio(c1 and c1["p50_ms"], lim1)
+    return [
+        _target(f"{label} {payload}: p50 at c=1 / in-process batch-1 limit", p50, P50_VS_LIMIT, False),
+        _target(
+            f"{label} {payload}: saturated req/s / in-process best-batch limit",
+            ratio(saturated(ours, payload), best),
+            THROUGHPUT_VS_LIMIT,
+            True,
+        ),
+    ]
+
+
 def targets(results: dict) -> list[dict]:
     """Every target of the issue with its measured value; met is None when it was not measured."""
+    return serving_targets(results) + training_targets(results) + precision_targets(results) + size_targets(results)
+
+
+def serving_targets(results: dict) -> list[dict]:
     out = []
-    serving = results.get("serving", {})
-    servers = {s["label"]: s for s in serving.get("servers", [])}
+    servers = {s["label"]: s for s in results.get("serving", {}).get("servers", [])}
     ts = servers.get("torchserve")
     for label, ours in servers.items():
         if label not in JUDGED:  # variants (other worker/thread settings) are findings, not the product
             continue
         for payload in ours.get("load", {}):
-            c1 = point(ours, payload, 1)
-            lim1, best, _ = limit_of(ours, payload)
-            sat = saturated(ours, payload)
-            # The median over interleaved slices where the run has them (bench.serving.combine).
-            sliced = limit_of(ours, payload)[2].get("e2e_batch1_ms", {}).get(payload, {}).get("ratio")
-            out.append(
-                _target(
-                    f"{label} {payload}: p50 at c=1 / in-process batch-1 limit",
-                    sliced
-                    if sliced is not None and c1 and c1["requests"]
-                    else ratio(c1["p50_ms"] if c1 and c1["requests"] else None, lim1),
-                    P50_VS_LIMIT,
-                    False,
-                )
-            )
-            out.append(
-                _target(
-                    f"{label} {payload}: saturated req/s / in-process best-batch limit",
-                    ratio(sat, best),
-                    THROUGHPUT_VS_LIMIT,
-                    True,
-                )
-            )
+            if ours.get("limit"):  # not taken with --no-inprocess, nor in an image without torch
+                out += limit_targets(label, ours, payload)
             if ts is not None:
                 out.append(
                     _target(
                         f"{label} {payload}: saturated req/s / TorchServe's",
-                        ratio(sat, saturated(ts, payload)),
+                        ratio(saturated(ours, payload), saturated(ts, payload)),
                         THROUGHPUT_VS_TORCHSERVE,
                         True,
                     )
@@ -112,42 +117,105 @@ def targets(results: dict) -> list[dict]:
                 " s",
             )
         )
+    return out
+
+
+def training_targets(results: dict) -> list[dict]:
     training = results.get("training") or {}
-    if training:
-        out.append(
-            _target("training container images/s / in-process limit", training.get("ratio"), TRAINING_VS_LIMIT, True)
-        )
-        top1 = (training.get("decode_top1") or {}).get("top1", {})
-        for name, value in top1.items():
-            if name != "pil_full" and "pil_full" in top1:
-                out.append(
-                    _target(
-                        f"top-1 change, {name} vs full decode (demo test set as JPEG)",
-                        round(abs(value - top1["pil_full"]), 4),
-                        TOP1_CHANGE,
-                        False,
-                    )
-                )
-    for row in results.get("sizes", []):
-        if row.get("target_gb") is not None:
+    if not training:
+        return []
+    out = [_target("training container images/s / in-process limit", training.get("ratio"), TRAINING_VS_LIMIT, True)]
+    top1 = (training.get("decode_top1") or {}).get("top1", {})
+    for name, value in top1.items():
+        if name != "pil_full" and "pil_full" in top1:
             out.append(
-                _target(f"image size {row['image']} ({row['what']})", row.get("gb"), row["target_gb"], False, " GB")
+                _target(
+                    f"top-1 change, {name} vs full decode (demo test set as JPEG)",
+                    round(abs(value - top1["pil_full"]), 4),
+                    TOP1_CHANGE,
+                    False,
+                )
             )
     return out
 
 
-def _limited(results: dict):
-    """(server, payload, limit measurement) for every limit taken."""
-    for s in results.get("serving", {}).get("servers", []):
+def precision_targets(results: dict) -> list[dict]:
+    """byoc-serve:cpu (ONNX Runtime) against byoc-serve:latest's TorchScript fp32, in the same run:
+    the judged copy's (INT8) speed; each ONNX copy's top-1 and cold start."""
+    prec = results.get("precision") or {}
+    if not prec:
+        return []
+    base_label, judged = prec["baseline"], prec["judged"]
+    servers = {s["label"]: s for s in prec.get("servers", [])}
+    base, ours = servers.get(base_label, {}), servers.get(judged, {})
+    out = []
+    for payload in prec.get("payloads", []):
+        c1, c1_base = _answered(point(ours, payload, 1)), _answered(point(base, payload, 1))
+        out.append(
+            _target(
+                f"{judged} {payload}: p50 at c=1 / {base_label}'s",
+                ratio(c1 and c1["p50_ms"], c1_base and c1_base["p50_ms"]),
+                P50_VS_TORCHSCRIPT,
+                False,
+            )
+        )
+        out.append(
+            _target(
+                f"{judged} {payload}: saturated req/s / {base_label}'s",
+                ratio(saturated(ours, payload), saturated(base, payload)),
+                THROUGHPUT_VS_TORCHSCRIPT,
+                True,
+            )
+        )
+    top1 = (prec.get("top1") or {}).get("by_server", {})
+    cold = (prec.get("cold_start") or {}).get("kinds", {})
+    for label in (s for s in servers if s != base_label and s not in prec.get("variants", [])):
+        change = abs(top1[label] - top1[base_label]) if label in top1 and base_label in top1 else None
+        out.append(
+            _target(
+                f"{label}: top-1 change vs {base_label} (demo test set, points)",
+                None if change is None else round(change, 2),
+                TOP1_POINTS,
+                False,
+            )
+        )
+        out.append(
+            _target(
+                f"{label}: cold start to /ping 200 (median of {(prec.get('cold_start') or {}).get('rounds')})",
+                cold.get(label, {}).get("ping_s"),
+                CPU_COLD_START_S,
+                False,
+                " s",
+            )
+        )
+    return out
+
+
+def _answered(load_point: dict | None) -> dict | None:
+    return load_point if load_point and load_point["requests"] else None
+
+
+def size_targets(results: dict) -> list[dict]:
+    return [
+        _target(f"image size {row['image']} ({row['what']})", row.get("gb"), row["target_gb"], False, " GB")
+        for row in results.get("sizes", [])
+        if row.get("target_gb") is not None
+    ]
+
+
+def _limited(results: dict, section: str = "serving"):
+    """(server, payload, limit measurement) for every limit taken in `section`."""
+    for s in results.get(section, {}).get("servers", []):
         for payload in s.get("load", {}):
             lim = limit_of(s, payload)[2]
             if lim.get("e2e_batch1_ms"):
                 yield s, payload, lim
 
 
-def serving_table(results: dict) -> str:
+def serving_table(results: dict, section: str = "serving") -> str:
+    """Every load point of `section`'s servers, and the in-process limits taken in their containers."""
     rows = []
-    for s in results.get("serving", {}).get("servers", []):
+    for s in results.get(section, {}).get("servers", []):
         for payload, points in s.get("load", {}).items():
             for r in points:
                 rows.append(
@@ -162,7 +230,7 @@ def serving_table(results: dict) -> str:
                         r["errors"],
                     ]
                 )
-    for s, payload, lim in _limited(results):
+    for s, payload, lim in _limited(results, section):
         e2e, best = lim["e2e_batch1_ms"][payload], lim["best_batch"][payload]
         where = f"in-process limit in {s['label']} ({e2e['pipeline']})"
         rows.append([where, payload, "batch 1", e2e["ms"], None, round(1e3 / e2e["ms"], 2), e2e.get("cpu_ms"), None])
@@ -192,6 +260,7 @@ def servers_table(results: dict) -> str:
             [
                 s["label"],
                 s["image"],
+                s.get("runtime") or "",
                 s.get("cold_start_ping_s"),
                 s.get("cold_start_first_prediction_s"),
                 mem.get("container_mb"),
@@ -205,6 +274,7 @@ def servers_table(results: dict) -> str:
         [
             "server",
             "image",
+            "runtime",
             "cold start to /ping 200 s",
             "to first prediction s",
             "container MiB",
@@ -217,10 +287,10 @@ def servers_table(results: dict) -> str:
     )
 
 
-def cold_start_table(results: dict) -> str:
-    """The CPU image's cold start per kind of endpoint (medians of interleaved rounds), and each
-    kind's ratio to the first (serverless / real-time)."""
-    cold = results.get("cold_start") or {}
+def cold_start_table(cold: dict | None) -> str:
+    """Cold starts per kind (of endpoint: real-time and serverless; or of server), medians of
+    interleaved rounds (bench.serving.cold_starts), and each kind's ratio to the first."""
+    cold = cold or {}
     rows = []
     for kind, k in (cold.get("kinds") or {}).items():
         sizing = f"{k.get('workers')} x {k.get('torch_threads')}"
@@ -246,7 +316,7 @@ def cold_start_table(results: dict) -> str:
         row[-1] = cold.get("rounds")
     return table(
         [
-            f"cold start, {next(iter(cold.get('kinds', {}).values()), {}).get('image', '')}",
+            ", ".join(["cold start", *dict.fromkeys(k["image"] for k in cold.get("kinds", {}).values())]),
             "docker run limits",
             "workers x threads",
             "body limit MB",
@@ -323,6 +393,61 @@ def sizes_table(results: dict) -> str:
     return table(["image", "what", "size GB", "target GB"], rows) if rows else ""
 
 
+def precision_table(results: dict) -> str:
+    """The precision benchmark side by side: per server and payload, p50 at c=1 and saturated req/s
+    (each also over the baseline's), memory per worker, median cold start, top-1 and image size."""
+    prec = results.get("precision") or {}
+    if not prec.get("servers"):
+        return ""
+    servers = {s["label"]: s for s in prec["servers"]}
+    base = servers.get(prec["baseline"], {})
+    cold = (prec.get("cold_start") or {}).get("kinds", {})
+    top1 = (prec.get("top1") or {}).get("by_server", {})
+    gb = {r["image"]: r.get("gb") for r in results.get("sizes", [])}
+    rows = []
+    for payload in prec.get("payloads", []):
+        for label, s in servers.items():
+            c1, c1_base = _answered(point(s, payload, 1)), _answered(point(base, payload, 1))
+            p50, p50_base = c1 and c1["p50_ms"], c1_base and c1_base["p50_ms"]
+            sat = saturated(s, payload)
+            rows.append(
+                [
+                    label,
+                    s["image"],
+                    s.get("runtime") or "",
+                    payload,
+                    p50,
+                    ratio(p50, p50_base),
+                    sat,
+                    ratio(sat, saturated(base, payload)),
+                    ", ".join(str(m) for m in (s.get("memory") or {}).get("worker_pss_mb", [])),
+                    cold.get(label, {}).get("ping_s"),
+                    cold.get(label, {}).get("first_prediction_s"),
+                    None if label not in top1 else f"{top1[label]:.2f}",  # tenths of a point matter here
+                    gb.get(s["image"]),
+                ]
+            )
+    base_label = prec["baseline"]
+    return table(
+        [
+            "server ({} workers x {} threads unless named)".format(*prec["sizing"].values()),
+            "image",
+            "runtime",
+            "payload",
+            "p50 c=1 ms",
+            f"/ {base_label}",
+            "saturated req/s",
+            f"/ {base_label}",
+            "MiB per worker (PSS)",
+            "to /ping 200 s (median)",
+            "to first prediction s",
+            f"top-1 % ({(prec.get('top1') or {}).get('images')} demo test images)",
+            "image GB",
+        ],
+        rows,
+    )
+
+
 def targets_table(rows: list[dict]) -> str:
     mark = {True: "met", False: "MISSED", None: "not measured"}
     return table(
@@ -335,7 +460,10 @@ def markdown(results: dict) -> str:
         targets_table(targets(results)),
         serving_table(results),
         servers_table(results),
-        cold_start_table(results),
+        cold_start_table(results.get("cold_start")),
+        precision_table(results),
+        serving_table(results, "precision"),
+        cold_start_table((results.get("precision") or {}).get("cold_start")),
         preprocess_table(results),
         training_text(results),
         sizes_table(results),

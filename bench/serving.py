@@ -113,6 +113,7 @@ class ServerResult:
     memory: dict = field(default_factory=dict)
     load: dict = field(default_factory=dict)  # payload -> [LoadResult json per concurrency]
     limit: dict = field(default_factory=dict)  # payload -> bench.inprocess result, taken just before its load
+    runtime: str = ""  # what byoc's workers ran the model with (their "model_loaded" line); "" for others
     error: str = ""
 
     def to_json(self) -> dict:
@@ -162,6 +163,7 @@ def run_server(
                 if session:
                     session.close()
             result.memory = containers.memory(name, server.worker_marker)  # after load: the peak working set
+            result.runtime = log_event(name, "model_loaded").get("runtime", "")
     except Exception as exc:  # one failed server must not lose the others' results
         log.error("%s failed: %s", server.label, exc)
         result.error = str(exc)[:2000]
@@ -183,12 +185,14 @@ def time_cold_start(
     return round(ping_s, 2), round(first_s, 2)
 
 
-def config_line(name: str) -> dict:
-    """byoc-serve's "config" log line (its workers, threads and body limit); {} when there is none."""
+def log_event(name: str, event: str) -> dict:
+    """byoc-serve's first JSON log line of `event` ("config": its workers, threads and body limit;
+    "model_loaded": a worker's runtime, which MMS prefixes with its own fields); {} when there is none."""
     logs = containers.docker("logs", name, check=False)
     for line in (logs.stdout + logs.stderr).splitlines():
-        if line.startswith('{"event": "config"'):
-            return json.loads(line)
+        start = line.find(f'{{"event": "{event}"')
+        if start >= 0:
+            return json.JSONDecoder().raw_decode(line, start)[0]
     return {}
 
 
@@ -199,7 +203,7 @@ def cold_start(server: Server, body: bytes, work: Path, timeout: float = 300) ->
     opts, args = server.setup(work, port)
     with containers.running(server.image, args, opts, server.label) as (name, started):
         ping_s, first_s = time_cold_start(server, f"http://127.0.0.1:{port}", body, name, started, timeout)
-        config = config_line(name)
+        config = log_event(name, "config")
         return {
             "ping_s": ping_s,
             "first_prediction_s": first_s,
@@ -208,6 +212,7 @@ def cold_start(server: Server, body: bytes, work: Path, timeout: float = 300) ->
             "max_request_bytes": int(config.get("max_request_bytes", 0)) or None,
             "workers_from": config.get("workers_from"),
             "container_mb": containers.memory(name, server.worker_marker)["container_mb"],
+            "runtime": log_event(name, "model_loaded").get("runtime"),
         }
 
 
@@ -230,7 +235,9 @@ def cold_starts(servers: dict[str, Server], body: bytes, work: Path, rounds: int
             "label": servers[kind].label,
             "image": servers[kind].image,
             "resources": " ".join(servers[kind].resources) or "none",
-            **{k: runs[-1][k] for k in ("workers", "torch_threads", "max_request_bytes", "workers_from")},
+            **{
+                k: runs[-1].get(k) for k in ("workers", "torch_threads", "max_request_bytes", "workers_from", "runtime")
+            },
             **medians,
             "samples": runs,
         }

@@ -313,3 +313,181 @@ def test_cold_starts_interleave_kinds_and_report_medians_and_ratios(monkeypatch,
     assert "| serverless | --memory 2g --cpus 1 | 1 x 1 | 4 | 9.00 | 12.0 | 900 | 3 |" in text
     assert "| serverless / real-time |  |  | - | 1.50 | 1.71 | 0.50 | 3 |" in text
     assert "| real-time | none | 2 x 2 | 6 | 6.00 | 7.00 | 1800 | 3 |" in text
+
+
+def _precision(int8_c1=36.0, int8_rps=(27.0, 31.0), top1_int8=92.57, fp32_ping=3.0):
+    """A precision section: TorchScript fp32 (the baseline), ONNX Runtime fp32 and INT8."""
+
+    def server(label, image, runtime, c1, rates):
+        return {
+            "label": label,
+            "image": image,
+            "runtime": runtime,
+            "load": {
+                "2MP": [
+                    {"concurrency": c, "p50_ms": c1 * c, "p99_ms": c1 * c * 1.5, "rps": r, "requests": 10, "errors": 0}
+                    for c, r in zip((1, 4), rates, strict=True)
+                ]
+            },
+            "memory": {"worker_pss_mb": [300, 310]},
+        }
+
+    kinds = {
+        "torchscript-fp32": {"image": "byoc-serve:latest", "ping_s": 6.0},
+        "onnx-fp32": {"image": "byoc-serve:cpu", "ping_s": fp32_ping},
+        "onnx-int8": {"image": "byoc-serve:cpu", "ping_s": 2.0},
+    }
+    for k in kinds.values():
+        k.update(resources="none", workers=2, torch_threads=2, max_request_bytes=6 * 2**20)
+        k.update(first_prediction_s=k["ping_s"] + 1, container_mb=900)
+    return {
+        "precision": {
+            "baseline": "torchscript-fp32",
+            "judged": "onnx-int8",
+            "payloads": ["2MP"],
+            "sizing": {"SAGEMAKER_MODEL_SERVER_WORKERS": "2", "BYOC_TORCH_THREADS": "2"},
+            "servers": [
+                server("torchscript-fp32", "byoc-serve:latest", "torchscript", 60.0, (16.0, 20.0)),
+                server("onnx-fp32", "byoc-serve:cpu", "onnxruntime-fp32", 64.0, (15.0, 19.0)),
+                server("onnx-int8", "byoc-serve:cpu", "onnxruntime-int8", int8_c1, int8_rps),
+            ],
+            "cold_start": {"rounds": 3, "kinds": kinds},
+            "top1": {
+                "images": 270,
+                "by_server": {"torchscript-fp32": 92.94, "onnx-fp32": 92.94, "onnx-int8": top1_int8},
+            },
+        },
+        "sizes": [{"image": "byoc-serve:cpu", "what": "serving (CPU-only)", "gb": 0.55, "target_gb": 0.6}],
+    }
+
+
+def test_precision_targets_judge_int8_against_torchscript():
+    rows = {r["target"]: r for r in report.targets(_precision())}
+    p50 = rows["onnx-int8 2MP: p50 at c=1 / torchscript-fp32's"]
+    assert (p50["value"], p50["met"]) == (0.6, True)
+    sat = rows["onnx-int8 2MP: saturated req/s / torchscript-fp32's"]
+    assert (sat["value"], sat["met"]) == (1.55, True)
+    top1 = rows["onnx-int8: top-1 change vs torchscript-fp32 (demo test set, points)"]
+    assert (top1["value"], top1["met"]) == (0.37, True)
+    assert rows["onnx-fp32: top-1 change vs torchscript-fp32 (demo test set, points)"]["value"] == 0
+    assert rows["onnx-int8: cold start to /ping 200 (median of 3)"]["met"] is True
+    assert rows["onnx-fp32: cold start to /ping 200 (median of 3)"]["met"] is False  # 3.0 s > 2.5 s
+    assert "torchscript-fp32: cold start to /ping 200 (median of 3)" not in rows  # the baseline is not judged
+    assert rows["image size byoc-serve:cpu (serving (CPU-only))"]["goal"] == "<= 0.6 GB"
+
+
+def test_precision_targets_report_misses_and_unmeasured():
+    results = _precision(int8_c1=45.0, int8_rps=(20.0, 25.0), top1_int8=92.0)
+    results["precision"]["servers"][0]["load"]["2MP"][0]["requests"] = 0  # the baseline's c=1 never answered
+    del results["precision"]["cold_start"]
+    rows = {r["target"]: r for r in report.targets(results)}
+    assert rows["onnx-int8 2MP: p50 at c=1 / torchscript-fp32's"]["met"] is None
+    assert rows["onnx-int8 2MP: saturated req/s / torchscript-fp32's"]["met"] is False  # 1.25 < 1.4
+    assert rows["onnx-int8: top-1 change vs torchscript-fp32 (demo test set, points)"]["met"] is False  # 0.94
+    assert rows["onnx-int8: cold start to /ping 200 (median of None)"]["met"] is None
+
+
+def test_precision_table_puts_the_three_servers_side_by_side():
+    text = report.markdown(_precision())
+    assert (
+        "| server (2 workers x 2 threads unless named) | image | runtime | payload | p50 c=1 ms | / torchscript-fp32 |"
+        in text
+    )
+    assert (
+        "| onnx-int8 | byoc-serve:cpu | onnxruntime-int8 | 2MP | 36.0 | 0.60 | 31.0 | 1.55 | 300, 310 | 2.00 "
+        "| 3.00 | 92.57 | 0.55 |" in text
+    )
+    assert "| torchscript-fp32 | byoc-serve:latest | torchscript | 2MP | 60.0 | 1.00 | 20.0 | 1.00 |" in text
+    assert "| onnx-int8 | 2MP | 4 | 144.0 | 216.0 | 31.0 |" in text  # every load point
+    assert "| cold start, byoc-serve:latest, byoc-serve:cpu |" in text
+    assert "| onnx-int8 / torchscript-fp32 |" not in text  # ratios come only from bench.serving.cold_starts
+
+
+def test_limit_rows_only_for_servers_whose_limit_was_taken():
+    results = _results()
+    cpu = dict(results["serving"]["servers"][0], label="byoc-cpu", limit={})
+    results["serving"]["servers"].append(cpu)
+    rows = {r["target"] for r in report.targets(results)}
+    assert "byoc 2MP: p50 at c=1 / in-process batch-1 limit" in rows
+    assert "byoc-cpu 2MP: p50 at c=1 / in-process batch-1 limit" not in rows
+    assert "byoc-cpu 2MP: saturated req/s / TorchServe's" in rows
+
+
+def test_precision_servers_share_sizing_and_are_checked_for_their_runtime(tmp_path):
+    from bench import precision
+
+    servers = precision.servers(tmp_path)
+    assert [s.image for s in servers.values()] == ["byoc-serve:latest", "byoc-serve:cpu", "byoc-serve:cpu"]
+    assert all("SAGEMAKER_MODEL_SERVER_WORKERS=2 BYOC_TORCH_THREADS=2" in s.notes for s in servers.values())
+    assert "BYOC_PRECISION" not in servers["torchscript-fp32"].notes
+    assert "BYOC_PRECISION=fp32" in servers["onnx-fp32"].notes and "BYOC_PRECISION=int8" in servers["onnx-int8"].notes
+    assert precision.check_runtime("onnx-int8", "onnxruntime-int8") == ""
+    assert "ran torchscript, not onnxruntime-int8" in precision.check_runtime("onnx-int8", "torchscript")
+    assert "unreported" in precision.check_runtime("onnx-fp32", None)
+    variants = precision.servers(tmp_path, variants=True)
+    assert list(variants) == [*servers, "onnx-int8-1w2t", "onnx-int8-2w1t", "onnx-int8-4w1t"]
+    assert (
+        "SAGEMAKER_MODEL_SERVER_WORKERS=4 BYOC_TORCH_THREADS=1 BYOC_PRECISION=int8" in variants["onnx-int8-4w1t"].notes
+    )
+    assert precision.check_runtime("onnx-int8-2w1t", "onnxruntime-int8") == ""
+
+
+def test_precision_variants_are_shown_but_not_judged():
+    results = _precision()
+    variant = dict(results["precision"]["servers"][2], label="onnx-int8-1w2t")
+    results["precision"]["servers"].append(variant)
+    results["precision"]["variants"] = ["onnx-int8-1w2t"]
+    assert not [r for r in report.targets(results) if "onnx-int8-1w2t" in r["target"]]
+    assert "| onnx-int8-1w2t | byoc-serve:cpu | onnxruntime-int8 | 2MP | 36.0 |" in report.markdown(results)
+
+
+def test_log_events_are_found_behind_the_model_servers_prefix(monkeypatch):
+    import subprocess
+
+    from bench import serving
+
+    logs = (
+        '{"event": "config", "workers": 2}\n'
+        "2026-01-01T00:00:00,000 [INFO ] W-9000-model_1.0-stdout MODEL_LOG - "
+        '{"event": "model_loaded", "runtime": "onnxruntime-int8"} trailing\n'
+    )
+    monkeypatch.setattr(serving.containers, "docker", lambda *a, **k: subprocess.CompletedProcess(a, 0, logs, ""))
+    assert serving.log_event("c", "model_loaded") == {"event": "model_loaded", "runtime": "onnxruntime-int8"}
+    assert serving.log_event("c", "config")["workers"] == 2
+    assert serving.log_event("c", "absent") == {}
+
+
+class _Classifier(BaseHTTPRequestHandler):
+    """Answers as byoc-serve does, its top class the body's first byte."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        answer = json.dumps({"predictions": [{"label": "x", "index": body[0], "score": 0.9}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_served_top1_scores_each_images_first_answer(tmp_path):
+    from types import SimpleNamespace
+
+    from bench import precision
+
+    images = []
+    for i, (answer, target) in enumerate([(0, 0), (1, 1), (2, 1), (3, 3)]):
+        path = tmp_path / f"img_{i}.png"
+        path.write_bytes(bytes([answer]))
+        images.append(SimpleNamespace(path=path, target=target))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Classifier)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert precision.answered_top1(f"http://127.0.0.1:{server.server_address[1]}/invocations", images) == 75.0
+    finally:
+        server.shutdown()
+        server.server_close()
