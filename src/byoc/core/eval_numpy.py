@@ -178,3 +178,10 @@ def eval_transform_numpy(pre: Preprocessing) -> EvalTransformNumpy:
 def eval_batch_numpy(images: list[Image.Image], transform: EvalTransformNumpy) -> np.ndarray:
     """RGB images -> one normalised float32 NxCxSxS batch."""
     return np.stack([transform(img) for img in images])
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32, the largest logit subtracted first (as torch.softmax)."""
+    x = np.asarray(logits, dtype=np.float32)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)

@@ -25,6 +25,7 @@ import torch
 
 from byoc.core import artifact
 from byoc.core.errors import ArtifactError, first_line
+from byoc.core.eval_numpy import softmax
 from byoc.core.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -97,15 +98,10 @@ def check(data: bytes, net: torch.nn.Module, size: int, batches: tuple[int, ...]
         logits = session.run([OUTPUT], {INPUT: x.numpy()})[0]
         if logits.shape != expected.shape:
             raise ArtifactError(f"the ONNX export outputs {list(logits.shape)} for {n} images, torch {expected.shape}")
-        worst = max(worst, float(np.abs(_softmax(logits) - expected).max()))
+        worst = max(worst, float(np.abs(softmax(logits) - expected).max()))
     if worst > MAX_SOFTMAX_DIFF:
         raise ArtifactError(f"the ONNX export's softmax is {worst:.2e} from torch's (bound {MAX_SOFTMAX_DIFF:.0e})")
     return worst
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def record(model_dir: Path, key: str, entry: dict[str, Any] | None) -> None:

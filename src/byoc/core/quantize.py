@@ -44,7 +44,7 @@ from PIL import Image
 
 from byoc.core import onnx_export
 from byoc.core.errors import ArtifactError, ByocError, ConfigError, DataError, ImageError, first_line
-from byoc.core.eval_numpy import EvalTransformNumpy, eval_transform_numpy
+from byoc.core.eval_numpy import EvalTransformNumpy, eval_transform_numpy, softmax
 from byoc.core.files import atomic_write
 from byoc.core.images import open_image
 from byoc.core.model_meta import read_meta
@@ -379,7 +379,7 @@ def compare(fp32: Path, int8: bytes, images: list[Labelled], transform: EvalTran
     name = sessions[0].get_inputs()[0].name
     correct, agree, diff, seen = [0, 0], 0, 0.0, 0
     for x, y in eval_batches(images, transform):
-        a, b = (_softmax(session.run(None, {name: x})[0]) for session in sessions)
+        a, b = (softmax(session.run(None, {name: x})[0]) for session in sessions)
         correct[0] += int((a.argmax(axis=1) == y).sum())
         correct[1] += int((b.argmax(axis=1) == y).sum())
         agree += int((a.argmax(axis=1) == b.argmax(axis=1)).sum())
@@ -388,8 +388,3 @@ def compare(fp32: Path, int8: bytes, images: list[Labelled], transform: EvalTran
     if not seen:
         raise DataError(f"none of the {len(images)} evaluation images can be read")
     return Comparison(100 * correct[0] / seen, 100 * correct[1] / seen, 100 * agree / seen, diff, seen)
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from byoc.core.errors import ArtifactError, ConfigError, first_line
+from byoc.core.eval_numpy import softmax
 from byoc.core.model_meta import META_FILE, ModelMeta, read_meta
 from byoc.serve.config import PRECISION_ENV, Precision, ServeConfig
 
@@ -224,10 +225,3 @@ def _session(path: Path, threads: int, spinning: bool):
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own types for a corrupt or foreign file
         raise ArtifactError(f"{path} is corrupt or not an ONNX model: {first_line(exc)}") from exc
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float32, the largest logit subtracted first (as torch.softmax)."""
-    x = np.asarray(logits, dtype=np.float32)
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
