@@ -260,3 +260,18 @@ def test_the_first_convolution_can_stay_in_fp32(fresh, trained):
         first = next(n for n in graph.node if n.op_type == "Conv")
         weights_from[keep] = producers.get(first.input[1], "initializer")
     assert weights_from == {False: "DequantizeLinear", True: "initializer"}
+
+
+def test_the_quantizers_notes_stay_out_of_the_jobs_log(fresh, trained, caplog):
+    """ONNX Runtime's quantizer logs a line per bias it copies through the root logger (about fifty
+    for a ResNet-50): they go to byoc's debug log, and its warnings stay."""
+    where = "/x/onnxruntime/quantization/qdq_quantizer.py"
+    note = logging.LogRecord("root", logging.INFO, where, 1, "copied", None, None)
+    warning = logging.LogRecord("root", logging.WARNING, where, 1, "kept", None, None)
+    with caplog.at_level(logging.INFO):
+        with quantize._quantizer_quiet():
+            logging.getLogger().handle(note)
+            logging.getLogger().handle(warning)
+        quantize.quantize(fresh, trained.data, calibration_images=20, eval_images=20, max_drop=100)
+    from_ort = [r.getMessage() for r in caplog.records if "onnxruntime" in r.pathname]
+    assert from_ort == ["kept"]
