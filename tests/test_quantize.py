@@ -275,3 +275,18 @@ def test_the_quantizers_notes_stay_out_of_the_jobs_log(fresh, trained, caplog):
         quantize.quantize(fresh, trained.data, calibration_images=20, eval_images=20, max_drop=100)
     from_ort = [r.getMessage() for r in caplog.records if "onnxruntime" in r.pathname]
     assert from_ort == ["kept"]
+
+
+def test_a_retry_compares_both_copies_with_one_fp32_pass(fresh, trained, monkeypatch):
+    """Under the agreement bound the first-convolution copy is tried too; fp32's scores are computed
+    once for both comparisons, and the copy that agrees more is kept."""
+    monkeypatch.setattr(quantize, "RETRY_BELOW_AGREEMENT", 101.0)  # always retry
+    passes, compared = [], []
+    fp32_scores, compare = quantize.fp32_scores, quantize.compare
+    monkeypatch.setattr(quantize, "fp32_scores", lambda *a: passes.append(a) or fp32_scores(*a))
+    monkeypatch.setattr(quantize, "compare", lambda *a: compared.append(compare(*a)) or compared[-1])
+    entry = quantize.quantize(fresh, trained.data, calibration_images=20, eval_images=40, max_drop=100)
+    assert len(passes) == 1 and len(compared) == 2
+    kept = compared[1] if compared[1].agreement > compared[0].agreement else compared[0]
+    assert entry["agreement"] == round(kept.agreement, 2) and entry["eval_images"] == 40
+    assert entry["fp32_layers"] == ([quantize.FIRST_CONV] if kept is compared[1] else [])

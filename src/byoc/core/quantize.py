@@ -118,11 +118,12 @@ def quantize(
     transform = eval_transform_numpy(meta.preprocessing)
     started = time.monotonic()
     calibration, evaluation = spread(images, calibration_images), spread(images, eval_images)
+    reference = fp32_scores(fp32, evaluation, transform)  # once, for every INT8 candidate
     data = quantized_copy(fp32, calibration, transform, method)
-    c, fp32_layers = compare(fp32, data, evaluation, transform), []
+    c, fp32_layers = compare(reference, data, evaluation, transform), []
     if c.agreement < RETRY_BELOW_AGREEMENT:
         kept = quantized_copy(fp32, calibration, transform, method, keep_first_conv=True)
-        k = compare(fp32, kept, evaluation, transform)
+        k = compare(reference, kept, evaluation, transform)
         log.info(
             "quantized: %.2f%% of top labels as fp32's all in INT8, %.2f%% with the first convolution in fp32",
             c.agreement,
@@ -270,8 +271,11 @@ class CalibrationBatches(CalibrationDataReader):
         raise DataError(f"none of the {len(self.images)} calibration images can be read")
 
 
-def eval_batches(images: list[Labelled], transform: EvalTransformNumpy) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(images, targets) in batches of up to BATCH; unreadable images are skipped, as training's evaluation does."""
+def eval_batches(
+    images: list[Labelled], transform: EvalTransformNumpy, warn: bool = True
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(images, targets) in batches of up to BATCH; unreadable images are skipped (a warning each with
+    `warn`), as training's evaluation does. The same images give the same batches."""
     xs: list[np.ndarray] = []
     ys: list[int] = []
     for i, image in enumerate(images):
@@ -279,7 +283,8 @@ def eval_batches(images: list[Labelled], transform: EvalTransformNumpy) -> Itera
             xs.append(_read(image, transform))
             ys.append(image.target)
         except ImageError as exc:
-            log.warning("evaluation: skipped %s: %s", image.path, exc)
+            if warn:
+                log.warning("evaluation: skipped %s: %s", image.path, exc)
         if xs and (len(xs) == BATCH or i == len(images) - 1):
             yield np.stack(xs), np.asarray(ys)
             xs, ys = [], []
@@ -294,8 +299,12 @@ def fp32_copy(model_dir: Path) -> Path:
     return onnx_export.export(model_dir)
 
 
+def _session(model: Path | bytes) -> Any:
+    return ort.InferenceSession(str(model) if isinstance(model, Path) else model, providers=["CPUExecutionProvider"])
+
+
 def _input_name(path: Path) -> str:
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+    return _session(path).get_inputs()[0].name
 
 
 def quantized_copy(
@@ -386,17 +395,29 @@ class Comparison:
     images: int
 
 
-def compare(fp32: Path, int8: bytes, images: list[Labelled], transform: EvalTransformNumpy) -> Comparison:
-    sessions = [ort.InferenceSession(source, providers=["CPUExecutionProvider"]) for source in (str(fp32), int8)]
-    name = sessions[0].get_inputs()[0].name
+def fp32_scores(fp32: Path, images: list[Labelled], transform: EvalTransformNumpy) -> list[np.ndarray]:
+    """fp32's softmax scores of `images`, batch by batch as eval_batches gives them: the reference
+    every INT8 candidate is compared with. Raises DataError when no image can be read."""
+    session = _session(fp32)
+    name = session.get_inputs()[0].name
+    scores = [softmax(session.run(None, {name: x})[0]) for x, _ in eval_batches(images, transform)]
+    if not scores:
+        raise DataError(f"none of the {len(images)} evaluation images can be read")
+    return scores
+
+
+def compare(
+    reference: list[np.ndarray], int8: bytes, images: list[Labelled], transform: EvalTransformNumpy
+) -> Comparison:
+    """The INT8 model `int8` against fp32's `reference` scores (fp32_scores) of the same `images`."""
+    session = _session(int8)
+    name = session.get_inputs()[0].name
     correct, agree, diff, seen = [0, 0], 0, 0.0, 0
-    for x, y in eval_batches(images, transform):
-        a, b = (softmax(session.run(None, {name: x})[0]) for session in sessions)
+    for a, (x, y) in zip(reference, eval_batches(images, transform, warn=False), strict=True):
+        b = softmax(session.run(None, {name: x})[0])
         correct[0] += int((a.argmax(axis=1) == y).sum())
         correct[1] += int((b.argmax(axis=1) == y).sum())
         agree += int((a.argmax(axis=1) == b.argmax(axis=1)).sum())
         diff = max(diff, float(np.abs(a - b).max()))
         seen += len(y)
-    if not seen:
-        raise DataError(f"none of the {len(images)} evaluation images can be read")
     return Comparison(100 * correct[0] / seen, 100 * correct[1] / seen, 100 * agree / seen, diff, seen)
