@@ -171,6 +171,22 @@ def test_507_from_measured_memory_and_from_the_model_cap(tmp_path, root, monkeyp
         capped.load(doc("b", str(root / "b")))
 
 
+def test_a_model_with_a_larger_served_file_is_sized_at_the_cost_per_byte_measured(tmp_path, root, monkeypatch):
+    """After an INT8 model (a quarter of the fp32 file), an fp32 one needs four times what the INT8 load
+    measured, not the largest load seen; a model of the same size needs what was measured."""
+    served = {"a": 1000, "b": 1000, "c": 4000}  # c: an fp32 copy beside a's and b's INT8 ones
+    pss = iter([100 << 20, 400 << 20])  # a's load took 300 MB
+    monkeypatch.setattr(models, "tree_pss", lambda root=None: next(pss))
+    monkeypatch.setattr(models.sizing, "memory_available", lambda droppable_cache=False: 1 << 40)
+    reg = registry(tmp_path, root, served_bytes=lambda path: served[path.name])
+    reg.load(doc("a", str(root / "a")))
+    assert reg.need(root / "b", 1000) == 300 << 20 and reg.need(root / "c", 4000) == 1200 << 20
+    monkeypatch.setattr(models.sizing, "memory_available", lambda droppable_cache=False: 900 << 20)
+    with pytest.raises(models.InsufficientStorage, match=r"this load takes about 1200 MB \(measured\)"):
+        reg.load(doc("c", str(root / "c")))
+    assert reg.need(root / "x", 0) == 300 << 20  # a served file of unknown size: the largest load seen
+
+
 def test_pages_follow_next_page_token(tmp_path, root, monkeypatch):
     monkeypatch.setattr(models.sizing, "memory_available", lambda droppable_cache=False: 1 << 40)
     reg = registry(tmp_path, root)

@@ -1,4 +1,5 @@
-"""The runtimes a worker serves an artifact with (byoc.serve.runtimes): which one is chosen, the ONNX
+"""The runtimes a worker serves an artifact with (byoc.serve.runtimes): which one is chosen and the
+file it loads (byoc.serve.choice), the ONNX
 Runtime copy against TorchScript, the refusals, and the handler serving an ONNX artifact in a fresh
 interpreter where torch cannot be imported (as in byoc-serve:cpu)."""
 
@@ -20,9 +21,9 @@ from byoc.core import architecture, artifact, onnx_export
 from byoc.core.errors import ArtifactError, ConfigError
 from byoc.core.images import Preprocessing
 from byoc.core.model_meta import META_FILE, ModelMeta
-from byoc.serve import runtimes
+from byoc.serve import choice, runtimes
 from byoc.serve.config import Precision, ServeConfig
-from byoc.serve.runtimes import Kind
+from byoc.serve.choice import Kind
 
 LABELS = [f"c{i}" for i in range(10)]
 ONNX = {"file": "model.onnx", "input": "input", "output": "logits"}
@@ -45,13 +46,13 @@ def _meta(onnx=None, int8=None) -> ModelMeta:
     ],
 )
 def test_without_torch_the_onnx_copy_is_served(onnx, int8, precision, kind):
-    assert runtimes.choose(_meta(onnx, int8), precision, has_torch=False) is kind
+    assert choice.choose(_meta(onnx, int8), precision, has_torch=False) is kind
 
 
 @pytest.mark.parametrize("precision", [None, Precision.FP32])
 def test_with_torch_torchscript_is_served_whatever_copies_there_are(precision):
-    assert runtimes.choose(_meta(ONNX, INT8), precision, has_torch=True) is Kind.TORCHSCRIPT
-    assert runtimes.choose(_meta(), precision, has_torch=True) is Kind.TORCHSCRIPT
+    assert choice.choose(_meta(ONNX, INT8), precision, has_torch=True) is Kind.TORCHSCRIPT
+    assert choice.choose(_meta(), precision, has_torch=True) is Kind.TORCHSCRIPT
 
 
 @pytest.mark.parametrize(
@@ -66,8 +67,25 @@ def test_with_torch_torchscript_is_served_whatever_copies_there_are(precision):
 )
 def test_what_cannot_be_served_here_is_a_one_line_refusal(meta, precision, has_torch, error, match):
     with pytest.raises(error, match=match) as err:
-        runtimes.choose(meta, precision, has_torch)
+        choice.choose(meta, precision, has_torch)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "doc, precision, has_torch, served",
+    [
+        ({"onnx": ONNX, "int8": INT8}, None, False, "model.int8.onnx"),
+        ({"onnx": ONNX, "int8": INT8}, Precision.FP32, False, "model.onnx"),
+        ({"onnx": ONNX, "int8": INT8, "torchscript": "model.ts"}, None, True, "model.ts"),
+        ({}, None, True, "model.pt"),  # no TorchScript copy: the worker rebuilds it from the weights
+        ({}, None, False, None),  # refused: the worker's load says why
+    ],
+)
+def test_the_served_file_is_the_one_the_choice_loads(tmp_path, doc, precision, has_torch, served):
+    (tmp_path / META_FILE).write_text(json.dumps({**_meta().to_json(), **doc}))
+    want = tmp_path / served if served else None
+    assert choice.served_file(tmp_path, precision, has_torch) == want
+    assert choice.served_file(tmp_path / "missing", precision, has_torch) is None
 
 
 # -- an artifact with its ONNX copies ------------------------------------------------------------

@@ -168,7 +168,7 @@ class ImageClassifierHandler:
     # -- lifecycle -------------------------------------------------------------------------
     def load(self, model_dir, device: object = "cpu", has_torch: bool | None = None) -> None:
         """Load the artifact on `device` ("cpu", "cuda:0" or a torch.device) in the runtime
-        `byoc.serve.runtimes.choose` picks (`has_torch` None: whether torch imports here), and run
+        `byoc.serve.choice.choose` picks (`has_torch` None: whether torch imports here), and run
         one request through the three stages (raises ArtifactError or ConfigError with a one-line
         reason, or what the warm-up raised)."""
         self.config = self._given_config or ServeConfig.from_env(model_dir=model_dir)

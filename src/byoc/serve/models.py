@@ -9,9 +9,11 @@ multi-model-server model with its own workers and its own batching at the front.
 
 Memory is measured: what each load added to the serving processes' proportional set size
 (PSS: shared pages split between the processes that share them). The next load is refused (507)
-when the memory left is under the largest load seen so far, before any load under an estimate
-(byoc.serve.sizing.worker_bytes); a worker the kernel kills for memory while loading is a 507 too.
-Loads run one at a time, so each measure is one model's. Standard library and psutil only.
+when the memory left is under what it should cost: the largest load seen so far, or more for a
+model whose served file (byoc.serve.choice.served_file: the INT8 or fp32 ONNX copy, or TorchScript)
+is larger than those seen, at the most any load has cost per byte of its file; before any load,
+an estimate (byoc.serve.sizing.worker_bytes). A worker the kernel kills for memory while loading is
+a 507 too. Loads run one at a time, so each measure is one model's. Standard library and psutil only.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import hashlib
 import http.client
 import json
 import logging
+import math
 import re
 import shutil
 import threading
@@ -164,8 +167,10 @@ class Registry:
         load_timeout: float,
         unload_timeout: float,
         max_models: int | None = None,
+        served_bytes: Callable[[Path], int] = sizing.weights_bytes,
     ):
         self.server, self.forward, self.root = server, forward, root
+        self.served_bytes = served_bytes  # the size of the file a worker loads of a model dir (0: unknown)
         self.reports = workdir / "load-failures"
         self.reports.mkdir(exist_ok=True)
         self.workers, self.batch_size, self.max_batch_delay = workers, batch_size, max_batch_delay
@@ -177,6 +182,7 @@ class Registry:
         self._calls = threading.BoundedSemaphore(calls)
         self._models: dict[str, Model] = {}
         self._largest = 0  # the most one load has added, of every load so far (unloaded ones too)
+        self._per_byte = 0.0  # the most one load has added per byte of its served file
         self._lock = threading.Lock()  # the dict above
         self._loading = threading.Lock()  # one load at a time: each measure is one model's
 
@@ -188,29 +194,42 @@ class Registry:
         with self._loading:
             if self._find(name) is not None:
                 raise Conflict(f"model {name!r} is already loaded: DELETE /models/{{name}} first to reload it")
-            self._check_room(path)
+            served = self.served_bytes(path)
+            self._check_room(path, served)
             model = self._load(name, url, path)
             with self._lock:
                 self._models[name] = model
                 self._largest = max(self._largest, model.cost)
+                self._per_byte = max(self._per_byte, model.cost / served) if served else self._per_byte
         log.info(json.dumps({"event": "model_loaded", "model": name, "url": url, "memory_bytes": model.cost}))
         return {"status": f"model {name!r} loaded", **model.describe()}
 
-    def _check_room(self, path: Path) -> None:
-        """507 when another model would not fit: the largest load measured so far (an estimate
-        from the artifact's size before the first) plus the bodies' reserve."""
+    def _check_room(self, path: Path, served: int) -> None:
+        """507 when another model would not fit: what it should cost (`need`) plus the bodies' reserve."""
         with self._lock:
-            loaded, largest = len(self._models), self._largest
+            loaded = len(self._models)
         if self.max_models is not None and loaded >= self.max_models:
             raise InsufficientStorage(f"{loaded} models are loaded, the most BYOC_MAX_LOADED_MODELS allows: unload one")
-        need = largest or self.workers * sizing.worker_bytes(sizing.weights_bytes(path))
+        need = self.need(path, served)
         free = sizing.memory_available(droppable_cache=True)
         if free < need + self.reserve:
             raise InsufficientStorage(
-                f"not enough memory for another model: a load takes about {need // sizing.MB} MB "
-                f"(measured), {free // sizing.MB} MB is free and {self.reserve // sizing.MB} MB is kept "
+                f"not enough memory for another model: this load takes about {need // sizing.MB} MB "
+                f"({'measured' if self._largest else 'estimated'}), {free // sizing.MB} MB is free and "
+                f"{self.reserve // sizing.MB} MB is kept "
                 "for requests: unload a model"
             )
+
+    def need(self, path: Path, served: int) -> int:
+        """What loading `path` (whose served file is `served` bytes) should add: the largest load seen,
+        or its served file at the most any load has cost per byte when that is more (a larger model,
+        or an fp32 copy after INT8 ones: the largest load seen alone would be too little, and the
+        load would end in the kernel's OOM kill); before any load, the artifact's estimate."""
+        with self._lock:
+            largest, per_byte = self._largest, self._per_byte
+        if not largest:
+            return self.workers * sizing.worker_bytes(served or sizing.weights_bytes(path))
+        return max(largest, math.ceil(per_byte * served))
 
     def _load(self, name: str, url: str, path: Path) -> Model:
         """Register the model with MMS and wait until a worker answers for it, or its load fails."""

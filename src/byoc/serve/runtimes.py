@@ -9,12 +9,11 @@
 Both turn an RGB image into the same float32 3xSxS array (torch's eval transform, and its numpy twin
 byoc.core.eval_numpy, bit-equal: tests/test_eval_numpy.py) and a float32 NxCxSxS batch into softmax
 probabilities on the CPU as numpy, so the handler's stages never touch torch. Which one a worker
-runs: `choose`. torch is imported only by `TorchScriptRuntime` and by `torch_importable`.
+runs: `byoc.serve.choice.choose`. torch is imported only by `TorchScriptRuntime` and by `torch_importable`.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,27 +21,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from PIL import Image
 
-from byoc.core.errors import ArtifactError, ConfigError, first_line
+from byoc.core.errors import ArtifactError, first_line
 from byoc.core.eval_numpy import softmax
 from byoc.core.model_meta import META_FILE, ModelMeta, read_meta
-from byoc.serve.config import PRECISION_ENV, Precision, ServeConfig
+from byoc.serve.choice import QUANTIZE_HINT, Kind, choose
+from byoc.serve.config import ServeConfig
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
-
-ONNX_FILE = "model.onnx"  # what byoc.core.onnx_export writes; model.json's "onnx" entry names it
-QUANTIZE_HINT = "byoc quantize MODEL_DIR --calibration DIR"
-TORCH_IMAGE, CPU_IMAGE = "byoc-serve:latest", "byoc-serve:cpu"
-
-
-class Kind(enum.Enum):
-    """A way of running an artifact; the value is the runtime's name in the logs."""
-
-    TORCHSCRIPT = "torchscript"
-    ONNX_INT8 = "onnxruntime-int8"
-    ONNX_FP32 = "onnxruntime-fp32"
 
 
 class Runtime(Protocol):
@@ -69,36 +57,6 @@ def torch_importable() -> bool:
     except ImportError:
         return False
     return True
-
-
-def choose(meta: ModelMeta, precision: Precision | None, has_torch: bool) -> Kind:
-    """How to run `meta`'s artifact here: TorchScript where torch is, else its ONNX copy at `precision`
-    (None: INT8 when model.json has that copy, else fp32). Raises a one-line ConfigError or ArtifactError."""
-    if has_torch:
-        if precision is Precision.INT8:
-            raise ConfigError(
-                f"{PRECISION_ENV}=int8: the INT8 copy is served by {CPU_IMAGE} (ONNX Runtime, no torch); "
-                f"this image serves TorchScript in fp32: unset {PRECISION_ENV} here"
-            )
-        return Kind.TORCHSCRIPT
-    if meta.onnx is None and meta.int8 is None:
-        raise ArtifactError(
-            f"this image has no torch and the artifact has no ONNX copy ({ONNX_FILE} in {META_FILE}): "
-            f"serve it with {TORCH_IMAGE}, or add the copy with `{QUANTIZE_HINT}`"
-        )
-    if precision is Precision.INT8 or (precision is None and meta.int8 is not None):
-        if meta.int8 is None:
-            raise ArtifactError(
-                f"{PRECISION_ENV}=int8 but {META_FILE} has no INT8 copy: add one with `{QUANTIZE_HINT}`, "
-                f"or unset {PRECISION_ENV} to serve {ONNX_FILE} (fp32)"
-            )
-        return Kind.ONNX_INT8
-    if meta.onnx is None:
-        raise ArtifactError(
-            f"{PRECISION_ENV}=fp32 but {META_FILE} has no fp32 ONNX copy ({ONNX_FILE}): unset {PRECISION_ENV} "
-            f"to serve the INT8 copy, or re-export with `{QUANTIZE_HINT}`"
-        )
-    return Kind.ONNX_FP32
 
 
 def load(model_dir: Path, device: str, config: ServeConfig, has_torch: bool | None = None) -> Runtime:

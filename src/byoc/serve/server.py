@@ -113,6 +113,10 @@ def run(config: ServeConfig) -> int:
             execution=execution,
         )
         if config.multi_model:  # before the front serves: its routes depend on it
+            # Here only: reading model.json brings Pillow and numpy into the front, which a
+            # single-model endpoint's front does without.
+            from byoc.serve import choice
+
             front.models = Registry(
                 server,
                 front.forward,
@@ -126,6 +130,7 @@ def run(config: ServeConfig) -> int:
                 load_timeout=config.startup_timeout,
                 unload_timeout=config.timeout,
                 max_models=config.max_loaded_models,
+                served_bytes=lambda path: choice.served_bytes(path, config.precision, choice.torch_installed()),
             )
         threading.Thread(target=front.serve_forever, name="front", daemon=True).start()
         _wait_ready(server, report, config.startup_timeout, stop, config.multi_model)
