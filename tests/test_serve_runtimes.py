@@ -22,8 +22,8 @@ from byoc.core.errors import ArtifactError, ConfigError
 from byoc.core.images import Preprocessing
 from byoc.core.model_meta import META_FILE, ModelMeta
 from byoc.serve import choice, runtimes
-from byoc.serve.config import Precision, ServeConfig
 from byoc.serve.choice import Kind
+from byoc.serve.config import Precision, ServeConfig
 
 LABELS = [f"c{i}" for i in range(10)]
 ONNX = {"file": "model.onnx", "input": "input", "output": "logits"}
