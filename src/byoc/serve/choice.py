@@ -1,7 +1,8 @@
 """Which copy of an artifact this image serves, and through which runtime (`choose`), before any
 worker loads it: TorchScript where torch is (byoc-serve:latest), else the ONNX copy at
 BYOC_PRECISION (byoc-serve:cpu). byoc.serve.runtimes runs the choice in the workers; the front sizes
-a multi-model load by the file it names (`served_file`). Standard library only.
+a multi-model load by the file it names (`served_file`). No torch and no ONNX Runtime: the settings
+and model.json's reader (byoc.core.model_meta, which brings Pillow) only.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import enum
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 from byoc.core.errors import ArtifactError, ByocError, ConfigError
 from byoc.core.model_meta import META_FILE, WEIGHTS_FILE, ModelMeta, read_meta
@@ -70,11 +72,15 @@ def served_file(model_dir: Path, precision: Precision | None, has_torch: bool) -
         kind = choose(meta, precision, has_torch)
     except ByocError:
         return None
-    copies = {Kind.ONNX_INT8: meta.int8, Kind.ONNX_FP32: meta.onnx}
     if kind is Kind.TORCHSCRIPT:
         return Path(model_dir) / (meta.torchscript or WEIGHTS_FILE)  # no TorchScript copy: rebuilt from the weights
-    entry = copies[kind]
+    entry = onnx_entry(meta, kind)
     return Path(model_dir) / entry["file"] if entry else None
+
+
+def onnx_entry(meta: ModelMeta, kind: Kind) -> dict[str, Any] | None:
+    """model.json's entry for the ONNX copy `kind` runs ("int8" or "onnx"); None for TorchScript or none."""
+    return {Kind.ONNX_INT8: meta.int8, Kind.ONNX_FP32: meta.onnx}.get(kind)
 
 
 def served_bytes(model_dir: Path, precision: Precision | None, has_torch: bool) -> int:

@@ -24,7 +24,7 @@ from PIL import Image
 from byoc.core.errors import ArtifactError, first_line
 from byoc.core.eval_numpy import softmax
 from byoc.core.model_meta import META_FILE, ModelMeta, read_meta
-from byoc.serve.choice import QUANTIZE_HINT, Kind, choose
+from byoc.serve.choice import QUANTIZE_HINT, Kind, choose, onnx_entry
 from byoc.serve.config import ServeConfig
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ class OnnxRuntime:
     def __init__(self, model_dir: Path, meta: ModelMeta, kind: Kind, threads: int, spinning: bool = False):
         from byoc.core.eval_numpy import eval_transform_numpy
 
-        entry = meta.int8 if kind is Kind.ONNX_INT8 else meta.onnx
+        entry = onnx_entry(meta, kind)
         if entry is None:
             raise ArtifactError(f"{META_FILE} has no entry for {kind.value}")
         self.meta, self.name, self.device, self.threads = meta, kind.value, "cpu", threads

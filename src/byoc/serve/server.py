@@ -117,6 +117,7 @@ def run(config: ServeConfig) -> int:
             # single-model endpoint's front does without.
             from byoc.serve import choice
 
+            has_torch = choice.torch_installed()
             front.models = Registry(
                 server,
                 front.forward,
@@ -130,7 +131,7 @@ def run(config: ServeConfig) -> int:
                 load_timeout=config.startup_timeout,
                 unload_timeout=config.timeout,
                 max_models=config.max_loaded_models,
-                served_bytes=lambda path: choice.served_bytes(path, config.precision, choice.torch_installed()),
+                served_bytes=lambda path: choice.served_bytes(path, config.precision, has_torch),
             )
         threading.Thread(target=front.serve_forever, name="front", daemon=True).start()
         _wait_ready(server, report, config.startup_timeout, stop, config.multi_model)
