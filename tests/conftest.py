@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "container" in item.keywords:
             item.add_marker(pytest.mark.timeout(1800))
+
+
+def pytest_collection_finish(session):
+    """Stop before the first test, saying what to free, when the disk cannot hold the container tests."""
+    if not any("container" in item.keywords for item in session.items):
+        return
+    where = Path(session.config.option.basetemp or tempfile.gettempdir())
+    if shortage := du.disk_shortage(where):
+        pytest.exit(shortage, returncode=1)
 
 
 def pytest_sessionfinish(session, exitstatus):

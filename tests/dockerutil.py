@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.request
@@ -48,6 +49,24 @@ def require_docker() -> None:
     if IN_CI:
         pytest.fail("CI=true but no Docker engine answers: .ci/run must start one (scripts/ensure_docker.sh)")
     pytest.skip("no Docker engine (run scripts/ensure_docker.sh)")
+
+
+# The most the container tests hold on disk at once under pyproject.toml's tmp_path retention: the
+# session's trained models and data plus the largest test's checkpoints (measured: see README's Tests).
+DISK_NEEDED = 6 * 2**30
+
+
+def disk_shortage(where: Path, need: int = DISK_NEEDED) -> str | None:
+    """Why the disk under `where` cannot hold the container tests' files, or None when it can."""
+    existing = next(p for p in (where, *where.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if free >= need:
+        return None
+    return (
+        f"{free / 2**30:.1f} GB free on the disk of {where}; the container tests write up to "
+        f"{need / 2**30:.0f} GB of models and checkpoints there. Free some (earlier runs' folders: "
+        f"rm -rf {tempfile.gettempdir()}/pytest-of-*) or give pytest --basetemp on a larger disk."
+    )
 
 
 def ensure_image(image: str, what: str) -> str:
