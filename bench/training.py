@@ -9,7 +9,6 @@ import logging
 import random
 import re
 import statistics
-import uuid
 from pathlib import Path
 
 from bench import containers
@@ -46,9 +45,14 @@ def write_jpeg_folder(
 
 
 def run_container(opt_ml_root: Path, data: Path, hps: dict, env: dict[str, str] | None = None) -> dict:
-    """`docker run byoc-train train` as SageMaker would (plus `env`); returns metrics.json."""
+    """`docker run byoc-train train` as SageMaker would (plus `env`) in a fresh `opt_ml_root`;
+    returns metrics.json. The folder replaces the last run's of that name: its checkpoints would
+    make the job resume, and each run's left behind would pile up (about 0.5 GB a job)."""
     import shutil
 
+    from byoc.local import containers as dc
+
+    dc.remove_tree(dc.engine(), IMAGE, opt_ml_root)
     config = opt_ml_root / "input" / "config"
     config.mkdir(parents=True, exist_ok=True)
     (config / "hyperparameters.json").write_text(json.dumps({k: str(v) for k, v in hps.items()}))
@@ -56,9 +60,7 @@ def run_container(opt_ml_root: Path, data: Path, hps: dict, env: dict[str, str] 
         json.dumps({"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "lo"})
     )
     (config / "inputdataconfig.json").write_text(json.dumps({"training": {"TrainingInputMode": "File"}}))
-    channel = opt_ml_root / "input" / "data" / "training"
-    if not channel.exists():
-        shutil.copytree(data, channel)
+    shutil.copytree(data, opt_ml_root / "input" / "data" / "training")
     for sub in ("model", "output/data", "checkpoints"):
         (opt_ml_root / sub).mkdir(parents=True, exist_ok=True)
     opts = [
@@ -170,7 +172,7 @@ def run(work: Path, quick: bool = False, rounds: int = 2) -> dict:
     }
     measured, speed, limit = [], {}, {}
     for k in range(rounds):
-        metrics = run_container(work / f"opt_ml_jpeg_{uuid.uuid4().hex[:6]}", data, hps)
+        metrics = run_container(work / "opt_ml_jpeg", data, hps)
         speed = metrics.get("speed", {})
         limit = run_limit(arch, classes, train * classes, valid * classes, batch, size, speed, epochs)
         measured.append({"container": [e["seconds"] for e in metrics["epochs"]], "limit": limit["epochs_s"]})
@@ -218,7 +220,7 @@ def train_demo(work: Path, quick: bool = False) -> dict:
         "batch-size": 64,
         "lr": 0.003,
     }
-    root = work / f"opt_ml_demo_{uuid.uuid4().hex[:6]}"
+    root = work / "opt_ml_demo"
     metrics = run_container(root, demo, hps)
     seconds = [e["seconds"] for e in metrics["epochs"]]
     out = {
