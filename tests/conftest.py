@@ -26,7 +26,7 @@ def pytest_collection_finish(session):
     if not any("container" in item.keywords for item in session.items):
         return
     where = Path(session.config.option.basetemp or tempfile.gettempdir())
-    if shortage := du.disk_shortage(where):
+    if shortage := du.disk_shortage(where, du.DISK_NEEDED):
         pytest.exit(shortage, returncode=1)
 
 

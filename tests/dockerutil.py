@@ -57,8 +57,9 @@ def require_docker() -> None:
 DISK_NEEDED = 8 * 2**30
 
 
-def disk_shortage(where: Path, need: int = DISK_NEEDED) -> str | None:
-    """Why the disk under `where` cannot hold the container tests' files, or None when it can."""
+def disk_shortage(where: Path, need: int) -> str | None:
+    """Why the disk under `where` cannot hold `need` bytes of the container tests' files (DISK_NEEDED),
+    or None when it can."""
     existing = next(p for p in (where, *where.parents) if p.exists())
     free = shutil.disk_usage(existing).free
     if free >= need:

@@ -31,8 +31,17 @@ def test_only_a_failed_tests_folder_is_kept(tmp_path):
     assert sorted(p.name for p in basetemp.iterdir() if not p.is_symlink()) == ["test_fails0"]
 
 
-def test_a_full_disk_is_named_before_the_first_test(tmp_path):
-    assert du.disk_shortage(tmp_path, need=1) is None
-    reason = du.disk_shortage(tmp_path / "not" / "made", need=2**62)
-    assert reason is not None
-    assert "GB free on the disk of" in reason and "rm -rf" in reason and "--basetemp" in reason
+def test_a_full_disk_stops_the_run_when_its_tests_are_collected(tmp_path):
+    """conftest.py's check, in a pytest run of container tests whose disk is too small for them
+    (DISK_NEEDED raised past any disk): it exits 1 with the reason once collection ends, before any
+    test could run (--collect-only here, so that no container starts if the check is gone)."""
+    too_much = (
+        "import sys, pytest; from tests import dockerutil as du; du.DISK_NEEDED = 2**62; "
+        f"sys.exit(pytest.main(['-p', 'no:cacheprovider', '--basetemp', {str(tmp_path / 'base')!r}, "
+        "'--collect-only', 'tests/test_train_container.py']))"
+    )
+    proc = subprocess.run([sys.executable, "-c", too_much], capture_output=True, text=True, cwd=REPO, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-2000:]
+    assert "GB free on the disk of" in out and "rm -rf" in out and "--basetemp" in out, out[-2000:]
+    assert du.disk_shortage(tmp_path / "not" / "made", need=1) is None
