@@ -15,6 +15,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
+from byoc.aws import validator
 from byoc.core.errors import ByocError, ConfigError
 
 NAME_TAG = "byoc:name"  # every resource a command creates carries it: status and teardown find them by it
@@ -104,7 +105,8 @@ class Aws:
 
     def client(self, service: str):
         if service not in self._clients:
-            self._clients[service] = self.session.client(service, region_name=self.region, config=BOTO_CONFIG)
+            client = self.session.client(service, region_name=self.region, config=BOTO_CONFIG)
+            self._clients[service] = validator.install(client)  # refused here, in one line, not by AWS
         return self._clients[service]
 
     @property
