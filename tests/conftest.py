@@ -11,8 +11,9 @@ import pytest
 
 from tests import dockerutil as du
 
-# The moto_server and aws fixtures, for every test module that asks for them by name.
-pytest_plugins = ["tests.awsutil"]
+# The moto_server and aws fixtures, for every test module that asks for them by name; every AWS request
+# of every test checked as AWS checks it (tests/aws_requests.py).
+pytest_plugins = ["tests.awsutil", "tests.aws_requests"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -20,6 +20,7 @@ from botocore.config import Config
 
 from byoc.local import runtime as local_runtime
 from tests import netutil
+from tests.aws_requests import unchecked
 
 
 class StandIn:
@@ -155,7 +156,7 @@ def test_unknown_endpoint_is_a_validation_error(client):
 
 def test_body_over_the_limit_is_a_validation_error(client, stand_in):
     before = len(stand_in.requests)
-    with pytest.raises(client.exceptions.ValidationError) as caught:
+    with unchecked(client), pytest.raises(client.exceptions.ValidationError) as caught:
         client.invoke_endpoint(EndpointName="byoc", Body=b"x" * (local_runtime.MAX_BODY + 1))
     assert "less than or equal to 6291456" in caught.value.response["Error"]["Message"]
     assert len(stand_in.requests) == before

@@ -17,6 +17,7 @@ from botocore.config import Config
 
 from byoc.local import runtime as local_runtime
 from tests import awsutil, netutil
+from tests.aws_requests import unchecked
 from tests.test_local_runtime import StandIn
 
 BUCKET = "byoc-async"
@@ -268,7 +269,7 @@ def test_a_stopped_container_is_a_failure(client, s3):
     ],
 )
 def test_requests_sagemaker_refuses_are_validation_errors(client, request_args, message):
-    with pytest.raises(client.exceptions.ValidationError) as caught:
+    with unchecked(client), pytest.raises(client.exceptions.ValidationError) as caught:
         client.invoke_endpoint_async(**request_args)
     assert message in caught.value.response["Error"]["Message"]
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400

@@ -24,6 +24,7 @@ from byoc.local import model_store
 from byoc.local import runtime as local_runtime
 from byoc.local.model_store import model_name
 from tests import netutil
+from tests.aws_requests import unchecked
 
 
 def tarball(path: Path, files: dict[str, bytes]) -> Path:
@@ -366,7 +367,7 @@ def test_target_model_rules_follow_botocore_and_sagemaker(make_setup):
         setup.client.invoke_endpoint(EndpointName="mme", Body=b"img")
     request_id = caught.value.response["ResponseMetadata"]["RequestId"]
     assert caught.value.response["Error"]["Message"] == f"Request {request_id} is missing a target model header."
-    with pytest.raises(setup.client.exceptions.ValidationError) as caught:
+    with unchecked(setup.client), pytest.raises(setup.client.exceptions.ValidationError) as caught:
         setup.label("x" * 1025)
     assert (
         "at 'targetModel' failed to satisfy constraint: Member must have length less than or equal to 1024"

@@ -40,11 +40,20 @@ class Finding:
 # the test that caused it).
 LISTENERS: list[Callable[[Finding], None]] = []
 _PATTERNS: dict[str, Any] = {}
+# Java reads a pattern as UTF-16: a character beyond U+FFFF is a surrogate pair, e.g. the range
+# \uD800\uDC00-\uDBFF\uDFFF (U+10000 to U+10FFFF) in Application Auto Scaling's XmlString.
+_SURROGATE_PAIR = regex.compile(r"\\u(D[89AB][0-9A-F]{2})\\u(D[C-F][0-9A-F]{2})", regex.IGNORECASE)
 
 
-def _pattern(text: str):
+def _code_point(pair) -> str:
+    high, low = int(pair[1], 16), int(pair[2], 16)
+    return f"\\U{0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00):08X}"
+
+
+def pattern(text: str):
+    """A service model's (Java) pattern, compiled for Python."""
     if text not in _PATTERNS:
-        _PATTERNS[text] = regex.compile(text)
+        _PATTERNS[text] = regex.compile(_SURROGATE_PAIR.sub(_code_point, text))
     return _PATTERNS[text]
 
 
@@ -83,7 +92,7 @@ def _string_findings(shape, value: str, path: str) -> Iterator[tuple[str, str]]:
     if shape.enum and value not in shape.enum:
         yield path, f"{value!r} is not {_one_of(value, shape.enum)}"
     # AWS matches the whole value against the pattern (Java's Matcher.matches)
-    if "pattern" in meta and not _pattern(meta["pattern"]).fullmatch(value):
+    if "pattern" in meta and not pattern(meta["pattern"]).fullmatch(value):
         yield path, f"{value!r} does not match the pattern {meta['pattern']}"
 
 
@@ -122,7 +131,15 @@ def install(client) -> Any:
     def before_parameter_build(params, model, **_) -> None:
         check(client, model.name, params)
 
-    client.meta.events.register(
-        "before-parameter-build.*.*", before_parameter_build, unique_id=f"byoc-validator-{id(client)}"
-    )
+    client.meta.events.register("before-parameter-build.*.*", before_parameter_build, unique_id=_hook_id(client))
     return client
+
+
+def uninstall(client) -> Any:
+    """Send `client`'s requests unchecked (a test of an emulator's own refusals needs them to reach it)."""
+    client.meta.events.unregister("before-parameter-build.*.*", unique_id=_hook_id(client))
+    return client
+
+
+def _hook_id(client) -> str:
+    return f"byoc-validator-{id(client)}"
