@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 from botocore.client import ClientCreator
 
-from byoc.aws import validator
+from byoc.aws import aws_rules, validator
 
 
 class Refusals:
@@ -74,8 +74,11 @@ def _every_client_validated():
 
 @pytest.fixture(autouse=True)
 def aws_refusals(_every_client_validated) -> Refusals:
-    """This test's validator findings (its fixtures' included); any it did not `take()` fail it at teardown."""
+    """This test's validator findings (its fixtures' included); any it did not `take()` fail it at teardown,
+    with what it began and left unfinished (one of a public Function URL's two statements)."""
     yield RECORDED
+    validator.unfinished()
+    aws_rules.forget()  # the next test's resources may reuse these names
     left = RECORDED.take()
     if left:
         lines = "\n".join(f"  {finding}" for finding in left)

@@ -12,7 +12,7 @@ import enum
 import re
 from dataclasses import dataclass, field
 
-from byoc.aws import ecr, pricing, waiting
+from byoc.aws import ecr, pricing, validator, waiting
 from byoc.aws.sagemaker_role import output_prefix
 from byoc.aws.session import Aws, AwsError, digest, find, owned, say, tags_list
 from byoc.core.errors import ConfigError
@@ -268,6 +268,10 @@ def deploy(aws: Aws, spec: DeploySpec, wait: bool = True, poll: float = 30) -> d
     if endpoint is not None:
         check_updatable(sm, endpoint, spec)  # before anything is created for it
     model = model_request(spec)
+    # every request checked before the model is created: a bad value must not leave a model behind
+    validator.check_all(
+        [(sm, "CreateModel", model), (sm, "CreateEndpointConfig", config_request(spec, model["ModelName"]))]
+    )
     if find(sm.describe_model, ModelName=model["ModelName"]):
         say(f"model {model['ModelName']} exists")
     else:

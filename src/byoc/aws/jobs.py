@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from byoc.aws import metrics, waiting
+from byoc.aws import metrics, validator, waiting
 from byoc.aws.logtail import LogTail
 from byoc.aws.session import Aws, AwsError, digest, find, say, tags_list
 from byoc.core.errors import ConfigError
@@ -113,6 +113,7 @@ def train(
     """Start the training job (or find the one these settings already started), follow it, report metrics."""
     sm = aws.client("sagemaker")
     request = training_request(spec, job_name)
+    validator.check(sm, "CreateTrainingJob", request)  # refused before it is announced or started
     name = request["TrainingJobName"]
     hps = " ".join(f"{k}={v}" for k, v in sorted(spec.hyperparameters.items()))
     announce = [
@@ -235,6 +236,7 @@ def tune(
     """Start the tuning job (or follow the one these settings already started); print the best job."""
     sm = aws.client("sagemaker")
     request = tuning_request(spec, tuning, tuning_name)
+    validator.check(sm, "CreateHyperParameterTuningJob", request)  # refused before it is announced or started
     name = request["HyperParameterTuningJobName"]
     announce = [
         f"starting tuning job {name}: {tuning.strategy}, up to {tuning.max_jobs} jobs ({tuning.max_parallel} at a "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from byoc.aws import iam, policies, waiting
+from byoc.aws import iam, policies, validator, waiting
 from byoc.aws.session import NAME_TAG, Aws, AwsError, error_code, find, owned, say
 from byoc.core.errors import ConfigError
 
@@ -89,9 +89,37 @@ def validate(spec: LambdaSpec) -> None:
         raise ConfigError("--function-url-auth must be AWS_IAM or NONE")
 
 
+def planned_requests(aws: Aws, spec: LambdaSpec) -> list[tuple]:
+    """The settings of `spec` as the requests that will carry them, for validator.check_all."""
+    lam, function = aws.client("lambda"), spec.function
+    settings = {"Handler": HANDLER, "Runtime": RUNTIME, "Timeout": spec.timeout, "MemorySize": spec.memory}
+    planned = [
+        (
+            lam,
+            "CreateFunction",
+            {"FunctionName": function, **settings, "Environment": {"Variables": _environment(spec)}},
+        ),
+        (aws.client("logs"), "CreateLogGroup", {"logGroupName": f"/aws/lambda/{function}"}),
+    ]
+    if spec.reserved is not None:
+        planned.append(
+            (lam, "PutFunctionConcurrency", {"FunctionName": function, "ReservedConcurrentExecutions": spec.reserved})
+        )
+    if spec.provisioned:
+        planned.append(
+            (
+                lam,
+                "PutProvisionedConcurrencyConfig",
+                {"FunctionName": function, "Qualifier": ALIAS, "ProvisionedConcurrentExecutions": spec.provisioned},
+            )
+        )
+    return planned
+
+
 def deploy(aws: Aws, spec: LambdaSpec, poll: float = 5) -> dict:
     """Make the function, its role, log group, alias, concurrency and URL match `spec`."""
     validate(spec)
+    validator.check_all(planned_requests(aws, spec))  # every value in AWS's ranges before anything is created
     code = package(spec.source)
     group = ensure_log_group(aws, spec)
     role_arn = iam.ensure_role(

@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from byoc.aws import pricing, waiting
+from byoc.aws import pricing, validator, waiting
 from byoc.aws.endpoint import DeploySpec, model_request
 from byoc.aws.session import Aws, AwsError, digest, find, paginate, say, tags_list
 from byoc.core.errors import ConfigError
@@ -119,6 +119,7 @@ def transform(aws: Aws, spec: TransformSpec, job_name: str | None = None, wait: 
     # before anything is created.
     model = model_request(DeploySpec(name=spec.name, image=spec.image, model_data=spec.model_data, role=spec.role))
     request = transform_request(spec, model["ModelName"], job_name)
+    validator.check_all([(sm, "CreateModel", model), (sm, "CreateTransformJob", request)])
     ensure_model(sm, model)
     name = request["TransformJobName"]
     job = find(sm.describe_transform_job, TransformJobName=name)

@@ -117,12 +117,32 @@ def findings(client, operation: str, params: dict) -> list[Finding]:
 
 def check(client, operation: str, params: dict) -> None:
     """Raise RequestRefused (one line per problem) when AWS would refuse this request."""
-    found = findings(client, operation, params)
+    check_all([(client, operation, params)])
+
+
+def check_all(planned: list[tuple[Any, str, dict]]) -> None:
+    """Check every request a command plans, (client, operation, params) each, before it sends the first:
+    RequestRefused names every problem of every request, and nothing has been created."""
+    found = [f for client, operation, params in planned for f in findings(client, operation, params)]
+    _tell(found)
+    if found:
+        raise RequestRefused("\n".join(str(f) for f in found))
+
+
+def unfinished() -> list[Finding]:
+    """What this process began and did not finish as AWS requires (the rules that span calls), e.g. one
+    of the two statements a public Function URL needs."""
+    from byoc.aws import aws_rules
+
+    found = [Finding(operation, path, problem) for operation, path, problem in aws_rules.unfinished()]
+    _tell(found)
+    return found
+
+
+def _tell(found: list[Finding]) -> None:
     for finding in found:
         for listener in LISTENERS:
             listener(finding)
-    if found:
-        raise RequestRefused("\n".join(str(f) for f in found))
 
 
 def install(client) -> Any:
