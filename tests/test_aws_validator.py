@@ -534,3 +534,33 @@ def test_a_refusal_the_code_swallows_still_fails_the_test(tmp_path):
     assert proc.returncode == 1 and "2 passed, 1 error" in proc.stdout, proc.stdout + proc.stderr
     assert "ERROR at teardown of test_swallowed" in proc.stdout
     assert "AWS would refuse CreateModel: ModelName: 64 characters" in proc.stdout
+
+
+def test_lambda_deploy_refuses_an_out_of_range_memory_before_creating_anything(aws, capsys, aws_refusals, tmp_path):
+    """MemorySize over the service model's maximum: no log group, role or function is left behind."""
+    from byoc.cli import main
+
+    (tmp_path / "lambda_function.py").write_text("def lambda_handler(event, context):\n    return {}\n")
+    argv = ["lambda-deploy", "--name", "val2", "--function", "val2-fn", "--source", str(tmp_path)]
+    code = main([*argv, "--reserved-concurrency", "5", "--memory", "40000"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().startswith("error: AWS would refuse CreateFunction: MemorySize: 40000 is over"), (
+        err
+    )
+    assert boto3.client("lambda").list_functions()["Functions"] == []
+    assert boto3.client("logs").describe_log_groups(logGroupNamePrefix="/aws/lambda/val2")["logGroups"] == []
+    assert not [r for r in boto3.client("iam").list_roles()["Roles"] if "val2" in r["RoleName"]]
+    assert [f.path for f in aws_refusals.take()] == ["MemorySize"]
+
+
+def test_batch_transform_refuses_a_payload_budget_over_100_mb_before_creating_the_model(aws, capsys, aws_refusals):
+    """MaxConcurrentTransforms x MaxPayloadInMB is at most 100 MB: the model is not created either."""
+    from byoc.cli import main
+
+    argv = ["batch-transform", "--name", "val3", "--model-data", "s3://b/val3/model.tar.gz", "--role", ROLE]
+    argv += ["--input", "s3://b/in/", "--output", "s3://b/out/", "--concurrency", "4", "--max-payload-mb", "30"]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and "MaxConcurrentTransforms: 4 x MaxPayloadInMB 30 is over 100 MB" in err, err
+    assert boto3.client("sagemaker").list_models()["Models"] == []
+    assert [f.path for f in aws_refusals.take()] == ["MaxConcurrentTransforms"]

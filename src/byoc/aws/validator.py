@@ -4,8 +4,9 @@ botocore validates a request's types and minimums only; AWS also refuses a value
 `max`, a string outside its `pattern` or `enum`, and requests that break a rule spanning fields.
 moto and botocore's Stubber accept all of those, so without this a test would pass on a request a
 real account refuses. `install(client)` hooks the check into a client (the CLI's clients, and in the
-tests every client: tests/conftest.py); `check(client, operation, params)` checks a request that is
-only planned, so a command can refuse a mistake before it creates anything.
+tests every client: tests/aws_requests.py); `check(client, operation, params)` and `check_all(planned)`
+check requests that are only planned, so a command can refuse a mistake before it creates anything.
+The cross-field rules, with the AWS pages that state them, are byoc.aws.aws_rules.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import regex  # AWS's patterns are Java regular expressions (\p{L} and the like): `re` cannot read them
 
+from byoc.aws import aws_rules
 from byoc.core.errors import ConfigError
 
 
@@ -109,8 +111,6 @@ def findings(client, operation: str, params: dict) -> list[Finding]:
     e.g. CreateEndpointConfig)."""
     model = client.meta.service_model.operation_model(operation)
     found = [Finding(operation, p, problem) for p, problem in _shape_findings(model.input_shape, params, "")]
-    from byoc.aws import aws_rules  # the cross-field rules, one table per service
-
     found += [Finding(operation, p, problem) for p, problem in aws_rules.broken(client, operation, params)]
     return found
 
@@ -132,8 +132,6 @@ def check_all(planned: list[tuple[Any, str, dict]]) -> None:
 def unfinished() -> list[Finding]:
     """What this process began and did not finish as AWS requires (the rules that span calls), e.g. one
     of the two statements a public Function URL needs."""
-    from byoc.aws import aws_rules
-
     found = [Finding(operation, path, problem) for operation, path, problem in aws_rules.unfinished()]
     _tell(found)
     return found
