@@ -44,7 +44,6 @@ def validating(create_client):
     def create(self, *args, **kwargs):
         return validator.install(create_client(self, *args, **kwargs))
 
-    create.__wrapped__ = create_client  # type: ignore[attr-defined]
     return create
 
 
@@ -73,7 +72,7 @@ def _every_client_validated():
 
 
 @pytest.fixture(autouse=True)
-def aws_refusals(_every_client_validated) -> Refusals:
+def aws_refusals(_every_client_validated) -> Iterator[Refusals]:
     """This test's validator findings (its fixtures' included); any it did not `take()` fail it at teardown,
     with what it began and left unfinished (one of a public Function URL's two statements)."""
     yield RECORDED
