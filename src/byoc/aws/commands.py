@@ -219,6 +219,12 @@ def _register_jobs(sub) -> None:
     )
     p.add_argument("--job-name", help="default: NAME-<hash of the settings> (a rerun follows the same job)")
     p.add_argument("--no-logs", dest="logs", action="store_false", help="do not print the CloudWatch log lines")
+    p.add_argument(
+        "--resume-from",
+        dest="resume_job",
+        metavar="JOB_NAME",
+        help="start from the checkpoints of this earlier training job of NAME (copied to the new job's own)",
+    )
 
     p = _command(
         sub, "tune", "a hyperparameter tuning job (lr, batch-size) maximising val_accuracy", _tune, _job_options
@@ -278,7 +284,10 @@ def _ec2_train(aws, args) -> int:
 
 
 def _train(aws, args) -> int:
-    jobs.train(aws, _job_spec(aws, args), args.job_name, args.wait, args.poll, args.logs)
+    spec = _job_spec(aws, args)
+    if args.resume_job:
+        spec.resume_from = jobs.resume_source(aws, args.name, args.resume_job)
+    jobs.train(aws, spec, args.job_name, args.wait, args.poll, args.logs)
     return 0
 
 
