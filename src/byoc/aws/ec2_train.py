@@ -18,6 +18,7 @@ import json
 import re
 import shlex
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -122,14 +123,14 @@ def ec2_train(aws: Aws, spec: Ec2Spec, follow: bool = True, poll: float = 30) ->
             say(f"ec2 training job {job} already completed: not launching another")
             _report(job, instances[-1] if instances else None, spec, done)
             return done
-        instance = launch(aws, spec, job, attempt=len(instances))
+        instance = launch(aws, spec, job)
     if not follow:
         _how_to_follow(spec, job)
         return None
-    return _follow(aws, spec, job, instance, poll, attempt=len(instances))
+    return _follow(aws, spec, job, instance, poll)
 
 
-def launch(aws: Aws, spec: Ec2Spec, job: str, attempt: int) -> dict:
+def launch(aws: Aws, spec: Ec2Spec, job: str) -> dict:
     """The role, profile, security group and log group (each converged), then the instance."""
     ec2 = aws.client("ec2")
     ami = spec.ami or find_ami(aws.client("ssm"))
@@ -137,7 +138,7 @@ def launch(aws: Aws, spec: Ec2Spec, job: str, attempt: int) -> dict:
     group_id = ensure_security_group(ec2, spec.name, vpc)
     ensure_log_group(aws.client("logs"), spec.name)
     profile = ensure_instance_role(aws, spec)
-    request = launch_request(aws, spec, job, attempt, ami, _root_device(ec2, ami), group_id, profile)
+    request = launch_request(aws, spec, job, launch_token(job), ami, _root_device(ec2, ami), group_id, profile)
     say(
         f"launching {spec.instance_type}{' (spot, one-time)' if spot_options(spec) else ''} for ec2 training job "
         f"{job}: AMI {ami}, image {spec.image}, data {spec.data}, {spec.volume_gb} GB"
@@ -147,6 +148,18 @@ def launch(aws: Aws, spec: Ec2Spec, job: str, attempt: int) -> dict:
     instance = _run_instances(ec2, request)
     say(f"  instance {instance['InstanceId']}: {instance['State']['Name']}")
     return instance
+
+
+def launch_token(job: str) -> str:
+    """RunInstances' ClientToken for one launch attempt: the job's name and a fresh uuid (64 ASCII characters
+    at most). EC2 answers a token it saw in the last 24 hours with that call's instances, even terminated
+    ones, and those drop out of DescribeInstances after about an hour
+    (https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html#run-instances-idempotency):
+    a token derived from the job and the instances still visible comes back after a failed attempt and
+    returns the old, terminated instance. The token still makes retries of one attempt idempotent: botocore's
+    retries and _run_instances's resend the same request. A rerun of the command is a new attempt only when
+    the job's instances (found by tag) are all ended."""
+    return f"{job[:31]}-{uuid.uuid4().hex}"
 
 
 def find_ami(ssm) -> str:
@@ -297,16 +310,16 @@ def spot_options(spec: Ec2Spec) -> dict | None:
 
 
 def launch_request(
-    aws: Aws, spec: Ec2Spec, job: str, attempt: int, ami: str, root_device: str, group_id: str, profile_arn: str
+    aws: Aws, spec: Ec2Spec, job: str, token: str, ami: str, root_device: str, group_id: str, profile_arn: str
 ) -> dict:
-    """The RunInstances request. ClientToken: a retried call launches no second instance for one attempt."""
+    """The RunInstances request. ClientToken (launch_token): a retried call launches no second instance."""
     tags = [*tags_list(spec.name), {"Key": JOB_TAG, "Value": job}, {"Key": "Name", "Value": job}]
     request: dict = {
         "ImageId": ami,
         "InstanceType": spec.instance_type,
         "MinCount": 1,
         "MaxCount": 1,
-        "ClientToken": f"{job}-{attempt}",
+        "ClientToken": token,
         "IamInstanceProfile": {"Arn": profile_arn},
         "UserData": render_user_data(user_data_settings(aws, spec, job)),
         "InstanceInitiatedShutdownBehavior": "terminate",
@@ -337,12 +350,24 @@ def launch_request(
 def _run_instances(ec2, request: dict) -> dict:
     for attempt in range(PROFILE_RETRIES):
         try:
-            return ec2.run_instances(**request)["Instances"][0]
+            return _launched(ec2.run_instances(**request)["Instances"][0], request["ClientToken"])
         except ClientError as exc:  # IAM's eventual consistency: the new profile is not visible to EC2 yet
             if "instance profile" not in str(exc).lower() or attempt == PROFILE_RETRIES - 1:
                 raise
             time.sleep(5)
     raise AssertionError("unreachable")
+
+
+def _launched(instance: dict, token: str) -> dict:
+    """The instance RunInstances answered, refused when it has already ended: EC2 returns the instance of an
+    earlier call with the same ClientToken (see launch_token), and following it would report an old run."""
+    state = instance["State"]["Name"]
+    if state in (*ENDED, "shutting-down", "stopping"):
+        raise AwsError(
+            f"RunInstances answered with instance {instance['InstanceId']}, already {state} (launched "
+            f"{instance['LaunchTime']}): ClientToken {token} belongs to an earlier launch; run the command again"
+        )
+    return instance
 
 
 def _job_instances(ec2, name: str, job: str) -> list[dict]:
@@ -361,7 +386,7 @@ def _tail_and_describe(tail: LogTail, ec2, instance_id: str) -> dict:
     return _describe(ec2, instance_id)
 
 
-def _follow(aws: Aws, spec: Ec2Spec, job: str, instance: dict, poll: float, attempt: int) -> Outcome:
+def _follow(aws: Aws, spec: Ec2Spec, job: str, instance: dict, poll: float) -> Outcome:
     """Instance state and log lines until the instance ends; relaunch after spot interruptions; report."""
     ec2 = aws.client("ec2")
     tail = LogTail(aws.client("logs"), job, group=log_group(spec.name))
@@ -384,7 +409,7 @@ def _follow(aws: Aws, spec: Ec2Spec, job: str, instance: dict, poll: float, atte
             break
         relaunches += 1
         say(f"spot interruption of {instance_id}: relaunching ({relaunches} of {MAX_RELAUNCHES}); it resumes")
-        instance = launch(aws, spec, job, attempt=attempt + relaunches)
+        instance = launch(aws, spec, job)
     _report(job, final, spec, outcome)
     if outcome.status != "Completed":
         raise AwsError(f"ec2 training job {job}: {outcome.status}: {outcome.reason or 'no reason given'}")
