@@ -377,3 +377,23 @@ def test_a_run_instances_answer_with_a_terminated_instance_is_refused():
         stub.add_response("run_instances", {"Instances": [old]}, request)
         with pytest.raises(ec2_train.AwsError, match="instance i-old, already terminated .*ClientToken t-2"):
             ec2_train._run_instances(ec2, request)
+
+
+# The Deep Learning Base OSS Nvidia Driver GPU AMI's release notes list the families it drives (P3 is not one).
+def test_a_gpu_type_the_default_ami_cannot_drive_is_refused_before_anything_is_created(aws, capsys):
+    from byoc.cli import main
+
+    argv = ["ec2-train", "--name", "ec2p", "--data", "s3://b/dogImages", "--instance-type", "p3.2xlarge"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--instance-type p3.2xlarge: the Deep Learning Base OSS Nvidia Driver GPU AMI has no driver" in err
+    assert len(err.strip().splitlines()) == 1
+    roles = [r["RoleName"] for r in boto3.client("iam").list_roles()["Roles"]]
+    assert _instances("ec2p") == [] and "byoc-ec2p-ec2" not in roles
+
+
+def test_gpu_types_tell_the_user_data_to_require_the_gpu():
+    assert ec2_train.user_data_settings(fake_aws(), spec(), "j")["BYOC_GPU"] == "1"  # g4dn.xlarge
+    assert ec2_train.user_data_settings(fake_aws(), spec(instance_type="m5.xlarge"), "j")["BYOC_GPU"] == "0"
+    spec(instance_type="p3.2xlarge", ami="ami-0own").check()  # an AMI of one's own: its driver, its call
+    spec(instance_type="g5.xlarge").check()

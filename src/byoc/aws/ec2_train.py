@@ -29,12 +29,20 @@ from byoc.aws import iam, policies, pricing, waiting
 from byoc.aws.inventory import owned_instances, owned_log_group, owned_security_groups
 from byoc.aws.logtail import LogTail
 from byoc.aws.session import NAME_TAG, Aws, AwsError, digest, find, owned, say, tags_list
+from byoc.aws.validator import RequestRefused
 from byoc.core import training_config
 from byoc.core.errors import ConfigError
 
 # AWS's public parameter for the current Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04): NVIDIA
 # driver, Docker with the NVIDIA container toolkit, the AWS CLI v2.
 AMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+# The x86_64 GPU families AWS's Deep Learning Base GPU AMIs for Ubuntu 22.04 support (their release notes'
+# supported_ec2_instances, e.g. https://docs.aws.amazon.com/dlami/latest/devguide/aws-deep-learning-base-gpu-ami-ubuntu-22-04.html
+# and https://docs.aws.amazon.com/dlami/latest/devguide/aws-deep-learning-ami-gpubasesinglecuda-ul2204-2026-01-02.html).
+# P3's V100 is not among them: the open-source NVIDIA kernel modules need Turing or newer.
+AMI_GPU_FAMILIES = frozenset(
+    {"g4dn", "g5", "g6", "gr6", "g6e", "p4d", "p4de", "p5", "p5e", "p5en", "p6-b200", "p6-b300"}
+)
 USER_DATA = "ec2_user_data.sh"
 SETTINGS_LINE = "# @BYOC_SETTINGS@"
 JOB_TAG = "byoc:job"
@@ -78,6 +86,23 @@ class Ec2Spec:
             raise ConfigError("--volume-gb must be >= 8 (the AMI, the image and the data share it)")
         if self.max_run < 60:
             raise ConfigError("--max-run must be >= 60 seconds")
+        if self.ami is None and is_gpu(self.instance_type) and family(self.instance_type) not in AMI_GPU_FAMILIES:
+            raise RequestRefused(  # exit 2, before anything is created
+                f"--instance-type {self.instance_type}: the Deep Learning Base OSS Nvidia Driver GPU AMI has no "
+                f"driver for it (it drives {', '.join(sorted(AMI_GPU_FAMILIES))}); pick one of those, or --ami "
+                "an AMI whose driver does"
+            )
+
+
+def family(instance_type: str) -> str:
+    """`g4dn.xlarge` -> `g4dn`."""
+    return instance_type.split(".", 1)[0].lower()
+
+
+def is_gpu(instance_type: str) -> bool:
+    """EC2's GPU families are named G or P and a generation (g4dn, gr6, p3, p6-b200); the Graviton ones
+    (c7g, m7g) end in g instead."""
+    return re.match(r"(g|gr|p)\d", family(instance_type)) is not None
 
 
 def job_name(spec: Ec2Spec) -> str:
@@ -283,6 +308,8 @@ def user_data_settings(aws: Aws, spec: Ec2Spec, job: str) -> dict[str, str]:
         "BYOC_LOG_GROUP": log_group(spec.name),
         "BYOC_MAX_RUN": str(spec.max_run),
         "BYOC_SPOT": "1" if spec.spot else "0",
+        "BYOC_INSTANCE_TYPE": spec.instance_type,
+        "BYOC_GPU": "1" if is_gpu(spec.instance_type) else "0",  # the script fails when nvidia-smi does not answer
         **sagemaker_config(spec.instance_type, spec.hyperparameters),
     }
 
