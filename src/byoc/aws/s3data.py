@@ -13,7 +13,7 @@ from pathlib import Path
 
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
-from s3transfer.utils import ChunksizeAdjuster
+from s3transfer.utils import ChunksizeAdjuster  # type: ignore[import-untyped]  # boto3's own, untyped
 
 from byoc.aws.session import Aws, AwsError, digest, error_code, paginate, say
 from byoc.core.errors import DataError
@@ -156,7 +156,7 @@ def upload_tree(aws: Aws, root: Path, bucket: str, prefix: str, workers: int = 1
     files = local_files(root)
     keyed = [(path, f"{prefix}/{path.relative_to(root).as_posix()}") for path in files]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        stale = pool.map(lambda item: _differs(s3, bucket, *item, existing.get(item[1])), keyed)
+        stale = pool.map(lambda item: _differs(s3, bucket, item[0], item[1], existing.get(item[1])), keyed)
         todo = [item for item, differs in zip(keyed, stale, strict=True) if differs]
         skipped = len(files) - len(todo)
         say(
