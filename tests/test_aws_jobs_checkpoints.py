@@ -3,10 +3,13 @@ against moto_server and the request validator."""
 
 from __future__ import annotations
 
+import logging
+import types
+
 import boto3
 import pytest
 
-from byoc.aws import jobs, validator
+from byoc.aws import jobs, metrics, validator
 from byoc.training.contract import TrainConfig
 from tests.awsutil import ROLE, byoc
 
@@ -146,3 +149,16 @@ def _train_other(capsys, name: str) -> str:
         *("--no-wait",),
     )
     return out.split("training job ")[1].split(":")[0].split(" ")[0]
+
+
+def test_hyperband_sees_one_objective_value_per_epoch_from_rank_0_only(caplog):
+    """Hyperband counts a job's resources by its objective's reports (HyperbandStrategyConfig: duplicate metrics
+    across nodes mislead it): the epoch line carries val_accuracy and only rank 0 writes it."""
+    monitor = pytest.importorskip("byoc.training.monitor")
+    record = dict(epoch=3, train_loss=0.5, train_accuracy=0.8, val_loss=0.6, val_accuracy=0.75, lr=0.01, seconds=2.0)
+    board = types.SimpleNamespace(scalar=lambda *args: None, flush=lambda: None)
+    with caplog.at_level(logging.INFO):
+        monitor.epoch_line(record, types.SimpleNamespace(is_main=True), board)
+        monitor.epoch_line(record, types.SimpleNamespace(is_main=False), board)
+    reported = [metrics.parse(r.getMessage()) for r in caplog.records]
+    assert [r.get(metrics.OBJECTIVE) for r in reported] == [0.75] and reported[0]["epoch"] == 3
