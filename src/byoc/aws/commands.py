@@ -253,7 +253,7 @@ def _register_ec2(sub) -> None:
         _ec2_train,
     )
     p.add_argument("--data", required=True, help="s3://BUCKET/PREFIX with train/ valid/ test/ (from `byoc data`)")
-    p.add_argument("--instance-type", default="g4dn.xlarge", help="EC2 type, e.g. g4dn.xlarge, g5.xlarge, p3.2xlarge")
+    p.add_argument("--instance-type", default="g4dn.xlarge", help="EC2 GPU type, e.g. g4dn.xlarge, g5.xlarge")
     p.add_argument("--spot", action="store_true", help="one-time spot; after an interruption it relaunches and resumes")
     p.add_argument(
         "--image", help="training image URI (default: ACCOUNT.dkr.ecr.REGION.amazonaws.com/byoc-train:latest)"

@@ -32,7 +32,7 @@ class JobSpec:
     spot: bool = False
     max_wait: int = 0  # spot only; 0: twice max_run
     hyperparameters: dict[str, str] = field(default_factory=dict)
-    resume_from: str | None = None  # s3:// checkpoint prefix of an earlier job to start from (resume.py)
+    resume_from: str | None = None  # s3:// checkpoint prefix of an earlier job to start from (resume_source)
 
 
 def hyperparameters(values: dict[str, object]) -> dict[str, str]:
