@@ -106,7 +106,7 @@ def test_launch_request_is_valid_terminates_itself_and_names_the_job_by_its_sett
     ec2 = boto3.client("ec2", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
     job = ec2_train.job_name(spec(spot=True))
     request = ec2_train.launch_request(
-        fake_aws(), spec(spot=True, key_name="me"), job, 0, "ami-1", "/dev/sda1", "sg-1", "arn:profile"
+        fake_aws(), spec(spot=True, key_name="me"), job, "tok-1", "ami-1", "/dev/sda1", "sg-1", "arn:profile"
     )
     validate_parameters(request, ec2.meta.service_model.operation_model("RunInstances").input_shape)
     assert request["InstanceInitiatedShutdownBehavior"] == "terminate"
@@ -120,13 +120,13 @@ def test_launch_request_is_valid_terminates_itself_and_names_the_job_by_its_sett
         "VolumeType": "gp3",
         "DeleteOnTermination": True,
     }
-    assert request["ClientToken"] == f"{job}-0" and request["KeyName"] == "me"
+    assert request["ClientToken"] == "tok-1" and request["KeyName"] == "me"
     assert job == ec2_train.job_name(spec(spot=True)) != ec2_train.job_name(spec())
     assert job.startswith("dogs-e-") and ec2_train.job_name(
         spec(hyperparameters={"epochs": "3"})
     ) != ec2_train.job_name(spec())
     assert "InstanceMarketOptions" not in ec2_train.launch_request(
-        fake_aws(), spec(), job, 0, "ami-1", "/dev/sda1", "sg-1", "arn:profile"
+        fake_aws(), spec(), job, "tok-1", "ami-1", "/dev/sda1", "sg-1", "arn:profile"
     )
 
 
@@ -329,3 +329,71 @@ def test_bad_settings_fail_before_any_resource(aws, capsys):
     assert main(["ec2-train", "--name", "ec2c", "--data", "s3://b/d", "--hp", "bogus=1"]) == 1
     assert "unknown hyperparameter(s): bogus" in capsys.readouterr().err
     assert _instances("ec2c") == []
+
+
+# https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html#run-instances-idempotency: a token
+# lives 24 hours and answers with the first call's instances, while a terminated instance leaves
+# DescribeInstances after about an hour.
+def test_client_token_is_new_for_each_launch_even_when_the_old_instance_is_no_longer_listed(aws, capsys, monkeypatch):
+    args, _ = _setup("ec2t", monkeypatch)
+    tokens: list[str] = []
+    run = ec2_train._run_instances
+
+    def recording(ec2, request):
+        tokens.append(request["ClientToken"])
+        return run(ec2, request)
+
+    monkeypatch.setattr(ec2_train, "_run_instances", recording)
+    byoc(capsys, *args, "--no-follow")
+    (instance,) = _instances("ec2t")
+    boto3.client("ec2").terminate_instances(InstanceIds=[instance["InstanceId"]])
+    monkeypatch.setattr(ec2_train, "_job_instances", lambda ec2, name, job: [])  # it dropped out of the listing
+    byoc(capsys, *args, "--no-follow")
+    assert len(tokens) == 2 and tokens[0] != tokens[1]
+    assert all(len(t) <= 64 and t.startswith("ec2t-e-") for t in tokens)
+
+
+def test_a_retried_run_instances_call_resends_the_same_token():
+    """Stubber: the instance profile is not visible to EC2 yet on the first call (IAM's eventual consistency)."""
+    ec2 = boto3.client("ec2", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    request = {"ImageId": "ami-1", "InstanceType": "g4dn.xlarge", "MinCount": 1, "MaxCount": 1, "ClientToken": "t-1"}
+    launched = {"InstanceId": "i-1", "State": {"Name": "pending"}, "LaunchTime": dt.datetime.now(dt.timezone.utc)}
+    with Stubber(ec2) as stub, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ec2_train.time, "sleep", lambda s: None)
+        stub.add_client_error(
+            "run_instances", "InvalidParameterValue", "Invalid IAM Instance Profile ARN", 400, {}, request
+        )
+        stub.add_response("run_instances", {"Instances": [launched]}, request)
+        assert ec2_train._run_instances(ec2, request)["InstanceId"] == "i-1"
+        stub.assert_no_pending_responses()
+
+
+def test_a_run_instances_answer_with_a_terminated_instance_is_refused():
+    """Stubber: moto does not keep ClientTokens; EC2 answers a reused one with the old call's instance."""
+    ec2 = boto3.client("ec2", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    request = {"ImageId": "ami-1", "InstanceType": "g4dn.xlarge", "MinCount": 1, "MaxCount": 1, "ClientToken": "t-2"}
+    old = {"InstanceId": "i-old", "State": {"Name": "terminated"}, "LaunchTime": dt.datetime(2026, 1, 1)}
+    with Stubber(ec2) as stub:
+        stub.add_response("run_instances", {"Instances": [old]}, request)
+        with pytest.raises(ec2_train.AwsError, match="instance i-old, already terminated .*ClientToken t-2"):
+            ec2_train._run_instances(ec2, request)
+
+
+# The Deep Learning Base OSS Nvidia Driver GPU AMI's release notes list the families it drives (P3 is not one).
+def test_a_gpu_type_the_default_ami_cannot_drive_is_refused_before_anything_is_created(aws, capsys):
+    from byoc.cli import main
+
+    argv = ["ec2-train", "--name", "ec2p", "--data", "s3://b/dogImages", "--instance-type", "p3.2xlarge"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--instance-type p3.2xlarge: the Deep Learning Base OSS Nvidia Driver GPU AMI has no driver" in err
+    assert len(err.strip().splitlines()) == 1
+    roles = [r["RoleName"] for r in boto3.client("iam").list_roles()["Roles"]]
+    assert _instances("ec2p") == [] and "byoc-ec2p-ec2" not in roles
+
+
+def test_gpu_types_tell_the_user_data_to_require_the_gpu():
+    assert ec2_train.user_data_settings(fake_aws(), spec(), "j")["BYOC_GPU"] == "1"  # g4dn.xlarge
+    assert ec2_train.user_data_settings(fake_aws(), spec(instance_type="m5.xlarge"), "j")["BYOC_GPU"] == "0"
+    spec(instance_type="p3.2xlarge", ami="ami-0own").check()  # an AMI of one's own: its driver, its call
+    spec(instance_type="g5.xlarge").check()

@@ -74,7 +74,7 @@ def test_training_request_spot_multi_instance():
     assert request["EnableManagedSpotTraining"] is True
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
     assert request["CheckpointConfig"] == {
-        "S3Uri": "s3://bucket/byoc/dogs/checkpoints/",
+        "S3Uri": f"s3://bucket/byoc/dogs/checkpoints/{request['TrainingJobName']}/",
         "LocalPath": "/opt/ml/checkpoints",
     }
     assert request["TensorBoardOutputConfig"] == {

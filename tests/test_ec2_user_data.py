@@ -210,7 +210,23 @@ def test_no_image_means_a_failure_file_and_a_shutdown(aws, cli_image, tmp_path):
     job = ec2_train.job_name(spec)
     prepare_aws("udx", job)
     settings = {**ec2_train.user_data_settings(fake_aws(), spec, job)}
-    run_user_data(cli_image, aws, tmp_path, settings, gpu=False)
+    run_user_data(cli_image, aws, tmp_path, settings, gpu=True)
     assert s3_keys(f"byoc/udx/ec2/{job}/")["failure"].startswith(b"docker login to 127.0.0.1:9 failed")
     assert [c[0] for c in calls(tmp_path)] == ["login"]
+    assert (tmp_path / "shutdown.txt").read_text() == "-h now\n"
+
+
+def test_a_gpu_instance_whose_nvidia_smi_fails_uploads_the_reason_and_trains_nothing(aws, cli_image, tmp_path):
+    spec = ec2_train.Ec2Spec(name="udg", data=f"s3://{BUCKET}/dogImages", image="127.0.0.1:9/byoc-train:1")
+    job = ec2_train.job_name(spec)
+    prepare_aws("udg", job)
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    (stubs / "nvidia-smi").write_text(
+        "#!/bin/bash\necho 'NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver.'\nexit 9\n"
+    )
+    run_user_data(cli_image, aws, tmp_path, ec2_train.user_data_settings(fake_aws(), spec, job), gpu=False)
+    failure = s3_keys(f"byoc/udg/ec2/{job}/")["failure"].decode()
+    assert failure.startswith("nvidia-smi failed on GPU instance type g4dn.xlarge") and "NVIDIA driver" in failure
+    assert not (tmp_path / "docker-calls.jsonl").exists()  # no login, pull or run
     assert (tmp_path / "shutdown.txt").read_text() == "-h now\n"

@@ -219,6 +219,12 @@ def _register_jobs(sub) -> None:
     )
     p.add_argument("--job-name", help="default: NAME-<hash of the settings> (a rerun follows the same job)")
     p.add_argument("--no-logs", dest="logs", action="store_false", help="do not print the CloudWatch log lines")
+    p.add_argument(
+        "--resume-from",
+        dest="resume_job",
+        metavar="JOB_NAME",
+        help="start from the checkpoints of this earlier training job of NAME (copied to the new job's own)",
+    )
 
     p = _command(
         sub, "tune", "a hyperparameter tuning job (lr, batch-size) maximising val_accuracy", _tune, _job_options
@@ -247,7 +253,7 @@ def _register_ec2(sub) -> None:
         _ec2_train,
     )
     p.add_argument("--data", required=True, help="s3://BUCKET/PREFIX with train/ valid/ test/ (from `byoc data`)")
-    p.add_argument("--instance-type", default="g4dn.xlarge", help="EC2 type, e.g. g4dn.xlarge, g5.xlarge, p3.2xlarge")
+    p.add_argument("--instance-type", default="g4dn.xlarge", help="EC2 GPU type, e.g. g4dn.xlarge, g5.xlarge")
     p.add_argument("--spot", action="store_true", help="one-time spot; after an interruption it relaunches and resumes")
     p.add_argument(
         "--image", help="training image URI (default: ACCOUNT.dkr.ecr.REGION.amazonaws.com/byoc-train:latest)"
@@ -278,7 +284,10 @@ def _ec2_train(aws, args) -> int:
 
 
 def _train(aws, args) -> int:
-    jobs.train(aws, _job_spec(aws, args), args.job_name, args.wait, args.poll, args.logs)
+    spec = _job_spec(aws, args)
+    if args.resume_job:
+        spec.resume_from = jobs.resume_source(aws, args.name, args.resume_job)
+    jobs.train(aws, spec, args.job_name, args.wait, args.poll, args.logs)
     return 0
 
 

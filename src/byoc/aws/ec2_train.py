@@ -18,6 +18,7 @@ import json
 import re
 import shlex
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -28,12 +29,20 @@ from byoc.aws import iam, policies, pricing, waiting
 from byoc.aws.inventory import owned_instances, owned_log_group, owned_security_groups
 from byoc.aws.logtail import LogTail
 from byoc.aws.session import NAME_TAG, Aws, AwsError, digest, find, owned, say, tags_list
+from byoc.aws.validator import RequestRefused
 from byoc.core import training_config
 from byoc.core.errors import ConfigError
 
 # AWS's public parameter for the current Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04): NVIDIA
 # driver, Docker with the NVIDIA container toolkit, the AWS CLI v2.
 AMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+# The x86_64 GPU families AWS's Deep Learning Base GPU AMIs for Ubuntu 22.04 support (their release notes'
+# supported_ec2_instances, e.g. https://docs.aws.amazon.com/dlami/latest/devguide/aws-deep-learning-base-gpu-ami-ubuntu-22-04.html
+# and https://docs.aws.amazon.com/dlami/latest/devguide/aws-deep-learning-ami-gpubasesinglecuda-ul2204-2026-01-02.html).
+# P3's V100 is not among them: the open-source NVIDIA kernel modules need Turing or newer.
+AMI_GPU_FAMILIES = frozenset(
+    {"g4dn", "g5", "g6", "gr6", "g6e", "p4d", "p4de", "p5", "p5e", "p5en", "p6-b200", "p6-b300"}
+)
 USER_DATA = "ec2_user_data.sh"
 SETTINGS_LINE = "# @BYOC_SETTINGS@"
 JOB_TAG = "byoc:job"
@@ -77,6 +86,23 @@ class Ec2Spec:
             raise ConfigError("--volume-gb must be >= 8 (the AMI, the image and the data share it)")
         if self.max_run < 60:
             raise ConfigError("--max-run must be >= 60 seconds")
+        if self.ami is None and is_gpu(self.instance_type) and family(self.instance_type) not in AMI_GPU_FAMILIES:
+            raise RequestRefused(  # exit 2, before anything is created
+                f"--instance-type {self.instance_type}: the Deep Learning Base OSS Nvidia Driver GPU AMI has no "
+                f"driver for it (it drives {', '.join(sorted(AMI_GPU_FAMILIES))}); pick one of those, or --ami "
+                "an AMI whose driver does"
+            )
+
+
+def family(instance_type: str) -> str:
+    """`g4dn.xlarge` -> `g4dn`."""
+    return instance_type.split(".", 1)[0].lower()
+
+
+def is_gpu(instance_type: str) -> bool:
+    """EC2's GPU families are named G or P and a generation (g4dn, gr6, p3, p6-b200); the Graviton ones
+    (c7g, m7g) end in g instead."""
+    return re.match(r"(g|gr|p)\d", family(instance_type)) is not None
 
 
 def job_name(spec: Ec2Spec) -> str:
@@ -122,14 +148,14 @@ def ec2_train(aws: Aws, spec: Ec2Spec, follow: bool = True, poll: float = 30) ->
             say(f"ec2 training job {job} already completed: not launching another")
             _report(job, instances[-1] if instances else None, spec, done)
             return done
-        instance = launch(aws, spec, job, attempt=len(instances))
+        instance = launch(aws, spec, job)
     if not follow:
         _how_to_follow(spec, job)
         return None
-    return _follow(aws, spec, job, instance, poll, attempt=len(instances))
+    return _follow(aws, spec, job, instance, poll)
 
 
-def launch(aws: Aws, spec: Ec2Spec, job: str, attempt: int) -> dict:
+def launch(aws: Aws, spec: Ec2Spec, job: str) -> dict:
     """The role, profile, security group and log group (each converged), then the instance."""
     ec2 = aws.client("ec2")
     ami = spec.ami or find_ami(aws.client("ssm"))
@@ -137,7 +163,7 @@ def launch(aws: Aws, spec: Ec2Spec, job: str, attempt: int) -> dict:
     group_id = ensure_security_group(ec2, spec.name, vpc)
     ensure_log_group(aws.client("logs"), spec.name)
     profile = ensure_instance_role(aws, spec)
-    request = launch_request(aws, spec, job, attempt, ami, _root_device(ec2, ami), group_id, profile)
+    request = launch_request(aws, spec, job, launch_token(job), ami, _root_device(ec2, ami), group_id, profile)
     say(
         f"launching {spec.instance_type}{' (spot, one-time)' if spot_options(spec) else ''} for ec2 training job "
         f"{job}: AMI {ami}, image {spec.image}, data {spec.data}, {spec.volume_gb} GB"
@@ -147,6 +173,18 @@ def launch(aws: Aws, spec: Ec2Spec, job: str, attempt: int) -> dict:
     instance = _run_instances(ec2, request)
     say(f"  instance {instance['InstanceId']}: {instance['State']['Name']}")
     return instance
+
+
+def launch_token(job: str) -> str:
+    """RunInstances' ClientToken for one launch attempt: the job's name and a fresh uuid (64 ASCII characters
+    at most). EC2 answers a token it saw in the last 24 hours with that call's instances, even terminated
+    ones, and those drop out of DescribeInstances after about an hour
+    (https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html#run-instances-idempotency):
+    a token derived from the job and the instances still visible comes back after a failed attempt and
+    returns the old, terminated instance. The token still makes retries of one attempt idempotent: botocore's
+    retries and _run_instances's resend the same request. A rerun of the command is a new attempt only when
+    the job's instances (found by tag) are all ended."""
+    return f"{job[:31]}-{uuid.uuid4().hex}"
 
 
 def find_ami(ssm) -> str:
@@ -270,6 +308,8 @@ def user_data_settings(aws: Aws, spec: Ec2Spec, job: str) -> dict[str, str]:
         "BYOC_LOG_GROUP": log_group(spec.name),
         "BYOC_MAX_RUN": str(spec.max_run),
         "BYOC_SPOT": "1" if spec.spot else "0",
+        "BYOC_INSTANCE_TYPE": spec.instance_type,
+        "BYOC_GPU": "1" if is_gpu(spec.instance_type) else "0",  # the script fails when nvidia-smi does not answer
         **sagemaker_config(spec.instance_type, spec.hyperparameters),
     }
 
@@ -297,16 +337,16 @@ def spot_options(spec: Ec2Spec) -> dict | None:
 
 
 def launch_request(
-    aws: Aws, spec: Ec2Spec, job: str, attempt: int, ami: str, root_device: str, group_id: str, profile_arn: str
+    aws: Aws, spec: Ec2Spec, job: str, token: str, ami: str, root_device: str, group_id: str, profile_arn: str
 ) -> dict:
-    """The RunInstances request. ClientToken: a retried call launches no second instance for one attempt."""
+    """The RunInstances request. ClientToken (launch_token): a retried call launches no second instance."""
     tags = [*tags_list(spec.name), {"Key": JOB_TAG, "Value": job}, {"Key": "Name", "Value": job}]
     request: dict = {
         "ImageId": ami,
         "InstanceType": spec.instance_type,
         "MinCount": 1,
         "MaxCount": 1,
-        "ClientToken": f"{job}-{attempt}",
+        "ClientToken": token,
         "IamInstanceProfile": {"Arn": profile_arn},
         "UserData": render_user_data(user_data_settings(aws, spec, job)),
         "InstanceInitiatedShutdownBehavior": "terminate",
@@ -337,12 +377,24 @@ def launch_request(
 def _run_instances(ec2, request: dict) -> dict:
     for attempt in range(PROFILE_RETRIES):
         try:
-            return ec2.run_instances(**request)["Instances"][0]
+            return _launched(ec2.run_instances(**request)["Instances"][0], request["ClientToken"])
         except ClientError as exc:  # IAM's eventual consistency: the new profile is not visible to EC2 yet
             if "instance profile" not in str(exc).lower() or attempt == PROFILE_RETRIES - 1:
                 raise
             time.sleep(5)
     raise AssertionError("unreachable")
+
+
+def _launched(instance: dict, token: str) -> dict:
+    """The instance RunInstances answered, refused when it has already ended: EC2 returns the instance of an
+    earlier call with the same ClientToken (see launch_token), and following it would report an old run."""
+    state = instance["State"]["Name"]
+    if state in (*ENDED, "shutting-down", "stopping"):
+        raise AwsError(
+            f"RunInstances answered with instance {instance['InstanceId']}, already {state} (launched "
+            f"{instance['LaunchTime']}): ClientToken {token} belongs to an earlier launch; run the command again"
+        )
+    return instance
 
 
 def _job_instances(ec2, name: str, job: str) -> list[dict]:
@@ -361,7 +413,7 @@ def _tail_and_describe(tail: LogTail, ec2, instance_id: str) -> dict:
     return _describe(ec2, instance_id)
 
 
-def _follow(aws: Aws, spec: Ec2Spec, job: str, instance: dict, poll: float, attempt: int) -> Outcome:
+def _follow(aws: Aws, spec: Ec2Spec, job: str, instance: dict, poll: float) -> Outcome:
     """Instance state and log lines until the instance ends; relaunch after spot interruptions; report."""
     ec2 = aws.client("ec2")
     tail = LogTail(aws.client("logs"), job, group=log_group(spec.name))
@@ -384,7 +436,7 @@ def _follow(aws: Aws, spec: Ec2Spec, job: str, instance: dict, poll: float, atte
             break
         relaunches += 1
         say(f"spot interruption of {instance_id}: relaunching ({relaunches} of {MAX_RELAUNCHES}); it resumes")
-        instance = launch(aws, spec, job, attempt=attempt + relaunches)
+        instance = launch(aws, spec, job)
     _report(job, final, spec, outcome)
     if outcome.status != "Completed":
         raise AwsError(f"ec2 training job {job}: {outcome.status}: {outcome.reason or 'no reason given'}")

@@ -7,7 +7,8 @@
 # writes in place of the settings line below; tests/test_ec2_user_data.py runs this same file with
 # `docker`, `nvidia-smi` and `shutdown` stubbed on PATH, against moto and a local registry.
 #
-# Steps: log in to ECR and pull the image; sync the data down, and the checkpoints of an earlier
+# Steps: on a GPU instance type, check that nvidia-smi sees the GPU (else fail: no training on the
+# CPU); log in to ECR and pull the image; sync the data down, and the checkpoints of an earlier
 # attempt (a spot interruption resumes from them); write /opt/ml/input/config as SageMaker does;
 # `docker run ... train`; sync the checkpoints up; upload metrics.json, the failure file and, last,
 # model.tar.gz (its presence means "completed") to BYOC_OUTPUT/; shut down. The log goes to
@@ -113,7 +114,17 @@ write_config() { # /opt/ml/input/config exactly as SageMaker writes it for one h
     printf '%s\n' "$BYOC_INPUT_DATA_CONFIG" >"$ml/input/config/inputdataconfig.json"
 }
 
-prepare() { # image, data and earlier checkpoints; status 1 with a failure reason when one is missing
+gpu_check() { # on a GPU instance type the GPU must answer: training on its CPU would bill a GPU for nothing
+    [ "$BYOC_GPU" = 1 ] || return 0
+    local answer
+    answer="$(nvidia-smi -L 2>&1)" && return 0
+    fail "nvidia-smi failed on GPU instance type $BYOC_INSTANCE_TYPE, so no GPU for training (the AMI's" \
+        "driver may not support it): $(printf '%s' "$answer" | tr '\n' ' ' | cut -c1-300)"
+    return 1
+}
+
+prepare() { # GPU, image, data and earlier checkpoints; status 1 with a failure reason when one is missing
+    gpu_check || return 1
     aws ecr get-login-password --region "$BYOC_REGION" \
         | docker login --username AWS --password-stdin "$BYOC_REGISTRY" >/dev/null \
         || { fail "docker login to $BYOC_REGISTRY failed"; return 1; }
@@ -133,7 +144,7 @@ prepare() { # image, data and earlier checkpoints; status 1 with a failure reaso
 
 train() { # the training container, as SageMaker runs it; its exit status
     local gpus=() shm
-    nvidia-smi -L >/dev/null 2>&1 && gpus=(--gpus all)
+    [ "$BYOC_GPU" = 1 ] && gpus=(--gpus all) # gpu_check has seen the GPU answer
     # The data loader's workers hand batches over in /dev/shm: Docker's 64 MB default makes them die
     # with "bus error". Half the memory is what SageMaker's own hosts leave it.
     shm="$(($(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 2))k"

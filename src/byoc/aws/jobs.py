@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 from byoc.aws import metrics, validator, waiting
 from byoc.aws.logtail import LogTail
-from byoc.aws.session import Aws, AwsError, digest, find, say, tags_list
+from byoc.aws.session import Aws, AwsError, digest, find, owned, say, tags_list
 from byoc.core.errors import ConfigError
 from byoc.training.contract import DEFAULT_CHECKPOINT_DIR, TrainConfig
 
@@ -31,6 +32,7 @@ class JobSpec:
     spot: bool = False
     max_wait: int = 0  # spot only; 0: twice max_run
     hyperparameters: dict[str, str] = field(default_factory=dict)
+    resume_from: str | None = None  # s3:// checkpoint prefix of an earlier job to start from (resume_source)
 
 
 def hyperparameters(values: dict[str, object]) -> dict[str, str]:
@@ -89,9 +91,15 @@ def definition(spec: JobSpec) -> dict:
         if stopping["MaxWaitTimeInSeconds"] < spec.max_run:
             raise ConfigError("--max-wait must be >= --max-run (it includes the time waiting for spot capacity)")
         request["EnableManagedSpotTraining"] = True
-        # A reclaimed spot instance resumes from here: byoc.training.train keeps its checkpoints in LocalPath.
-        request["CheckpointConfig"] = {"S3Uri": f"{output}/checkpoints/", "LocalPath": DEFAULT_CHECKPOINT_DIR}
     return request
+
+
+def checkpoint_uri(output: str, job_name: str) -> str:
+    """The S3 prefix of one training job's checkpoints. SageMaker restores everything under a job's
+    CheckpointConfig.S3Uri into LocalPath when the job starts ("run a new estimator with the same
+    checkpoint_s3_uri" resumes: https://docs.aws.amazon.com/sagemaker/latest/dg/model-checkpoints-resume.html),
+    so a prefix shared by two jobs makes the second resume the first's weights and epoch: one job, one prefix."""
+    return f"{_s3(output, '--output')}/checkpoints/{job_name}/"
 
 
 def training_request(spec: JobSpec, job_name: str | None = None) -> dict:
@@ -103,7 +111,12 @@ def training_request(spec: JobSpec, job_name: str | None = None) -> dict:
         "LocalPath": TENSORBOARD_LOCAL,
     }
     request["Tags"] = tags_list(spec.name)
-    request["TrainingJobName"] = job_name or f"{spec.name}-{digest(request)}"
+    settings = {**request, "ResumeFrom": spec.resume_from} if spec.resume_from else request
+    name = job_name or f"{spec.name}-{digest(settings)}"
+    request["TrainingJobName"] = name
+    if spec.spot or spec.resume_from:
+        # A reclaimed spot instance resumes from here: byoc.training.train keeps its checkpoints in LocalPath.
+        request["CheckpointConfig"] = {"S3Uri": checkpoint_uri(spec.output, name), "LocalPath": DEFAULT_CHECKPOINT_DIR}
     return request
 
 
@@ -121,9 +134,11 @@ def train(
         f"{' (managed spot)' if spec.spot else ''}, image {spec.image}, data {spec.data}",
         f"  hyperparameters: {hps or '(defaults)'}",
     ]
+    if spec.resume_from:
+        announce.append(f"  resuming from the checkpoints of {spec.resume_from}")
     _start_or_follow(
         sm.describe_training_job,
-        sm.create_training_job,
+        functools.partial(_create_training_job, aws, spec),
         "TrainingJobName",
         "TrainingJobStatus",
         request,
@@ -149,6 +164,45 @@ def train(
     final = {**tail.metrics, **{m["MetricName"]: m["Value"] for m in job.get("FinalMetricDataList", [])}}
     report_job(job, final)
     return job
+
+
+def _create_training_job(aws: Aws, spec: JobSpec, **request: Any) -> None:
+    """CreateTrainingJob, after copying the checkpoints of the job it resumes (if any) to its own prefix:
+    the earlier job's checkpoints stay as that job left them."""
+    if spec.resume_from:
+        copy_checkpoints(aws.client("s3"), spec.resume_from, request["CheckpointConfig"]["S3Uri"])
+    aws.client("sagemaker").create_training_job(**request)
+
+
+def resume_source(aws: Aws, name: str, job_name: str) -> str:
+    """The checkpoint prefix of training job `job_name`, checked: it exists, byoc started it for NAME,
+    and it has checkpoints (a one-line error otherwise, before anything is created)."""
+    sm = aws.client("sagemaker")
+    job = find(sm.describe_training_job, TrainingJobName=job_name)
+    if job is None:
+        raise ConfigError(f"--resume-from {job_name}: no such training job in {aws.region}")
+    tags = sm.list_tags(ResourceArn=job["TrainingJobArn"]).get("Tags", [])
+    if not owned(tags, name):
+        raise ConfigError(f"--resume-from {job_name}: that training job was not started by byoc for {name!r}")
+    uri = job.get("CheckpointConfig", {}).get("S3Uri")
+    if not uri:
+        raise ConfigError(f"--resume-from {job_name}: that job kept no checkpoints (it ran without --spot)")
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    if not aws.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount"):
+        raise ConfigError(f"--resume-from {job_name}: no checkpoints under {uri}")
+    return uri
+
+
+def copy_checkpoints(s3, source: str, target: str) -> None:
+    """Every object under the s3:// prefix `source`, copied under `target` (server-side)."""
+    src_bucket, _, src_prefix = source.removeprefix("s3://").partition("/")
+    dst_bucket, _, dst_prefix = target.removeprefix("s3://").partition("/")
+    src_prefix, dst_prefix = src_prefix.rstrip("/") + "/", dst_prefix.rstrip("/") + "/"
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=src_bucket, Prefix=src_prefix):
+        for obj in page.get("Contents", []):
+            key = dst_prefix + obj["Key"].removeprefix(src_prefix)
+            s3.copy({"Bucket": src_bucket, "Key": obj["Key"]}, dst_bucket, key)
+    say(f"  copied the checkpoints of {source} to {target}")
 
 
 def _start_or_follow(
@@ -201,6 +255,10 @@ def tuning_request(spec: JobSpec, tuning: TuningSpec, tuning_name: str | None = 
         raise ConfigError("--batch-sizes needs one or more positive integers")
     if not 1 <= tuning.max_parallel <= tuning.max_jobs:
         raise ConfigError("--max-parallel must be between 1 and --max-jobs")
+    # No CheckpointConfig: a tuning job's definition holds one S3Uri for every training job it launches
+    # (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_HyperParameterTrainingJobDefinition.html
+    # documents no per-job suffix), and each job would restore the others' checkpoints as its own. A spot
+    # job that loses its instance starts its epochs again instead.
     training = definition(spec)
     training["StaticHyperParameters"] = {k: v for k, v in spec.hyperparameters.items() if k not in TUNED}
     limits = {"MaxNumberOfTrainingJobs": tuning.max_jobs, "MaxParallelTrainingJobs": tuning.max_parallel}
@@ -224,10 +282,22 @@ def tuning_request(spec: JobSpec, tuning: TuningSpec, tuning_name: str | None = 
         # Auto stops jobs whose val_accuracy curve trails the others'; Hyperband does its own stopping.
         "TrainingJobEarlyStoppingType": "Off" if tuning.strategy == "Hyperband" else "Auto",
     }
+    if tuning.strategy == "Hyperband":
+        config["StrategyConfig"] = {"HyperbandStrategyConfig": hyperband_resources(spec.hyperparameters)}
     request = {"HyperParameterTuningJobConfig": config, "TrainingJobDefinition": training, "Tags": tags_list(spec.name)}
     # Tuning job names are limited to 32 characters.
     request["HyperParameterTuningJobName"] = tuning_name or f"{spec.name[:23]}-{digest(request)}"
     return request
+
+
+def hyperband_resources(hyperparameters: dict[str, str]) -> dict[str, int]:
+    """Hyperband's MinResource/MaxResource in epochs. Without MaxResource SageMaker infers it from a static
+    `epochs` hyperparameter or refuses the job, so it is always sent: the epochs given, else the training
+    image's default. Hyperband counts a job's resources by the objective values it reports, one per epoch
+    (the epoch line, metrics.METRIC_DEFINITIONS).
+    https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_HyperbandStrategyConfig.html"""
+    epochs = TrainConfig.from_dict(hyperparameters).epochs
+    return {"MinResource": 1, "MaxResource": epochs}
 
 
 def tune(

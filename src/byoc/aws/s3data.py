@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import shutil
 import urllib.parse
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
+from s3transfer.utils import ChunksizeAdjuster  # type: ignore[import-untyped]  # boto3's own, untyped
 
 from byoc.aws.session import Aws, AwsError, digest, error_code, paginate, say
 from byoc.core.errors import DataError
@@ -19,7 +21,7 @@ from byoc.core.errors import DataError
 # The archive the reference (Udacity dog-project) notebook downloads: 133 breeds, ~1.1 GB.
 DOG_IMAGES_URL = "https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip"
 SPLITS = ("train", "valid", "test")
-# Images are far below this, so each is one PUT and its ETag is its MD5 (what the skip check compares).
+# Images are far below this, so each is one PUT (s3_sha256 follows the part size above it).
 TRANSFER = TransferConfig(multipart_threshold=512 * 1024 * 1024, use_threads=False)
 
 
@@ -102,33 +104,69 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def s3_sha256(path: Path) -> str:
+    """The ChecksumSHA256 S3 keeps for `path` uploaded with TRANSFER and ChecksumAlgorithm SHA256: the file's
+    SHA-256, or for a multipart upload the SHA-256 of its parts' SHA-256s with "-PARTS" appended (parts of the
+    size s3transfer chooses from TRANSFER). Base64, as S3 gives it.
+    https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity-upload.html"""
+    size = path.stat().st_size
+    if size < TRANSFER.multipart_threshold:
+        return base64.b64encode(_sha256_parts(path, max(size, 1))[0]).decode()
+    digests = _sha256_parts(path, ChunksizeAdjuster().adjust_chunksize(TRANSFER.multipart_chunksize, size))
+    return f"{base64.b64encode(hashlib.sha256(b''.join(digests)).digest()).decode()}-{len(digests)}"
+
+
+def _sha256_parts(path: Path, part: int) -> list[bytes]:
+    """The SHA-256 of each `part` bytes of the file (one digest for an empty file)."""
+    digests: list[bytes] = []
+    with path.open("rb") as f:
+        while True:
+            digest, left = hashlib.sha256(), part
+            while left and (block := f.read(min(1 << 20, left))):
+                digest.update(block)
+                left -= len(block)
+            if left == part and digests:  # nothing left after the last whole part
+                return digests
+            digests.append(digest.digest())
+            if left:  # the end of the file, inside this part
+                return digests
+
+
+def _differs(s3, bucket: str, path: Path, key: str, listed: dict | None) -> bool:
+    """Whether the object at `key` (its listing entry, None when absent) holds other bytes than `path`.
+    Sizes first; then the ETag, which is the MD5 of the bytes only for a single-part upload without
+    SSE-KMS or SSE-C, so an equal one proves the same bytes and any other value proves nothing; then the
+    SHA-256 S3 keeps whatever the encryption (HeadObject with ChecksumMode ENABLED)."""
+    if listed is None or listed["Size"] != path.stat().st_size:
+        return True
+    if listed["ETag"].strip('"') == _md5(path):
+        return False
+    head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    remote, _, remote_parts = (head.get("ChecksumSHA256") or "").partition("-")
+    local, _, local_parts = s3_sha256(path).partition("-")  # base64 has no "-": only the parts' count follows it
+    return remote != local or remote_parts not in ("", local_parts)
+
+
 def upload_tree(aws: Aws, root: Path, bucket: str, prefix: str, workers: int = 16) -> tuple[int, int]:
-    """Upload the layout under s3://bucket/prefix/, skipping objects of the same size and ETag; (uploaded, skipped)."""
+    """Upload the layout under s3://bucket/prefix/, skipping objects that hold the same bytes (_differs);
+    (uploaded, skipped). Uploads carry a SHA-256 checksum, so a rerun can tell even where ETags are no MD5."""
     s3 = aws.client("s3")
     prefix = prefix.strip("/")
-    existing = {
-        o["Key"]: (o["Size"], o["ETag"].strip('"'))
-        for o in paginate(s3, "list_objects_v2", "Contents", Bucket=bucket, Prefix=f"{prefix}/")
-    }
-    todo = []
+    existing = {o["Key"]: o for o in paginate(s3, "list_objects_v2", "Contents", Bucket=bucket, Prefix=f"{prefix}/")}
     files = local_files(root)
-    for path in files:
-        key = f"{prefix}/{path.relative_to(root).as_posix()}"
-        there = existing.get(key)
-        if there and there[0] == path.stat().st_size and there[1] == _md5(path):
-            continue
-        todo.append((path, key))
-    skipped = len(files) - len(todo)
-    say(
-        f"uploading {len(todo)} of {len(files)} files to s3://{bucket}/{prefix}/ with {workers} threads "
-        f"({skipped} already there)"
-    )
-    done = 0
+    keyed = [(path, f"{prefix}/{path.relative_to(root).as_posix()}") for path in files]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(s3.upload_file, str(path), bucket, key, Config=TRANSFER) for path, key in todo]
-        for future in as_completed(futures):
+        stale = pool.map(lambda item: _differs(s3, bucket, item[0], item[1], existing.get(item[1])), keyed)
+        todo = [item for item, differs in zip(keyed, stale, strict=True) if differs]
+        skipped = len(files) - len(todo)
+        say(
+            f"uploading {len(todo)} of {len(files)} files to s3://{bucket}/{prefix}/ with {workers} threads "
+            f"({skipped} already there)"
+        )
+        extra = {"ChecksumAlgorithm": "SHA256"}
+        futures = [pool.submit(s3.upload_file, str(p), bucket, k, ExtraArgs=extra, Config=TRANSFER) for p, k in todo]
+        for done, future in enumerate(as_completed(futures), 1):
             future.result()
-            done += 1
             if done % 1000 == 0 or done == len(todo):
                 say(f"  {done}/{len(todo)} uploaded")
     return len(todo), skipped
