@@ -366,7 +366,14 @@ def _register_hosting(sub) -> None:
     p.add_argument(
         "--source", type=Path, default=Path("lambda"), help="folder with lambda_function.py (default lambda/)"
     )
-    p.add_argument("--reserved-concurrency", dest="reserved", type=int, required=True)
+    p.add_argument(
+        "--reserved-concurrency",
+        dest="reserved",
+        type=int,
+        metavar="N",
+        help="executions kept for this function, and its ceiling (checked against the account's quota: Lambda keeps "
+        "100 unreserved); without it the function shares the unreserved pool and a reservation made earlier is removed",
+    )
     p.add_argument(
         "--provisioned-concurrency",
         dest="provisioned",
