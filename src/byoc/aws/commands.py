@@ -600,7 +600,14 @@ def _register_predict(sub) -> None:
         "where the endpoint writes its results)",
     )
     p.add_argument(
-        "--wait-timeout", type=float, default=900, help="--async: seconds to wait for all results (default 900)"
+        "--wait-timeout", type=float, default=3600, help="--async: seconds to wait for all results (default 3600)"
+    )
+    p.add_argument(
+        "--invocation-timeout",
+        type=int,
+        default=3600,
+        metavar="SECONDS",
+        help="--async: seconds the endpoint may work on one image, 1 to 3600 (default 3600)",
     )
     p.add_argument(
         "--target-model",
