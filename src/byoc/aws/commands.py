@@ -1,5 +1,5 @@
 """The AWS subcommands of `byoc`: data, sagemaker-role, train-job, tune, ec2-train, batch-transform, deploy,
-autoscale, predict, models, lambda-deploy, status, teardown.
+autoscale, predict, models, lambda-deploy, status, stop, teardown.
 
 Each is idempotent (run it again to resume or to converge) and prints what it does.
 """
@@ -15,6 +15,7 @@ from byoc.aws import (
     autoscale,
     ecr,
     endpoint,
+    interrupt,
     jobs,
     lambda_deploy,
     s3data,
@@ -95,7 +96,7 @@ def _run(handler):
         if not getattr(args, "verbose", False):  # botocore logs every credential lookup at INFO
             for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):
                 logging.getLogger(noisy).setLevel(logging.WARNING)
-        with session.aws_errors():
+        with session.aws_errors(), interrupt.named(getattr(args, "name", None)):
             aws = session.connect(args.region, args.profile)
             return handler(aws, args) or 0
 
@@ -112,6 +113,7 @@ def register(sub) -> None:
     _register_models(sub)
     for command, helptext, handler in (
         ("status", "what exists for NAME, its state and hourly cost", _status),
+        ("stop", "stop NAME's running training, tuning and transform jobs (endpoints keep running)", _stop),
         ("teardown", "delete everything the commands created for NAME", _teardown),
     ):
         p = _command(sub, command, helptext, handler)
@@ -463,6 +465,13 @@ def _lambda_deploy(aws, args) -> int:
 
 def _status(aws, args) -> int:
     status.status(aws, args.name)
+    return 0
+
+
+def _stop(aws, args) -> int:
+    from byoc.aws import stop
+
+    stop.stop(aws, args.name)
     return 0
 
 
