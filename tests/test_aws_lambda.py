@@ -294,6 +294,7 @@ def test_a_function_may_keep_its_own_reservation_and_no_flag_removes_it(aws, cap
     out = byoc(capsys, *deploy_args("lam5", source)[:-4], "--poll", "0.05")  # without --reserved-concurrency 5
     assert "reserved concurrency: 5 -> none (no --reserved-concurrency)" in out
     assert "ReservedConcurrentExecutions" not in lam.get_function_concurrency(FunctionName="lam5-classify")
+    assert "reserved concurrency none (shared pool)" in byoc(capsys, "status", "--name", "lam5")
 
 
 def test_reservation_room_is_read_from_get_account_settings():
