@@ -49,13 +49,26 @@ def moto_server():
         proc.wait(timeout=10)
 
 
+def moto_account_limit(lam, quota: int = 1000) -> dict:
+    """Lambda's GetAccountSettings AccountLimit, which moto_server lacks: `quota` (Lambda's default is
+    1000) less what moto's functions have reserved."""
+    reserved = sum(
+        lam.get_function_concurrency(FunctionName=f["FunctionName"]).get("ReservedConcurrentExecutions") or 0
+        for f in lam.list_functions()["Functions"]
+    )
+    return {"ConcurrentExecutions": quota, "UnreservedConcurrentExecutions": quota - reserved}
+
+
 @pytest.fixture
 def aws(moto_server, monkeypatch):
     """Environment pointing boto3 at the module's moto_server; yields its URL."""
+    from byoc.aws import lambda_deploy
+
     for key in [k for k in os.environ if k.startswith("AWS_")]:
         monkeypatch.delenv(key)
     for key, value in aws_env(moto_server).items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setattr(lambda_deploy, "account_limit", moto_account_limit)
     yield moto_server
 
 

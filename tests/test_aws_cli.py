@@ -20,6 +20,7 @@ AWS_COMMANDS = (
     "autoscale",
     "lambda-deploy",
     "status",
+    "stop",
     "teardown",
 )
 

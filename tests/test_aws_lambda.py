@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import warnings
@@ -14,7 +15,8 @@ from botocore.stub import Stubber
 
 from byoc.aws import lambda_deploy, policies
 from byoc.aws.session import AwsError
-from tests.awsutil import ROLE, byoc
+from byoc.aws.validator import RequestRefused
+from tests.awsutil import ROLE, byoc, moto_account_limit
 
 HANDLER = "import os\n\ndef lambda_handler(event, context):\n    return {'endpoint': os.environ['ENDPOINT_NAME']}\n"
 
@@ -208,3 +210,111 @@ def test_provisioned_concurrency_failure_is_reported():
         )
         with pytest.raises(AwsError, match="account concurrency limit"):
             lambda_deploy.set_provisioned(lam, "fn", "live", 3, poll=0.01)
+
+
+def public_statements(lam, function: str) -> dict[str, dict]:
+    """The alias's resource-policy statements for Principal "*", by Sid (moto keeps AddPermission's fields)."""
+    try:
+        policy = json.loads(lam.get_policy(FunctionName=function, Qualifier="live")["Policy"])
+    except lam.exceptions.ResourceNotFoundException:
+        return {}
+    return {s["Sid"]: s for s in policy["Statement"] if s.get("Principal") == "*"}
+
+
+def test_public_function_url_grants_invoke_function_url_and_invoke_function_urls_auth(aws, capsys, source):
+    """https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html: a URL with AuthType NONE needs, for
+    Principal "*", lambda:InvokeFunctionUrl (FunctionUrlAuthType NONE) and lambda:InvokeFunction
+    (InvokedViaFunctionUrl); switching to AWS_IAM or dropping the URL removes both."""
+    lam = boto3.client("lambda")
+    byoc(capsys, *deploy_args("lam3", source, "--function-url", "--function-url-auth", "NONE"))
+    statements = public_statements(lam, "lam3-classify")
+    fields = sorted(
+        (s["Action"], s.get("FunctionUrlAuthType"), s.get("InvokedViaFunctionUrl")) for s in statements.values()
+    )
+    assert fields == [
+        ("lambda:InvokeFunction", None, True),
+        ("lambda:InvokeFunctionUrl", "NONE", None),
+    ]
+    out = byoc(capsys, *deploy_args("lam3", source, "--function-url", "--function-url-auth", "NONE"))
+    assert "adding the public Function URL permission" not in out
+    assert public_statements(lam, "lam3-classify") == statements  # a rerun adds nothing twice
+
+    out = byoc(capsys, *deploy_args("lam3", source, "--function-url"))
+    assert out.count("removed the public Function URL permission") == 2
+    assert public_statements(lam, "lam3-classify") == {}
+
+    byoc(capsys, *deploy_args("lam3", source, "--function-url", "--function-url-auth", "NONE"))
+    assert len(public_statements(lam, "lam3-classify")) == 2
+    out = byoc(capsys, *deploy_args("lam3", source))
+    assert "removing the Function URL" in out and public_statements(lam, "lam3-classify") == {}
+
+
+def reserved_elsewhere(lam, function: str) -> int:
+    """What the other functions on this module's moto_server have reserved."""
+    return sum(
+        lam.get_function_concurrency(FunctionName=f["FunctionName"]).get("ReservedConcurrentExecutions") or 0
+        for f in lam.list_functions()["Functions"]
+        if f["FunctionName"] != function
+    )
+
+
+def test_reservation_leaving_fewer_than_100_unreserved_is_refused_before_anything_is_created(
+    aws, capsys, source, monkeypatch
+):
+    """PutFunctionConcurrency: "leave at least 100 simultaneous executions unreserved"
+    (https://docs.aws.amazon.com/lambda/latest/api/API_PutFunctionConcurrency.html). moto_server has no
+    GetAccountSettings: tests.awsutil.moto_account_limit answers it from moto's own reservations."""
+    from byoc.cli import main
+
+    lam, iam, logs = boto3.client("lambda"), boto3.client("iam"), boto3.client("logs")
+    others = reserved_elsewhere(lam, "lam4-classify")
+    monkeypatch.setattr(lambda_deploy, "account_limit", functools.partial(moto_account_limit, quota=100 + others))
+    assert main(list(deploy_args("lam4", source))) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --reserved-concurrency 5: this account cannot reserve any") and "\n" not in err
+    assert "ask for a quota increase" in err
+    monkeypatch.setattr(lambda_deploy, "account_limit", functools.partial(moto_account_limit, quota=103 + others))
+    assert main(list(deploy_args("lam4", source))) == 2
+    assert "--reserved-concurrency 5: at most 3 is possible" in capsys.readouterr().err
+    assert [f for f in lam.list_functions()["Functions"] if f["FunctionName"] == "lam4-classify"] == []
+    assert not logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/lam4")["logGroups"]
+    with pytest.raises(iam.exceptions.NoSuchEntityException):
+        iam.get_role(RoleName="byoc-lam4-lambda")
+
+
+def test_a_function_may_keep_its_own_reservation_and_no_flag_removes_it(aws, capsys, source, monkeypatch):
+    """The function's current reservation counts as room for its new one; without --reserved-concurrency
+    the function shares the unreserved pool (DeleteFunctionConcurrency)."""
+    lam = boto3.client("lambda")
+    byoc(capsys, *deploy_args("lam5", source))  # reserves 5 of moto's 1000
+    reserved = reserved_elsewhere(lam, "lam5-classify")
+    # exactly enough: 100 unreserved stay once lam5's 5 are counted back in
+    monkeypatch.setattr(lambda_deploy, "account_limit", functools.partial(moto_account_limit, quota=105 + reserved))
+    assert "reserved concurrency: 5" in byoc(capsys, *deploy_args("lam5", source))
+    out = byoc(capsys, *deploy_args("lam5", source)[:-4], "--poll", "0.05")  # without --reserved-concurrency 5
+    assert "reserved concurrency: 5 -> none (no --reserved-concurrency)" in out
+    assert "ReservedConcurrentExecutions" not in lam.get_function_concurrency(FunctionName="lam5-classify")
+    assert "reserved concurrency none (shared pool)" in byoc(capsys, "status", "--name", "lam5")
+
+
+def test_reservation_room_is_read_from_get_account_settings():
+    """Stubber, not moto: moto_server has no GetAccountSettings; the shapes are Lambda's service model's."""
+    lam = stubbed_lambda()
+    with Stubber(lam) as stub:
+        stub.add_response(
+            "get_account_settings",
+            {"AccountLimit": {"ConcurrentExecutions": 1000, "UnreservedConcurrentExecutions": 900}},
+        )
+        stub.add_response("get_function_concurrency", {"ReservedConcurrentExecutions": 50}, {"FunctionName": "fn"})
+        lambda_deploy.check_reservation(lam, "fn", 850)  # 900 + its own 50 - 100
+        stub.add_response(
+            "get_account_settings",
+            {"AccountLimit": {"ConcurrentExecutions": 1000, "UnreservedConcurrentExecutions": 900}},
+        )
+        stub.add_client_error(
+            "get_function_concurrency", "ResourceNotFoundException", "Function not found", 404, {"FunctionName": "fn"}
+        )
+        with pytest.raises(RequestRefused, match="at most 800 is possible"):
+            lambda_deploy.check_reservation(lam, "fn", 801)
+        lambda_deploy.check_reservation(lam, "fn", None)  # no reservation asked: no call
+        stub.assert_no_pending_responses()

@@ -99,8 +99,26 @@ def test_sagemaker_execution_policy_is_scoped_to_one_bucket_prefix_and_our_repos
             ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
             [arn("logs", "log-group:/aws/sagemaker/*")],
         ),
+        "PutSageMakerMetrics": ("cloudwatch:PutMetricData", "*"),
     }
     assert doc["Statement"][0]["Condition"] == {
         "StringLike": {"s3:prefix": ["byoc/dogs/*", "dogImages/*", "byoc/dogs", "dogImages"]}
     }
+    assert findings(doc) == []
+
+
+def test_sagemaker_execution_role_may_put_metrics_in_sagemaker_namespaces_only():
+    """cloudwatch:PutMetricData is in AWS's minimum execution role for training and hosting
+    (https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html); it has no resource ARN, so
+    the cloudwatch:namespace condition keeps it to SageMaker's namespaces."""
+    doc = policies.sagemaker_execution(
+        lambda service, resource: f"arn:aws:{service}:us-east-1:123456789012:{resource}",
+        "arn:aws:s3:::bkt",
+        ["dogImages"],
+        "byoc/dogs",
+        ["byoc-train"],
+    )
+    metrics = [s for s in doc["Statement"] if "cloudwatch:PutMetricData" in json.dumps(s["Action"])]
+    assert len(metrics) == 1
+    assert metrics[0]["Condition"] == {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}}
     assert findings(doc) == []

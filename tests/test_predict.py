@@ -148,6 +148,29 @@ def test_async_uploads_queues_waits_and_prints_the_table(env, tmp_path, capsys, 
     assert seen[b"async-a"]["X-Amzn-SageMaker-Custom-Attributes"] == "top_k=3"
 
 
+def test_async_asks_for_the_hour_the_endpoint_promises_invoke_endpoint_async_invocation_timeout(
+    env, tmp_path, capsys, monkeypatch
+):
+    """InvokeEndpointAsync's InvocationTimeoutSeconds is 900 when not sent, at most 3600
+    (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpointAsync.html):
+    byoc sends it, and the local runtime reads it from the request as SageMaker would."""
+    seen = []
+    check = local_runtime.Runtime._check_async
+
+    def spy(self, location, body, headers):
+        seen.append(check(self, location, body, headers))
+        return seen[-1]
+
+    monkeypatch.setattr(local_runtime.Runtime, "_check_async", spy)
+    path = image(tmp_path, "a.png")
+    argv = ("predict", "--endpoint", "queue", "--async", "--async-input", f"s3://{BUCKET}/in", str(path))
+    awsutil.byoc(capsys, *argv)
+    awsutil.byoc(capsys, *argv, "--invocation-timeout", "120")
+    assert seen == [(3600, 21600), (120, 21600)]  # (InvocationTimeoutSeconds, RequestTTLSeconds)
+    code, _, err = run(capsys, *argv, "--invocation-timeout", "3601")
+    assert (code, err) == (1, "error: --invocation-timeout must be 1 to 3600 seconds, got 3601\n")
+
+
 def test_async_json_prints_only_json(env, tmp_path, capsys):
     path = image(tmp_path, "a.png")
     out = awsutil.byoc(

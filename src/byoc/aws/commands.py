@@ -1,5 +1,5 @@
 """The AWS subcommands of `byoc`: data, sagemaker-role, train-job, tune, ec2-train, batch-transform, deploy,
-autoscale, predict, models, lambda-deploy, status, teardown.
+autoscale, predict, models, lambda-deploy, status, stop, teardown.
 
 Each is idempotent (run it again to resume or to converge) and prints what it does.
 """
@@ -15,6 +15,7 @@ from byoc.aws import (
     autoscale,
     ecr,
     endpoint,
+    interrupt,
     jobs,
     lambda_deploy,
     s3data,
@@ -95,7 +96,7 @@ def _run(handler):
         if not getattr(args, "verbose", False):  # botocore logs every credential lookup at INFO
             for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):
                 logging.getLogger(noisy).setLevel(logging.WARNING)
-        with session.aws_errors():
+        with session.aws_errors(), interrupt.named(getattr(args, "name", None)):
             aws = session.connect(args.region, args.profile)
             return handler(aws, args) or 0
 
@@ -112,6 +113,7 @@ def register(sub) -> None:
     _register_models(sub)
     for command, helptext, handler in (
         ("status", "what exists for NAME, its state and hourly cost", _status),
+        ("stop", "stop NAME's running training, tuning and transform jobs (endpoints keep running)", _stop),
         ("teardown", "delete everything the commands created for NAME", _teardown),
     ):
         p = _command(sub, command, helptext, handler)
@@ -375,7 +377,14 @@ def _register_hosting(sub) -> None:
     p.add_argument(
         "--source", type=Path, default=Path("lambda"), help="folder with lambda_function.py (default lambda/)"
     )
-    p.add_argument("--reserved-concurrency", dest="reserved", type=int, required=True)
+    p.add_argument(
+        "--reserved-concurrency",
+        dest="reserved",
+        type=int,
+        metavar="N",
+        help="executions kept for this function, and its ceiling (checked against the account's quota: Lambda keeps "
+        "100 unreserved); without it the function shares the unreserved pool and a reservation made earlier is removed",
+    )
     p.add_argument(
         "--provisioned-concurrency",
         dest="provisioned",
@@ -465,6 +474,13 @@ def _lambda_deploy(aws, args) -> int:
 
 def _status(aws, args) -> int:
     status.status(aws, args.name)
+    return 0
+
+
+def _stop(aws, args) -> int:
+    from byoc.aws import stop
+
+    stop.stop(aws, args.name)
     return 0
 
 
@@ -602,7 +618,14 @@ def _register_predict(sub) -> None:
         "where the endpoint writes its results)",
     )
     p.add_argument(
-        "--wait-timeout", type=float, default=900, help="--async: seconds to wait for all results (default 900)"
+        "--wait-timeout", type=float, default=3600, help="--async: seconds to wait for all results (default 3600)"
+    )
+    p.add_argument(
+        "--invocation-timeout",
+        type=int,
+        default=3600,
+        metavar="SECONDS",
+        help="--async: seconds the endpoint may work on one image, 1 to 3600 (default 3600)",
     )
     p.add_argument(
         "--target-model",

@@ -157,6 +157,7 @@ def train(
         poll=poll,
         timeout=spec.max_run + (spec.max_wait or spec.max_run) + 3600,
         on_poll=tail.poll,
+        stops_with=waiting.STOP,
         TrainingJobName=name,
     )
     job = sm.describe_training_job(TrainingJobName=name)
@@ -332,6 +333,7 @@ def tune(
         poll=poll,
         describe=_tuning_line,
         timeout=tuning.max_seconds or 7 * 24 * 3600,
+        stops_with=waiting.STOP,
     )
     if job["HyperParameterTuningJobStatus"] == "Failed":
         raise AwsError(f"tuning job {name} failed: {job.get('FailureReason', 'no reason given')}")

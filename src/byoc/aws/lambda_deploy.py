@@ -5,23 +5,35 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import re
 import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from botocore.exceptions import ClientError
 
 from byoc.aws import iam, policies, validator, waiting
 from byoc.aws.session import NAME_TAG, Aws, AwsError, error_code, find, owned, say
+from byoc.aws.validator import RequestRefused
 from byoc.core.errors import ConfigError
 
 RUNTIME = "python3.12"
 HANDLER = "lambda_function.lambda_handler"
 ALIAS = "live"
 INLINE_POLICY = "invoke-endpoint"
-PUBLIC_URL_SID = "FunctionURLAllowPublicAccess"
+# A public Function URL (AuthType NONE) needs two statements for Principal "*": lambda:InvokeFunctionUrl
+# with FunctionUrlAuthType NONE, and lambda:InvokeFunction with InvokedViaFunctionUrl, which keeps the
+# second to calls through the URL (https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html).
+PUBLIC_URL_PERMISSIONS: dict[str, dict[str, Any]] = {
+    "FunctionURLAllowPublicAccess": {"Action": "lambda:InvokeFunctionUrl", "FunctionUrlAuthType": "NONE"},
+    "FunctionURLAllowPublicInvoke": {"Action": "lambda:InvokeFunction", "InvokedViaFunctionUrl": True},
+}
+# Reservations must leave this many concurrent executions unreserved in the account and region
+# (https://docs.aws.amazon.com/lambda/latest/api/API_PutFunctionConcurrency.html).
+MIN_UNRESERVED = 100
 FUNCTION_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 SKIP = ("__pycache__", ".pytest_cache", "tests")
 # Settings compared between $LATEST and the alias's version: equal means nothing to publish.
@@ -33,7 +45,7 @@ class LambdaSpec:
     name: str  # the byoc name: endpoint NAME, role byoc-NAME-lambda
     function: str
     source: Path
-    reserved: int
+    reserved: int | None = None  # None: no reservation (an earlier one is removed)
     provisioned: int | None = None  # None: leave as is; 0: remove
     function_url: bool = False
     url_auth: str = "AWS_IAM"
@@ -81,9 +93,11 @@ def log_group_arn(aws: Aws, function: str) -> str:
 def validate(spec: LambdaSpec) -> None:
     if not FUNCTION_PATTERN.match(spec.function):
         raise ConfigError(f"--function {spec.function!r}: use 1-64 letters, digits, hyphens or underscores")
-    if spec.reserved < 1:
+    if spec.reserved is not None and spec.reserved < 1:
         raise ConfigError("--reserved-concurrency must be >= 1 (0 would throttle every call)")
-    if spec.provisioned is not None and not 0 <= spec.provisioned <= spec.reserved:
+    if spec.provisioned is not None and spec.provisioned < 0:
+        raise ConfigError("--provisioned-concurrency must be 0 or more (0 removes it)")
+    if spec.provisioned is not None and spec.reserved is not None and spec.provisioned > spec.reserved:
         raise ConfigError("--provisioned-concurrency must be between 0 and --reserved-concurrency")
     if spec.url_auth not in ("AWS_IAM", "NONE"):
         raise ConfigError("--function-url-auth must be AWS_IAM or NONE")
@@ -121,6 +135,7 @@ def deploy(aws: Aws, spec: LambdaSpec, poll: float = 5) -> dict:
     validate(spec)
     validator.check_all(planned_requests(aws, spec))  # every value in AWS's ranges before anything is created
     code = package(spec.source)
+    check_reservation(aws.client("lambda"), spec.function, spec.reserved)
     group = ensure_log_group(aws, spec)
     role_arn = iam.ensure_role(
         aws.client("iam"),
@@ -251,10 +266,43 @@ def ensure_alias(lam, function: str, version: str) -> None:
         lam.update_alias(FunctionName=function, Name=ALIAS, FunctionVersion=version)
 
 
-def ensure_reserved(lam, function: str, reserved: int) -> None:
+def account_limit(lam) -> dict:
+    """The account's concurrency in this region: ConcurrentExecutions (the quota) and
+    UnreservedConcurrentExecutions (what no function has reserved)."""
+    return lam.get_account_settings()["AccountLimit"]
+
+
+def check_reservation(lam, function: str, reserved: int | None) -> None:
+    """Refuse a reservation that would leave the account fewer than MIN_UNRESERVED unreserved
+    executions (AWS would refuse PutFunctionConcurrency), before anything is created."""
+    if reserved is None:
+        return
+    limit = account_limit(lam)
+    held = (find(lam.get_function_concurrency, FunctionName=function) or {}).get("ReservedConcurrentExecutions") or 0
+    possible = limit["UnreservedConcurrentExecutions"] + held - MIN_UNRESERVED
+    if reserved <= possible:
+        return
+    account = (
+        f"the account's concurrency quota here is {limit['ConcurrentExecutions']}, "
+        f"{limit['UnreservedConcurrentExecutions']} unreserved, and Lambda keeps {MIN_UNRESERVED} unreserved"
+    )
+    if possible < 1:
+        raise RequestRefused(
+            f"--reserved-concurrency {reserved}: this account cannot reserve any ({account}): ask for a quota "
+            "increase (Service Quotas, AWS Lambda, Concurrent executions) or leave the flag out"
+        )
+    raise RequestRefused(f"--reserved-concurrency {reserved}: at most {possible} is possible ({account})")
+
+
+def ensure_reserved(lam, function: str, reserved: int | None) -> None:
+    """The function's reservation as asked; None removes one left by an earlier run."""
     current = lam.get_function_concurrency(FunctionName=function).get("ReservedConcurrentExecutions")
     if current == reserved:
-        say(f"reserved concurrency: {reserved}")
+        say(f"reserved concurrency: {reserved if reserved is not None else 'none (the unreserved pool)'}")
+        return
+    if reserved is None:
+        say(f"reserved concurrency: {current} -> none (no --reserved-concurrency)")
+        lam.delete_function_concurrency(FunctionName=function)
         return
     say(f"reserved concurrency: {current if current is not None else 'unreserved'} -> {reserved}")
     lam.put_function_concurrency(FunctionName=function, ReservedConcurrentExecutions=reserved)
@@ -300,20 +348,9 @@ def ensure_url(lam, function: str, auth: str) -> str:
         current = lam.update_function_url_config(FunctionName=function, Qualifier=ALIAS, AuthType=auth)
     if auth == "NONE":
         say("warning: --function-url-auth NONE lets anyone on the internet call the function (and the endpoint)")
-        try:
-            lam.add_permission(
-                FunctionName=function,
-                Qualifier=ALIAS,
-                StatementId=PUBLIC_URL_SID,
-                Action="lambda:InvokeFunctionUrl",
-                Principal="*",
-                FunctionUrlAuthType="NONE",
-            )
-        except ClientError as exc:
-            if error_code(exc) != "ResourceConflictException":  # the statement is there already
-                raise
+        _add_public_permissions(lam, function)
     else:
-        _remove_public_permission(lam, function)
+        _remove_public_permissions(lam, function)
     return current["FunctionUrl"]
 
 
@@ -322,13 +359,36 @@ def remove_url(lam, function: str) -> None:
     if find(lam.get_function_url_config, FunctionName=function, Qualifier=ALIAS):
         say(f"removing the Function URL of {function}:{ALIAS} (no --function-url)")
         lam.delete_function_url_config(FunctionName=function, Qualifier=ALIAS)
-    _remove_public_permission(lam, function)
+    _remove_public_permissions(lam, function)
 
 
-def _remove_public_permission(lam, function: str) -> None:
-    try:
-        lam.remove_permission(FunctionName=function, Qualifier=ALIAS, StatementId=PUBLIC_URL_SID)
-        say("removed the public Function URL permission")
-    except ClientError as exc:
-        if error_code(exc) != "ResourceNotFoundException":
-            raise
+def policy_statement_ids(lam, function: str) -> set[str]:
+    """The Sids in the resource-based policy of the function's alias (none when it has no policy)."""
+    policy = find(lam.get_policy, FunctionName=function, Qualifier=ALIAS)
+    return {s.get("Sid", "") for s in json.loads(policy["Policy"])["Statement"]} if policy else set()
+
+
+def _add_public_permissions(lam, function: str) -> None:
+    present = policy_statement_ids(lam, function)
+    for sid, permission in PUBLIC_URL_PERMISSIONS.items():
+        if sid in present:
+            continue
+        say(f"adding the public Function URL permission {permission['Action']} for everyone ({sid})")
+        try:
+            lam.add_permission(FunctionName=function, Qualifier=ALIAS, StatementId=sid, Principal="*", **permission)
+        except ClientError as exc:
+            if error_code(exc) != "ResourceConflictException":  # added meanwhile by another run
+                raise
+
+
+def _remove_public_permissions(lam, function: str) -> None:
+    present = policy_statement_ids(lam, function)
+    for sid in PUBLIC_URL_PERMISSIONS:
+        if sid not in present:
+            continue
+        try:
+            lam.remove_permission(FunctionName=function, Qualifier=ALIAS, StatementId=sid)
+            say(f"removed the public Function URL permission {sid}")
+        except ClientError as exc:
+            if error_code(exc) != "ResourceNotFoundException":
+                raise

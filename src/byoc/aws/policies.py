@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 VERSION = "2012-10-17"
+# The CloudWatch namespaces SageMaker publishes a job's or an endpoint's metrics in, with the execution role.
+METRIC_NAMESPACES = "/aws/sagemaker/*"
 
 
 def trust(service: str) -> dict:
@@ -67,8 +69,9 @@ def sagemaker_execution(
     repositories: list[str],
 ) -> dict:
     """What training jobs and endpoints of one byoc name need: read data and models, write
-    outputs under one prefix, pull our images, write SageMaker's logs. Nothing account-wide
-    except ecr:GetAuthorizationToken, which has no resource-level permissions.
+    outputs under one prefix, pull our images, write SageMaker's logs and metrics. Nothing
+    account-wide except ecr:GetAuthorizationToken and cloudwatch:PutMetricData (limited to
+    SageMaker's namespaces), which have no resource-level permissions.
 
     `arn(service, resource)` makes an ARN in the caller's partition, region and account.
     """
@@ -112,6 +115,17 @@ def sagemaker_execution(
                     "logs:PutLogEvents",
                 ],
                 "Resource": [arn("logs", "log-group:/aws/sagemaker/*")],
+            },
+            # In AWS's minimum for training jobs and endpoints (the instance and algorithm metrics):
+            # https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html
+            # PutMetricData has no resource-level permission; cloudwatch:namespace narrows it to SageMaker's:
+            # https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/iam-cw-condition-keys-namespace.html
+            {
+                "Sid": "PutSageMakerMetrics",
+                "Effect": "Allow",
+                "Action": "cloudwatch:PutMetricData",
+                "Resource": "*",
+                "Condition": {"StringLike": {"cloudwatch:namespace": METRIC_NAMESPACES}},
             },
         ],
     }

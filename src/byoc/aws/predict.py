@@ -25,7 +25,11 @@ from byoc.core.errors import ByocError, ConfigError
 
 CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 OTHER_CONTENT_TYPE = "application/x-image"  # the serving image sniffs the format itself
-DEFAULT_WAIT = 900.0  # as long as SageMaker gives one asynchronous request by default
+# InvokeEndpointAsync's InvocationTimeoutSeconds: 1 to 3600, and 900 when not sent; byoc sends the most, the hour
+# an asynchronous endpoint promises. RequestTTLSeconds (time in the queue, default 21600, the most) stays
+# unsent. https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpointAsync.html
+MAX_INVOCATION_TIMEOUT = 3600
+DEFAULT_WAIT = float(MAX_INVOCATION_TIMEOUT)  # as long as one request may run
 FIRST_POLL, MAX_POLL = 0.2, 5.0  # seconds between S3 checks: doubling from the first to the max
 
 
@@ -38,6 +42,7 @@ class PredictSpec:
     asynchronous: bool = False
     async_input: str | None = None  # s3:// prefix the images are uploaded to (--async)
     wait_timeout: float = DEFAULT_WAIT
+    invocation_timeout: int = MAX_INVOCATION_TIMEOUT  # --async: seconds one request may run on the endpoint
     target_model: str | None = None  # a multi-model endpoint's model: KEY.tar.gz under its prefix
 
     def __post_init__(self) -> None:
@@ -45,6 +50,10 @@ class PredictSpec:
             raise ConfigError(f"--top-k must be 1 or more, got {self.top_k}")
         if self.wait_timeout <= 0:
             raise ConfigError(f"--wait-timeout must be positive, got {self.wait_timeout:g}")
+        if not 1 <= self.invocation_timeout <= MAX_INVOCATION_TIMEOUT:
+            raise ConfigError(
+                f"--invocation-timeout must be 1 to {MAX_INVOCATION_TIMEOUT} seconds, got {self.invocation_timeout}"
+            )
         if self.target_model is not None and self.asynchronous:
             raise ConfigError(
                 "--target-model is for multi-model endpoints, which answer in real time: InvokeEndpointAsync "
@@ -143,6 +152,7 @@ def _async_predictions(aws: Aws, spec: PredictSpec):
             ContentType=content_type(path),
             Accept="application/json",
             CustomAttributes=f"top_k={spec.top_k}",
+            InvocationTimeoutSeconds=spec.invocation_timeout,
         )
         if not spec.as_json:
             say(f"queued {path} as {response['InferenceId']}: result at {response['OutputLocation']}")

@@ -209,9 +209,10 @@ def _goal(tracking: dict) -> str:
 def _lambda_line(lam, fn: dict, costs: list) -> None:
     alias = find(lam.get_alias, FunctionName=fn["FunctionName"], Name=ALIAS)
     reserved = lam.get_function_concurrency(FunctionName=fn["FunctionName"]).get("ReservedConcurrentExecutions")
+    reserved_line = "none (shared pool)" if reserved is None else reserved
     line = (
         f"  lambda {fn['FunctionName']}: {fn.get('State', 'Active')}, alias {ALIAS} -> "
-        f"{alias['FunctionVersion'] if alias else 'none'}, reserved concurrency {reserved}"
+        f"{alias['FunctionVersion'] if alias else 'none'}, reserved concurrency {reserved_line}"
     )
     try:
         provisioned = find(lam.get_provisioned_concurrency_config, FunctionName=fn["FunctionName"], Qualifier=ALIAS)

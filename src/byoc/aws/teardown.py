@@ -113,7 +113,7 @@ def teardown(aws: Aws, name: str, dry_run: bool = False, poll: float = 15) -> li
             f"`aws s3 rm --recursive {prefix}` deletes them"
         )
     if jobs:
-        say(f"note: training or transform jobs still running (stop them in the console if unwanted): {', '.join(jobs)}")
+        say(f"note: training or transform jobs still running (`byoc stop --name {name}` stops them): {', '.join(jobs)}")
     say(
         f"teardown of {name!r}: {len(done)} resource(s) {'to delete' if dry_run else 'deleted'}; S3 data, ECR images "
         "and finished training job records are kept (they bill by storage, not by the hour)"

@@ -143,6 +143,7 @@ def transform(aws: Aws, spec: TransformSpec, job_name: str | None = None, wait: 
         f"transform job {name}",
         poll=poll,
         timeout=WAIT_TIMEOUT,
+        stops_with=waiting.STOP,
         TransformJobName=name,
     )
     job = sm.describe_transform_job(TransformJobName=name)

@@ -8,9 +8,14 @@ from typing import Any
 
 from botocore.exceptions import WaiterError
 
+from byoc.aws import interrupt
 from byoc.aws.session import AwsError, say
 
+# What ends the resource a wait is on, for the advice after a Ctrl-C: `byoc stop` (jobs) or `byoc teardown`.
+STOP, TEARDOWN = interrupt.STOP, interrupt.TEARDOWN
 
+
+@interrupt.reported
 def wait(
     client,
     waiter_name: str,
@@ -19,12 +24,14 @@ def wait(
     poll: float = 30.0,
     timeout: float = 3 * 3600,
     on_poll: Callable[[], None] | None = None,
+    stops_with: str = TEARDOWN,
     **kwargs: Any,
 ) -> None:
     """Run botocore's `waiter_name` one attempt per `poll` seconds, printing each status change.
 
     `describe_status` picks the status from the waiter's last describe response; `on_poll`
-    runs between attempts (log streaming).
+    runs between attempts (log streaming); `stops_with` names the command that stops `what`,
+    for the advice after a Ctrl-C (byoc.aws.interrupt).
     """
     waiter = client.get_waiter(waiter_name)
     start = time.monotonic()
@@ -61,6 +68,7 @@ def wait(
         return
 
 
+@interrupt.reported
 def poll_until(
     fetch: Callable[[], dict],
     status_of: Callable[[dict], str],
@@ -69,8 +77,10 @@ def poll_until(
     poll: float = 30.0,
     timeout: float = 3 * 3600,
     describe: Callable[[dict], str] | None = None,
+    stops_with: str = TEARDOWN,
 ) -> dict:
-    """Poll `fetch` until its status is in `done` (for calls botocore has no waiter for)."""
+    """Poll `fetch` until its status is in `done` (for calls botocore has no waiter for); `stops_with`
+    as for `wait`."""
     start = time.monotonic()
     last = None
     while True:
