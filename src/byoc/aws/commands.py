@@ -17,6 +17,8 @@ from byoc.aws import (
     endpoint,
     jobs,
     lambda_deploy,
+    next_steps,
+    preflight,
     s3data,
     sagemaker_role,
     session,
@@ -86,6 +88,14 @@ def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
             raise ConfigError(f"{flag} {item!r}: expected NAME=VALUE")
         out[key] = value
     return out
+
+
+def _skip_checks(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--skip-checks",
+        action="store_true",
+        help="start without the pre-flight checks (bucket and region, data, model, image, --arch, role)",
+    )
 
 
 def _run(handler):
@@ -182,6 +192,7 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     _hyperparameter_options(p)
     p.add_argument("--no-wait", dest="wait", action="store_false", help="start and return")
     p.add_argument("--poll", type=float, default=30, help="seconds between status checks")
+    _skip_checks(p)
 
 
 def _hyperparameter_options(p: argparse.ArgumentParser) -> None:
@@ -197,9 +208,10 @@ def _hyperparameters(args: argparse.Namespace) -> dict[str, str]:
     return jobs.hyperparameters(given)
 
 
-def _job_spec(aws, args) -> jobs.JobSpec:
+def _job_spec(aws, args, command: str) -> jobs.JobSpec:
+    """The job's settings, checked before anything is billed, with the image pinned to its ECR digest."""
     bucket = args.data.removeprefix("s3://").split("/", 1)[0]
-    return _spec(
+    spec = _spec(
         jobs.JobSpec,
         args,
         image=args.image or ecr.image_uri(aws, ecr.TRAIN_REPO),
@@ -207,6 +219,8 @@ def _job_spec(aws, args) -> jobs.JobSpec:
         output=args.output or f"s3://{bucket}/{sagemaker_role.output_prefix(args.name)}",
         hyperparameters=_hyperparameters(args),
     )
+    preflight.training(aws, spec, command, args.skip_checks)
+    return dataclasses.replace(spec, image=ecr.pinned(aws, spec.image))
 
 
 def _register_jobs(sub) -> None:
@@ -262,6 +276,7 @@ def _register_ec2(sub) -> None:
     _hyperparameter_options(p)
     p.add_argument("--no-follow", dest="follow", action="store_false", help="return once launched")
     p.add_argument("--poll", type=float, default=30, help="seconds between status checks")
+    _skip_checks(p)
 
 
 def _ec2_train(aws, args) -> int:
@@ -273,12 +288,14 @@ def _ec2_train(aws, args) -> int:
         image=args.image or ecr.image_uri(aws, ecr.TRAIN_REPO),
         hyperparameters=_hyperparameters(args),
     )
+    preflight.ec2(aws, spec, args.skip_checks)
     ec2_train.ec2_train(aws, spec, args.follow, args.poll)
     return 0
 
 
 def _train(aws, args) -> int:
-    jobs.train(aws, _job_spec(aws, args), args.job_name, args.wait, args.poll, args.logs)
+    job = jobs.train(aws, _job_spec(aws, args, "train-job"), args.job_name, args.wait, args.poll, args.logs)
+    next_steps.after_training(args.name, job)
     return 0
 
 
@@ -296,7 +313,8 @@ def _tune(aws, args) -> int:
         strategy=args.strategy,
         max_seconds=args.max_tuning_time,
     )
-    jobs.tune(aws, _job_spec(aws, args), tuning, args.tuning_name, args.wait, args.poll)
+    job = jobs.tune(aws, _job_spec(aws, args, "tune"), tuning, args.tuning_name, args.wait, args.poll)
+    next_steps.after_tuning(aws, args.name, job)
     return 0
 
 
@@ -343,6 +361,7 @@ def _register_hosting(sub) -> None:
     _deploy_kind_options(p)
     p.add_argument("--no-wait", dest="wait", action="store_false")
     p.add_argument("--poll", type=float, default=30, help="seconds between status checks")
+    _skip_checks(p)
 
     p = _command(sub, "autoscale", "target-tracking auto-scaling of endpoint NAME", _autoscale)
     p.add_argument("--min", type=int, default=1, help="fewest instances (0: asynchronous endpoints only)")
@@ -388,6 +407,7 @@ def _register_hosting(sub) -> None:
         help="let requests name images in this bucket (s3:GetObject on it only; repeatable)",
     )
     p.add_argument("--poll", type=float, default=5, help="seconds between status checks")
+    _skip_checks(p)
 
 
 def _deploy(aws, args) -> int:
@@ -421,7 +441,10 @@ def _deploy(aws, args) -> int:
         instance_type=args.instance_type or DEFAULT_INSTANCE_TYPE,
         instance_count=1 if args.instance_count is None else args.instance_count,
     )
+    preflight.deploy(aws, spec, args.skip_checks)
+    spec = dataclasses.replace(spec, image=ecr.pinned(aws, spec.image))
     endpoint.deploy(aws, spec, args.wait, args.poll)
+    next_steps.after_deploy(spec.name, spec.kind is endpoint.Kind.REAL_TIME, spec.serverless is None)
     return 0
 
 
@@ -450,7 +473,9 @@ def _autoscale(aws, args) -> int:
 
 def _lambda_deploy(aws, args) -> int:
     spec = _spec(lambda_deploy.LambdaSpec, args, environment=_pairs(args.env, "--env"))
-    lambda_deploy.deploy(aws, spec, args.poll)
+    preflight.lambda_endpoint(aws, spec.name, args.skip_checks)
+    result = lambda_deploy.deploy(aws, spec, args.poll)
+    next_steps.after_lambda(spec.function, lambda_deploy.ALIAS, result["url"], spec.url_auth, aws.region)
     return 0
 
 
@@ -510,6 +535,7 @@ def _register_transform(sub) -> None:
     p.add_argument("--job-name", help="default: NAME-t-<hash of the settings> (a rerun follows the same job)")
     p.add_argument("--no-wait", dest="wait", action="store_false", help="start and return")
     p.add_argument("--poll", type=float, default=30, help="seconds between status checks")
+    _skip_checks(p)
     p.set_defaults(func=_batch_transform)
 
 
@@ -562,6 +588,8 @@ def _batch_transform(args) -> int:
             content_type=args.content_type or bt.X_IMAGE,
             batch_strategy=strategy,
         )
+        preflight.transform(aws, spec, args.skip_checks)
+        spec = dataclasses.replace(spec, image=ecr.pinned(aws, spec.image))
         transform_job.transform(aws, spec, args.job_name, args.wait, args.poll)
         return 0
 
