@@ -88,9 +88,10 @@ def seed_account(
     models: Iterable[str] = (), data: Iterable[str] = (), buckets: Iterable[str] = (), tag: str = "latest"
 ) -> dict[str, str]:
     """Put in moto what the pre-flight checks of byoc.aws.preflight look for, as a real account would hold it:
-    the byoc images in ECR under `tag` (each repository's digest returned, {repository: sha256:...}), role
-    ROLE trusting SageMaker, a byoc model.tar.gz at each of `models`, a small dogImages layout under each of
-    `data`, and the buckets of all of them and of `buckets`. Idempotent: a test calls it for its own names."""
+        the byoc images in ECR under `tag` (each repository's digest returned, {repository: sha256:...}), role
+        ROLE trusting SageMaker, a byoc model.tar.gz at each of `models`, a small dogImages layout under each of
+        `data`, and the buckets of all of them and of `buckets`. Idempotent, and an image a test pushed under `tag`
+    stays: a test calls it for its own names."""
     s3 = boto3.client("s3", region_name=REGION)
     for uri in [*models, *data, *buckets]:
         _bucket(s3, uri.removeprefix("s3://").split("/", 1)[0])
@@ -102,7 +103,7 @@ def seed_account(
         for key in DATA_FILES:
             s3.put_object(Bucket=bucket, Key=f"{prefix.strip('/')}/{key}", Body=b"\xff\xd8 not really a jpeg")
     _role(boto3.client("iam", region_name=REGION))
-    return {repo: push_image(repo, tag) for repo in REPOSITORIES}
+    return {repo: _image(repo, tag) for repo in REPOSITORIES}
 
 
 def model_tar(arch: str = "resnet18", labels: tuple[str, ...] = ("Cat", "Dog")) -> bytes:
@@ -148,6 +149,16 @@ def push_image(repo: str, tag: str = "latest", content: str = "byoc") -> str:
     if described and described[0]["imageManifest"] == manifest:
         return described[0]["imageId"]["imageDigest"]
     return ecr.put_image(repositoryName=repo, imageManifest=manifest, imageTag=tag)["image"]["imageId"]["imageDigest"]
+
+
+def _image(repo: str, tag: str) -> str:
+    """The digest of REPO:TAG in moto's ECR, pushed when the tag is not there (a test's own push stays)."""
+    ecr = boto3.client("ecr", region_name=REGION)
+    with contextlib.suppress(ecr.exceptions.RepositoryNotFoundException):
+        found = ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": tag}])["images"]
+        if found:
+            return found[0]["imageId"]["imageDigest"]
+    return push_image(repo, tag)
 
 
 def _bucket(s3, bucket: str) -> None:

@@ -219,6 +219,7 @@ def _job_spec(aws, args, command: str) -> jobs.JobSpec:
         output=args.output or f"s3://{bucket}/{sagemaker_role.output_prefix(args.name)}",
         hyperparameters=_hyperparameters(args),
     )
+    jobs.definition(spec)  # the settings' own checks before those that read the account
     preflight.training(aws, spec, command, args.skip_checks)
     return dataclasses.replace(spec, image=ecr.pinned(aws, spec.image))
 
@@ -441,6 +442,7 @@ def _deploy(aws, args) -> int:
         instance_type=args.instance_type or DEFAULT_INSTANCE_TYPE,
         instance_count=1 if args.instance_count is None else args.instance_count,
     )
+    endpoint.model_request(spec)  # the settings' own checks before those that read the account
     preflight.deploy(aws, spec, args.skip_checks)
     spec = dataclasses.replace(spec, image=ecr.pinned(aws, spec.image))
     endpoint.deploy(aws, spec, args.wait, args.poll)
@@ -588,6 +590,7 @@ def _batch_transform(args) -> int:
             content_type=args.content_type or bt.X_IMAGE,
             batch_strategy=strategy,
         )
+        transform_job.transform_request(spec, "model")  # the settings' own checks first
         preflight.transform(aws, spec, args.skip_checks)
         spec = dataclasses.replace(spec, image=ecr.pinned(aws, spec.image))
         transform_job.transform(aws, spec, args.job_name, args.wait, args.poll)

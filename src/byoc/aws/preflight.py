@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import io
 import json
+import posixpath
 import tarfile
 import urllib.parse
 import zlib
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from byoc.aws import ecr, iam
+from byoc.aws import ecr, iam, target_models
 from byoc.aws.session import Aws, error_code, find, owned, paginate, say
 from byoc.core import architectures
 from byoc.core.errors import ConfigError
@@ -31,9 +32,9 @@ if TYPE_CHECKING:  # the specs only: their modules need not load for a check
     from byoc.aws.jobs import JobSpec
     from byoc.aws.transform_job import TransformSpec
 
-# byoc.core.model_meta's META_FILE and FORMAT (that module needs Pillow, which the AWS layer does not
-# install); tests/test_aws_preflight.py keeps them equal.
-META_FILE = "model.json"
+META_FILE = target_models.META_FILE
+# byoc.core.model_meta.FORMAT (that module needs Pillow, which the AWS layer does not install);
+# tests/test_aws_preflight.py keeps them equal.
 ARTIFACT_FORMAT = "byoc-image-classifier"
 # Reading model.tar.gz for model.json stops after this many members or compressed bytes: the check
 # must stay cheap on a large artifact whose model.json comes late.
@@ -302,7 +303,7 @@ def _model_json(body: Any) -> dict | None:
         for count, member in enumerate(archive):
             if count >= MAX_MEMBERS:
                 raise _TooLong()
-            if member.isfile() and member.name.removeprefix("./") == META_FILE:
+            if member.isfile() and posixpath.normpath(member.name) == META_FILE:
                 if member.size > MAX_META_BYTES:
                     raise ValueError(f"{META_FILE} is {member.size} bytes")
                 handle = archive.extractfile(member)
