@@ -289,6 +289,7 @@ def _ec2_train(aws, args) -> int:
         image=args.image or ecr.image_uri(aws, ecr.TRAIN_REPO),
         hyperparameters=_hyperparameters(args),
     )
+    spec.check()  # the settings' own checks before those that read the account
     preflight.ec2(aws, spec, args.skip_checks)
     ec2_train.ec2_train(aws, spec, args.follow, args.poll)
     return 0
@@ -475,6 +476,8 @@ def _autoscale(aws, args) -> int:
 
 def _lambda_deploy(aws, args) -> int:
     spec = _spec(lambda_deploy.LambdaSpec, args, environment=_pairs(args.env, "--env"))
+    lambda_deploy.validate(spec)  # the settings' own checks before those that read the account
+    lambda_deploy.package(spec.source)
     preflight.lambda_endpoint(aws, spec.name, args.skip_checks)
     result = lambda_deploy.deploy(aws, spec, args.poll)
     next_steps.after_lambda(spec.function, lambda_deploy.ALIAS, result["url"], spec.url_auth, aws.region)
