@@ -4,14 +4,17 @@ name the image by its ECR digest."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import tarfile
 
 import boto3
 import pytest
+from botocore.stub import Stubber
 
-from byoc.aws import preflight
+from byoc.aws import next_steps, preflight
+from byoc.aws.session import Aws
 from byoc.cli import main
 from byoc.core import model_meta
 from tests.awsutil import ROLE, byoc, push_image, seed_account
@@ -314,3 +317,45 @@ def test_a_new_push_under_the_same_tag_deploys_a_new_model(aws, capsys, moto_upd
     config = sm.describe_endpoint_config(EndpointConfigName=moto_update_endpoint[0]["EndpointConfigName"])
     model = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
     assert model["PrimaryContainer"]["Image"] == f"{REGISTRY}/byoc-serve@{second}"
+
+
+def test_lambda_deploy_ends_with_how_to_call_it(aws, capsys, source_dir):
+    seed_account(models=["s3://pf-models/pf19/model.tar.gz"])
+    byoc(capsys, *deploy_args("pf19"))
+    lam = ("lambda-deploy", "--name", "pf19", "--function", "pf19-fn", "--source", str(source_dir))
+    out = byoc(capsys, *lam, "--reserved-concurrency", "1", "--poll", "0.05")
+    assert "endpoint pf19: InService" in out
+    assert out.splitlines()[-1].startswith("next: aws lambda invoke --function-name pf19-fn --qualifier live ")
+    out = byoc(capsys, *lam, "--reserved-concurrency", "1", "--function-url", "--poll", "0.05")
+    url = boto3.client("lambda").get_function_url_config(FunctionName="pf19-fn", Qualifier="live")["FunctionUrl"]
+    assert f"next: POST an image to {url} signed with SigV4 for service lambda" in out.splitlines()[-1]
+    assert "'aws:amz:us-east-1:lambda'" in out.splitlines()[-1]
+
+
+def test_tune_ends_with_the_best_jobs_deploy_line(capsys):
+    """next_steps.after_tuning with a Stubber: moto's tuning jobs name a best job it does not hold."""
+    sm = boto3.client("sagemaker", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    model = "s3://pf-data/byoc/pf20/model/pf20-best/output/model.tar.gz"
+    detail = {
+        "TrainingJobName": "pf20-best",
+        "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/pf20-best",
+        "ModelArtifacts": {"S3ModelArtifacts": model},
+        "TrainingJobStatus": "Completed",
+        "SecondaryStatus": "Completed",
+        "AlgorithmSpecification": {"TrainingInputMode": "File"},
+        "ResourceConfig": {"VolumeSizeInGB": 50},
+        "StoppingCondition": {},
+        "CreationTime": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    }
+    aws = Aws(session=boto3.Session(region_name="us-east-1"), region="us-east-1", _clients={"sagemaker": sm})
+    job = {"HyperParameterTuningJobStatus": "Completed", "BestTrainingJob": {"TrainingJobName": "pf20-best"}}
+    with Stubber(sm) as stub:
+        stub.add_response("describe_training_job", detail, {"TrainingJobName": "pf20-best"})
+        next_steps.after_tuning(aws, "pf20", job)
+    assert capsys.readouterr().out == f"next: byoc deploy --name pf20 --model-data {model}  (the best job's model)\n"
+
+
+@pytest.fixture
+def source_dir(tmp_path):
+    (tmp_path / "lambda_function.py").write_text("def lambda_handler(event, context):\n    return {}\n")
+    return tmp_path

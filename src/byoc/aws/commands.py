@@ -447,7 +447,7 @@ def _deploy(aws, args) -> int:
     preflight.deploy(aws, spec, args.skip_checks)
     spec = dataclasses.replace(spec, image=ecr.pinned(aws, spec.image))
     endpoint.deploy(aws, spec, args.wait, args.poll)
-    next_steps.after_deploy(spec.name, spec.kind is endpoint.Kind.REAL_TIME, spec.serverless is None)
+    next_steps.after_deploy(spec)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from byoc.aws.endpoint import DeploySpec, Kind
 from byoc.aws.session import Aws, find, say
 
 
@@ -31,12 +32,13 @@ def after_tuning(aws: Aws, name: str, job: dict) -> None:
         say("next: run the same command again to follow it; it ends with the best job's deploy line")
 
 
-def after_deploy(name: str, real_time: bool, scalable: bool) -> None:
-    """deploy: how to call the endpoint and scale it (async, serverless and multi-model endpoints print
-    their own invoke lines)."""
-    if real_time:
+def after_deploy(spec: DeploySpec) -> None:
+    """deploy: how to call a real-time endpoint and scale it on invocations (the other kinds' own lines,
+    byoc.aws.endpoint.describe_*, say how to call and scale them)."""
+    name = spec.name
+    if spec.kind is Kind.REAL_TIME:
         say(f"next: byoc predict --endpoint {name} IMAGE")
-    if scalable:
+    if spec.kind in (Kind.REAL_TIME, Kind.MULTI_MODEL):
         say(
             f"  scale it: byoc autoscale --name {name} --min 1 --max 4 --max-rps RPS "
             "(RPS: the requests/s one instance sustains)"

@@ -46,6 +46,7 @@ MAX_KEYS = 200_000
 # The training image's split folders inside the `training` channel (byoc.training.data.SPLIT_DIR_NAMES,
 # which needs torch), tried as given, Capitalized and UPPER as the training image does.
 SPLIT_DIR_NAMES = {"train": ("train", "training"), "valid": ("valid", "validation", "val"), "test": ("test", "testing")}
+# The principal an execution role must trust: https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html
 SAGEMAKER = "sagemaker.amazonaws.com"
 PUSH = {  # how to push each default image (scripts/build_push.sh --images)
     ecr.TRAIN_REPO: "scripts/build_push.sh --images train",
@@ -315,8 +316,8 @@ def role(aws: Aws, arn: str, name: str, reads: dict[str, str]) -> list[str]:
     """The execution role exists, trusts SageMaker, and (when it is byoc's role for `name`) its own
     policy lets it read each of `reads` ({flag: s3 URI}). A role made elsewhere may read through policies
     this cannot evaluate (managed policies, bucket policies, boundaries): that is said, not refused."""
-    role_name = arn.rsplit("/", 1)[-1]
-    if ":role/" not in arn or arn.split(":")[4] != aws.account:
+    role_name, parts = arn.rsplit("/", 1)[-1], arn.split(":")
+    if ":role/" not in arn or len(parts) < 6 or parts[4] != aws.account:
         say(f"note: role {arn} is not a role of account {aws.account}: not checked")
         return []
     found = find(aws.client("iam").get_role, RoleName=role_name)
