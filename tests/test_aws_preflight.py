@@ -123,6 +123,10 @@ def test_the_model_tar_is_read_only_so_far(aws, capsys, monkeypatch):
     monkeypatch.setattr(preflight, "MAX_MEMBERS", 1)  # model_tar puts model.pt before model.json
     out = byoc(capsys, *deploy_args("pf6", "--no-wait"))
     assert "note: no model.json in the first 1 files" in out and "creating endpoint pf6" in out
+    monkeypatch.setattr(preflight, "MAX_MEMBERS", 64)
+    monkeypatch.setattr(preflight, "MAX_BYTES", 16)  # less than the gzip header and the first member
+    out = byoc(capsys, *deploy_args("pf6", "--no-wait"))
+    assert "note: no model.json in the first 64 files or 0 MiB" in out and "endpoint pf6 already runs" in out
 
 
 def test_a_data_prefix_in_another_layout(aws, capsys):

@@ -266,11 +266,7 @@ def _no_model(aws: Aws, uri: str, name: str) -> str:
     hint = ""
     if "JOB" in key.split("/"):
         hint = " (JOB stands for the training job's name: `byoc status --name NAME` lists them, train-job prints it)"
-    found = [
-        f"s3://{bucket}/{o['Key']}"
-        for o in paginate(aws.client("s3"), "list_objects_v2", "Contents", Bucket=bucket, Prefix=f"byoc/{name}/")
-        if o["Key"].endswith("/model.tar.gz")
-    ]
+    found = [f"s3://{bucket}/{k}" for k in _list(aws, bucket, f"byoc/{name}/")[0] if k.endswith("/model.tar.gz")]
     if found:
         hint += f"; models of {name}: {', '.join(sorted(found)[-3:])}"
     return f"--model-data {uri}: no such object{hint}"
