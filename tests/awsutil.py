@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
+import json
 import os
 import subprocess
 import sys
+import tarfile
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 
+import boto3
 import pytest
 
 from tests import netutil
@@ -15,6 +22,14 @@ from tests import netutil
 MOTO = Path(sys.executable).with_name("moto_server")
 ROLE = "arn:aws:iam::123456789012:role/byoc-test-sagemaker"
 REGION = "us-east-1"
+# The repositories scripts/build_push.sh pushes (byoc.aws.ecr, byoc.aws.endpoint.SERVE_CPU_REPO).
+REPOSITORIES = ("byoc-train", "byoc-serve", "byoc-serve-cpu")
+SAGEMAKER_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+}
+# A dataset in the dogImages layout, as few objects as the pre-flight data check accepts.
+DATA_FILES = tuple(f"{split}/{cls}/1.jpg" for split in ("train", "valid", "test") for cls in ("001.Cat", "002.Dog"))
 
 
 def aws_env(endpoint: str | None) -> dict[str, str]:
@@ -80,3 +95,91 @@ def byoc(capsys, *argv: str) -> str:
     out, err = capsys.readouterr()
     assert code == 0, f"byoc {' '.join(argv)} exited {code}\n{out}\n{err}"
     return out
+
+
+def seed_account(
+    models: Iterable[str] = (), data: Iterable[str] = (), buckets: Iterable[str] = (), tag: str = "latest"
+) -> dict[str, str]:
+    """Put in moto what the pre-flight checks of byoc.aws.preflight look for, as a real account would hold it:
+        the byoc images in ECR under `tag` (each repository's digest returned, {repository: sha256:...}), role
+        ROLE trusting SageMaker, a byoc model.tar.gz at each of `models`, a small dogImages layout under each of
+        `data`, and the buckets of all of them and of `buckets`. Idempotent, and an image a test pushed under `tag`
+    stays: a test calls it for its own names."""
+    s3 = boto3.client("s3", region_name=REGION)
+    for uri in [*models, *data, *buckets]:
+        _bucket(s3, uri.removeprefix("s3://").split("/", 1)[0])
+    for uri in models:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        s3.put_object(Bucket=bucket, Key=key, Body=model_tar())
+    for uri in data:
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        for key in DATA_FILES:
+            s3.put_object(Bucket=bucket, Key=f"{prefix.strip('/')}/{key}", Body=b"\xff\xd8 not really a jpeg")
+    _role(boto3.client("iam", region_name=REGION))
+    return {repo: _image(repo, tag) for repo in REPOSITORIES}
+
+
+def model_tar(arch: str = "resnet18", labels: tuple[str, ...] = ("Cat", "Dog")) -> bytes:
+    """A model.tar.gz holding the model.json of a byoc artifact (and a stand-in for the weights before it)."""
+    from byoc.core.model_meta import META_FILE, ModelMeta
+
+    meta = json.dumps(ModelMeta(arch=arch, labels=list(labels)).to_json()).encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, body in (("model.pt", b"weights"), (META_FILE, meta)):
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            archive.addfile(info, io.BytesIO(body))
+    return buffer.getvalue()
+
+
+def push_image(repo: str, tag: str = "latest", content: str = "byoc") -> str:
+    """An image in moto's ECR under `tag` (a manifest naming `content`); returns its digest. Another `content`
+    under the same tag is a new push: the tag moves to a new digest."""
+    ecr = boto3.client("ecr", region_name=REGION)
+    with contextlib.suppress(ecr.exceptions.RepositoryAlreadyExistsException):
+        ecr.create_repository(repositoryName=repo)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "size": 7,
+                "digest": f"sha256:{hashlib.sha256(f'{repo}:{content}'.encode()).hexdigest()}",
+            },
+            # moto's digest of a pushed image is its layers' digests' (so `content` goes into one)
+            "layers": [
+                {
+                    "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    "size": 7,
+                    "digest": f"sha256:{hashlib.sha256(f'layer {repo}:{content}'.encode()).hexdigest()}",
+                }
+            ],
+        }
+    )
+    described = ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": tag}])["images"]
+    if described and described[0]["imageManifest"] == manifest:
+        return described[0]["imageId"]["imageDigest"]
+    return ecr.put_image(repositoryName=repo, imageManifest=manifest, imageTag=tag)["image"]["imageId"]["imageDigest"]
+
+
+def _image(repo: str, tag: str) -> str:
+    """The digest of REPO:TAG in moto's ECR, pushed when the tag is not there (a test's own push stays)."""
+    ecr = boto3.client("ecr", region_name=REGION)
+    with contextlib.suppress(ecr.exceptions.RepositoryNotFoundException):
+        found = ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": tag}])["images"]
+        if found:
+            return found[0]["imageId"]["imageDigest"]
+    return push_image(repo, tag)
+
+
+def _bucket(s3, bucket: str) -> None:
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+        s3.create_bucket(Bucket=bucket)
+
+
+def _role(iam) -> None:
+    name = ROLE.rsplit("/", 1)[1]
+    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(SAGEMAKER_TRUST))

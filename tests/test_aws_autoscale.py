@@ -6,7 +6,7 @@ from __future__ import annotations
 import boto3
 
 from byoc.cli import main
-from tests.awsutil import byoc
+from tests.awsutil import byoc, seed_account
 from tests.test_aws_endpoint import async_args, deploy_args
 
 
@@ -20,6 +20,7 @@ def scaling(name: str) -> tuple[list[tuple[int, int]], dict[str, dict]]:
 
 
 def test_autoscale_real_time_registers_target_and_policy_idempotently(aws, capsys):
+    seed_account(models=["s3://byoc-models/ep3/model.tar.gz"])
     byoc(capsys, *deploy_args("ep3"))
     args = (
         "autoscale",
@@ -68,6 +69,7 @@ def test_autoscale_real_time_registers_target_and_policy_idempotently(aws, capsy
 
 
 def test_autoscale_async_to_zero_tracks_the_queue_and_scales_out_of_zero(aws, capsys):
+    seed_account(models=["s3://byoc-models/as1/model.tar.gz"])
     byoc(capsys, *async_args("as1"))
     args = ("autoscale", "--name", "as1", "--min", "0", "--max", "3")
     out = byoc(capsys, *args)
@@ -140,6 +142,7 @@ def test_autoscale_async_to_zero_tracks_the_queue_and_scales_out_of_zero(aws, ca
 
 
 def test_autoscale_refuses_options_that_do_not_fit_the_kind(aws, capsys):
+    seed_account(models=["s3://byoc-models/rt1/model.tar.gz", "s3://byoc-models/as2/model.tar.gz"])
     byoc(capsys, *deploy_args("rt1"))
     byoc(capsys, *async_args("as2"))
     cases = [

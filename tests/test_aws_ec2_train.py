@@ -19,7 +19,7 @@ from botocore.validate import validate_parameters
 
 from byoc.aws import ec2_train, policies, pricing
 from byoc.aws.session import Aws
-from tests.awsutil import byoc
+from tests.awsutil import byoc, seed_account
 from tests.test_aws_policies import findings
 
 BUCKET = "byoc-ec2-data"
@@ -166,6 +166,7 @@ def _setup(name: str, monkeypatch) -> tuple[list[str], str]:
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=BUCKET)
     s3.put_object(Bucket=BUCKET, Key="dogImages/train/001.Dog/a.jpg", Body=b"jpeg")
+    seed_account(data=[f"s3://{BUCKET}/dogImages"])  # the rest of the layout, and the training image in ECR
     args = ["ec2-train", "--name", name, "--data", f"s3://{BUCKET}/dogImages", "--spot", "--epochs", "2"]
     return [*args, "--hp", "lr=0.01", "--poll", "0.05"], ami
 

@@ -14,7 +14,7 @@ from botocore.stub import Stubber
 from byoc.aws import endpoint
 from byoc.aws.session import Aws, digest
 from byoc.cli import main
-from tests.awsutil import ROLE, byoc
+from tests.awsutil import ROLE, byoc, seed_account
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-serve:latest"
 SUCCESS = "arn:aws:sns:us-east-1:123456789012:byoc-results"
@@ -50,6 +50,7 @@ def described_config(name: str) -> tuple[dict, dict]:
 
 
 def test_deploy_creates_model_config_endpoint_once(aws, capsys):
+    digests = seed_account(models=["s3://byoc-models/ep1/model.tar.gz"])
     out = byoc(capsys, *deploy_args("ep1", "--startup-timeout", "900", "--env", "SERVE_WORKERS=2"))
     assert "creating model ep1-m-" in out and "creating endpoint config ep1-c-" in out
     assert "creating endpoint ep1" in out and "endpoint ep1: InService" in out
@@ -64,7 +65,7 @@ def test_deploy_creates_model_config_endpoint_once(aws, capsys):
     )
     assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == 900
     model = sm.describe_model(ModelName=variant["ModelName"])
-    assert model["PrimaryContainer"]["Image"] == IMAGE
+    assert model["PrimaryContainer"]["Image"] == IMAGE.replace(":latest", f"@{digests['byoc-serve']}")
     assert model["PrimaryContainer"]["ModelDataUrl"] == "s3://byoc-models/ep1/model.tar.gz"
     assert model["PrimaryContainer"]["Environment"] == {"SERVE_WORKERS": "2"}
     assert model["ExecutionRoleArn"] == ROLE
@@ -78,6 +79,7 @@ def test_deploy_creates_model_config_endpoint_once(aws, capsys):
 
 
 def test_deploy_refuses_an_endpoint_byoc_did_not_create(aws, capsys):
+    seed_account(models=["s3://byoc-models/foreign/model.tar.gz"])
     sm = boto3.client("sagemaker")
     sm.create_model(ModelName="foreign-model", PrimaryContainer={"Image": IMAGE}, ExecutionRoleArn=ROLE)
     sm.create_endpoint_config(
@@ -198,6 +200,7 @@ def names(prefix: str) -> tuple[list[str], list[str]]:
 
 
 def test_deploy_async_sets_the_async_config_and_limits_once(aws, capsys):
+    seed_account(models=["s3://byoc-models/ep4/model.tar.gz"])
     args = async_args(
         "ep4",
         "--error-output",
@@ -244,6 +247,9 @@ def test_deploy_async_sets_the_async_config_and_limits_once(aws, capsys):
 
 
 def test_deploy_async_defaults_and_no_switch_between_kinds(aws, capsys):
+    seed_account(
+        models=["s3://byoc-models/ep5/model.tar.gz", "s3://byoc-models/ep6/model.tar.gz"], buckets=["s3://elsewhere"]
+    )
     out = byoc(capsys, *deploy_args("ep5", "--async", "--output", "s3://elsewhere/results/"))
     assert "failures to s3://elsewhere/results/" in out
     assert "note: the execution role must write s3://elsewhere/results/ (the role `byoc sagemaker-role` makes" in out

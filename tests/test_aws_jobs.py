@@ -13,7 +13,7 @@ from botocore.validate import validate_parameters
 
 from byoc.aws import jobs, metrics
 from byoc.aws.session import Aws, AwsError
-from tests.awsutil import ROLE, byoc
+from tests.awsutil import ROLE, byoc, seed_account
 
 # Lines in the format byoc.training.train logs (see its log.info calls), as CloudWatch receives them.
 EPOCH_LINE = (
@@ -104,6 +104,7 @@ def test_bad_hyperparameters_fail_before_any_job(aws, capsys):
 
 
 def test_train_job_streams_logs_prints_metrics_and_is_idempotent(aws, capsys):
+    digests = seed_account(data=["s3://byoc-data/dogImages"])
     logs = boto3.client("logs")
     with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
         logs.create_log_group(logGroupName="/aws/sagemaker/TrainingJobs")
@@ -152,7 +153,7 @@ def test_train_job_streams_logs_prints_metrics_and_is_idempotent(aws, capsys):
     assert job["HyperParameters"] == {"epochs": "2", "lr": "0.01", "batch-size": "64", "arch": "resnet18"}
     assert (
         job["AlgorithmSpecification"]["TrainingImage"]
-        == "123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-train:latest"
+        == f"123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-train@{digests['byoc-train']}"
     )
     assert job["ResourceConfig"]["InstanceCount"] == 2
 
@@ -161,6 +162,7 @@ def test_train_job_streams_logs_prints_metrics_and_is_idempotent(aws, capsys):
 
 
 def test_default_job_name_makes_a_rerun_follow_the_same_job(aws, capsys):
+    seed_account(data=["s3://byoc-data/dogImages"])
     args = (
         "train-job",
         "--name",
@@ -185,6 +187,7 @@ def test_default_job_name_makes_a_rerun_follow_the_same_job(aws, capsys):
 
 
 def test_tune_creates_the_tuning_job_once(aws, capsys):
+    seed_account(data=["s3://byoc-data/dogImages"])
     args = (
         "tune",
         "--name",

@@ -16,7 +16,7 @@ from botocore.stub import Stubber
 from byoc.aws import lambda_deploy, policies
 from byoc.aws.session import AwsError
 from byoc.aws.validator import RequestRefused
-from tests.awsutil import ROLE, byoc, moto_account_limit
+from tests.awsutil import ROLE, byoc, moto_account_limit, seed_account
 
 HANDLER = "import os\n\ndef lambda_handler(event, context):\n    return {'endpoint': os.environ['ENDPOINT_NAME']}\n"
 
@@ -62,7 +62,19 @@ def test_the_default_source_is_the_repository_lambda_folder():
 
 
 def test_lambda_deploy_least_privilege_role_alias_concurrency_url(aws, capsys, source):
-    byoc(capsys, "deploy", "--name", "lam1", "--model-data", "s3://m/lam1.tar.gz", "--role", ROLE, "--poll", "0.05")
+    seed_account(models=["s3://byoc-models/lam1.tar.gz"])
+    byoc(
+        capsys,
+        "deploy",
+        "--name",
+        "lam1",
+        "--model-data",
+        "s3://byoc-models/lam1.tar.gz",
+        "--role",
+        ROLE,
+        "--poll",
+        "0.05",
+    )
     out = byoc(capsys, *deploy_args("lam1", source, "--function-url", "--memory", "1024", "--timeout", "20"))
     assert "creating IAM role byoc-lam1-lambda" in out and "creating alias live -> 1" in out
     assert "reserved concurrency: unreserved -> 5" in out and "creating Function URL" in out

@@ -22,7 +22,7 @@ from botocore.stub import Stubber
 from byoc.aws import endpoint, predict, target_models
 from byoc.aws.session import Aws
 from byoc.cli import main
-from tests.awsutil import ROLE, byoc
+from tests.awsutil import ROLE, byoc, seed_account
 from tests.test_aws_endpoint import described_config, names
 
 BUCKET = "byoc-mme"
@@ -66,6 +66,7 @@ def keys(s3, name: str) -> dict[str, tuple]:
 
 
 def test_deploy_multi_model_points_the_model_at_the_prefix_once(aws, capsys):
+    digests = seed_account(buckets=[f"s3://{BUCKET}"])
     out = byoc(capsys, *mme_args("mm1", "--instance-type", "ml.c5.xlarge"))
     assert "creating model mm1-m-" in out and f"multi-model: models under {prefix('mm1')})" in out
     assert "(1 x ml.c5.xlarge, container startup health check timeout 600 s, multi-model)" in out
@@ -78,7 +79,7 @@ def test_deploy_multi_model_points_the_model_at_the_prefix_once(aws, capsys):
     assert model["PrimaryContainer"]["Mode"] == "MultiModel"
     assert model["PrimaryContainer"]["ModelDataUrl"] == prefix("mm1")
     assert model["PrimaryContainer"]["Environment"] == {"SAGEMAKER_MULTI_MODEL": "true"}
-    assert model["PrimaryContainer"]["Image"].endswith("/byoc-serve-cpu:latest")  # CPU only: the CPU image
+    assert model["PrimaryContainer"]["Image"].endswith(f"/byoc-serve-cpu@{digests['byoc-serve-cpu']}")  # the CPU image
     assert config["ProductionVariants"][0]["InstanceType"] == "ml.c5.xlarge"
     assert "AsyncInferenceConfig" not in config
 
@@ -123,6 +124,7 @@ def test_the_request_shapes_match_sagemakers_model():
 
 
 def test_models_add_uploads_once_and_list_shows_them(s3, capsys, tmp_path):
+    seed_account()
     byoc(capsys, *mme_args("mm4"))
     tar = model_tar(tmp_path / "model.tar.gz", META)
     out = byoc(capsys, "models", "add", "--prefix", prefix("mm4"), "dogs", str(tar))
@@ -163,7 +165,19 @@ def test_models_add_uploads_once_and_list_shows_them(s3, capsys, tmp_path):
 
 
 def test_models_add_refuses_what_is_not_a_model_tar(s3, capsys, tmp_path):
-    byoc(capsys, "deploy", "--name", "mm5", "--model-data", "s3://b/m.tar.gz", "--role", ROLE, "--poll", "0.05")
+    seed_account(models=[f"s3://{BUCKET}/mm5/model.tar.gz"])
+    byoc(
+        capsys,
+        "deploy",
+        "--name",
+        "mm5",
+        "--model-data",
+        f"s3://{BUCKET}/mm5/model.tar.gz",
+        "--role",
+        ROLE,
+        "--poll",
+        "0.05",
+    )
     plain = tmp_path / "notes.txt"
     plain.write_text("not a tarball")
     truncated = tmp_path / "cut.tar.gz"
@@ -248,6 +262,7 @@ def test_predict_refuses_a_target_model_with_async(aws, tmp_path, capsys):
 
 
 def test_status_lists_the_models_and_teardown_keeps_them(s3, capsys, tmp_path):
+    seed_account()
     byoc(capsys, *mme_args("mm8"))
     tar = model_tar(tmp_path / "model.tar.gz", META)
     for key in ("a", "b"):

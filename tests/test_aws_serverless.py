@@ -17,7 +17,7 @@ import pytest
 from byoc.aws import endpoint, pricing
 from byoc.aws.session import Aws
 from byoc.cli import main
-from tests.awsutil import ROLE, byoc
+from tests.awsutil import ROLE, byoc, seed_account
 from tests.test_aws_endpoint import deploy_args, described_config, names
 
 REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
@@ -54,8 +54,11 @@ def serverless_args(name: str, *extra: str) -> tuple[str, ...]:
 
 @pytest.fixture
 def cpu_image(aws):
+    """The CPU image of 3 GB, by the digest deploy pins it to; the account holds the models of this module."""
     push("byoc-serve-cpu", "latest", 3 * 10**9)
-    return CPU_IMAGE
+    seed_account(models=[f"s3://byoc-models/{name}/model.tar.gz" for name in ("sl1", "sl2", "sl6")])
+    image = boto3.client("ecr").describe_images(repositoryName="byoc-serve-cpu", imageIds=[{"imageTag": "latest"}])
+    return CPU_IMAGE.replace(":latest", f"@{image['imageDetails'][0]['imageDigest']}")
 
 
 def test_deploy_serverless_uses_the_cpu_image_and_no_instances_once(cpu_image, capsys):
@@ -114,16 +117,21 @@ def test_on_demand_serverless_bills_nothing_by_the_hour(cpu_image, capsys):
 
 def test_serverless_refuses_images_it_cannot_run(aws, capsys):
     push("byoc-serve", "big", 11 * 10**9)
-    cases = [
-        (f"{REGISTRY}/byoc-serve:big", f"image {REGISTRY}/byoc-serve:big is 11.0 GB in ECR and serverless endpoints"),
-        (f"{REGISTRY}/byoc-serve:missing", "is not in ECR: push it first"),
-        (f"{REGISTRY}/nothing-here:latest", "is not in ECR: push it first"),
-        ("docker.io/library/python:3.11", "--serverless runs images from Amazon ECR only"),
-        (f"{REGISTRY.replace('us-east-1', 'eu-west-1')}/byoc-serve:big", "is in eu-west-1, the endpoint in us-east-1"),
+    seed_account(models=["s3://byoc-models/sl3/model.tar.gz"])
+    cases = [  # (image, message, exit code: 2 for what the pre-flight checks refuse)
+        (f"{REGISTRY}/byoc-serve:big", "is 11.0 GB in ECR and serverless endpoints", 1),
+        (f"{REGISTRY}/byoc-serve:missing", "is not in ECR: push it first", 2),
+        (f"{REGISTRY}/nothing-here:latest", "is not in ECR: push it first", 2),
+        ("docker.io/library/python:3.11", "--serverless runs images from Amazon ECR only", 1),
+        (
+            f"{REGISTRY.replace('us-east-1', 'eu-west-1')}/byoc-serve:big",
+            "is in eu-west-1, the endpoint in us-east-1",
+            1,
+        ),
     ]
-    for image, message in cases:
+    for image, message, code in cases:
         args = serverless_args("sl3", "--memory", "2048", "--max-concurrency", "2", "--image", image)
-        assert main(list(args)) == 1, image
+        assert main(list(args)) == code, image
         assert message in capsys.readouterr().err, image
     assert names("sl3") == ([], [])
 

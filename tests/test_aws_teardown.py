@@ -7,7 +7,7 @@ import boto3
 import pytest
 
 from byoc.aws import endpoint
-from tests.awsutil import ROLE, byoc
+from tests.awsutil import ROLE, byoc, seed_account
 from tests.test_aws_endpoint import async_args
 
 
@@ -21,7 +21,9 @@ def build(capsys, name: str, source) -> None:
     """Everything the commands create for `name` (deploy and train-job use the role sagemaker-role made)."""
     out = byoc(capsys, "sagemaker-role", "--name", name, "--bucket", "byoc-test-bucket")
     assert f"role/byoc/byoc-{name}-sagemaker" in out
-    byoc(capsys, "deploy", "--name", name, "--model-data", f"s3://m/{name}.tar.gz", "--poll", "0.05")
+    model = f"s3://byoc-test-bucket/byoc/{name}/model.tar.gz"  # where the role reads models
+    seed_account(models=[model], data=["s3://byoc-test-bucket/dogImages"])
+    byoc(capsys, "deploy", "--name", name, "--model-data", model, "--poll", "0.05")
     # The model and config an earlier deploy left behind (moto cannot run the UpdateEndpoint that follows).
     old = endpoint.DeploySpec(name=name, image="x", model_data=f"s3://m/{name}-v0.tar.gz", role=ROLE)
     sm = boto3.client("sagemaker")
@@ -132,6 +134,7 @@ def test_teardown_removes_everything_of_name_and_nothing_of_its_neighbour(aws, c
 
 
 def test_teardown_of_an_async_endpoint_removes_its_alarm_and_policies(aws, capsys):
+    seed_account(models=["s3://byoc-models/gamma/model.tar.gz", "s3://byoc-models/gamma-2/model.tar.gz"])
     for name in ("gamma", "gamma-2"):  # the neighbour's alarm gamma-2-... starts with "gamma-" too
         byoc(capsys, *async_args(name))
         byoc(capsys, "autoscale", "--name", name, "--min", "0", "--max", "2")

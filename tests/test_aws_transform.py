@@ -22,7 +22,7 @@ from byoc.aws.session import Aws, AwsError
 from byoc.cli import main
 from byoc.core.errors import ConfigError
 from byoc.local.batch_transform import Strategy
-from tests.awsutil import ROLE, byoc
+from tests.awsutil import ROLE, byoc, seed_account
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-serve:latest"
 ARN = "arn:aws:sagemaker:us-east-1:123456789012:transform-job/x"
@@ -134,6 +134,7 @@ def transform_args(name: str, *extra: str) -> list[str]:
 
 
 def test_bad_flags_fail_before_anything_is_created(aws, capsys):
+    seed_account(models=["s3://byoc-models/tx0/model.tar.gz"], data=["s3://byoc-batch/tx0/in"])
     for extra, message in (
         (["--input", "/tmp/in"], "error: --input must be an s3:// URI (s3://BUCKET/PREFIX), got '/tmp/in'"),
         (["--model-data", "model.tar.gz"], "error: --model-data must be an s3:// URI of a model.tar.gz"),
@@ -157,6 +158,7 @@ def test_bad_flags_fail_before_anything_is_created(aws, capsys):
 def test_batch_transform_creates_model_and_job_once_and_reports_counts(aws, capsys):
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="byoc-batch")
+    digests = seed_account(models=["s3://byoc-models/tx1/model.tar.gz"])
     for key in ("tx1/in/a.jsonl", "tx1/in/sub/b.jsonl", "tx1/in/c.jsonl", "tx1/in/sub/"):
         s3.put_object(Bucket="byoc-batch", Key=key, Body=b"{}")
     for key in ("tx1/out/a.jsonl.out", "tx1/out/sub/b.jsonl.out"):  # what the job would have written
@@ -178,7 +180,7 @@ def test_batch_transform_creates_model_and_job_once_and_reports_counts(aws, caps
     assert job["TransformOutput"]["AssembleWith"] == "Line"
     model = sm.describe_model(ModelName=job["ModelName"])
     assert model["PrimaryContainer"] == {
-        "Image": IMAGE,
+        "Image": IMAGE.replace(":latest", f"@{digests['byoc-serve']}"),
         "ModelDataUrl": "s3://byoc-models/tx1/model.tar.gz",
         "Environment": {},
     }
@@ -198,6 +200,7 @@ def test_batch_transform_creates_model_and_job_once_and_reports_counts(aws, caps
 
 def test_images_job_uses_the_deploy_model_and_the_default_image(aws, capsys):
     boto3.client("s3").create_bucket(Bucket="byoc-batch")
+    seed_account(models=["s3://byoc-models/tx2/model.tar.gz"], data=["s3://byoc-batch/tx2/in"])
     out = byoc(capsys, *transform_args("tx2", "--no-wait", "--concurrency", "2", "--instance-type", "ml.c5.xlarge"))
     assert "not waiting: run the same command again to follow tx2-t-" in out
     assert "split None, SingleRecord" in out

@@ -18,6 +18,8 @@ from byoc.aws import (
     interrupt,
     jobs,
     lambda_deploy,
+    next_steps,
+    preflight,
     s3data,
     sagemaker_role,
     session,
@@ -87,6 +89,14 @@ def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
             raise ConfigError(f"{flag} {item!r}: expected NAME=VALUE")
         out[key] = value
     return out
+
+
+def _skip_checks(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--skip-checks",
+        action="store_true",
+        help="start without the pre-flight checks (bucket and region, data, model, image, --arch, role)",
+    )
 
 
 def _run(handler):
@@ -184,6 +194,7 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     _hyperparameter_options(p)
     p.add_argument("--no-wait", dest="wait", action="store_false", help="start and return")
     p.add_argument("--poll", type=float, default=30, help="seconds between status checks")
+    _skip_checks(p)
 
 
 def _hyperparameter_options(p: argparse.ArgumentParser) -> None:
@@ -199,9 +210,10 @@ def _hyperparameters(args: argparse.Namespace) -> dict[str, str]:
     return jobs.hyperparameters(given)
 
 
-def _job_spec(aws, args) -> jobs.JobSpec:
+def _job_spec(aws, args, command: str) -> jobs.JobSpec:
+    """The job's settings, checked before anything is billed, with the image pinned to its ECR digest."""
     bucket = args.data.removeprefix("s3://").split("/", 1)[0]
-    return _spec(
+    spec = _spec(
         jobs.JobSpec,
         args,
         image=args.image or ecr.image_uri(aws, ecr.TRAIN_REPO),
@@ -209,6 +221,9 @@ def _job_spec(aws, args) -> jobs.JobSpec:
         output=args.output or f"s3://{bucket}/{sagemaker_role.output_prefix(args.name)}",
         hyperparameters=_hyperparameters(args),
     )
+    jobs.definition(spec)  # the settings' own checks before those that read the account
+    preflight.training(aws, spec, command, args.skip_checks)
+    return dataclasses.replace(spec, image=ecr.pinned(aws, spec.image))
 
 
 def _register_jobs(sub) -> None:
@@ -270,6 +285,7 @@ def _register_ec2(sub) -> None:
     _hyperparameter_options(p)
     p.add_argument("--no-follow", dest="follow", action="store_false", help="return once launched")
     p.add_argument("--poll", type=float, default=30, help="seconds between status checks")
+    _skip_checks(p)
 
 
 def _ec2_train(aws, args) -> int:
@@ -281,15 +297,18 @@ def _ec2_train(aws, args) -> int:
         image=args.image or ecr.image_uri(aws, ecr.TRAIN_REPO),
         hyperparameters=_hyperparameters(args),
     )
+    spec.check()  # the settings' own checks before those that read the account
+    preflight.ec2(aws, spec, args.skip_checks)
     ec2_train.ec2_train(aws, spec, args.follow, args.poll)
     return 0
 
 
 def _train(aws, args) -> int:
-    spec = _job_spec(aws, args)
+    spec = _job_spec(aws, args, "train-job")
     if args.resume_job:
         spec.resume_from = jobs.resume_source(aws, args.name, args.resume_job)
-    jobs.train(aws, spec, args.job_name, args.wait, args.poll, args.logs)
+    job = jobs.train(aws, spec, args.job_name, args.wait, args.poll, args.logs)
+    next_steps.after_training(args.name, job)
     return 0
 
 
@@ -307,7 +326,8 @@ def _tune(aws, args) -> int:
         strategy=args.strategy,
         max_seconds=args.max_tuning_time,
     )
-    jobs.tune(aws, _job_spec(aws, args), tuning, args.tuning_name, args.wait, args.poll)
+    job = jobs.tune(aws, _job_spec(aws, args, "tune"), tuning, args.tuning_name, args.wait, args.poll)
+    next_steps.after_tuning(aws, args.name, job)
     return 0
 
 
@@ -354,6 +374,7 @@ def _register_hosting(sub) -> None:
     _deploy_kind_options(p)
     p.add_argument("--no-wait", dest="wait", action="store_false")
     p.add_argument("--poll", type=float, default=30, help="seconds between status checks")
+    _skip_checks(p)
 
     p = _command(sub, "autoscale", "target-tracking auto-scaling of endpoint NAME", _autoscale)
     p.add_argument("--min", type=int, default=1, help="fewest instances (0: asynchronous endpoints only)")
@@ -406,6 +427,7 @@ def _register_hosting(sub) -> None:
         help="let requests name images in this bucket (s3:GetObject on it only; repeatable)",
     )
     p.add_argument("--poll", type=float, default=5, help="seconds between status checks")
+    _skip_checks(p)
 
 
 def _deploy(aws, args) -> int:
@@ -439,7 +461,11 @@ def _deploy(aws, args) -> int:
         instance_type=args.instance_type or DEFAULT_INSTANCE_TYPE,
         instance_count=1 if args.instance_count is None else args.instance_count,
     )
+    endpoint.model_request(spec)  # the settings' own checks before those that read the account
+    preflight.deploy(aws, spec, args.skip_checks)
+    spec = dataclasses.replace(spec, image=ecr.pinned(aws, spec.image))
     endpoint.deploy(aws, spec, args.wait, args.poll)
+    next_steps.after_deploy(spec)
     return 0
 
 
@@ -468,7 +494,11 @@ def _autoscale(aws, args) -> int:
 
 def _lambda_deploy(aws, args) -> int:
     spec = _spec(lambda_deploy.LambdaSpec, args, environment=_pairs(args.env, "--env"))
-    lambda_deploy.deploy(aws, spec, args.poll)
+    lambda_deploy.validate(spec)  # the settings' own checks before those that read the account
+    lambda_deploy.package(spec.source)
+    preflight.lambda_endpoint(aws, spec.name, args.skip_checks)
+    result = lambda_deploy.deploy(aws, spec, args.poll)
+    next_steps.after_lambda(spec.function, lambda_deploy.ALIAS, result["url"], spec.url_auth, aws.region)
     return 0
 
 
@@ -535,6 +565,7 @@ def _register_transform(sub) -> None:
     p.add_argument("--job-name", help="default: NAME-t-<hash of the settings> (a rerun follows the same job)")
     p.add_argument("--no-wait", dest="wait", action="store_false", help="start and return")
     p.add_argument("--poll", type=float, default=30, help="seconds between status checks")
+    _skip_checks(p)
     p.set_defaults(func=_batch_transform)
 
 
@@ -587,6 +618,9 @@ def _batch_transform(args) -> int:
             content_type=args.content_type or bt.X_IMAGE,
             batch_strategy=strategy,
         )
+        transform_job.transform_request(spec, "model")  # the settings' own checks first
+        preflight.transform(aws, spec, args.skip_checks)
+        spec = dataclasses.replace(spec, image=ecr.pinned(aws, spec.image))
         transform_job.transform(aws, spec, args.job_name, args.wait, args.poll)
         return 0
 

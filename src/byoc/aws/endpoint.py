@@ -41,10 +41,7 @@ SERVERLESS_IMAGE_LIMIT = 10 * 10**9  # bytes: serverless refuses images over 10 
 # GPU multi-model endpoints run only NVIDIA Triton; a BYOC multi-model container gets CPU instances.
 ACCELERATED_INSTANCE = re.compile(r"^ml\.(g|p|inf|trn)\d")
 SERVE_CPU_REPO = f"{ecr.SERVE_REPO}-cpu"  # scripts/build_push.sh pushes byoc-serve:cpu there
-ECR_IMAGE = re.compile(
-    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/"
-    r"(?P<repo>[^:@]+)(:(?P<tag>[^:@]+)|@(?P<digest>sha256:[0-9a-f]{64}))?$"
-)
+ECR_IMAGE = ecr.IMAGE_URI
 
 
 class Kind(str, enum.Enum):
