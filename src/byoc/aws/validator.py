@@ -44,7 +44,9 @@ _PATTERNS: dict[str, Any] = {}
 
 def _pattern(text: str):
     if text not in _PATTERNS:
-        _PATTERNS[text] = regex.compile(text)
+        # Java spells the characters beyond the BMP as a surrogate-pair range, which a Python string
+        # holds as one character each (Application Auto Scaling's ResourceId pattern uses it)
+        _PATTERNS[text] = regex.compile(text.replace(r"\uD800\uDC00-\uDBFF\uDFFF", r"\U00010000-\U0010FFFF"))
     return _PATTERNS[text]
 
 
