@@ -208,16 +208,10 @@ def _alarm(
 def ensure(aws: Aws, name: str, requests: list[dict], notify: Notify) -> list[str]:
     """Create or update the alarms (refusing to touch one byoc did not make for NAME); their names."""
     cw = aws.client("cloudwatch")
+    existing = check_ours(aws, name, requests)
     topic = notification_topic(aws, name, notify)
-    existing = {
-        a["AlarmName"]: a for a in cw.describe_alarms(AlarmNames=[r["AlarmName"] for r in requests])["MetricAlarms"]
-    }
     for request in requests:
         found = existing.get(request["AlarmName"])
-        if found and not owned(cw.list_tags_for_resource(ResourceARN=found["AlarmArn"]).get("Tags"), name):
-            raise AwsError(
-                f"CloudWatch alarm {request['AlarmName']} exists but was not created by byoc; not changing it"
-            )
         # without a topic this time, the alarm keeps whom it told before
         actions = [topic] if topic else (found or {}).get("AlarmActions", [])
         cw.put_metric_alarm(**request, AlarmActions=actions, Tags=tags_list(name))
@@ -226,6 +220,17 @@ def ensure(aws: Aws, name: str, requests: list[dict], notify: Notify) -> list[st
         + (f" (notifying {topic})" if topic else "")
     )
     return [r["AlarmName"] for r in requests]
+
+
+def check_ours(aws: Aws, name: str, requests: list[dict]) -> dict[str, dict]:
+    """The alarms of these requests that exist, by name; AwsError when one was not made by byoc for NAME."""
+    cw = aws.client("cloudwatch")
+    names = [r["AlarmName"] for r in requests]
+    existing = {a["AlarmName"]: a for a in cw.describe_alarms(AlarmNames=names)["MetricAlarms"]}
+    for alarm in existing.values():
+        if not owned(cw.list_tags_for_resource(ResourceARN=alarm["AlarmArn"]).get("Tags"), name):
+            raise AwsError(f"CloudWatch alarm {alarm['AlarmName']} exists but was not created by byoc; not changing it")
+    return existing
 
 
 def notification_topic(aws: Aws, name: str, notify: Notify) -> str | None:

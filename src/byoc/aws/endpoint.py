@@ -297,6 +297,7 @@ def deploy(aws: Aws, spec: DeploySpec, wait: bool = True, poll: float = 30, opti
                 options or rollout.Options(),
                 [a["AlarmName"] for a in watch],
             )
+    alarms.check_ours(aws, spec.name, watch)
     _create_model(sm, spec, model)
     _create_config(sm, spec, config)
     alarms.ensure(aws, spec.name, watch, notify)
