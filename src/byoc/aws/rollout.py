@@ -15,8 +15,9 @@ https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_RollingUpdatePolic
 - serverless endpoints take no rolling update and have no instances to split: all-at-once;
 - Inf1 endpoints take no guardrails at all: SageMaker's plain blue/green.
 
-The previous config stays (configs are kept until teardown) and its name is kept in the endpoint's
-tag byoc:previous-config, which `byoc rollback` puts back.
+The previous config stays (configs are kept until teardown) and, once the new one serves, its name
+is kept in the endpoint's tag byoc:previous-config, which `byoc rollback` puts back (with --no-wait,
+as soon as SageMaker takes the update).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ PREVIOUS_TAG = "byoc:previous-config"  # on the endpoint: the config the last up
 MAX_ROLLBACK_ALARMS = 10  # AutoRollbackConfig.Alarms holds 1 to 10
 DONE = ("InService", "Failed", "UpdateRollbackFailed", "OutOfService")
 INF1 = re.compile(r"^ml\.inf1\.")
-MODES = ("all-at-once", "canary", "linear", "rolling")
 # (lowest, highest) percent of the variant's instances per step, from the API references above
 LIMITS = {"canary": (1, 50), "linear": (10, 50), "rolling": (5, 50)}
 GUARDRAILS = "https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails.html"
@@ -102,11 +102,11 @@ class Plan:
     alarms: list[str]
 
 
-def plan(rollout: Rollout, instances: int, serverless: bool, instance_type: str | None, alarms: list[str]) -> Plan:
+def plan(rollout: Rollout, instances: int, serverless: bool, instance_type: str | None, alarm_names: list[str]) -> Plan:
     """The DeploymentConfig for `rollout` on a variant of `instances` instances, refusing (or, for
-    the default, falling back from) what SageMaker cannot do; `alarms` roll it back."""
-    if len(alarms) > MAX_ROLLBACK_ALARMS:
-        raise ConfigError(f"--rollout-alarms: at most {MAX_ROLLBACK_ALARMS} alarms, got {len(alarms)}")
+    the default, falling back from) what SageMaker cannot do; `alarm_names` roll it back."""
+    if len(alarm_names) > MAX_ROLLBACK_ALARMS:
+        raise ConfigError(f"--rollout-alarms: at most {MAX_ROLLBACK_ALARMS} alarms, got {len(alarm_names)}")
     if instance_type and INF1.match(instance_type):
         say(
             f"note: {instance_type} endpoints take no deployment guardrails: SageMaker's plain blue/green "
@@ -131,9 +131,9 @@ def plan(rollout: Rollout, instances: int, serverless: bool, instance_type: str 
             "TrafficRoutingConfiguration": routing,
             "TerminationWaitInSeconds": rollout.seconds,
         }
-    if alarms:
-        config["AutoRollbackConfiguration"] = {"Alarms": [{"AlarmName": a} for a in alarms]}
-    return Plan(rollout, config, alarms)
+    if alarm_names:
+        config["AutoRollbackConfiguration"] = {"Alarms": [{"AlarmName": a} for a in alarm_names]}
+    return Plan(rollout, config, alarm_names)
 
 
 def _fitted(rollout: Rollout, instances: int, serverless: bool) -> Rollout:
@@ -318,8 +318,11 @@ def run(aws: Aws, change: Update, wait: bool = True, poll: float = 30) -> dict |
         )
         sm.update_endpoint(**request(change.name, change.target, change.plan, change.retain))
         if not wait and change.scaling is None:
+            remember_previous(sm, change.arn, change.previous)  # unchecked: nobody follows the update
             say(f"not waiting: `byoc status --name {change.name}` shows how the update goes")
             return None
+        if not wait:
+            say("waiting anyway: auto-scaling is registered again once SageMaker is done")
         described = follow(sm, change.name, poll)
     finally:
         if change.scaling is not None:  # on the new type, or the old one after a rollback
@@ -338,6 +341,8 @@ def rollback(aws: Aws, name: str, options: Options, poll: float = 30, wait: bool
     if endpoint["EndpointStatus"] not in ("InService", "UpdateRollbackFailed"):
         raise AwsError(f"endpoint {name} is {endpoint['EndpointStatus']}: roll back once it is InService")
     target = previous_config(sm, name, endpoint)
+    if target == endpoint["EndpointConfigName"]:
+        raise AwsError(f"endpoint {name} runs {target} already (its last update did not take over)")
     variant = sm.describe_endpoint_config(EndpointConfigName=target)["ProductionVariants"][0]
     own = alarms.owned_endpoint_alarms(aws, name)
     change = prepare(
