@@ -98,6 +98,10 @@ class FakeUpdates:
             self._steady[name]["EndpointConfigName"] = previous
         return script
 
+    def settle(self, name: str) -> None:
+        """SageMaker is done with the rollout: DescribeEndpoint reports its end from now on."""
+        self._script.pop(name, None)
+
     def _describe(self, parsed, **_) -> None:
         name = parsed.get("EndpointName")
         if name is None:

@@ -330,3 +330,18 @@ def test_create_endpoint_retries_while_its_new_config_is_not_visible():
         with pytest.raises(Exception, match="quota"):
             endpoint.create_endpoint(sm, "cr1", "cr1-c-1", delays=(0, 0))
         stub.assert_no_pending_responses()
+
+
+def test_no_wait_sends_the_update_and_a_rolled_back_one_is_not_rolled_back_to(updates, capsys):
+    byoc(capsys, *deploy_args("nw1", "--instance-count", "2"))
+    old = running(updates, "nw1")
+    updates.outcome = "rolled-back"
+    out = byoc(capsys, *deploy_args("nw1", "--instance-count", "2", "--startup-timeout", "900", "--no-wait"))
+    assert len(updates.requests) == 1 and "not waiting: `byoc status --name nw1` shows how the update goes" in out
+    assert main(["rollback", "--name", "nw1"]) == 1
+    assert "endpoint nw1 is Updating: roll back once it is InService" in capsys.readouterr().err
+    updates.settle("nw1")  # SageMaker rolled it back meanwhile
+    assert running(updates, "nw1") == old
+    assert main(["rollback", "--name", "nw1"]) == 1
+    assert f"endpoint nw1 runs {old} already (its last update did not take over)" in capsys.readouterr().err
+    assert len(updates.requests) == 1
