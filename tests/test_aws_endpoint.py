@@ -1,4 +1,5 @@
-"""`byoc deploy` (real-time and --async) against moto_server; UpdateEndpoint (moto lacks it) with Stubber.
+"""`byoc deploy` (real-time and --async) against moto_server; UpdateEndpoint (moto lacks it) answered
+Stubber-style by tests/sagemaker_updates.py.
 
 boto3 checks every request against SageMaker's service model before it is sent, so the moto
 round trips also check the AsyncInferenceConfig field names and bounds.
@@ -6,15 +7,13 @@ round trips also check the AsyncInferenceConfig field names and bounds.
 
 from __future__ import annotations
 
-import datetime as dt
-
 import boto3
-from botocore.stub import Stubber
 
 from byoc.aws import endpoint
-from byoc.aws.session import Aws, digest
+from byoc.aws.session import digest
 from byoc.cli import main
 from tests.awsutil import ROLE, byoc, seed_account
+from tests.sagemaker_updates import FakeUpdates
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-serve:latest"
 SUCCESS = "arn:aws:sns:us-east-1:123456789012:byoc-results"
@@ -103,92 +102,23 @@ def test_deploy_refuses_an_endpoint_byoc_did_not_create(aws, capsys):
     assert "no endpoint nothing-here: run `byoc deploy" in capsys.readouterr().err
 
 
-def test_deploy_with_new_settings_updates_the_endpoint_in_place(capsys):
-    # Stubber, not moto: moto_server does not implement UpdateEndpoint (it answers 500). The
-    # whole create-or-update sequence is checked against SageMaker's real service model.
-    sm = boto3.client("sagemaker", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
-    spec = endpoint.DeploySpec(
-        name="ep2",
-        image=IMAGE,
-        model_data="s3://b/ep2/model.tar.gz",
-        role=ROLE,
-        instance_type="ml.c5.xlarge",
-        instance_count=2,
-    )
-    model = endpoint.model_request(spec)
-    config = endpoint.config_request(spec, model["ModelName"])
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-    arn = "arn:aws:sagemaker:us-east-1:123456789012:endpoint/ep2"
-
-    def described(status: str, config_name: str) -> dict:
-        return {
-            "EndpointName": "ep2",
-            "EndpointArn": arn,
-            "EndpointConfigName": config_name,
-            "EndpointStatus": status,
-            "CreationTime": now,
-            "LastModifiedTime": now,
-        }
-
-    with Stubber(sm) as stub:
-        stub.add_response("describe_endpoint", described("InService", "ep2-c-old"), {"EndpointName": "ep2"})
-        stub.add_response("list_tags", {"Tags": [{"Key": "byoc:name", "Value": "ep2"}]}, {"ResourceArn": arn})
-        stub.add_response(  # the running config's kind: real-time, like the new one
-            "describe_endpoint_config",
-            {
-                "EndpointConfigName": "ep2-c-old",
-                "EndpointConfigArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/ep2-c-old",
-                "ProductionVariants": config["ProductionVariants"],
-                "CreationTime": now,
-            },
-            {"EndpointConfigName": "ep2-c-old"},
-        )
-        stub.add_response(
-            "describe_model",
-            {
-                "ModelName": model["ModelName"],
-                "ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:model/m",
-                "CreationTime": now,
-            },
-            {"ModelName": model["ModelName"]},
-        )
-        stub.add_client_error(
-            "describe_endpoint_config",
-            "ValidationException",
-            "Could not find endpoint config",
-            expected_params={"EndpointConfigName": config["EndpointConfigName"]},
-        )
-        stub.add_response(
-            "create_endpoint_config",
-            {"EndpointConfigArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/c"},
-            config,
-        )
-        stub.add_response(
-            "update_endpoint",
-            {"EndpointArn": arn},
-            {"EndpointName": "ep2", "EndpointConfigName": config["EndpointConfigName"]},
-        )
-        stub.add_response(
-            "describe_endpoint", described("Updating", config["EndpointConfigName"]), {"EndpointName": "ep2"}
-        )
-        stub.add_response(
-            "describe_endpoint", described("InService", config["EndpointConfigName"]), {"EndpointName": "ep2"}
-        )
-        stub.add_response(
-            "describe_endpoint", described("InService", config["EndpointConfigName"]), {"EndpointName": "ep2"}
-        )
-        fake = Aws(
-            session=boto3.Session(region_name="us-east-1"),
-            region="us-east-1",
-            _account="123456789012",
-            _clients={"sagemaker": sm},
-        )
-        endpoint.deploy(fake, spec, poll=0.01)
-        stub.assert_no_pending_responses()
-    out = capsys.readouterr().out
-    assert f"updating endpoint ep2: ep2-c-old -> {config['EndpointConfigName']}" in out
+def test_deploy_with_new_settings_updates_the_endpoint_in_place(aws, capsys, monkeypatch):
+    # moto_server does not implement UpdateEndpoint (it answers 500): tests/sagemaker_updates.py answers
+    # it Stubber-style and plays the rollout; moto keeps the models, configs and alarms.
+    updates = FakeUpdates().installed(monkeypatch)
+    byoc(capsys, *deploy_args("ep2"))
+    old = boto3.client("sagemaker").describe_endpoint(EndpointName="ep2")["EndpointConfigName"]
+    out = byoc(capsys, *deploy_args("ep2", "--instance-type", "ml.c5.xlarge", "--instance-count", "2"))
+    [request] = updates.requests
+    new = request["EndpointConfigName"]
+    assert new != old and request["EndpointName"] == "ep2"
+    assert "BlueGreenUpdatePolicy" in request["DeploymentConfig"]  # guarded: tests/test_aws_rollout.py
+    assert f"updating endpoint ep2: {old} -> {new}" in out
     assert "endpoint ep2: Updating" in out and "endpoint ep2: InService" in out
-    assert config["ProductionVariants"][0]["InstanceType"] == "ml.c5.xlarge"
+    config = boto3.client("sagemaker").describe_endpoint_config(EndpointConfigName=new)
+    variant = config["ProductionVariants"][0]
+    assert (variant["InstanceType"], variant["InitialInstanceCount"]) == ("ml.c5.xlarge", 2)
+    assert names("ep2-")[0] == sorted([old, new])  # the old config stays, for a rollback
 
 
 def names(prefix: str) -> tuple[list[str], list[str]]:

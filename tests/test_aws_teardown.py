@@ -115,7 +115,9 @@ def test_teardown_removes_everything_of_name_and_nothing_of_its_neighbour(aws, c
     assert "alpha-2" not in out
 
     out = byoc(capsys, "teardown", "--name", "alpha", "--dry-run")
-    assert out.count("would delete") == 10  # scaling, endpoint, 2 configs, 2 models, function, log group, 2 roles
+    # scaling, endpoint, 2 configs, 2 models, function, log group, 2 roles; the endpoint's 4 alarms (5xx, latency,
+    # CPU, memory) and the function's 2 (errors, throttles)
+    assert out.count("would delete") == 16
     assert inventory("alpha") == before
 
     out = byoc(capsys, "teardown", "--name", "alpha", "--poll", "0.05")
@@ -153,12 +155,14 @@ def test_teardown_of_an_async_endpoint_removes_its_alarm_and_policies(aws, capsy
     assert (
         "would delete auto-scaling on endpoint gamma (policies: gamma-backlog-per-instance, gamma-scale-out-from-zero)"
     ) in out
-    assert out.count("would delete") == 5  # alarm, scaling, endpoint, config, model
+    # scaling alarm, scaling, endpoint, config, model; deploy's 5 alarms (5xx, latency, CPU, memory, queue age)
+    assert out.count("would delete") == 10
     assert len(alarms()) == 2
 
     out = byoc(capsys, "teardown", "--name", "gamma", "--poll", "0.05")
     assert "deleting CloudWatch alarm gamma-backlog-without-capacity" in out
-    assert "teardown of 'gamma': 7 resource(s) deleted" in out  # alarm, 2 policies, target, endpoint, config, model
+    # 6 alarms, 2 policies, target, endpoint, config, model
+    assert "teardown of 'gamma': 12 resource(s) deleted" in out
     assert alarms() == ["gamma-2-backlog-without-capacity"]
     assert inventory("gamma") == {k: [] for k in inventory("gamma")}
     assert inventory("gamma-2")["policies"] == ["gamma-2-backlog-per-instance", "gamma-2-scale-out-from-zero"]

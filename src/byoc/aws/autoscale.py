@@ -9,6 +9,8 @@ asynchronous endpoint" shows.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from byoc.aws import pricing
 from byoc.aws.endpoint import VARIANT, is_async
 from byoc.aws.inventory import owned_alarms
@@ -258,6 +260,60 @@ def policies(aas, rid: str) -> list[dict]:
         ResourceId=rid,
         ScalableDimension=DIMENSION,
     )
+
+
+@dataclass
+class Scaling:
+    """A variant's scalable target and its policies, as read before an update that must drop them."""
+
+    rid: str
+    minimum: int
+    maximum: int
+    policies: list[dict]
+
+    def describe(self) -> str:
+        names = ", ".join(p["PolicyName"] for p in self.policies) or "no policies"
+        return f"{self.rid}: {self.minimum}..{self.maximum} instances, {names}"
+
+
+def snapshot(aws: Aws, name: str) -> Scaling | None:
+    """NAME's variant's scalable target and policies, or None when it is not auto-scaled."""
+    aas = aws.client("application-autoscaling")
+    rid = resource_id(name)
+    found = aas.describe_scalable_targets(ServiceNamespace=NAMESPACE, ResourceIds=[rid], ScalableDimension=DIMENSION)[
+        "ScalableTargets"
+    ]
+    if not found:
+        return None
+    return Scaling(rid, found[0]["MinCapacity"], found[0]["MaxCapacity"], policies(aas, rid))
+
+
+def suspend(aws: Aws, name: str, scaling: Scaling) -> None:
+    """Delete the policies and deregister the target before an instance-type change, which SageMaker
+    refuses on a scaled variant (https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-scaling-update.html)."""
+    say(f"instance type changes: removing auto-scaling {scaling.describe()} until the update is done")
+    remove(aws, name)
+
+
+def restore(aws: Aws, name: str, scaling: Scaling) -> None:
+    """Register the target again with the same bounds and put back the policies `snapshot` read."""
+    aas = aws.client("application-autoscaling")
+    _register(aas, name, scaling.rid, scaling.minimum, scaling.maximum)
+    for policy in scaling.policies:
+        if policy["PolicyName"] == from_zero_policy_name(name):  # its alarm must start the new policy ARN
+            _scale_out_from_zero(aws, name, scaling.rid)
+            continue
+        kind = policy["PolicyType"]  # TargetTrackingScaling or StepScaling: its configuration's key
+        key = f"{kind}PolicyConfiguration"
+        aas.put_scaling_policy(
+            PolicyName=policy["PolicyName"],
+            ServiceNamespace=NAMESPACE,
+            ResourceId=scaling.rid,
+            ScalableDimension=DIMENSION,
+            PolicyType=kind,
+            **{key: policy[key]},
+        )
+    say(f"auto-scaling back on {scaling.describe()}")
 
 
 def remove(aws: Aws, name: str) -> list[str]:

@@ -1,5 +1,5 @@
 """The AWS subcommands of `byoc`: data, sagemaker-role, train-job, tune, ec2-train, batch-transform, deploy,
-autoscale, predict, models, lambda-deploy, status, stop, teardown.
+rollback, autoscale, predict, models, lambda-deploy, status, stop, teardown.
 
 Each is idempotent (run it again to resume or to converge) and prints what it does.
 """
@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from byoc.aws import (
+    alarms,
     autoscale,
     ecr,
     endpoint,
@@ -20,6 +21,7 @@ from byoc.aws import (
     lambda_deploy,
     next_steps,
     preflight,
+    rollout,
     s3data,
     sagemaker_role,
     session,
@@ -372,9 +374,16 @@ def _register_hosting(sub) -> None:
         help="--async: requests one instance works on at once (default: SageMaker's choice)",
     )
     _deploy_kind_options(p)
+    _rollout_options(p)
+    _alarm_options(p, latency=True)
     p.add_argument("--no-wait", dest="wait", action="store_false")
     p.add_argument("--poll", type=float, default=30, help="seconds between status checks")
     _skip_checks(p)
+
+    p = _command(sub, "rollback", "put endpoint NAME's previous config back (a guarded update)", _rollback)
+    _rollout_options(p)
+    p.add_argument("--no-wait", dest="wait", action="store_false")
+    p.add_argument("--poll", type=float, default=30, help="seconds between status checks")
 
     p = _command(sub, "autoscale", "target-tracking auto-scaling of endpoint NAME", _autoscale)
     p.add_argument("--min", type=int, default=1, help="fewest instances (0: asynchronous endpoints only)")
@@ -428,6 +437,75 @@ def _register_hosting(sub) -> None:
     )
     p.add_argument("--poll", type=float, default=5, help="seconds between status checks")
     _skip_checks(p)
+    _alarm_options(p)
+
+
+def _rollout_options(p: argparse.ArgumentParser) -> None:
+    """How an update of an existing endpoint shifts traffic, and which alarms roll it back."""
+    p.add_argument(
+        "--rollout",
+        metavar="MODE",
+        help="how an update of an existing endpoint takes over: canary:PCT:SECONDS (default canary:10:300, then "
+        "all), linear:PCT:SECONDS, rolling:PCT:SECONDS (batches of instances; 2 or more instances) or "
+        "all-at-once[:SECONDS] (then SECONDS of baking); SageMaker rolls it back when an alarm fires",
+    )
+    p.add_argument(
+        "--rollout-alarms",
+        type=lambda text: [a for a in text.split(",") if a],
+        metavar="NAME,...",
+        help="CloudWatch alarms that roll an update back (default: the endpoint's byoc-NAME-* alarms)",
+    )
+
+
+def _alarm_options(p: argparse.ArgumentParser, latency: bool = False) -> None:
+    """The CloudWatch alarms' threshold and whom they notify."""
+    if latency:
+        p.add_argument(
+            "--latency-alarm-ms",
+            type=float,
+            default=alarms.DEFAULT_LATENCY_MS,
+            help=f"alarm when the p99 ModelLatency is over this (default {alarms.DEFAULT_LATENCY_MS:g} ms)",
+        )
+    notify = p.add_mutually_exclusive_group()
+    notify.add_argument(
+        "--alarm-topic",
+        type=_checked(alarms.check_topic),
+        metavar="SNS_ARN",
+        help="SNS topic the CloudWatch alarms notify",
+    )
+    notify.add_argument(
+        "--alarm-email",
+        type=_checked(alarms.check_email),
+        metavar="ADDRESS",
+        help="create SNS topic byoc-NAME-alarms for the alarms, subscribe ADDRESS",
+    )
+
+
+def _checked(check):
+    """An argparse type from a check that raises ConfigError (a usage error, exit 2, before any call)."""
+
+    def parse(value: str) -> str:
+        try:
+            return check(value)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return parse
+
+
+def _notify(args: argparse.Namespace) -> alarms.Notify:
+    return alarms.Notify(
+        getattr(args, "latency_alarm_ms", alarms.DEFAULT_LATENCY_MS), args.alarm_topic, args.alarm_email
+    )
+
+
+def _rollout(args: argparse.Namespace) -> rollout.Options:
+    return rollout.Options(args.rollout, args.rollout_alarms)
+
+
+def _rollback(aws, args) -> int:
+    rollout.rollback(aws, args.name, _rollout(args), args.poll, args.wait)
+    return 0
 
 
 def _deploy(aws, args) -> int:
@@ -466,6 +544,7 @@ def _deploy(aws, args) -> int:
     spec = dataclasses.replace(spec, image=ecr.pinned(aws, spec.image))
     endpoint.deploy(aws, spec, args.wait, args.poll)
     next_steps.after_deploy(spec)
+    endpoint.deploy(aws, spec, args.wait, args.poll, _rollout(args), _notify(args))
     return 0
 
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import enum
 import re
+import time
 from dataclasses import dataclass, field
+
+from botocore.exceptions import ClientError
 
 from byoc.aws import ecr, pricing, validator, waiting
 from byoc.aws.sagemaker_role import output_prefix
-from byoc.aws.session import Aws, AwsError, digest, find, owned, say, tags_list
+from byoc.aws.session import Aws, AwsError, digest, error_code, find, owned, say, tags_list
 from byoc.core.errors import ConfigError
 
 VARIANT = "AllTraffic"
@@ -256,42 +259,55 @@ def _instance_settings(spec: DeploySpec) -> dict:
     }
 
 
-def deploy(aws: Aws, spec: DeploySpec, wait: bool = True, poll: float = 30) -> dict:
-    """Create the endpoint, or move it to these settings; wait until it is InService."""
+def deploy(aws: Aws, spec: DeploySpec, wait: bool = True, poll: float = 30, options=None, notify=None) -> dict:
+    """Create the endpoint, or move it to these settings with a guarded update (`byoc.aws.rollout`:
+    `options`, a rollout.Options); its CloudWatch alarms (`byoc.aws.alarms`: `notify`, an alarms.Notify)
+    watch it and roll a bad update back; wait until it is InService."""
+    from byoc.aws import alarms, rollout  # both read this module's kinds
+
+    notify = notify or alarms.Notify()
     if spec.serverless:
         check_serverless_image(aws, spec.image)
     sm = aws.client("sagemaker")
     endpoint = find(sm.describe_endpoint, EndpointName=spec.name)
-    if endpoint is not None:
-        check_updatable(sm, endpoint, spec)  # before anything is created for it
     model = model_request(spec)
-    # every request checked before the model is created: a bad value must not leave a model behind
-    validator.check_all(
-        [(sm, "CreateModel", model), (sm, "CreateEndpointConfig", config_request(spec, model["ModelName"]))]
-    )
-    if find(sm.describe_model, ModelName=model["ModelName"]):
-        say(f"model {model['ModelName']} exists")
-    else:
-        say(f"creating model {model['ModelName']} ({_model_line(spec)})")
-        sm.create_model(**model)
     config = config_request(spec, model["ModelName"])
     config_name = config["EndpointConfigName"]
-    if find(sm.describe_endpoint_config, EndpointConfigName=config_name):
-        say(f"endpoint config {config_name} exists")
-    else:
-        say(f"creating endpoint config {config_name} ({_config_line(spec)})")
-        sm.create_endpoint_config(**config)
+    watch = alarms.endpoint_alarms(
+        spec.name, spec.kind, None if spec.serverless else spec.instance_type, notify.latency_ms
+    )
+    change = None
+    if endpoint is not None:
+        check_updatable(sm, endpoint, spec)  # before anything is created for it
+        if endpoint["EndpointConfigName"] != config_name:
+            if endpoint["EndpointStatus"] in BUSY:  # UpdateEndpoint is refused while a change is in flight
+                say(f"endpoint {spec.name} is {endpoint['EndpointStatus']}: waiting before updating it")
+                wait_in_service(sm, spec.name, poll)
+                endpoint = sm.describe_endpoint(EndpointName=spec.name)
+            change = rollout.prepare(
+                aws,
+                endpoint,
+                config_name,
+                None if spec.serverless else spec.instance_type,
+                spec.instance_count,
+                bool(spec.serverless),
+                options or rollout.Options(),
+                [a["AlarmName"] for a in watch],
+            )
+    # every request checked before the model is created: a bad value must not leave a model behind
+    validator.check_all([(sm, "CreateModel", model), (sm, "CreateEndpointConfig", config)])
+    alarms.check_ours(aws, spec.name, watch)
+    _create_model(sm, spec, model)
+    _create_config(sm, spec, config)
+    alarms.ensure(aws, spec.name, watch, notify)
     if endpoint is None:
         say(f"creating endpoint {spec.name}")
-        sm.create_endpoint(EndpointName=spec.name, EndpointConfigName=config_name, Tags=tags_list(spec.name))
-    elif endpoint["EndpointConfigName"] == config_name:
+        create_endpoint(sm, spec.name, config_name)
+    elif change is None:
         say(f"endpoint {spec.name} already runs {config_name} ({endpoint['EndpointStatus']})")
     else:
-        if endpoint["EndpointStatus"] in BUSY:  # UpdateEndpoint is refused while a change is in flight
-            say(f"endpoint {spec.name} is {endpoint['EndpointStatus']}: waiting before updating it")
-            wait_in_service(sm, spec.name, poll)
-        update(sm, spec.name, config_name, endpoint["EndpointConfigName"])
-    if wait:
+        rollout.run(aws, change, wait, poll)
+    if wait and change is None:
         wait_in_service(sm, spec.name, poll)
     endpoint = sm.describe_endpoint(EndpointName=spec.name)
     say(f"endpoint {spec.name}: {endpoint['EndpointStatus']} ({endpoint['EndpointArn']})")
@@ -302,6 +318,47 @@ def deploy(aws: Aws, spec: DeploySpec, wait: bool = True, poll: float = 30) -> d
     elif spec.multi_model:
         describe_multi_model(spec)
     return endpoint
+
+
+def _create_model(sm, spec: DeploySpec, model: dict) -> None:
+    if find(sm.describe_model, ModelName=model["ModelName"]):
+        say(f"model {model['ModelName']} exists")
+    else:
+        say(f"creating model {model['ModelName']} ({_model_line(spec)})")
+        sm.create_model(**model)
+
+
+def _create_config(sm, spec: DeploySpec, config: dict) -> None:
+    config_name = config["EndpointConfigName"]
+    if find(sm.describe_endpoint_config, EndpointConfigName=config_name):
+        say(f"endpoint config {config_name} exists")
+    else:
+        say(f"creating endpoint config {config_name} ({_config_line(spec)})")
+        sm.create_endpoint_config(**config)
+
+
+# CreateEndpoint reads its config with an eventually consistent read: right after CreateEndpointConfig
+# it may answer "Could not find endpoint configuration", and AWS recommends retrying
+# (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateEndpoint.html).
+CREATE_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)  # seconds; 15 s in all
+
+
+def create_endpoint(sm, name: str, config_name: str, delays: tuple[float, ...] = CREATE_RETRY_DELAYS) -> None:
+    """CreateEndpoint, retried with a short backoff while its new config is not yet visible to it."""
+    for delay in (*delays, None):
+        try:
+            sm.create_endpoint(EndpointName=name, EndpointConfigName=config_name, Tags=tags_list(name))
+            return
+        except ClientError as exc:
+            message = exc.response.get("Error", {}).get("Message", "")
+            if (
+                delay is None
+                or error_code(exc) != "ValidationException"
+                or "Could not find endpoint config" not in message
+            ):
+                raise
+            say(f"  endpoint config {config_name} is not visible to CreateEndpoint yet: retrying in {delay:g} s")
+            time.sleep(delay)
 
 
 def _model_line(spec: DeploySpec) -> str:
@@ -457,12 +514,6 @@ def describe_async(spec: DeploySpec, config: AsyncSpec) -> None:
         f"`byoc autoscale --name {spec.name} --min 0 --max N` scales it to zero when the queue is empty "
         "(nothing billed by the hour at 0 instances)"
     )
-
-
-def update(sm, name: str, config_name: str, previous: str) -> None:
-    """Blue/green update to a new endpoint config; the old config stays until teardown (for a rollback)."""
-    say(f"updating endpoint {name}: {previous} -> {config_name}")
-    sm.update_endpoint(EndpointName=name, EndpointConfigName=config_name)
 
 
 def wait_in_service(sm, name: str, poll: float = 30) -> None:

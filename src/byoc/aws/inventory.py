@@ -38,10 +38,12 @@ def owned_log_groups(logs, name: str) -> list[str]:
 
 
 def owned_alarms(cw, name: str) -> list[str]:
-    """CloudWatch alarms named NAME-... and tagged byoc:name=NAME (`byoc autoscale` makes them)."""
+    """CloudWatch alarms named NAME-... (`byoc autoscale`) or byoc-NAME-... (`byoc.aws.alarms`) and tagged
+    byoc:name=NAME."""
     return [
         a["AlarmName"]
-        for a in paginate(cw, "describe_alarms", "MetricAlarms", AlarmNamePrefix=f"{name}-")
+        for prefix in (f"{name}-", f"byoc-{name}-")
+        for a in paginate(cw, "describe_alarms", "MetricAlarms", AlarmNamePrefix=prefix)
         if owned(cw.list_tags_for_resource(ResourceARN=a["AlarmArn"]).get("Tags"), name)
     ]
 

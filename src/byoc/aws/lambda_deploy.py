@@ -15,7 +15,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from byoc.aws import iam, policies, validator, waiting
+from byoc.aws import alarms, iam, policies, validator, waiting
 from byoc.aws.session import NAME_TAG, Aws, AwsError, error_code, find, owned, say
 from byoc.aws.validator import RequestRefused
 from byoc.core.errors import ConfigError
@@ -54,6 +54,8 @@ class LambdaSpec:
     log_retention_days: int = 30
     environment: dict[str, str] = field(default_factory=dict)
     read_buckets: list[str] = field(default_factory=list)  # S3_ALLOWED_BUCKETS: s3:GetObject on these only
+    alarm_topic: str | None = None  # SNS topic the Errors and Throttles alarms notify
+    alarm_email: str | None = None  # or an address subscribed to byoc-NAME-alarms
 
 
 def package(source: Path) -> bytes:
@@ -172,6 +174,12 @@ def deploy(aws: Aws, spec: LambdaSpec, poll: float = 5) -> dict:
     say(
         f"lambda {spec.function}:{ALIAS} -> version {version}, ENDPOINT_NAME={spec.name}"
         + (f", URL {url} ({spec.url_auth})" if url else "")
+    )
+    alarms.ensure(
+        aws,
+        spec.name,
+        alarms.function_alarms(spec.name, spec.function),
+        alarms.Notify(topic=spec.alarm_topic, email=spec.alarm_email),
     )
     return {"version": version, "url": url, "role": role_arn}
 

@@ -8,6 +8,7 @@ import re
 from botocore.exceptions import ClientError
 
 from byoc.aws import autoscale, ec2_train, iam, pricing, target_models
+from byoc.aws.alarms import line as alarm_line
 from byoc.aws.endpoint import VARIANT, Kind, kind_of, multi_model_prefix, running_model
 from byoc.aws.inventory import owned_alarms, owned_configs, owned_functions, owned_models
 from byoc.aws.lambda_deploy import ALIAS
@@ -45,11 +46,7 @@ def status(aws: Aws, name: str) -> dict:
     cw = aws.client("cloudwatch")
     alarms = owned_alarms(cw, name)
     for alarm in cw.describe_alarms(AlarmNames=alarms)["MetricAlarms"] if alarms else []:
-        say(
-            f"  CloudWatch alarm {alarm['AlarmName']}: {alarm['StateValue']} "
-            f"({alarm.get('MetricName')} >= {alarm.get('Threshold', 0):g} starts "
-            f"{', '.join(a.rpartition('policyName/')[2] for a in alarm.get('AlarmActions', []))})"
-        )
+        say(alarm_line(alarm))
     found["alarms"] = alarms
     lam = aws.client("lambda")
     functions = owned_functions(lam, name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from byoc.aws import autoscale, ec2_train, iam, waiting
+from byoc.aws import alarms, autoscale, ec2_train, iam, waiting
 from byoc.aws.endpoint import BUSY, multi_model_prefix
 from byoc.aws.inventory import owned_alarms, owned_configs, owned_functions, owned_log_groups, owned_models
 from byoc.aws.session import Aws, find, owned, paginate, say
@@ -54,6 +54,8 @@ def plan(aws: Aws, name: str, poll: float = 15) -> list[tuple[str, Callable[[], 
         )
     for group in owned_log_groups(logs, name):
         steps.append((f"log group {group}", functools.partial(logs.delete_log_group, logGroupName=group)))
+    for topic in alarms.owned_topics(aws, name):  # after the alarms that notify it
+        steps.append((f"SNS topic {topic}", functools.partial(aws.client("sns").delete_topic, TopicArn=topic)))
     steps += ec2_train.teardown_steps(aws, name, poll)  # instances first: their group and profile are in use
     client = aws.client("iam")
     for role in (iam.role_name(name, "lambda"), iam.role_name(name, "sagemaker")):
