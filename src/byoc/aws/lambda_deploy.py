@@ -138,6 +138,8 @@ def deploy(aws: Aws, spec: LambdaSpec, poll: float = 5) -> dict:
     validator.check_all(planned_requests(aws, spec))  # every value in AWS's ranges before anything is created
     code = package(spec.source)
     check_reservation(aws.client("lambda"), spec.function, spec.reserved)
+    watch = alarms.function_alarms(spec.name, spec.function)
+    alarms.check_ours(aws, spec.name, watch)  # an alarm of another owner is refused before anything is created
     group = ensure_log_group(aws, spec)
     role_arn = iam.ensure_role(
         aws.client("iam"),
@@ -175,12 +177,7 @@ def deploy(aws: Aws, spec: LambdaSpec, poll: float = 5) -> dict:
         f"lambda {spec.function}:{ALIAS} -> version {version}, ENDPOINT_NAME={spec.name}"
         + (f", URL {url} ({spec.url_auth})" if url else "")
     )
-    alarms.ensure(
-        aws,
-        spec.name,
-        alarms.function_alarms(spec.name, spec.function),
-        alarms.Notify(topic=spec.alarm_topic, email=spec.alarm_email),
-    )
+    alarms.ensure(aws, spec.name, watch, alarms.Notify(topic=spec.alarm_topic, email=spec.alarm_email))
     return {"version": version, "url": url, "role": role_arn}
 
 
