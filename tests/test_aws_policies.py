@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import warnings
 
+import boto3
 import pytest
 
-from byoc.aws import policies
+from byoc.aws import alarms, policies
+from tests.awsutil import byoc
 
 ENDPOINT_ARN = "arn:aws:sagemaker:us-east-1:123456789012:endpoint/dogs"
 LOG_GROUP_ARN = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/dogs-classify"
@@ -83,7 +85,7 @@ def test_sagemaker_execution_policy_is_scoped_to_one_bucket_prefix_and_our_repos
         return f"arn:aws:{service}:us-east-1:123456789012:{resource}"
 
     doc = policies.sagemaker_execution(
-        arn, "arn:aws:s3:::bkt", ["dogImages"], "byoc/dogs", ["byoc-train", "byoc-serve"]
+        arn, "arn:aws:s3:::bkt", ["dogImages"], "byoc/dogs", ["byoc-train", "byoc-serve"], "byoc-dogs-*"
     )
     statements = {s["Sid"]: (s["Action"], s["Resource"]) for s in doc["Statement"]}
     assert statements == {
@@ -100,6 +102,7 @@ def test_sagemaker_execution_policy_is_scoped_to_one_bucket_prefix_and_our_repos
             [arn("logs", "log-group:/aws/sagemaker/*")],
         ),
         "PutSageMakerMetrics": ("cloudwatch:PutMetricData", "*"),
+        "ReadRollbackAlarms": ("cloudwatch:DescribeAlarms", arn("cloudwatch", "alarm:byoc-dogs-*")),
     }
     assert doc["Statement"][0]["Condition"] == {
         "StringLike": {"s3:prefix": ["byoc/dogs/*", "dogImages/*", "byoc/dogs", "dogImages"]}
@@ -117,8 +120,22 @@ def test_sagemaker_execution_role_may_put_metrics_in_sagemaker_namespaces_only()
         ["dogImages"],
         "byoc/dogs",
         ["byoc-train"],
+        "byoc-dogs-*",
     )
     metrics = [s for s in doc["Statement"] if "cloudwatch:PutMetricData" in json.dumps(s["Action"])]
     assert len(metrics) == 1
     assert metrics[0]["Condition"] == {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}}
     assert findings(doc) == []
+
+
+def test_sagemaker_execution_role_reads_its_own_rollback_alarms_only(aws, capsys):
+    """SageMaker reads a guarded update's auto-rollback alarms with the execution role, which needs
+    cloudwatch:DescribeAlarms on them
+    (https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html):
+    the role `byoc sagemaker-role` makes (moto_server) may read the alarms byoc names for NAME, no others."""
+    byoc(capsys, "sagemaker-role", "--name", "pol1", "--bucket", "pol1-bucket")
+    doc = boto3.client("iam").get_role_policy(RoleName="byoc-pol1-sagemaker", PolicyName="byoc-training-and-hosting")
+    [read] = [s for s in doc["PolicyDocument"]["Statement"] if "cloudwatch:DescribeAlarms" in json.dumps(s["Action"])]
+    assert read["Resource"] == "arn:aws:cloudwatch:us-east-1:123456789012:alarm:byoc-pol1-*"
+    assert alarms.alarm_name("pol1", "5xx-errors").startswith("byoc-pol1-")  # the alarms deploy makes match it
+    assert findings(doc["PolicyDocument"]) == []

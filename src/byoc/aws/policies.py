@@ -67,11 +67,13 @@ def sagemaker_execution(
     read_prefixes: list[str],
     write_prefix: str,
     repositories: list[str],
+    rollback_alarms: str,
 ) -> dict:
     """What training jobs and endpoints of one byoc name need: read data and models, write
-    outputs under one prefix, pull our images, write SageMaker's logs and metrics. Nothing
-    account-wide except ecr:GetAuthorizationToken and cloudwatch:PutMetricData (limited to
-    SageMaker's namespaces), which have no resource-level permissions.
+    outputs under one prefix, pull our images, write SageMaker's logs and metrics, read the
+    rollback alarms of its endpoint updates (`rollback_alarms`, a name pattern: byoc-NAME-*).
+    Nothing account-wide except ecr:GetAuthorizationToken and cloudwatch:PutMetricData (limited
+    to SageMaker's namespaces), which have no resource-level permissions.
 
     `arn(service, resource)` makes an ARN in the caller's partition, region and account.
     """
@@ -126,6 +128,14 @@ def sagemaker_execution(
                 "Action": "cloudwatch:PutMetricData",
                 "Resource": "*",
                 "Condition": {"StringLike": {"cloudwatch:namespace": METRIC_NAMESPACES}},
+            },
+            # SageMaker reads the auto-rollback alarms of a guarded update with the execution role:
+            # https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html
+            {
+                "Sid": "ReadRollbackAlarms",
+                "Effect": "Allow",
+                "Action": "cloudwatch:DescribeAlarms",
+                "Resource": arn("cloudwatch", f"alarm:{rollback_alarms}"),
             },
         ],
     }

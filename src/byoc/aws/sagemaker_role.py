@@ -1,4 +1,5 @@
-"""The SageMaker execution role for NAME: read its data and models, write its outputs, pull byoc images."""
+"""The SageMaker execution role for NAME: read its data and models, write its outputs, pull byoc images,
+read its rollback alarms."""
 
 from __future__ import annotations
 
@@ -17,10 +18,17 @@ def output_prefix(name: str) -> str:
 
 def ensure(aws: Aws, name: str, bucket: str, data_prefixes: list[str]) -> str:
     """Create or correct role byoc-NAME-sagemaker; return its ARN (pass it as --role)."""
+    from byoc.aws import alarms  # it imports endpoint, which imports this module
+
     if not bucket or "/" in bucket:
         raise ConfigError(f"--bucket {bucket!r}: give the bucket name only")
     document = policies.sagemaker_execution(
-        aws.arn, f"arn:{aws.partition}:s3:::{bucket}", data_prefixes, output_prefix(name), list(REPOSITORIES)
+        aws.arn,
+        f"arn:{aws.partition}:s3:::{bucket}",
+        data_prefixes,
+        output_prefix(name),
+        list(REPOSITORIES),
+        alarms.alarm_name(name, "*"),
     )
     arn = iam.ensure_role(
         aws.client("iam"),
