@@ -16,6 +16,7 @@ AWS_COMMANDS = (
     "tune",
     "batch-transform",
     "deploy",
+    "rollback",
     "predict",
     "autoscale",
     "lambda-deploy",

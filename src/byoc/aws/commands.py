@@ -301,6 +301,8 @@ def _ec2_train(aws, args) -> int:
     )
     spec.check()  # the settings' own checks before those that read the account
     preflight.ec2(aws, spec, args.skip_checks)
+    # by digest, as SageMaker jobs are: a new push under the same tag is a new job, never the old image
+    spec = dataclasses.replace(spec, image=ecr.pinned(aws, spec.image))
     ec2_train.ec2_train(aws, spec, args.follow, args.poll)
     return 0
 
@@ -542,9 +544,8 @@ def _deploy(aws, args) -> int:
     endpoint.model_request(spec)  # the settings' own checks before those that read the account
     preflight.deploy(aws, spec, args.skip_checks)
     spec = dataclasses.replace(spec, image=ecr.pinned(aws, spec.image))
-    endpoint.deploy(aws, spec, args.wait, args.poll)
-    next_steps.after_deploy(spec)
     endpoint.deploy(aws, spec, args.wait, args.poll, _rollout(args), _notify(args))
+    next_steps.after_deploy(spec)
     return 0
 
 
