@@ -98,13 +98,18 @@ def byoc(capsys, *argv: str) -> str:
 
 
 def seed_account(
-    models: Iterable[str] = (), data: Iterable[str] = (), buckets: Iterable[str] = (), tag: str = "latest"
+    models: Iterable[str] = (),
+    data: Iterable[str] = (),
+    buckets: Iterable[str] = (),
+    tag: str = "latest",
+    endpoints: Iterable[str] = (),
 ) -> dict[str, str]:
     """Put in moto what the pre-flight checks of byoc.aws.preflight look for, as a real account would hold it:
-        the byoc images in ECR under `tag` (each repository's digest returned, {repository: sha256:...}), role
-        ROLE trusting SageMaker, a byoc model.tar.gz at each of `models`, a small dogImages layout under each of
-        `data`, and the buckets of all of them and of `buckets`. Idempotent, and an image a test pushed under `tag`
-    stays: a test calls it for its own names."""
+    the byoc images in ECR under `tag` (each repository's digest returned, {repository: sha256:...}), role
+    ROLE trusting SageMaker, a byoc model.tar.gz at each of `models`, a small dogImages layout under each of
+    `data`, and the buckets of all of them and of `buckets`; an InService endpoint of each NAME in `endpoints`
+    (the one lambda-deploy calls). Idempotent, and an image a test pushed under `tag` stays: a test calls it
+    for its own names."""
     s3 = boto3.client("s3", region_name=REGION)
     for uri in [*models, *data, *buckets]:
         _bucket(s3, uri.removeprefix("s3://").split("/", 1)[0])
@@ -116,7 +121,10 @@ def seed_account(
         for key in DATA_FILES:
             s3.put_object(Bucket=bucket, Key=f"{prefix.strip('/')}/{key}", Body=b"\xff\xd8 not really a jpeg")
     _role(boto3.client("iam", region_name=REGION))
-    return {repo: _image(repo, tag) for repo in REPOSITORIES}
+    digests = {repo: _image(repo, tag) for repo in REPOSITORIES}
+    for name in endpoints:
+        _endpoint(name, digests["byoc-serve"])
+    return digests
 
 
 def model_tar(arch: str = "resnet18", labels: tuple[str, ...] = ("Cat", "Dog")) -> bytes:
@@ -183,3 +191,27 @@ def _role(iam) -> None:
     name = ROLE.rsplit("/", 1)[1]
     with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
         iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(SAGEMAKER_TRUST))
+
+
+def _endpoint(name: str, digest: str) -> None:
+    """Endpoint NAME, tagged as byoc's, on a model of its own (NAME-seed) with a seeded model.tar.gz."""
+    sm = boto3.client("sagemaker", region_name=REGION)
+    if any(e["EndpointName"] == name for e in sm.list_endpoints(NameContains=name)["Endpoints"]):
+        return
+    s3 = boto3.client("s3", region_name=REGION)
+    _bucket(s3, "byoc-seed-models")
+    s3.put_object(Bucket="byoc-seed-models", Key=f"{name}/model.tar.gz", Body=model_tar())
+    model_data = f"s3://byoc-seed-models/{name}/model.tar.gz"
+    tags = [{"Key": "byoc:name", "Value": name}]
+    image = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/byoc-serve@{digest}"
+    sm.create_model(
+        ModelName=f"{name}-seed",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={"Image": image, "ModelDataUrl": model_data},
+        Tags=tags,
+    )
+    variant = {"VariantName": "AllTraffic", "ModelName": f"{name}-seed", "InstanceType": "ml.m5.large"}
+    sm.create_endpoint_config(
+        EndpointConfigName=f"{name}-seed", ProductionVariants=[{**variant, "InitialInstanceCount": 1}], Tags=tags
+    )
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-seed", Tags=tags)

@@ -8,13 +8,17 @@ import boto3
 import pytest
 
 from byoc.cli import main
-from tests.awsutil import ROLE, byoc
+from tests.awsutil import ROLE, byoc, seed_account
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:ops-pager"
 
 
 def deploy_args(name: str, *extra: str) -> tuple[str, ...]:
-    return ("deploy", "--name", name, "--model-data", f"s3://m/{name}.tar.gz", "--role", ROLE, "--poll", "0.01", *extra)
+    return ("deploy", "--name", name, "--model-data", model_data(name), "--role", ROLE, "--poll", "0.01", *extra)
+
+
+def model_data(name: str) -> str:
+    return f"s3://byoc-alarms/{name}/model.tar.gz"
 
 
 def alarms_of(prefix: str) -> dict[str, dict]:
@@ -24,6 +28,7 @@ def alarms_of(prefix: str) -> dict[str, dict]:
 
 
 def test_deploy_creates_the_endpoint_alarms_and_an_email_topic(aws, capsys):
+    seed_account(models=[model_data("al1")])
     out = byoc(capsys, *deploy_args("al1", "--latency-alarm-ms", "250", "--alarm-email", "ops@example.com"))
     sns = boto3.client("sns")
     [topic] = [t["TopicArn"] for t in sns.list_topics()["Topics"] if t["TopicArn"].endswith(":byoc-al1-alarms")]
@@ -63,7 +68,8 @@ def test_deploy_creates_the_endpoint_alarms_and_an_email_topic(aws, capsys):
 
 
 def test_an_async_endpoint_gets_a_queue_age_alarm(aws, capsys):
-    byoc(capsys, *deploy_args("al2", "--async", "--output", "s3://m/al2/out/", "--alarm-topic", TOPIC))
+    seed_account(models=[model_data("al2")])
+    byoc(capsys, *deploy_args("al2", "--async", "--output", "s3://byoc-alarms/al2/out/", "--alarm-topic", TOPIC))
     age = alarms_of("byoc-al2-")["byoc-al2-queue-age"]
     assert (age["MetricName"], age["Dimensions"], age["AlarmActions"]) == (
         "ApproximateAgeOfOldestRequest",
@@ -73,6 +79,7 @@ def test_an_async_endpoint_gets_a_queue_age_alarm(aws, capsys):
 
 
 def test_status_shows_the_alarm_states_and_teardown_removes_them_and_the_topic(aws, capsys):
+    seed_account(models=[model_data("al3")])
     byoc(capsys, *deploy_args("al3", "--alarm-email", "ops@example.com"))
     cw = boto3.client("cloudwatch")
     cw.set_alarm_state(AlarmName="byoc-al3-5xx-errors", StateValue="ALARM", StateReason="test")
@@ -90,12 +97,14 @@ def test_status_shows_the_alarm_states_and_teardown_removes_them_and_the_topic(a
 
 
 def test_lambda_deploy_creates_errors_and_throttles_alarms(aws, capsys, tmp_path):
+    seed_account(models=[model_data("al4")])
+    byoc(capsys, *deploy_args("al4"))  # the endpoint the function calls
     source = tmp_path / "lambda"
     source.mkdir()
     (source / "lambda_function.py").write_text("def lambda_handler(event, context):\n    return {}\n")
     args = ("lambda-deploy", "--name", "al4", "--function", "al4-fn", "--source", str(source))
     byoc(capsys, *args, "--reserved-concurrency", "5", "--poll", "0.01", "--alarm-topic", TOPIC)
-    found = alarms_of("byoc-al4-")
+    found = alarms_of("byoc-al4-lambda-")
     assert sorted(found) == ["byoc-al4-lambda-al4-fn-errors", "byoc-al4-lambda-al4-fn-throttles"]
     for alarm, metric in zip(sorted(found), ("Errors", "Throttles"), strict=True):
         assert (found[alarm]["Namespace"], found[alarm]["MetricName"], found[alarm]["Statistic"]) == (
@@ -110,6 +119,7 @@ def test_lambda_deploy_creates_errors_and_throttles_alarms(aws, capsys, tmp_path
 
 
 def test_bad_alarm_options_and_foreign_alarms_are_refused(aws, capsys):
+    seed_account(models=[model_data("al5"), model_data("al6")])
     usage = [
         (("--alarm-email", "not-an-address"), "--alarm-email must be an email address, got 'not-an-address'"),
         (("--alarm-topic", "ops"), "--alarm-topic must be an SNS topic ARN"),

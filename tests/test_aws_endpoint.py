@@ -105,6 +105,7 @@ def test_deploy_refuses_an_endpoint_byoc_did_not_create(aws, capsys):
 def test_deploy_with_new_settings_updates_the_endpoint_in_place(aws, capsys, monkeypatch):
     # moto_server does not implement UpdateEndpoint (it answers 500): tests/sagemaker_updates.py answers
     # it Stubber-style and plays the rollout; moto keeps the models, configs and alarms.
+    seed_account(models=["s3://byoc-models/ep2/model.tar.gz"])
     updates = FakeUpdates().installed(monkeypatch)
     byoc(capsys, *deploy_args("ep2"))
     old = boto3.client("sagemaker").describe_endpoint(EndpointName="ep2")["EndpointConfigName"]

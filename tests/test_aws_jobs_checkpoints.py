@@ -11,7 +11,7 @@ import pytest
 
 from byoc.aws import jobs, metrics, validator
 from byoc.training.contract import TrainConfig
-from tests.awsutil import ROLE, byoc
+from tests.awsutil import ROLE, byoc, seed_account
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-train:latest"
 
@@ -56,6 +56,7 @@ def test_hyperband_max_resource_is_the_epochs_given_and_other_strategies_send_no
 
 
 def test_tune_hyperband_cli_without_epochs_creates_a_job_sagemaker_accepts(aws, capsys):
+    seed_account(data=["s3://byoc-data/dogImages"])
     out = byoc(
         capsys,
         *("tune", "--name", "hb1", "--role", ROLE, "--data", "s3://byoc-data/dogImages", "--strategy", "Hyperband"),
@@ -101,7 +102,7 @@ def _train_spot(capsys, name: str, epochs: str, *extra: str) -> str:
 
 def test_resume_from_copies_the_earlier_jobs_checkpoints_to_the_new_jobs_own(aws, capsys):
     s3, sm = boto3.client("s3"), boto3.client("sagemaker")
-    s3.create_bucket(Bucket="ckpt-data")
+    seed_account(data=["s3://ckpt-data/dogImages"])
     old = _train_spot(capsys, "ckpt1", "2")
     old_uri = sm.describe_training_job(TrainingJobName=old)["CheckpointConfig"]["S3Uri"]
     assert old_uri == f"s3://ckpt-data/byoc/ckpt1/checkpoints/{old}/"
@@ -129,7 +130,7 @@ def test_resume_from_copies_the_earlier_jobs_checkpoints_to_the_new_jobs_own(aws
 def test_resume_from_refuses_a_job_that_is_missing_foreign_or_without_checkpoints(aws, capsys, resume, message):
     from byoc.cli import main
 
-    boto3.client("s3").create_bucket(Bucket="ckpt-data2")
+    seed_account(data=["s3://ckpt-data2/dogImages"])
     jobs_by_role = {
         "FOREIGN": _train_other(capsys, "other2"),
         "EMPTY": _train_other(capsys, "ckpt2"),

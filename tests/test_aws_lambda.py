@@ -238,6 +238,7 @@ def test_public_function_url_grants_invoke_function_url_and_invoke_function_urls
     Principal "*", lambda:InvokeFunctionUrl (FunctionUrlAuthType NONE) and lambda:InvokeFunction
     (InvokedViaFunctionUrl); switching to AWS_IAM or dropping the URL removes both."""
     lam = boto3.client("lambda")
+    seed_account(endpoints=["lam3"])
     byoc(capsys, *deploy_args("lam3", source, "--function-url", "--function-url-auth", "NONE"))
     statements = public_statements(lam, "lam3-classify")
     fields = sorted(
@@ -279,6 +280,7 @@ def test_reservation_leaving_fewer_than_100_unreserved_is_refused_before_anythin
     from byoc.cli import main
 
     lam, iam, logs = boto3.client("lambda"), boto3.client("iam"), boto3.client("logs")
+    seed_account(endpoints=["lam4"])
     others = reserved_elsewhere(lam, "lam4-classify")
     monkeypatch.setattr(lambda_deploy, "account_limit", functools.partial(moto_account_limit, quota=100 + others))
     assert main(list(deploy_args("lam4", source))) == 2
@@ -294,10 +296,40 @@ def test_reservation_leaving_fewer_than_100_unreserved_is_refused_before_anythin
         iam.get_role(RoleName="byoc-lam4-lambda")
 
 
+def test_an_alarm_of_another_owner_is_refused_before_the_function_is_created(aws, capsys, source):
+    """lambda-deploy makes the function's Errors and Throttles alarms last; one of those names that byoc did
+    not make for NAME is found before the log group, role or function is created."""
+    from byoc.cli import main
+
+    seed_account(endpoints=["lam6"])
+    boto3.client("cloudwatch").put_metric_alarm(
+        AlarmName="byoc-lam6-lambda-lam6-classify-errors",
+        Namespace="AWS/Lambda",
+        MetricName="Errors",
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1.0,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+    )
+    assert main(list(deploy_args("lam6", source))) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "error: CloudWatch alarm byoc-lam6-lambda-lam6-classify-errors exists but was not created by byoc; "
+        "not changing it"
+    )
+    lam, logs = boto3.client("lambda"), boto3.client("logs")
+    assert [f for f in lam.list_functions()["Functions"] if f["FunctionName"] == "lam6-classify"] == []
+    assert not logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/lam6")["logGroups"]
+    with pytest.raises(boto3.client("iam").exceptions.NoSuchEntityException):
+        boto3.client("iam").get_role(RoleName="byoc-lam6-lambda")
+
+
 def test_a_function_may_keep_its_own_reservation_and_no_flag_removes_it(aws, capsys, source, monkeypatch):
     """The function's current reservation counts as room for its new one; without --reserved-concurrency
     the function shares the unreserved pool (DeleteFunctionConcurrency)."""
     lam = boto3.client("lambda")
+    seed_account(endpoints=["lam5"])
     byoc(capsys, *deploy_args("lam5", source))  # reserves 5 of moto's 1000
     reserved = reserved_elsewhere(lam, "lam5-classify")
     # exactly enough: 100 unreserved stay once lam5's 5 are counted back in

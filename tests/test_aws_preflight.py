@@ -18,6 +18,7 @@ from byoc.aws.session import Aws
 from byoc.cli import main
 from byoc.core import model_meta
 from tests.awsutil import ROLE, byoc, push_image, seed_account
+from tests.sagemaker_updates import FakeUpdates
 
 DATA = "s3://pf-data/dogImages"
 REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
@@ -273,36 +274,10 @@ def test_train_job_ends_with_the_deploy_line(aws, capsys):
     assert described["AlgorithmSpecification"]["TrainingImage"] == f"{REGISTRY}/byoc-train@{digests['byoc-train']}"
 
 
-@pytest.fixture
-def moto_update_endpoint(monkeypatch) -> list[dict]:
-    """UpdateEndpoint, which moto_server lacks (it answers 500), done on moto as its outcome: the endpoint
-    recreated on the new config with its tags. Returns the requests."""
-    from botocore.client import BaseClient
-
-    real = BaseClient._make_api_call
-    calls: list[dict] = []
-
-    def call(self, operation: str, params: dict):
-        if operation != "UpdateEndpoint":
-            return real(self, operation, params)
-        calls.append(params)
-        name = params["EndpointName"]
-        arn = real(self, "DescribeEndpoint", {"EndpointName": name})["EndpointArn"]
-        tags = real(self, "ListTags", {"ResourceArn": arn})["Tags"]
-        real(self, "DeleteEndpoint", {"EndpointName": name})
-        real(
-            self,
-            "CreateEndpoint",
-            {"EndpointName": name, "EndpointConfigName": params["EndpointConfigName"], "Tags": tags},
-        )
-        return {"EndpointArn": arn}
-
-    monkeypatch.setattr(BaseClient, "_make_api_call", call)
-    return calls
-
-
-def test_a_new_push_under_the_same_tag_deploys_a_new_model(aws, capsys, moto_update_endpoint):
-    """Names are digests of the request, and the request names the image's digest: a new :latest is a new model."""
+def test_a_new_push_under_the_same_tag_deploys_a_new_model(aws, capsys, monkeypatch):
+    """Names are digests of the request, and the request names the image's digest: a new :latest is a new model.
+    UpdateEndpoint (moto lacks it) is answered by tests/sagemaker_updates.py."""
+    updates = FakeUpdates().installed(monkeypatch)
     first = seed_account(models=["s3://pf-models/pf17/model.tar.gz"])["byoc-serve"]
     out = byoc(capsys, *deploy_args("pf17"))
     assert "next: byoc predict --endpoint pf17 IMAGE" in out
@@ -310,7 +285,7 @@ def test_a_new_push_under_the_same_tag_deploys_a_new_model(aws, capsys, moto_upd
     assert second != first
     out = byoc(capsys, *deploy_args("pf17"))
     assert "already runs" not in out and "creating model pf17-m-" in out
-    assert len(moto_update_endpoint) == 1
+    [request] = updates.requests
     sm = boto3.client("sagemaker")
     images = sorted(
         sm.describe_model(ModelName=m["ModelName"])["PrimaryContainer"]["Image"]
@@ -318,7 +293,7 @@ def test_a_new_push_under_the_same_tag_deploys_a_new_model(aws, capsys, moto_upd
         if m["ModelName"].startswith("pf17-")
     )
     assert images == sorted(f"{REGISTRY}/byoc-serve@{d}" for d in (first, second))
-    config = sm.describe_endpoint_config(EndpointConfigName=moto_update_endpoint[0]["EndpointConfigName"])
+    config = sm.describe_endpoint_config(EndpointConfigName=request["EndpointConfigName"])
     model = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
     assert model["PrimaryContainer"]["Image"] == f"{REGISTRY}/byoc-serve@{second}"
 

@@ -13,7 +13,7 @@ from botocore.stub import Stubber
 from byoc.aws import endpoint, rollout
 from byoc.cli import main
 from byoc.core.errors import ConfigError
-from tests.awsutil import ROLE, byoc
+from tests.awsutil import ROLE, byoc, seed_account
 from tests.sagemaker_updates import REASON, FakeUpdates
 
 CANARY = {
@@ -39,13 +39,17 @@ def deploy_args(name: str, *extra: str) -> tuple[str, ...]:
         "--name",
         name,
         "--model-data",
-        f"s3://byoc-models/{name}/model.tar.gz",
+        model_data(name),
         "--role",
         ROLE,
         "--poll",
         "0.01",
         *extra,
     )
+
+
+def model_data(name: str) -> str:
+    return f"s3://byoc-models/{name}/model.tar.gz"
 
 
 def running(updates: FakeUpdates, name: str) -> str:
@@ -68,6 +72,7 @@ def own_alarms(name: str) -> list[str]:
 
 
 def test_update_is_a_canary_rolled_back_by_the_alarms_deploy_created(updates, capsys):
+    seed_account(models=[model_data("ru1")])
     byoc(capsys, *deploy_args("ru1", "--instance-count", "2"))
     updates.variants["ru1"] = {"DesiredInstanceCount": 2, "CurrentInstanceCount": 2}
     old = running(updates, "ru1")
@@ -136,6 +141,7 @@ def alarms_in_deploy_order(name: str) -> list[str]:
 )
 def test_rollout_flag_chooses_the_deployment_and_rollout_alarms_the_alarms(updates, capsys, flag, expected):
     name = f"rf{len(updates.requests)}-{flag.split(':')[0]}"
+    seed_account(models=[model_data(name)])
     byoc(capsys, *deploy_args(name, "--instance-count", "4"))
     boto3.client("cloudwatch").put_metric_alarm(
         AlarmName=f"{name}-mine",
@@ -169,6 +175,7 @@ def test_rollout_flag_chooses_the_deployment_and_rollout_alarms_the_alarms(updat
 
 
 def test_rollouts_sagemaker_cannot_run_are_refused_before_anything_is_created(updates, capsys):
+    seed_account(models=[model_data("rr1")])
     byoc(capsys, *deploy_args("rr1"))
     before = boto3.client("sagemaker").list_endpoint_configs()["EndpointConfigs"]
     cases = [
@@ -188,6 +195,7 @@ def test_rollouts_sagemaker_cannot_run_are_refused_before_anything_is_created(up
 
 
 def test_default_canary_on_one_instance_falls_back_to_all_at_once_with_its_baking(updates, capsys):
+    seed_account(models=[model_data("rd1")])
     byoc(capsys, *deploy_args("rd1"))
     out = byoc(capsys, *deploy_args("rd1", "--startup-timeout", "900"))
     assert "note: a canary is at most half of the instances, and the endpoint has 1: all traffic at once" in out
@@ -212,6 +220,7 @@ def test_guardrails_fit_what_sagemaker_supports():
 
 
 def test_a_rolled_back_update_exits_non_zero_with_sagemakers_reason(updates, capsys):
+    seed_account(models=[model_data("rb1")])
     byoc(capsys, *deploy_args("rb1", "--instance-count", "2"))
     old = running(updates, "rb1")
     updates.outcome = "rolled-back"
@@ -224,6 +233,7 @@ def test_a_rolled_back_update_exits_non_zero_with_sagemakers_reason(updates, cap
 
 
 def test_update_rollback_failed_is_final_with_the_reason_and_what_to_do(updates, capsys):
+    seed_account(models=[model_data("rf1")])
     byoc(capsys, *deploy_args("rf1", "--instance-count", "2"))
     updates.outcome = "rollback-failed"
     assert main(list(deploy_args("rf1", "--instance-count", "2", "--startup-timeout", "900"))) == 1
@@ -235,6 +245,7 @@ def test_update_rollback_failed_is_final_with_the_reason_and_what_to_do(updates,
 def test_rollback_puts_the_previous_config_back(updates, capsys):
     assert main(["rollback", "--name", "rk1"]) == 1
     assert "no endpoint rk1 created by byoc: nothing to roll back" in capsys.readouterr().err
+    seed_account(models=[model_data("rk1")])
     byoc(capsys, *deploy_args("rk1", "--instance-count", "2"))
     first = running(updates, "rk1")
     assert main(["rollback", "--name", "rk1"]) == 1
@@ -265,6 +276,7 @@ def scaling(name: str) -> tuple[list[tuple[int, int]], dict[str, dict]]:
 
 
 def test_an_autoscaled_endpoint_keeps_its_capacity_across_an_update(updates, capsys):
+    seed_account(models=[model_data("sc1")])
     byoc(capsys, *deploy_args("sc1"))
     byoc(capsys, "autoscale", "--name", "sc1", "--min", "1", "--max", "4", "--target-invocations", "120")
     before = scaling("sc1")
@@ -280,6 +292,7 @@ def test_an_autoscaled_endpoint_keeps_its_capacity_across_an_update(updates, cap
 
 
 def test_an_instance_type_change_deregisters_the_scaling_and_puts_it_back(updates, capsys):
+    seed_account(models=[model_data("sc2")])
     byoc(capsys, *deploy_args("sc2"))
     byoc(capsys, "autoscale", "--name", "sc2", "--min", "1", "--max", "4", "--target-invocations", "120")
     before = scaling("sc2")
@@ -296,6 +309,7 @@ def test_an_instance_type_change_deregisters_the_scaling_and_puts_it_back(update
 
 
 def test_an_instance_type_change_that_rolls_back_still_puts_the_scaling_back(updates, capsys):
+    seed_account(models=[model_data("sc3")])
     byoc(capsys, *deploy_args("sc3"))
     byoc(capsys, "autoscale", "--name", "sc3", "--min", "1", "--max", "3", "--target-invocations", "60")
     before = scaling("sc3")
@@ -333,6 +347,7 @@ def test_create_endpoint_retries_while_its_new_config_is_not_visible():
 
 
 def test_no_wait_sends_the_update_and_a_rolled_back_one_is_not_rolled_back_to(updates, capsys):
+    seed_account(models=[model_data("nw1")])
     byoc(capsys, *deploy_args("nw1", "--instance-count", "2"))
     old = running(updates, "nw1")
     updates.outcome = "rolled-back"

@@ -16,9 +16,10 @@ from botocore.waiter import Waiter
 from byoc.aws import interrupt, stop, validator, waiting
 from byoc.aws.session import Aws
 from byoc.cli import main
-from tests.awsutil import ROLE, byoc
+from tests.awsutil import ROLE, byoc, seed_account
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-train:latest"
+DATA = "s3://stop-data/d"  # seeded (tests.awsutil.seed_account) so that the pre-flight checks pass
 
 
 @pytest.fixture
@@ -49,7 +50,8 @@ def ctrl_c_in_the_wait(monkeypatch):
 
 
 def test_ctrl_c_on_train_job_names_the_running_job_and_how_to_follow_and_stop_it(aws, capsys, ctrl_c_in_the_wait):
-    argv = ["train-job", "--name", "stop1", "--role", ROLE, "--image", IMAGE, "--data", "s3://b/d", "--poll", "0"]
+    seed_account(data=[DATA])
+    argv = ["train-job", "--name", "stop1", "--role", ROLE, "--image", IMAGE, "--data", DATA, "--poll", "0"]
     assert main(argv) == 130
     out, err = capsys.readouterr()
     job = next(line.split()[3].rstrip(":") for line in out.splitlines() if line.startswith("starting training job"))
@@ -60,7 +62,9 @@ def test_ctrl_c_on_train_job_names_the_running_job_and_how_to_follow_and_stop_it
 
 
 def test_ctrl_c_on_deploy_says_the_endpoint_bills_until_teardown(aws, capsys, ctrl_c_in_the_wait):
-    argv = ["deploy", "--name", "stop2", "--model-data", "s3://m/stop2/model.tar.gz", "--role", ROLE, "--poll", "0"]
+    model = "s3://stop-models/stop2/model.tar.gz"
+    seed_account(models=[model])
+    argv = ["deploy", "--name", "stop2", "--model-data", model, "--role", ROLE, "--poll", "0"]
     assert main(argv) == 130
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "error: interrupted: endpoint stop2 keeps running on AWS, and billing"
@@ -93,16 +97,16 @@ def test_ctrl_c_while_polling_a_tuning_job_names_it(monkeypatch):
 @pytest.mark.parametrize(
     ("argv", "what"),
     [
-        (["tune", "--data", "s3://b/d", "--max-jobs", "2"], "tuning job"),
+        (["tune", "--data", DATA, "--max-jobs", "2"], "tuning job"),
         (
             [
                 "batch-transform",
                 "--model-data",
-                "s3://m/model.tar.gz",
+                "s3://stop-models/model.tar.gz",
                 "--input",
-                "s3://b/in",
+                "s3://stop-data/in",
                 "--output",
-                "s3://b/out",
+                "s3://stop-data/out",
             ],
             "transform job",
         ),
@@ -111,6 +115,7 @@ def test_ctrl_c_while_polling_a_tuning_job_names_it(monkeypatch):
 def test_ctrl_c_on_tune_and_batch_transform_points_to_byoc_stop(
     aws, capsys, ctrl_c_in_the_wait, monkeypatch, argv, what
 ):
+    seed_account(data=[DATA, "s3://stop-data/in"], models=["s3://stop-models/model.tar.gz"])
     assert main([*argv, "--name", "stop4", "--role", ROLE, "--image", IMAGE, "--poll", "0"]) == 130
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith(f"error: interrupted: {what} stop4-") and err[0].endswith(
@@ -226,8 +231,9 @@ def test_stop_stops_names_running_jobs_only_and_says_what_keeps_billing(capsys):
 
 def test_stop_with_nothing_running_is_a_no_op_and_can_run_again(aws, capsys):
     """Against moto: its jobs are Completed at once, so there is nothing to stop; the endpoint stays."""
-    byoc(capsys, "train-job", "--name", "stop3", "--role", ROLE, "--image", IMAGE, "--data", "s3://b/d", "--poll", "0")
-    byoc(capsys, "deploy", "--name", "stop3", "--model-data", "s3://m/stop3/model.tar.gz", "--role", ROLE)
+    seed_account(data=[DATA], models=["s3://stop-models/stop3/model.tar.gz"])
+    byoc(capsys, "train-job", "--name", "stop3", "--role", ROLE, "--image", IMAGE, "--data", DATA, "--poll", "0")
+    byoc(capsys, "deploy", "--name", "stop3", "--model-data", "s3://stop-models/stop3/model.tar.gz", "--role", ROLE)
     for _ in range(2):
         out = byoc(capsys, "stop", "--name", "stop3")
         assert "nothing of 'stop3' to stop" in out

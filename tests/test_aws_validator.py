@@ -15,7 +15,7 @@ import pytest
 from botocore.stub import Stubber
 
 from byoc.aws import aws_rules, validator
-from tests.awsutil import ROLE
+from tests.awsutil import ROLE, seed_account
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -454,6 +454,8 @@ def test_cli_refuses_an_out_of_range_flag_before_creating_anything(aws, capsys, 
     """`byoc deploy --startup-timeout 5000`: one line, exit 2, and no model left behind in moto."""
     from byoc.cli import main
 
+    seed_account(models=["s3://bucket/model.tar.gz"])  # pre-flight passes: the refusal is the validator's
+    models = boto3.client("sagemaker").list_models()["Models"]
     code = main(
         [
             "deploy",
@@ -474,7 +476,7 @@ def test_cli_refuses_an_out_of_range_flag_before_creating_anything(aws, capsys, 
     assert code == 2, out + err
     lines = [line for line in err.splitlines() if line]
     assert len(lines) == 1 and "ContainerStartupHealthCheckTimeoutInSeconds: 5000 is over the maximum 3600" in lines[0]
-    assert boto3.client("sagemaker").list_models()["Models"] == []
+    assert boto3.client("sagemaker").list_models()["Models"] == models
     assert [f.path for f in aws_refusals.take()] == [
         "ProductionVariants[0].ContainerStartupHealthCheckTimeoutInSeconds"
     ]
@@ -540,6 +542,7 @@ def test_lambda_deploy_refuses_an_out_of_range_memory_before_creating_anything(a
     """MemorySize over the service model's maximum: no log group, role or function is left behind."""
     from byoc.cli import main
 
+    seed_account(endpoints=["val2"])  # pre-flight passes: the refusal is the validator's
     (tmp_path / "lambda_function.py").write_text("def lambda_handler(event, context):\n    return {}\n")
     argv = ["lambda-deploy", "--name", "val2", "--function", "val2-fn", "--source", str(tmp_path)]
     code = main([*argv, "--reserved-concurrency", "5", "--memory", "40000"])
@@ -557,10 +560,13 @@ def test_batch_transform_refuses_a_payload_budget_over_100_mb_before_creating_th
     """MaxConcurrentTransforms x MaxPayloadInMB is at most 100 MB: the model is not created either."""
     from byoc.cli import main
 
-    argv = ["batch-transform", "--name", "val3", "--model-data", "s3://b/val3/model.tar.gz", "--role", ROLE]
-    argv += ["--input", "s3://b/in/", "--output", "s3://b/out/", "--concurrency", "4", "--max-payload-mb", "30"]
+    seed_account(models=["s3://val-data/val3/model.tar.gz"], data=["s3://val-data/in"])  # pre-flight passes
+    models = boto3.client("sagemaker").list_models()["Models"]  # the seeded endpoints' (a module's moto_server)
+    argv = ["batch-transform", "--name", "val3", "--model-data", "s3://val-data/val3/model.tar.gz", "--role", ROLE]
+    argv += ["--input", "s3://val-data/in/", "--output", "s3://val-data/out/", "--concurrency", "4"]
+    argv += ["--max-payload-mb", "30"]
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2 and "MaxConcurrentTransforms: 4 x MaxPayloadInMB 30 is over 100 MB" in err, err
-    assert boto3.client("sagemaker").list_models()["Models"] == []
+    assert boto3.client("sagemaker").list_models()["Models"] == models
     assert [f.path for f in aws_refusals.take()] == ["MaxConcurrentTransforms"]
