@@ -336,6 +336,12 @@ def _tune(aws, args) -> int:
 
 
 def _register_hosting(sub) -> None:
+    _register_deploy(sub)
+    _register_autoscale(sub)
+    _register_lambda(sub)
+
+
+def _register_deploy(sub) -> None:
     p = _command(sub, "deploy", "model + endpoint config + endpoint NAME (created, or updated in place)", _deploy)
     p.add_argument(
         "--model-data", help="s3:// URI of model.tar.gz (a training job's artifacts); required unless --multi-model"
@@ -387,6 +393,8 @@ def _register_hosting(sub) -> None:
     p.add_argument("--no-wait", dest="wait", action="store_false")
     p.add_argument("--poll", type=float, default=30, help="seconds between status checks")
 
+
+def _register_autoscale(sub) -> None:
     p = _command(sub, "autoscale", "target-tracking auto-scaling of endpoint NAME", _autoscale)
     p.add_argument("--min", type=int, default=1, help="fewest instances (0: asynchronous endpoints only)")
     p.add_argument("--max", type=int, default=2, help="most instances")
@@ -402,6 +410,8 @@ def _register_hosting(sub) -> None:
     p.add_argument("--scale-in-cooldown", type=int, default=300, help="seconds")
     p.add_argument("--scale-out-cooldown", type=int, default=60, help="seconds")
 
+
+def _register_lambda(sub) -> None:
     p = _command(
         sub, "lambda-deploy", "the Lambda function for endpoint NAME, least-privilege, with concurrency", _lambda_deploy
     )

@@ -399,16 +399,10 @@ def check_serverless_image(aws: Aws, image: str) -> int:
             f"--serverless: image {image} is in {match['region']}, the endpoint in {aws.region}: "
             f"push it to {aws.region}"
         )
-    image_id = {"imageDigest": match["digest"]} if match["digest"] else {"imageTag": match["tag"] or "latest"}
-    described = find(
-        aws.client("ecr").describe_images,
-        registryId=match["account"],
-        repositoryName=match["repo"],
-        imageIds=[image_id],
-    )
-    if not described or not described.get("imageDetails"):
+    detail = ecr.describe(aws, image)
+    if detail is None:
         raise AwsError(f"image {image} is not in ECR: push it first (scripts/build_push.sh --images serve-cpu)")
-    size = described["imageDetails"][0].get("imageSizeInBytes")
+    size = detail.get("imageSizeInBytes")
     if size is None:
         say(f"note: ECR does not say how large {image} is; serverless refuses images over 10 GB")
         return 0
