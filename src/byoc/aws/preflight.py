@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 from byoc.aws import ecr, iam, target_models
 from byoc.aws.session import Aws, error_code, find, owned, paginate, say
 from byoc.core import architectures
+from byoc.core.data_layout import SPLIT_DIR_NAMES
 from byoc.core.errors import ConfigError
 
 if TYPE_CHECKING:  # the specs only: their modules need not load for a check
@@ -43,9 +44,6 @@ MAX_BYTES = 256 * 2**20
 MAX_META_BYTES = 2**20
 # Listing a data prefix stops after this many keys (the counts then read "at least").
 MAX_KEYS = 200_000
-# The training image's split folders inside the `training` channel (byoc.training.data.SPLIT_DIR_NAMES,
-# which needs torch), tried as given, Capitalized and UPPER as the training image does.
-SPLIT_DIR_NAMES = {"train": ("train", "training"), "valid": ("valid", "validation", "val"), "test": ("test", "testing")}
 # The principal an execution role must trust: https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html
 SAGEMAKER = "sagemaker.amazonaws.com"
 PUSH = {  # how to push each default image (scripts/build_push.sh --images)

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from byoc.core import training_config
+from byoc.core.data_layout import SPLIT_DIR_NAMES
 from byoc.core.errors import DataError
 from byoc.core.training_config import CHANNEL
 
-# As byoc.training.data accepts them (SPLIT_DIR_NAMES).
-SPLIT_DIR_NAMES = {"train": ("train", "training"), "valid": ("valid", "validation", "val"), "test": ("test", "testing")}
 INSTANCE_TYPE = "local"
 
 

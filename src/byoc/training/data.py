@@ -18,6 +18,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2 as T
 
+from byoc.core.data_layout import SPLIT_DIR_NAMES
 from byoc.core.errors import DataError
 from byoc.core.preprocessing import Preprocessing, eval_transform, open_image
 from byoc.training.contract import Job, TrainConfig
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 # Folder names accepted for each split inside one channel, and channel names for each split.
-SPLIT_DIR_NAMES = {"train": ("train", "training"), "valid": ("valid", "validation", "val"), "test": ("test", "testing")}
 SPLIT_CHANNELS = {"train": ("train",), "valid": ("validation", "valid", "val"), "test": ("test",)}
 COMBINED_CHANNELS = ("training", "data", "dataset")
 _PREFIX = re.compile(r"^\d+[._\-\s]+")
