@@ -105,15 +105,22 @@ def validate(spec: LambdaSpec) -> None:
         raise ConfigError("--function-url-auth must be AWS_IAM or NONE")
 
 
-def planned_requests(aws: Aws, spec: LambdaSpec) -> list[tuple]:
+def planned_requests(aws: Aws, spec: LambdaSpec, code: bytes) -> list[tuple]:
     """The settings of `spec` as the requests that will carry them, for validator.check_all."""
     lam, function = aws.client("lambda"), spec.function
+    role = aws.arn("iam", f"role/{iam.role_name(spec.name, 'lambda')}", region=False)  # what ensure_role makes
     settings = {"Handler": HANDLER, "Runtime": RUNTIME, "Timeout": spec.timeout, "MemorySize": spec.memory}
     planned = [
         (
             lam,
             "CreateFunction",
-            {"FunctionName": function, **settings, "Environment": {"Variables": _environment(spec)}},
+            {
+                "FunctionName": function,
+                "Role": role,
+                "Code": {"ZipFile": code},
+                **settings,
+                "Environment": {"Variables": _environment(spec)},
+            },
         ),
         (aws.client("logs"), "CreateLogGroup", {"logGroupName": f"/aws/lambda/{function}"}),
     ]
@@ -135,8 +142,8 @@ def planned_requests(aws: Aws, spec: LambdaSpec) -> list[tuple]:
 def deploy(aws: Aws, spec: LambdaSpec, poll: float = 5) -> dict:
     """Make the function, its role, log group, alias, concurrency and URL match `spec`."""
     validate(spec)
-    validator.check_all(planned_requests(aws, spec))  # every value in AWS's ranges before anything is created
     code = package(spec.source)
+    validator.check_all(planned_requests(aws, spec, code))  # every value in AWS's ranges before anything is created
     check_reservation(aws.client("lambda"), spec.function, spec.reserved)
     watch = alarms.function_alarms(spec.name, spec.function)
     alarms.check_ours(aws, spec.name, watch)  # an alarm of another owner is refused before anything is created

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import regex  # AWS's patterns are Java regular expressions (\p{L} and the like): `re` cannot read them
+from botocore.validate import ParamValidator
 
 from byoc.aws import aws_rules
 from byoc.core.errors import ConfigError
@@ -115,15 +116,36 @@ def findings(client, operation: str, params: dict) -> list[Finding]:
     return found
 
 
+def basic_findings(client, operation: str, params: dict) -> list[Finding]:
+    """What botocore itself refuses when the request is sent (types, required members, minimums): a
+    planned request is checked for them too, so a later request's `--startup-timeout 10` is refused
+    before an earlier one has created anything."""
+    model = client.meta.service_model.operation_model(operation)
+    report = ParamValidator().validate(params, model.input_shape)
+    if not report.has_errors():
+        return []
+    lines = report.generate_report().splitlines()
+    return [Finding(operation, "request", line.strip()) for line in lines if line.strip()]
+
+
 def check(client, operation: str, params: dict) -> None:
     """Raise RequestRefused (one line per problem) when AWS would refuse this request."""
-    check_all([(client, operation, params)])
+    _refuse(findings(client, operation, params))
 
 
 def check_all(planned: list[tuple[Any, str, dict]]) -> None:
     """Check every request a command plans, (client, operation, params) each, before it sends the first:
     RequestRefused names every problem of every request, and nothing has been created."""
-    found = [f for client, operation, params in planned for f in findings(client, operation, params)]
+    _refuse(
+        [
+            finding
+            for client, operation, params in planned
+            for finding in basic_findings(client, operation, params) + findings(client, operation, params)
+        ]
+    )
+
+
+def _refuse(found: list[Finding]) -> None:
     _tell(found)
     if found:
         raise RequestRefused("\n".join(str(f) for f in found))
