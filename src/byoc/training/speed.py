@@ -63,7 +63,7 @@ CPU_BF16_MIN_IMAGE_SIZE = 32
 
 # Tensor cores run bf16 (and TF32) from compute capability 8.0 (Ampere) on; a T4 (7.5) has fp16 tensor
 # cores only, and torch.cuda.is_bf16_supported() also counts bf16 emulated without them.
-# https://docs.nvidia.com/cuda/ampere-tuning-guide/index.html#bf16-support
+# https://docs.nvidia.com/cuda/ampere-tuning-guide/index.html#improved-tensor-core-operations
 AMPERE = (8, 0)
 
 
