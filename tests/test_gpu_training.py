@@ -37,36 +37,39 @@ def test_amp_auto_on_a_gpu_is_bf16_only_with_ampere_tensor_cores(monkeypatch, ca
     assert [s.amp for s in speed.candidates(Amp.AUTO, Switch.OFF, CUDA, 224, capability=capability)] == [amp]
 
 
-def _cuda_host(monkeypatch, capability: tuple[int, int]) -> Facts:
-    """torch.cuda patched as on a one-GPU host; the facts the guard would gather there."""
+def _cuda_host(monkeypatch, capability: tuple[int, int]) -> None:
+    """torch.cuda patched as on a one-GPU host whose GPU torch can use."""
     _gpu(monkeypatch, capability)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: [])
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
-    return Facts(device_nodes=1, smi_gpus=1, cuda_available=True, torch_device_count=1, torch_cuda="13.0")
 
 
 def test_tf32_is_on_for_ampere_and_logged(monkeypatch, tmp_path, caplog):
-    facts = _cuda_host(monkeypatch, (8, 6))
+    _cuda_host(monkeypatch, (8, 6))
     with caplog.at_level(logging.INFO):
-        rt = distributed.setup(Job.one_host(tmp_path, {}, num_cpus=1, num_gpus=1), facts)
+        rt = distributed.setup(Job.one_host(tmp_path, {}, num_cpus=1, num_gpus=1))
     assert rt.device == CUDA
     assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     assert [r for r in caplog.records if "TF32 on" in r.getMessage()]
 
 
 def test_tf32_stays_off_before_ampere(monkeypatch, tmp_path):
-    facts = _cuda_host(monkeypatch, (7, 5))
-    distributed.setup(Job.one_host(tmp_path, {}, num_cpus=1, num_gpus=1), facts)
+    _cuda_host(monkeypatch, (7, 5))
+    distributed.setup(Job.one_host(tmp_path, {}, num_cpus=1, num_gpus=1))
     assert not torch.backends.cuda.matmul.allow_tf32
 
 
 def test_a_process_beyond_the_hosts_gpus_is_refused_in_one_line(monkeypatch, tmp_path):
-    facts = _cuda_host(monkeypatch, (7, 5))
+    """torchrun's local rank 1 on a one-GPU host would meet "invalid device ordinal" at its first op."""
+    _cuda_host(monkeypatch, (7, 5))
     monkeypatch.setenv("LOCAL_RANK", "1")
     with pytest.raises(ConfigError, match="set processes-per-host to 1 or fewer"):
-        distributed.setup(Job.one_host(tmp_path, {}, num_cpus=1, num_gpus=1), facts)
+        distributed.setup(Job.one_host(tmp_path, {}, num_cpus=1, num_gpus=1))
 
 
 def test_processes_per_host_above_the_gpu_count_is_refused_before_torchrun(tmp_path):
