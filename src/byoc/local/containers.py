@@ -136,6 +136,27 @@ def resolve_gpus(client: DockerClient, choice: str, devices: list[str] | None = 
     return Gpus([DeviceRequest(device_ids=ids, capabilities=[["gpu"]])], f"GPUs: {choice} (--gpus {choice})")
 
 
+def split_gpus(gpus: Gpus, hosts: int, devices: list[str] | None = None) -> list[Gpus]:
+    """Each host's share of `gpus` when `hosts` containers share this machine: disjoint, equal
+    shares (a GPU in two containers would run two hosts' ranks on one device, each host counting it
+    as its own), or a one-line error when there are fewer GPUs than hosts."""
+    if hosts == 1 or not gpus.requests:
+        return [gpus] * hosts
+    from docker.types import DeviceRequest
+
+    ids = list(gpus.requests[0].get("DeviceIDs") or [])
+    if not ids:  # every GPU of the machine: its device nodes name them
+        ids = [d.removeprefix("/dev/nvidia") for d in (host_gpu_devices() if devices is None else devices)]
+    share = len(ids) // hosts
+    if share == 0:
+        raise ConfigError(
+            f"--hosts {hosts} on {len(ids)} GPU(s): each host needs a GPU of its own; "
+            f"use --hosts {len(ids)} or fewer, or --gpus none"
+        )
+    parts = [ids[i * share : (i + 1) * share] for i in range(hosts)]
+    return [Gpus([DeviceRequest(device_ids=p, capabilities=[["gpu"]])], f"GPUs {','.join(p)}") for p in parts]
+
+
 # ---- shared memory, network ------------------------------------------------------------------
 
 

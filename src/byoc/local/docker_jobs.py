@@ -114,6 +114,7 @@ def train(spec: TrainSpec, follower: dc.LogFollower | None = None) -> TrainResul
     gpus = dc.resolve_gpus(client, spec.gpus)
     network = dc.resolve_network(client, spec.network)
     hosts = opt_ml.host_names(spec.hosts)
+    shares = dc.split_gpus(gpus, len(hosts))
     job = f"byoc-local-{uuid.uuid4().hex[:8]}"
     say(f"== job {job}: {len(hosts)} host(s) on network {network.value}; {gpus.description}")
     output = spec.output.resolve()
@@ -125,7 +126,10 @@ def train(spec: TrainSpec, follower: dc.LogFollower | None = None) -> TrainResul
     follower = follower or dc.LogFollower()
     started = time.monotonic()
     with dc.job_network(client, network, job) as network_name:
-        running = [_start_host(client, spec, job, d, hosts, gpus, network, network_name, follower) for d in dirs]
+        running = [
+            _start_host(client, spec, job, d, hosts, share, network, network_name, follower)
+            for d, share in zip(dirs, shares, strict=True)
+        ]
         try:
             codes, stopped = _wait_job(running, hosts)
         finally:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
+from byoc.core import gpu_guard
 from byoc.core.model_meta import ModelMeta
 from byoc.serve import batching, codec, runtimes, startup
 from byoc.serve.batching import Answer
@@ -41,12 +42,11 @@ READY = b'{"status": "ready"}'  # the answer to the front's health probe
 
 
 def pick_device(gpu_id: int | None = None) -> str:
-    """The GPU the model server assigned (or the first), else the CPU (always, in an image without torch)."""
+    """The GPU the model server assigned (or the first), else the CPU on a host without GPUs (always,
+    in an image without torch); never the CPU on a GPU host whose GPUs torch cannot use (GpuUnusable)."""
     if not runtimes.torch_importable():
         return "cpu"
-    import torch
-
-    return f"cuda:{int(gpu_id or 0)}" if torch.cuda.is_available() else "cpu"
+    return f"cuda:{int(gpu_id or 0)}" if gpu_guard.require().cuda_available else "cpu"
 
 
 # -- what the stages pass on -----------------------------------------------------------------

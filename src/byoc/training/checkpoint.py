@@ -36,7 +36,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        set_cuda_rng_states(state["cuda"])
+
+
+def set_cuda_rng_states(states: list[torch.Tensor]) -> None:
+    """Each GPU's generator from the saved one of the same index, for the GPUs both hosts have: a
+    checkpoint from a host with more GPUs resumes on one with fewer (set_rng_state_all would ask
+    for a device this host lacks), and GPUs beyond the saved ones keep their seeded state."""
+    present = torch.cuda.device_count()
+    if len(states) != present:
+        log.warning("checkpoint has the CUDA RNG state of %d GPU(s), this host has %d", len(states), present)
+    for index, state in enumerate(states[:present]):
+        torch.cuda.set_rng_state(state, index)
 
 
 def save(directory: Path, state: dict[str, Any], epoch: int, step: int) -> Path:

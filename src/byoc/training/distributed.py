@@ -10,15 +10,24 @@ from __future__ import annotations
 import logging
 import signal
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from byoc.training import contract
+from byoc.core import gpu_guard
+from byoc.core.errors import ConfigError
+from byoc.training import contract, speed
 from byoc.training.contract import Job
 
 log = logging.getLogger(__name__)
+
+# How long the other ranks wait at the end for rank 0 to write the artifact, the ONNX copy and the
+# calibrated INT8 copy. NCCL's default timeout (10 minutes) would abort a finished job whose export
+# is slow, so that wait is a barrier on a gloo group created with this timeout (new_group's `timeout`):
+# https://docs.pytorch.org/docs/stable/distributed.html#torch.distributed.new_group
+EXPORT_WAIT = timedelta(hours=2)
 
 
 @dataclass
@@ -29,8 +38,9 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    # Host-side agreement (the stop flag) goes over gloo even when the gradients go over NCCL:
-    # a CPU collective never waits on the GPU's queue. None: the default group (gloo already).
+    # Host-side agreement (the stop flag, the end-of-job wait) goes over gloo even when the gradients go
+    # over NCCL: a CPU collective never waits on the GPU's queue, and its timeout is EXPORT_WAIT.
+    # None: the default group (a world of one, the tests).
     control_group: Any = None
 
     @property
@@ -47,28 +57,48 @@ def cores_per_process(job: Job, rt: Runtime) -> int:
     return max(1, job.num_cpus // max(1, rt.world_size // max(1, len(job.hosts))))
 
 
-def setup(job: Job) -> Runtime:
-    """Device and (under torchrun) process group, once per process."""
+def choose_device(facts: gpu_guard.Facts, local_rank: int) -> torch.device:
+    """This process's GPU (its local rank), or the CPU on a host without GPUs (never as a fallback:
+    `gpu_guard.require` has stopped the job when GPUs are there and torch cannot use them)."""
+    if not facts.cuda_available:
+        return torch.device("cpu")
+    if local_rank >= facts.torch_device_count:
+        raise ConfigError(
+            f"training process {local_rank} on this host has no GPU of its own: the host has "
+            f"{facts.torch_device_count}; set processes-per-host to {facts.torch_device_count} or fewer"
+        )
+    return torch.device(f"cuda:{local_rank}")
+
+
+def setup(job: Job, facts: gpu_guard.Facts | None = None) -> Runtime:
+    """Device and (under torchrun) process group, once per process. `facts`: the host's GPU facts
+    (gathered when None)."""
     env = contract.torchrun_env()
-    cuda = torch.cuda.is_available()
-    device = torch.device(f"cuda:{env['local_rank']}" if cuda else "cpu")
+    device = choose_device(gpu_guard.require(facts), env["local_rank"])
+    cuda = device.type == "cuda"
     if cuda:
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
+        speed.allow_tf32(torch.cuda.get_device_capability(device))
     rt = Runtime(device=device, **env)
     if rt.distributed:
         dist.init_process_group("nccl" if cuda else "gloo")
-        if cuda:
-            rt.control_group = dist.new_group(backend="gloo")
-        else:
+        rt.control_group = control_group()
+        if not cuda:
             torch.set_num_threads(cores_per_process(job, rt))
     return rt
 
 
+def control_group() -> Any:
+    """A gloo group of every rank whose collectives wait up to EXPORT_WAIT (a collective call)."""
+    return dist.new_group(backend="gloo", timeout=EXPORT_WAIT)
+
+
 def close(rt: Runtime) -> None:
-    """Wait for every rank, then leave the process group."""
+    """Wait for every rank (rank 0 may still be exporting: up to EXPORT_WAIT, on the control group),
+    then leave the process group."""
     if rt.distributed:
-        dist.barrier()
+        dist.barrier(group=rt.control_group)
         dist.destroy_process_group()
 
 

@@ -21,7 +21,8 @@ from typing import NoReturn
 
 from sagemaker_training import errors
 
-from byoc.core.errors import ByocError
+from byoc.core import gpu_guard
+from byoc.core.errors import ByocError, ConfigError
 from byoc.training import contract
 from byoc.training.contract import EXIT_STOPPED, Job, TrainConfig
 
@@ -37,6 +38,17 @@ class TrainingFailed(errors.ClientError):
 
 def procs_per_host(job: Job, cfg: TrainConfig) -> int:
     return cfg.processes_per_host or max(1, job.num_gpus)
+
+
+def check_processes(job: Job, cfg: TrainConfig, facts: gpu_guard.Facts) -> None:
+    """Each training process on a GPU host needs a GPU of its own (one process per GPU, each on the
+    device of its local rank), and torch must see the GPUs the process count was taken from."""
+    gpus = max(job.num_gpus, facts.torch_device_count)
+    if gpus and procs_per_host(job, cfg) > gpus:
+        raise ConfigError(
+            f"processes-per-host {cfg.processes_per_host} is more than this host's {gpus} GPU(s): "
+            f"use {gpus} or fewer (0: one per GPU)"
+        )
 
 
 def torchrun_command(job: Job, cfg: TrainConfig, argv: list[str]) -> list[str]:
@@ -136,6 +148,7 @@ def main() -> None:
     argv = sys.argv[1:]
     try:
         job, cfg = contract.load(argv)
+        check_processes(job, cfg, gpu_guard.require())
     except ByocError as exc:
         end(*trainer.outcome(exc))
         return

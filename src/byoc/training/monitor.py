@@ -24,12 +24,18 @@ log = logging.getLogger("byoc.training")
 
 class Rules:
     """The Debugger rules users relied on, as log warnings: non-finite loss, vanishing or
-    exploding gradients, loss not decreasing over a window of steps."""
+    exploding gradients, loss not decreasing over a window of steps.
 
-    def __init__(self, window: int = 50, vanishing: float = 1e-7, exploding: float = 1e3):
+    `scaled`: fp16 with the GradScaler, which skips every step whose gradients overflow (infinite
+    norm) and lowers its scale; those steps are counted in `skipped`, not taken for exploding
+    gradients: https://docs.pytorch.org/docs/stable/amp.html#gradient-scaling"""
+
+    def __init__(self, window: int = 50, vanishing: float = 1e-7, exploding: float = 1e3, scaled: bool = False):
         self.window, self.vanishing, self.exploding = window, vanishing, exploding
+        self.scaled = scaled
         self.losses: collections.deque[float] = collections.deque(maxlen=2 * window)  # all a comparison needs
         self.count = 0  # steps checked
+        self.skipped: collections.Counter[int] = collections.Counter()  # steps the GradScaler skipped, per epoch
         self.fired: set[tuple[str, int]] = set()
 
     def _warn(self, rule: str, epoch: int, message: str) -> None:
@@ -40,7 +46,9 @@ class Rules:
     def check(self, epoch: int, step: int, loss: float, grad_norm: float) -> None:
         if not math.isfinite(loss):
             self._warn("LossNotFinite", epoch, f"step={step} loss={loss}: lower lr or use amp=off")
-        if not math.isfinite(grad_norm) or grad_norm > self.exploding:
+        if self.scaled and math.isfinite(loss) and not math.isfinite(grad_norm):
+            self.skipped[epoch] += 1  # the scaler skipped this step and lowered its scale
+        elif not math.isfinite(grad_norm) or grad_norm > self.exploding:
             self._warn("ExplodingGradient", epoch, f"step={step} grad_norm={grad_norm:.4g}")
         elif grad_norm < self.vanishing:
             self._warn("VanishingGradient", epoch, f"step={step} grad_norm={grad_norm:.4g}")
@@ -55,6 +63,16 @@ class Rules:
                 self._warn(
                     "LossNotDecreasing", epoch, f"mean loss {recent:.4g} over the last {w} steps >= {before:.4g} before"
                 )
+
+    def report_skipped(self, epoch: int) -> None:
+        """One line for the steps the GradScaler skipped in `epoch`, when there were any."""
+        if self.skipped[epoch]:
+            log.info(
+                "epoch=%d amp_skipped_steps=%d (fp16 gradients overflowed: the GradScaler skipped those steps "
+                "and lowered its scale, as it does while finding one)",
+                epoch,
+                self.skipped[epoch],
+            )
 
 
 class TensorBoard:

@@ -61,20 +61,46 @@ class Speed:
 # `amp=bf16` still forces it.
 CPU_BF16_MIN_IMAGE_SIZE = 32
 
+# Tensor cores run bf16 (and TF32) from compute capability 8.0 (Ampere) on; a T4 (7.5) has fp16 tensor
+# cores only, and torch.cuda.is_bf16_supported() also counts bf16 emulated without them.
+# https://docs.nvidia.com/cuda/ampere-tuning-guide/index.html#improved-tensor-core-operations
+AMPERE = (8, 0)
 
-def candidates(amp: Amp, channels_last: Switch, device: torch.device, image_size: int) -> list[Speed]:
-    """Settings to try: fixed choices stay fixed, `auto` ones vary."""
+
+def gpu_amp(capability: tuple[int, int]) -> Amp:
+    """Mixed precision for a GPU of `capability`: bf16 from Ampere on, else fp16 (with the GradScaler)."""
+    return Amp.BF16 if tuple(capability) >= AMPERE else Amp.FP16
+
+
+def candidates(
+    amp: Amp, channels_last: Switch, device: torch.device, image_size: int, capability: tuple[int, int] | None = None
+) -> list[Speed]:
+    """Settings to try: fixed choices stay fixed, `auto` ones vary. `capability`: the GPU's compute
+    capability (read from `device` when None)."""
     amp, channels_last = Amp(amp), Switch(channels_last)
     amps: list[Amp]
     if amp is not Amp.AUTO:
         amps = [amp]
     elif device.type == "cuda":
-        amps = [Amp.BF16 if torch.cuda.is_bf16_supported() else Amp.FP16]  # always faster than fp32 on GPUs
+        capability = capability or torch.cuda.get_device_capability(device)
+        amps = [gpu_amp(capability)]  # always faster than fp32 on GPUs
     else:
         bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() and image_size >= CPU_BF16_MIN_IMAGE_SIZE
         amps = [Amp.OFF] + ([Amp.BF16] if bf16 else [])
     layouts = [True, False] if channels_last is Switch.AUTO else [channels_last.resolve(False)]
     return [Speed(a, c) for a in amps for c in layouts]
+
+
+def allow_tf32(capability: tuple[int, int]) -> bool:
+    """fp32 matmuls and convolutions on TF32 tensor cores (Ampere on; torch leaves matmuls in full
+    fp32 by default): https://docs.pytorch.org/docs/stable/notes/cuda.html#tensorfloat-32-tf32-on-ampere-and-later-devices.
+    True when switched on (logged), False on older GPUs, which have no TF32."""
+    if tuple(capability) < AMPERE:
+        return False
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    log.info("TF32 on for fp32 matmuls and convolutions (compute capability %d.%d)", *capability)
+    return True
 
 
 def _trial(

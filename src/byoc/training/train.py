@@ -259,7 +259,8 @@ def fit(t: Training, progress: Progress, stop: StopAgreement) -> Progress:
     """Run the epochs from `progress` on; raises Interrupted after a checkpoint when the ranks agree to stop."""
     model = for_training(t.net, t.cfg, t.rt)
     board = monitor.TensorBoard(t.job.tensorboard_dir if t.rt.is_main else None)
-    steps = monitor.StepLog(t.cfg.log_every, monitor.Rules(), board, t.rt, t.loaders.steps_per_epoch)
+    rules = monitor.Rules(scaled=t.opt.scaler.is_enabled())
+    steps = monitor.StepLog(t.cfg.log_every, rules, board, t.rt, t.loaders.steps_per_epoch)
     first = progress.epoch
     for epoch in range(first, t.cfg.epochs):
         started = time.monotonic()
@@ -270,6 +271,7 @@ def fit(t: Training, progress: Progress, stop: StopAgreement) -> Progress:
             raise Interrupted(f"stopped by SIGTERM at epoch {epoch} step {done}; checkpoint saved")
         record = end_of_epoch(t, model, epoch, stats, progress, started)
         monitor.epoch_line(record, t.rt, board)
+        rules.report_skipped(epoch)
         stop_early = 0 < t.cfg.early_stopping_patience <= progress.epochs_without_improvement
         if (epoch + 1) % t.cfg.checkpoint_every == 0 or epoch + 1 == t.cfg.epochs or stop_early:
             save_checkpoint(t, progress, epoch + 1, 0, EpochStats.zeros(t.rt.device))
