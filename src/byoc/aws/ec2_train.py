@@ -40,7 +40,8 @@ AMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu
 # The x86_64 GPU families AWS's Deep Learning Base GPU AMIs for Ubuntu 22.04 support (their release notes'
 # supported_ec2_instances, e.g. https://docs.aws.amazon.com/dlami/latest/devguide/aws-deep-learning-base-gpu-ami-ubuntu-22-04.html
 # and https://docs.aws.amazon.com/dlami/latest/devguide/aws-deep-learning-ami-gpubasesinglecuda-ul2204-2026-01-02.html).
-# P3's V100 is not among them: the open-source NVIDIA kernel modules need Turing or newer.
+# P3's V100 is not among them: the open-source NVIDIA kernel modules need Turing or newer. Its NVIDIA driver
+# (580.x in the late-2025 releases, 595.x in the 2026 ones) meets the images' CUDA 13.0 build: docs/gpu.md.
 AMI_GPU_FAMILIES = frozenset(
     {"g4dn", "g5", "g6", "gr6", "g6e", "p4d", "p4de", "p5", "p5e", "p5en", "p6-b200", "p6-b300"}
 )
