@@ -138,3 +138,22 @@ def test_a_multi_host_efa_job_says_nccl_talks_tcp(tmp_path, monkeypatch, caplog)
     with caplog.at_level(logging.WARNING, logger="byoc.training.launch"), pytest.raises(Stop):
         launch.run_torchrun(job, TrainConfig(), [])
     assert any("has EFA, but the training image has no libfabric" in r.getMessage() for r in caplog.records)
+
+
+PROPRIETARY = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  470.256.02  Thu May  2 14:37:44 UTC 2024\nGCC version:\n"
+OPEN = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  (dvs-builder@U16)\n"
+
+
+def test_the_driver_is_read_from_either_kernel_module():
+    assert gpu_support.driver_version(PROPRIETARY) == "470.256.02"
+    assert gpu_support.driver_version(OPEN) == "580.95.05"
+    assert gpu_support.driver_version("") is None
+
+
+def test_a_driver_older_than_the_build_is_named_with_what_it_needs():
+    assert gpu_support.driver_problem("470.256.02") == (
+        "NVIDIA driver 470.256.02 found; the images' torch 2.14.1 (CUDA 13.0) needs 580 or newer: run on a host with "
+        "a newer driver (docs/gpu.md)"
+    )
+    assert gpu_support.driver_problem("580.65.06") is None
+    assert gpu_support.driver_problem("595.91.07") is None

@@ -113,3 +113,25 @@ def inference_ami(instance_type: str) -> str | None:
     """The InferenceAmiVersion a production variant of `instance_type` needs for the images' driver; None
     for a CPU type (SageMaker's default AMI serves it)."""
     return INFERENCE_AMI if is_gpu(instance_type) else None
+
+
+# The loaded NVIDIA kernel module names its version here, inside containers too (the runtime mounts /proc).
+DRIVER_FILE = "/proc/driver/nvidia/version"
+
+
+def driver_version(text: str) -> str | None:
+    """The driver's version in DRIVER_FILE's text, or None. Its first line reads "NVRM version: NVIDIA UNIX
+    x86_64 Kernel Module  580.65.06  ..." for the proprietary module and "... Open Kernel Module for x86_64
+    580.95.05 ..." for the open one (which AWS's DLAMIs load)."""
+    found = re.search(r"Kernel Module(?:\s+for\s+\S+)?\s+(\d+(?:\.\d+)+)", text)
+    return found[1] if found else None
+
+
+def driver_problem(version: str, build: CudaBuild = IMAGE_BUILD) -> str | None:
+    """Why the images' torch cannot use a host whose NVIDIA driver is `version` (e.g. "470.256.02"), or None."""
+    if int(version.split(".")[0]) >= build.min_driver:
+        return None
+    return (
+        f"NVIDIA driver {version} found; the images' torch {build.torch} (CUDA {build.cuda}) "
+        f"needs {build.min_driver} or newer: run on a host with a newer driver (docs/gpu.md)"
+    )
