@@ -23,6 +23,16 @@ def test_the_table_follows_the_pinned_torch():
     assert pins["torch"] == IMAGE_BUILD.torch
 
 
+def test_the_table_describes_the_installed_wheel_when_it_is_the_pinned_one():
+    """The venv's torch is PyPI's wheel of the same pin (the images' own): its CUDA and kernels are the table's."""
+    torch = pytest.importorskip("torch")
+    if torch.__version__.split("+")[0] != IMAGE_BUILD.torch or torch.version.cuda is None:
+        pytest.skip(f"torch {torch.__version__} here is not the images' CUDA build")
+    assert torch.version.cuda == IMAGE_BUILD.cuda
+    archs = [a for a in torch.cuda.get_arch_list() if a.startswith("sm_")]
+    assert [(int(a[3:-1]), int(a[-1])) for a in archs] == list(IMAGE_BUILD.capabilities)
+
+
 @pytest.mark.parametrize(
     "instance_type", ["ml.p3.2xlarge", "p3.8xlarge", "ml.p3dn.24xlarge", "ml.p2.xlarge", "g3s.xlarge"]
 )
@@ -41,9 +51,9 @@ def test_turing_and_newer_and_cpu_types_pass(instance_type):
 
 
 def test_the_refusal_follows_the_builds_oldest_architecture():
-    volta_build = dataclasses.replace(IMAGE_BUILD, min_capability=(7, 0))
+    volta_build = dataclasses.replace(IMAGE_BUILD, capabilities=((7, 0), *IMAGE_BUILD.capabilities))
     assert gpu_support.capability_problem("ml.p3.2xlarge", build=volta_build) is None
-    ampere_build = dataclasses.replace(IMAGE_BUILD, min_capability=(8, 0))
+    ampere_build = dataclasses.replace(IMAGE_BUILD, capabilities=((9, 0), (8, 0)))
     assert "T4 GPU is compute capability 7.5" in gpu_support.capability_problem("g4dn.xlarge", build=ampere_build)
 
 

@@ -27,11 +27,22 @@ class CudaBuild:
     torch: str  # the pinned version, as in docker/requirements/torch.txt
     cuda: str
     min_driver: int  # the NVIDIA driver's major version (its branch), e.g. 580
-    min_capability: tuple[int, int]  # the oldest GPU architecture it carries kernels for
+    capabilities: tuple[tuple[int, int], ...]  # the architectures it has kernels for (torch.cuda.get_arch_list())
+
+    @property
+    def min_capability(self) -> tuple[int, int]:
+        """The oldest GPU architecture it runs on."""
+        return min(self.capabilities)
 
 
-# docker/requirements/torch.txt; tests/test_gpu_support.py keeps the two in step.
-IMAGE_BUILD = CudaBuild(torch="2.14.1", cuda="13.0", min_driver=580, min_capability=(7, 5))
+# docker/requirements/torch.txt's torch: its wheel requires cuda-toolkit==13.0.3 and reports
+# get_arch_list() sm_75 .. sm_120; tests/test_gpu_support.py checks both against the installed wheel.
+IMAGE_BUILD = CudaBuild(
+    torch="2.14.1",
+    cuda="13.0",
+    min_driver=580,
+    capabilities=((7, 5), (8, 0), (8, 6), (9, 0), (10, 0), (12, 0)),
+)
 
 # Instance family -> (GPU, CUDA compute capability), from the EC2 accelerated computing instance pages
 # (https://docs.aws.amazon.com/ec2/latest/instancetypes/ac.html) and NVIDIA's table of capabilities
