@@ -396,5 +396,5 @@ def test_a_gpu_type_the_default_ami_cannot_drive_is_refused_before_anything_is_c
 def test_gpu_types_tell_the_user_data_to_require_the_gpu():
     assert ec2_train.user_data_settings(fake_aws(), spec(), "j")["BYOC_GPU"] == "1"  # g4dn.xlarge
     assert ec2_train.user_data_settings(fake_aws(), spec(instance_type="m5.xlarge"), "j")["BYOC_GPU"] == "0"
-    spec(instance_type="p3.2xlarge", ami="ami-0own").check()  # an AMI of one's own: its driver, its call
+    spec(instance_type="g6f.large", ami="ami-0own").check()  # an AMI of one's own: its driver, its call
     spec(instance_type="g5.xlarge").check()

@@ -32,6 +32,7 @@ from byoc.aws.session import NAME_TAG, Aws, AwsError, digest, find, owned, say, 
 from byoc.aws.validator import RequestRefused
 from byoc.core import training_config
 from byoc.core.errors import ConfigError
+from byoc.core.gpu_support import capability_problem, family, is_gpu
 
 # AWS's public parameter for the current Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04): NVIDIA
 # driver, Docker with the NVIDIA container toolkit, the AWS CLI v2.
@@ -39,7 +40,8 @@ AMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu
 # The x86_64 GPU families AWS's Deep Learning Base GPU AMIs for Ubuntu 22.04 support (their release notes'
 # supported_ec2_instances, e.g. https://docs.aws.amazon.com/dlami/latest/devguide/aws-deep-learning-base-gpu-ami-ubuntu-22-04.html
 # and https://docs.aws.amazon.com/dlami/latest/devguide/aws-deep-learning-ami-gpubasesinglecuda-ul2204-2026-01-02.html).
-# P3's V100 is not among them: the open-source NVIDIA kernel modules need Turing or newer.
+# P3's V100 is not among them: the open-source NVIDIA kernel modules need Turing or newer. Its NVIDIA driver
+# (580.x in the late-2025 releases, 595.x in the 2026 ones) meets the images' CUDA 13.0 build: docs/gpu.md.
 AMI_GPU_FAMILIES = frozenset(
     {"g4dn", "g5", "g6", "gr6", "g6e", "p4d", "p4de", "p5", "p5e", "p5en", "p6-b200", "p6-b300"}
 )
@@ -92,17 +94,9 @@ class Ec2Spec:
                 f"driver for it (it drives {', '.join(sorted(AMI_GPU_FAMILIES))}); pick one of those, or --ami "
                 "an AMI whose driver does"
             )
-
-
-def family(instance_type: str) -> str:
-    """`g4dn.xlarge` -> `g4dn`."""
-    return instance_type.split(".", 1)[0].lower()
-
-
-def is_gpu(instance_type: str) -> bool:
-    """EC2's GPU families are named G or P and a generation (g4dn, gr6, p3, p6-b200); the Graviton ones
-    (c7g, m7g) end in g instead."""
-    return re.match(r"(g|gr|p)\d", family(instance_type)) is not None
+        found = capability_problem(self.instance_type)
+        if found:  # whatever the AMI: the image's torch has no kernels for that GPU
+            raise RequestRefused(found)
 
 
 def job_name(spec: Ec2Spec) -> str:

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from byoc.aws import ecr, pricing, validator, waiting
 from byoc.aws.sagemaker_role import output_prefix
 from byoc.aws.session import Aws, AwsError, digest, error_code, find, owned, say, tags_list
+from byoc.core import gpu_support
 from byoc.core.errors import ConfigError
 
 VARIANT = "AllTraffic"
@@ -161,6 +162,9 @@ class DeploySpec:
                 f"Inferentia multi-model endpoints with NVIDIA Triton only, not with a custom container; "
                 f"got --instance-type {self.instance_type}"
             )
+        found = None if self.serverless else gpu_support.capability_problem(self.instance_type)
+        if found:
+            raise validator.RequestRefused(found)
 
     @property
     def kind(self) -> Kind:
@@ -250,13 +254,17 @@ def config_request(spec: DeploySpec, model_name: str) -> dict:
 def _instance_settings(spec: DeploySpec) -> dict:
     if spec.instance_count < 1:
         raise ConfigError("--instance-count must be >= 1")
-    return {
+    settings = {
         "InstanceType": spec.instance_type,
         "InitialInstanceCount": spec.instance_count,
         "InitialVariantWeight": 1.0,
         "ContainerStartupHealthCheckTimeoutInSeconds": spec.startup_timeout,
         "ModelDataDownloadTimeoutInSeconds": spec.download_timeout,
     }
+    ami = gpu_support.inference_ami(spec.instance_type)
+    if ami:  # GPU types: the AMI whose driver runs the image's CUDA build (absent on CPU types, names unchanged)
+        settings["InferenceAmiVersion"] = ami
+    return settings
 
 
 def deploy(aws: Aws, spec: DeploySpec, wait: bool = True, poll: float = 30, options=None, notify=None) -> dict:

@@ -9,6 +9,7 @@ from typing import Any
 from byoc.aws import metrics, validator, waiting
 from byoc.aws.logtail import LogTail
 from byoc.aws.session import Aws, AwsError, digest, find, owned, say, tags_list
+from byoc.core import gpu_support
 from byoc.core.errors import ConfigError
 from byoc.training.contract import DEFAULT_CHECKPOINT_DIR, TrainConfig
 
@@ -56,6 +57,9 @@ def definition(spec: JobSpec) -> dict:
     """The parts a training job and a tuning job's training definition share."""
     if spec.instance_count < 1:
         raise ConfigError("--instance-count must be >= 1")
+    found = gpu_support.capability_problem(spec.instance_type)
+    if found:
+        raise validator.RequestRefused(found)
     output = _s3(spec.output, "--output")
     stopping = {"MaxRuntimeInSeconds": spec.max_run}
     request: dict[str, Any] = {

@@ -15,6 +15,7 @@ from typing import Any
 from byoc.aws import pricing, validator, waiting
 from byoc.aws.endpoint import DeploySpec, model_request
 from byoc.aws.session import Aws, AwsError, digest, find, paginate, say, tags_list
+from byoc.core import gpu_support
 from byoc.core.errors import ConfigError
 from byoc.local.batch_transform import (
     X_IMAGE,
@@ -60,6 +61,9 @@ def transform_request(spec: TransformSpec, model_name: str, job_name: str | None
     """CreateTransformJob; the default job name is a hash of it, so a rerun finds the same job."""
     check_content_type(spec.content_type)
     check_payload_mb(spec.max_payload_mb)
+    found = gpu_support.transform_problem(spec.instance_type)
+    if found:
+        raise validator.RequestRefused(found)
     if spec.instance_count < 1:
         raise ConfigError("--instance-count must be >= 1")
     if spec.concurrency is not None and spec.concurrency < 1:

@@ -30,6 +30,7 @@ log = logging.getLogger("byoc.training.launch")
 
 HOST_WAIT_SECONDS = 900  # SageMaker: every host name resolves, but possibly only after a while
 GRACE_SECONDS = 110  # SageMaker kills 120 s after SIGTERM
+EFA_TYPES = ("ml.p4d", "ml.p4de", "ml.p5", "ml.p6", "ml.trn1")  # instance types with Elastic Fabric Adapter
 
 
 class TrainingFailed(errors.ClientError):
@@ -76,11 +77,20 @@ def distributed_env(job: Job, cfg: TrainConfig) -> dict[str, str]:
     env.setdefault("NCCL_SOCKET_IFNAME", job.network_interface)
     env.setdefault("GLOO_SOCKET_IFNAME", job.network_interface)
     env.setdefault("OMP_NUM_THREADS", str(max(1, job.num_cpus // procs_per_host(job, cfg))))
-    if job.instance_type.startswith(("ml.p4d", "ml.p4de", "ml.p5", "ml.trn1")):
-        env.setdefault("FI_PROVIDER", "efa")  # EFA instances: libfabric's EFA provider for NCCL
-        env.setdefault("FI_EFA_USE_DEVICE_RDMA", "1")
-        env.setdefault("RDMAV_FORK_SAFE", "1")
     return env
+
+
+def network_note(job: Job) -> str | None:
+    """What NCCL uses between the hosts of a multi-host job on an EFA instance type, or None. NCCL reaches EFA
+    only through the aws-ofi-nccl plugin over libfabric (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/efa-start-nccl.html),
+    and the training image carries neither: setting FI_PROVIDER=efa would change nothing, so NCCL's own
+    sockets (TCP over NCCL_SOCKET_IFNAME) carry the traffic, and the log says so."""
+    if len(job.hosts) < 2 or not job.instance_type.startswith(EFA_TYPES):
+        return None
+    return (
+        f"{job.instance_type} has EFA, but the training image has no libfabric / aws-ofi-nccl: NCCL talks TCP "
+        f"between hosts over {job.network_interface} (docs/gpu.md)"
+    )
 
 
 def wait_for_hosts(hosts: list[str], timeout: float = HOST_WAIT_SECONDS) -> None:
@@ -102,6 +112,9 @@ def wait_for_hosts(hosts: list[str], timeout: float = HOST_WAIT_SECONDS) -> None
 def run_torchrun(job: Job, cfg: TrainConfig, argv: list[str]) -> tuple[int, str | None]:
     """torchrun on this host, signals forwarded; (its exit code, the first failing worker's reason)."""
     wait_for_hosts(job.hosts)
+    note = network_note(job)
+    if note:
+        log.warning(note)
     cmd = torchrun_command(job, cfg, argv)
     log.info("launching: %s", " ".join(cmd))
     with tempfile.TemporaryDirectory(prefix="byoc-launch-") as tmp:
