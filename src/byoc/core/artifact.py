@@ -213,7 +213,9 @@ def load(
         path = model_dir / meta.torchscript
         if path.is_file():
             net = _load_torchscript(path, meta, device, optimize, dtype, channels_last)
-            log.info("loaded %s (TorchScript%s) on %s", path.name, ", optimised" if optimize else "", device)
+            log.info(
+                "loaded %s (TorchScript%s) on %s in %s", path.name, ", optimised" if optimize else "", device, dtype
+            )
             return net, meta
         log.warning(
             "%s names %s, which is missing from %s: loading %s instead",

@@ -15,13 +15,15 @@ WORKER_OVERHEAD = 500 * 1024**2
 MODEL_FACTOR = 4  # weights + activations + allocator slack, as multiples of the weights' size
 MEMORY_SHARE = 0.8  # leave room for the JVM frontend and request buffers
 THREADS_PER_CPU_WORKER = 4  # intra-op scaling flattens beyond ~4 threads for one image
-# Model workers per GPU, at most (see plan): each holds its own CUDA context and copy of the model
-# on the GPU (a few hundred MB for a ResNet-50 at GPU_BATCH_SIZE), which 16 GB and more carry four times.
+# Model workers per GPU, at most (see workers_per_gpu): each holds its own CUDA context and copy of
+# the model and its activations on the GPU, an estimated few hundred MB each for a ResNet-50 at
+# GPU_BATCH_SIZE in half precision: four fit the smallest GPU served on (T4, 16 GB) with room to spare.
 MAX_WORKERS_PER_GPU = 4
-# The front's batch cap (BYOC_BATCH_SIZE unset): on the CPU a batch costs about its images' time
-# (byoc.core.quantize's figures), so small batches keep latency; a GPU runs a batch of 32 224 px images
-# in little more than the time of one, so larger batches raise throughput under load, while one
-# request alone still goes alone (the front groups only requests waiting for a busy worker).
+# The front's batch cap (BYOC_BATCH_SIZE unset). On the CPU a batch costs about its images' time
+# (byoc.core.quantize's figures), so small batches keep latency. A GPU at batch 1 leaves most of its
+# cores idle, so a larger batch raises throughput under load (bench/gpu_check.py measures batch 1
+# against the best batch on the GPU at hand); one request alone still goes alone, since the front
+# groups only requests already waiting for a busy worker (byoc.serve.batching).
 CPU_BATCH_SIZE = 4
 GPU_BATCH_SIZE = 32
 MB = 1024**2
