@@ -27,9 +27,9 @@ def test_memory_caps_workers():
     assert sizing.plan(96, 0, 4 * GB, 1 * GB).workers == 1  # never zero
 
 
-def test_one_worker_per_gpu():
+def test_two_workers_per_gpu_where_the_cores_allow():
     plan = sizing.plan(8, 4, RESNET50, 64 * GB)
-    assert (plan.workers, plan.threads) == (4, 2)
+    assert (plan.workers, plan.threads) == (8, 1)
 
 
 def test_explicit_workers_set_threads():
@@ -62,7 +62,7 @@ def test_config_from_sagemaker_variables():
 
 def test_batching_and_access_log_settings():
     default = ServeConfig.from_env({})
-    assert (default.batch_size, default.max_batch_delay_ms, default.access_log) == (4, 0, False)
+    assert (default.batch_size, default.max_batch_delay_ms, default.access_log) == (None, 0, False)  # None: sizing
     cfg = ServeConfig.from_env({"BYOC_BATCH_SIZE": "16", "BYOC_MAX_BATCH_DELAY_MS": "5", "BYOC_ACCESS_LOG": "1"})
     assert (cfg.batch_size, cfg.max_batch_delay_ms, cfg.access_log) == (16, 5, True)
 

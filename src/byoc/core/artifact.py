@@ -20,6 +20,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -52,6 +53,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_Net = TypeVar("_Net", bound=nn.Module)
 
 
 @contextlib.contextmanager
@@ -112,16 +114,20 @@ def save(model_dir: Path, model: nn.Module, meta: ModelMeta) -> None:
     atomic_write(model_dir / META_FILE, lambda fh: fh.write(text))
 
 
-def _load_torchscript(path: Path, meta: ModelMeta, device: torch.device, optimize: bool) -> nn.Module:
+def _load_torchscript(
+    path: Path, meta: ModelMeta, device: torch.device, optimize: bool, dtype: torch.dtype, channels_last: bool
+) -> nn.Module:
     try:
         with _quiet_jit():
             net = torch.jit.load(str(path), map_location=device).eval()
     except Exception as exc:  # RuntimeError, ValueError, zipfile errors, ...
         raise ArtifactError(f"{path} is corrupt or not TorchScript: {first_line(exc)}") from exc
+    # Cast before freezing: freezing inlines the weights as constants, which .to() no longer reaches.
+    net = _cast(net, dtype, channels_last)
     size = meta.preprocessing.image_size
     try:
         with torch.inference_mode():
-            out = net(torch.zeros(1, 3, size, size, device=device))
+            out = net(example_input(1, size, device, dtype, channels_last))
     except Exception as exc:
         raise ArtifactError(f"{path.name} does not run on a 1x3x{size}x{size} image: {first_line(exc)}") from exc
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, meta.num_classes):
@@ -135,10 +141,24 @@ def _load_torchscript(path: Path, meta: ModelMeta, device: torch.device, optimiz
         # optimize_for_inference also moves convolutions to oneDNN: ResNet-50 at 2 threads, batch 1
         # 57 ms against 66 traced and 65 frozen, batch 4 195 against 267 and 255 (medians, both
         # images). It specialises for the machine it runs on, which is where this runs; on a GPU,
-        # freeze only (optimize_for_inference's CUDA passes are not tested here).
+        # freeze only (optimize_for_inference's CUDA passes are not tested here), as in half precision.
+        one_dnn = device.type == "cpu" and dtype == torch.float32
         with _quiet_jit():
-            net = torch.jit.optimize_for_inference(net) if device.type == "cpu" else torch.jit.freeze(net)
+            net = torch.jit.optimize_for_inference(net) if one_dnn else torch.jit.freeze(net)
     return net
+
+
+def _cast(net: _Net, dtype: torch.dtype, channels_last: bool) -> _Net:
+    """`net` with its floating-point weights in `dtype`, and its 4-D ones channels-last with `channels_last`."""
+    if dtype != torch.float32:
+        net = net.to(dtype)
+    return net.to(memory_format=torch.channels_last) if channels_last else net
+
+
+def example_input(n: int, size: int, device: torch.device, dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
+    """A zero batch of `n` 3 x size x size images as a model cast by `load(dtype, channels_last)` takes them."""
+    x = torch.zeros(n, 3, size, size, device=device, dtype=dtype)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def _load_state_dict(model_dir: Path, meta: ModelMeta, device: torch.device) -> nn.Module:
@@ -173,9 +193,16 @@ def _load_state_dict(model_dir: Path, meta: ModelMeta, device: torch.device) -> 
 
 
 def load(
-    model_dir: Path, device: str | torch.device = "cpu", torchscript: bool = True, optimize: bool = True
+    model_dir: Path,
+    device: str | torch.device = "cpu",
+    torchscript: bool = True,
+    optimize: bool = True,
+    dtype: torch.dtype = torch.float32,
+    channels_last: bool = False,
 ) -> tuple[nn.Module, ModelMeta]:
-    """Load an artifact for inference (eval mode, on `device`). Raises ArtifactError with a one-line reason.
+    """Load an artifact for inference (eval mode, on `device`, its weights in `dtype`, channels-last
+    with `channels_last`: its inputs then go in as `example_input` makes them). Raises ArtifactError
+    with a one-line reason.
 
     The TorchScript copy is used when the artifact has one (and `torchscript`), optimised for
     inference unless `optimize` is false; otherwise the state dict, which needs torchvision."""
@@ -185,8 +212,10 @@ def load(
     if torchscript and meta.torchscript:
         path = model_dir / meta.torchscript
         if path.is_file():
-            net = _load_torchscript(path, meta, device, optimize)
-            log.info("loaded %s (TorchScript%s) on %s", path.name, ", optimised" if optimize else "", device)
+            net = _load_torchscript(path, meta, device, optimize, dtype, channels_last)
+            log.info(
+                "loaded %s (TorchScript%s) on %s in %s", path.name, ", optimised" if optimize else "", device, dtype
+            )
             return net, meta
         log.warning(
             "%s names %s, which is missing from %s: loading %s instead",
@@ -195,4 +224,4 @@ def load(
             model_dir,
             WEIGHTS_FILE,
         )
-    return _load_state_dict(model_dir, meta, device), meta
+    return _cast(_load_state_dict(model_dir, meta, device), dtype, channels_last), meta

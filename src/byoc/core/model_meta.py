@@ -2,7 +2,8 @@
 
 model.json names the architecture, the labels, the `Preprocessing`, the metrics and the copies of
 the model the directory holds: the TorchScript file (`torchscript`), the ONNX copy (`onnx`, written
-by byoc.core.onnx_export) and its INT8 copy (`int8`, written by byoc.core.quantize). Only the
+by byoc.core.onnx_export) and its INT8 copy (`int8`, written by byoc.core.quantize), and how the
+TorchScript copy scores in half precision (`half`, written by byoc.core.half_precision). Only the
 standard library and Pillow (through byoc.core.images): the CPU serving image has no torch, and
 `byoc.core.artifact` (the torch side) re-exports all of it.
 """
@@ -36,6 +37,9 @@ class ModelMeta:
     # ({"file": "model.int8.onnx", "runtime", "top1_fp32", "top1_int8", ...}); None when absent.
     onnx: dict[str, Any] | None = None
     int8: dict[str, Any] | None = None
+    # How the TorchScript copy scored in half precision on a GPU against fp32 ({"top1_fp32",
+    # "max_drop", "fp16": {"top1", ...}, "bf16": {...}}: byoc.core.half_precision); None: never measured.
+    half: dict[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -66,6 +70,7 @@ class ModelMeta:
                 torchscript=doc.get("torchscript"),
                 onnx=_copy_entry(doc, "onnx"),
                 int8=_copy_entry(doc, "int8"),
+                half=_half_entry(doc),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{META_FILE} is malformed: {type(exc).__name__}: {exc}") from exc
@@ -87,6 +92,14 @@ def _copy_entry(doc: dict[str, Any], key: str) -> dict[str, Any] | None:
     if not _is_file_name(name):
         raise ArtifactError(f"{META_FILE}: {key}.file must be a file name in the model directory, not {name!r}")
     return dict(entry)
+
+
+def _half_entry(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """model.json's "half" entry (a JSON object, or absent)."""
+    entry = doc.get("half")
+    if entry is not None and not isinstance(entry, dict):
+        raise ArtifactError(f"{META_FILE}: half must be an object, not {type(entry).__name__}")
+    return None if entry is None else dict(entry)
 
 
 def _is_file_name(name: object) -> bool:

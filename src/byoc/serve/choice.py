@@ -36,7 +36,7 @@ def choose(meta: ModelMeta, precision: Precision | None, has_torch: bool) -> Kin
         if precision is Precision.INT8:
             raise ConfigError(
                 f"{PRECISION_ENV}=int8: the INT8 copy is served by {CPU_IMAGE} (ONNX Runtime, no torch); "
-                f"this image serves TorchScript in fp32: unset {PRECISION_ENV} here"
+                f"this image serves TorchScript (fp32, or half precision on a GPU): unset {PRECISION_ENV} here"
             )
         return Kind.TORCHSCRIPT
     if meta.onnx is None and meta.int8 is None:

@@ -25,8 +25,8 @@ MB = 1024 * 1024
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: ~120 MB decoded RGB, fits any endpoint
 DEFAULT_TOP_K = 5
 # At most this many requests per forward pass, grouped by the front from those waiting for a
-# busy worker (byoc.serve.batching); 1 = never group.
-DEFAULT_BATCH_SIZE = 4
+# busy worker (byoc.serve.batching); 1 = never group. Unset: byoc.serve.sizing.batch_size (4 on the
+# CPU, more on a GPU).
 # How long a free worker waits for more requests to fill a batch; 0: it takes only what already waits.
 DEFAULT_MAX_BATCH_DELAY_MS = 0
 # Each model worker logs its per-stage request times at most this often (one JSON line); 0: every call.
@@ -44,7 +44,8 @@ MAX_LOADED_MODELS_ENV = "BYOC_MAX_LOADED_MODELS"
 # true/false: serverless sizing on or off whatever the cgroup memory limit (unset: detected from it).
 SERVERLESS_ENV = "BYOC_SERVERLESS"
 SERVERLESS_MAX_PAYLOAD_MB = 4  # SageMaker Serverless Inference's request limit
-# int8 / fp32: which ONNX copy an image without torch serves (unset: the INT8 copy when there is one).
+# int8 / fp32: which ONNX copy an image without torch serves (unset: the INT8 copy when there is one);
+# fp32 also keeps a GPU worker in fp32 (unset: half precision where byoc.serve.gpu allows it).
 PRECISION_ENV = "BYOC_PRECISION"
 
 
@@ -56,10 +57,10 @@ class BatchStrategy(enum.Enum):
 
 
 class Precision(enum.Enum):
-    """Which copy of the model an image without torch serves (BYOC_PRECISION)."""
+    """Which copy an image without torch serves, and whether a GPU worker stays in fp32 (BYOC_PRECISION)."""
 
     INT8 = "int8"  # model.int8.onnx, quantized and checked by byoc.core.quantize
-    FP32 = "fp32"  # model.onnx
+    FP32 = "fp32"  # model.onnx; with torch, TorchScript in fp32 on a GPU too
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,8 @@ def _precision(env: Mapping[str, str]) -> Precision | None:
         return Precision(raw.lower())
     except ValueError:
         raise ConfigError(
-            f"{PRECISION_ENV}={raw!r} must be int8 or fp32 (or unset: int8 when the model has it)"
+            f"{PRECISION_ENV}={raw!r} must be int8 or fp32 (or unset: int8 when the model has it, "
+            "half precision on a GPU where model.json allows it)"
         ) from None
 
 
@@ -192,7 +194,7 @@ class ServeConfig:
     max_payload_mb: int | None = None
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     top_k: int = DEFAULT_TOP_K
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int | None = None  # BYOC_BATCH_SIZE; None: byoc.serve.sizing.batch_size
     max_batch_delay_ms: int = DEFAULT_MAX_BATCH_DELAY_MS
     vmargs: str | None = None  # SAGEMAKER_MODEL_SERVER_VMARGS; None: sized by byoc.serve.mms
     access_log: bool = False  # one model-server log line per request
@@ -207,7 +209,8 @@ class ServeConfig:
     models_dir: Path = Path("/opt/ml/models")  # where SageMaker puts a multi-model endpoint's models
     max_loaded_models: int | None = None  # None: as many as memory allows (507 past that)
     serverless: bool | None = None  # BYOC_SERVERLESS; None: a serverless-sized memory limit decides (sizing.serverless)
-    # BYOC_PRECISION; None: the INT8 copy when the model has one, else fp32 (images without torch only)
+    # BYOC_PRECISION; None: the INT8 copy when the model has one, else fp32 (images without torch);
+    # with torch, fp32 on the CPU and half precision on a GPU where byoc.serve.gpu allows it
     precision: Precision | None = None
 
     @property
@@ -237,7 +240,7 @@ class ServeConfig:
             max_payload_mb=_payload_mb(env, batch),
             max_image_pixels=_int(env, "BYOC_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS),
             top_k=_int(env, "BYOC_TOP_K", DEFAULT_TOP_K),
-            batch_size=_int(env, "BYOC_BATCH_SIZE", DEFAULT_BATCH_SIZE),
+            batch_size=_optional_int(env, "BYOC_BATCH_SIZE"),
             max_batch_delay_ms=_int(env, "BYOC_MAX_BATCH_DELAY_MS", DEFAULT_MAX_BATCH_DELAY_MS, minimum=0),
             vmargs=env.get(sm.MODEL_SERVER_VMARGS, "").strip() or None,
             access_log=_int(env, "BYOC_ACCESS_LOG", 0, minimum=0) > 0,

@@ -211,6 +211,7 @@ class ImageClassifierHandler:
                     "arch": self.meta.arch,
                     "classes": self.meta.num_classes,
                     "runtime": self.runtime.name,
+                    "dtype": getattr(self.runtime, "dtype", None),  # TorchScript's: fp32, fp16 or bf16
                     "device": self.device,
                     "threads": self.runtime.threads,
                     "warmup_ms": self.warmup_ms,

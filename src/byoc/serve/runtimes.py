@@ -1,7 +1,8 @@
 """The ways a model worker runs an artifact, one class each behind one interface (`Runtime`).
 
 - `TorchScriptRuntime` ("torchscript"): model.ts through torch, on the GPU or CPU the worker was
-  given, as byoc-serve:latest (the GPU image) has always served it.
+  given, as byoc-serve:latest (the GPU image) serves it: fp32, or on a GPU fp16 or bf16 where
+  model.json's half-precision record allows it (byoc.serve.gpu).
 - `OnnxRuntime` ("onnxruntime-int8", "onnxruntime-fp32"): the artifact's ONNX copy through ONNX
   Runtime on the CPU, for byoc-serve:cpu, which has no torch. The INT8 copy (model.int8.onnx) is
   about twice as fast as fp32 on 2 cores (issue 18), within the top-1 drop byoc.core.quantize allows.
@@ -14,6 +15,7 @@ runs: `byoc.serve.choice.choose`. torch is imported only by `TorchScriptRuntime`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,8 +26,9 @@ from PIL import Image
 from byoc.core.errors import ArtifactError, first_line
 from byoc.core.eval_numpy import softmax
 from byoc.core.model_meta import META_FILE, ModelMeta, read_meta
+from byoc.serve import gpu
 from byoc.serve.choice import QUANTIZE_HINT, Kind, choose, onnx_entry
-from byoc.serve.config import ServeConfig
+from byoc.serve.config import Precision, ServeConfig
 
 if TYPE_CHECKING:
     import torch
@@ -66,7 +69,7 @@ def load(model_dir: Path, device: str, config: ServeConfig, has_torch: bool | No
     meta = read_meta(model_dir)
     kind = choose(meta, config.precision, torch_importable() if has_torch is None else has_torch)
     if kind is Kind.TORCHSCRIPT:
-        return TorchScriptRuntime(model_dir, device, config.torch_threads)
+        return TorchScriptRuntime(model_dir, device, config.torch_threads, meta, config.precision)
     return OnnxRuntime(model_dir, meta, kind, config.torch_threads or _cores())
 
 
@@ -77,9 +80,17 @@ def _cores() -> int:
 
 
 class TorchScriptRuntime:
-    """model.ts (or model.pt, rebuilt with torchvision) through torch, on `device`."""
+    """model.ts (or model.pt, rebuilt with torchvision) through torch, on `device`: on CUDA in half
+    precision, channels-last, where byoc.serve.gpu.serve_dtype allows it for `meta`, else fp32."""
 
-    def __init__(self, model_dir: Path, device: str, threads: int | None):
+    def __init__(
+        self,
+        model_dir: Path,
+        device: str,
+        threads: int | None,
+        meta: ModelMeta | None = None,
+        precision: Precision | None = None,
+    ):
         import torch
 
         from byoc.core import artifact
@@ -88,7 +99,15 @@ class TorchScriptRuntime:
         if threads:
             torch.set_num_threads(threads)
         self._device = torch.device(device)
-        self.model, self.meta = artifact.load(model_dir, self._device)
+        claim_device(self._device)
+        self.dtype = gpu.serve_dtype(
+            self._device.type, _capability(self._device), (meta or read_meta(model_dir)).half, precision
+        )
+        self._torch_dtype, self._channels_last = torch_dtype(self.dtype), self.dtype != gpu.FP32
+        with device_scope(self._device):
+            self.model, self.meta = artifact.load(
+                model_dir, self._device, dtype=self._torch_dtype, channels_last=self._channels_last
+            )
         self.name = Kind.TORCHSCRIPT.value if isinstance(self.model, torch.jit.ScriptModule) else "torch"
         self.device = str(self._device)
         self.threads = torch.get_num_threads()
@@ -100,9 +119,50 @@ class TorchScriptRuntime:
     def infer(self, images: np.ndarray) -> np.ndarray:
         import torch
 
-        with torch.inference_mode():
-            logits: torch.Tensor = self.model(torch.from_numpy(images).to(self._device, non_blocking=True))
+        with torch.inference_mode(), device_scope(self._device):
+            logits: torch.Tensor = self.model(self.batch(images))
             return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def batch(self, images: np.ndarray) -> torch.Tensor:
+        """The float32 numpy batch as the model takes it: on its device, in its dtype (channels-last in half)."""
+        import torch
+
+        batch = torch.from_numpy(images).to(self._device, non_blocking=True).to(self._torch_dtype)
+        return batch.contiguous(memory_format=torch.channels_last) if self._channels_last else batch
+
+
+def claim_device(device: torch.device) -> None:
+    """Make a CUDA `device` this worker's current device: without it, anything that runs on "the
+    current device" (an allocation, a stream or a kernel without an explicit device, an extension's
+    default) opens a second context on GPU 0, one per worker on a multi-GPU host. cudaSetDevice
+    binds the device for the calling host thread
+    (https://docs.nvidia.com/cuda/cuda-runtime-api/group__CUDART__DEVICE.html); infer() also runs
+    inside `device_scope`, for a model server that calls from another thread than the one that loaded."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """byoc.serve.gpu's dtype name ("fp32", "fp16", "bf16") as torch's."""
+    import torch
+
+    return {gpu.FP32: torch.float32, gpu.FP16: torch.float16, gpu.BF16: torch.bfloat16}[name]
+
+
+def device_scope(device: torch.device):
+    """torch.cuda.device(`device`) for a CUDA device (the current device while inside); nothing else."""
+    import torch
+
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _capability(device: torch.device) -> tuple[int, int] | None:
+    """The CUDA device's compute capability (major, minor); None for any other device."""
+    import torch
+
+    return tuple(torch.cuda.get_device_capability(device)) if device.type == "cuda" else None  # type: ignore[return-value]
 
 
 class OnnxRuntime:

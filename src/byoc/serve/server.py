@@ -64,7 +64,9 @@ def run(config: ServeConfig) -> int:
     serverless = sizing.serverless(sizing.memory_limit(), sizing.cpu_quota(), cores, config.serverless)
     if serverless is not None:
         config = config.for_serverless()
-    plan = sizing.plan(cores, gpus, model_bytes, memory, config.workers, config.torch_threads, serverless)
+    plan = sizing.plan(
+        cores, gpus, model_bytes, memory, config.workers, config.torch_threads, serverless, config.batch_size
+    )
     # The largest body that batch transform's concurrent requests can carry here: the body limit under
     # SAGEMAKER_BATCH without SAGEMAKER_MAX_PAYLOAD_IN_MB, and what /execution-parameters offers.
     concurrent = config.max_concurrent_transforms or plan.workers
@@ -91,6 +93,7 @@ def run(config: ServeConfig) -> int:
                 "workers": plan.workers,
                 "workers_per_model": per_model if config.multi_model else None,
                 "torch_threads": plan.threads,
+                "batch_size": plan.batch_size,
                 "workers_from": plan.reason,
                 "execution_parameters": execution.document(),
             }
@@ -107,7 +110,7 @@ def run(config: ServeConfig) -> int:
             server,
             config.max_request_bytes,
             config.timeout,
-            config.batch_size,
+            plan.batch_size,
             config.max_batch_delay_ms / 1000,
             worker_pids=None if config.multi_model else server.worker_pids,
             execution=execution,
@@ -125,7 +128,7 @@ def run(config: ServeConfig) -> int:
                 workdir,
                 workers=per_model,
                 calls=plan.workers,
-                batch_size=config.batch_size,
+                batch_size=plan.batch_size,
                 max_batch_delay=config.max_batch_delay_ms / 1000,
                 max_request_bytes=config.max_request_bytes,
                 load_timeout=config.startup_timeout,

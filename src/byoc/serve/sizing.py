@@ -15,6 +15,17 @@ WORKER_OVERHEAD = 500 * 1024**2
 MODEL_FACTOR = 4  # weights + activations + allocator slack, as multiples of the weights' size
 MEMORY_SHARE = 0.8  # leave room for the JVM frontend and request buffers
 THREADS_PER_CPU_WORKER = 4  # intra-op scaling flattens beyond ~4 threads for one image
+# Model workers per GPU, at most (see workers_per_gpu): each holds its own CUDA context and copy of
+# the model and its activations on the GPU, an estimated few hundred MB each for a ResNet-50 at
+# GPU_BATCH_SIZE in half precision: four fit the smallest GPU served on (T4, 16 GB) with room to spare.
+MAX_WORKERS_PER_GPU = 4
+# The front's batch cap (BYOC_BATCH_SIZE unset). On the CPU a batch costs about its images' time
+# (byoc.core.quantize's figures), so small batches keep latency. A GPU at batch 1 leaves most of its
+# cores idle, so a larger batch raises throughput under load (bench/gpu_check.py measures batch 1
+# against the best batch on the GPU at hand); one request alone still goes alone, since the front
+# groups only requests already waiting for a busy worker (byoc.serve.batching).
+CPU_BATCH_SIZE = 4
+GPU_BATCH_SIZE = 32
 MB = 1024**2
 # What one request body of P bytes costs while it is in flight, in copies of P. The front holds the
 # body and, for a multi-record body, the records decoded from it (at most P more: byoc.serve.batching
@@ -186,6 +197,20 @@ class Plan:
     workers: int
     threads: int
     reason: str
+    batch_size: int = CPU_BATCH_SIZE  # the front's cap on requests per forward pass
+
+
+def batch_size(gpus: int, configured: int | None = None) -> int:
+    """The front's batch cap: BYOC_BATCH_SIZE where set, else GPU_BATCH_SIZE with GPUs, CPU_BATCH_SIZE without."""
+    return configured or (GPU_BATCH_SIZE if gpus else CPU_BATCH_SIZE)
+
+
+def workers_per_gpu(cores: int, gpus: int) -> int:
+    """Model workers per GPU: one core each, 1..MAX_WORKERS_PER_GPU. A worker decodes and transforms
+    its batch on one CPU core, then waits for its forward pass on the GPU; with two or more per GPU,
+    one worker's decoding overlaps another's forward pass, so the GPU is not idle while images are
+    decoded. More workers than cores would only take turns on them."""
+    return max(1, min(MAX_WORKERS_PER_GPU, cores // max(1, gpus)))
 
 
 def plan(
@@ -196,9 +221,11 @@ def plan(
     workers: int | None = None,
     threads: int | None = None,
     serverless: Serverless | None = None,
+    configured_batch: int | None = None,
 ) -> Plan:
-    """Workers from GPUs or cores, capped by memory; threads per worker up to all the cores.
-    Serverless: one worker with the vCPUs the memory implies (SAGEMAKER_MODEL_SERVER_WORKERS and
+    """Workers from GPUs (workers_per_gpu each) or cores, capped by memory; threads per worker up to
+    all the cores; the batch cap (`batch_size`, BYOC_BATCH_SIZE as `configured_batch`). Serverless:
+    one worker with the vCPUs the memory implies (SAGEMAKER_MODEL_SERVER_WORKERS and
     BYOC_TORCH_THREADS still win)."""
     by_memory = max(1, int(memory * MEMORY_SHARE // worker_bytes(model_bytes)))
     default_threads = None
@@ -211,7 +238,9 @@ def plan(
         # the model in a memory that is small by design.
         workers, default_threads, reason = 1, serverless.vcpus, serverless.describe()
     elif gpus:
-        workers, reason = min(gpus, by_memory), f"one per GPU ({gpus}), memory allows {by_memory}"
+        per_gpu = workers_per_gpu(cores, gpus)
+        workers = min(gpus * per_gpu, by_memory)
+        reason = f"{per_gpu} per GPU ({gpus} GPUs, {cores} cores), memory allows {by_memory}"
     else:
         # Each worker gets up to 4 threads, so one request alone is as fast as the cores allow;
         # and at least two workers, so one worker's decoding (single-threaded) overlaps another's
@@ -224,4 +253,4 @@ def plan(
             f"memory allows {by_memory}"
         )
     threads = threads or default_threads or max(1, cores // workers)
-    return Plan(workers=workers, threads=threads, reason=reason)
+    return Plan(workers=workers, threads=threads, reason=reason, batch_size=batch_size(gpus, configured_batch))

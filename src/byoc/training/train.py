@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from byoc.core import artifact
+from byoc.core import artifact, half_precision
 from byoc.core.errors import ByocError, ConfigError, first_line
 from byoc.core.preprocessing import Preprocessing
 from byoc.training import checkpoint, contract, data, distributed, monitor, speed
@@ -376,7 +376,8 @@ def finish(t: Training, progress: Progress) -> dict:
 
 
 def write_outputs(t: Training, metrics: dict, skipped: set[str]) -> None:
-    """Rank 0's files: the artifact (model.pt, model.ts, model.json), metrics.json, the curves."""
+    """Rank 0's files: the artifact (model.pt, model.ts, model.json, and on a GPU its half-precision
+    record), metrics.json, the curves."""
     log.info(
         "test_loss=%.4f test_accuracy=%.4f test_images=%d skipped_images=%d",
         metrics["test_loss"],
@@ -392,6 +393,9 @@ def write_outputs(t: Training, metrics: dict, skipped: set[str]) -> None:
     )
     artifact.save(t.job.model_dir, t.net, meta)
     write_cpu_copies(t)
+    half_precision.record_for_job(
+        t.job.model_dir, data.find_splits(t.job.channels)["valid"], t.rt.device, t.cfg.int8_max_drop
+    )
     t.job.output_data_dir.mkdir(parents=True, exist_ok=True)
     (t.job.output_data_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if metrics["epochs"]:
