@@ -218,6 +218,9 @@ def host_syncs(args, work: Path, shared: dict) -> dict:
 
 def ddp_run(args, work: Path, shared: dict) -> dict:
     """ddp: `train.run` in 2 processes, each rank's final weights compared (DDP keeps them equal)."""
+    shared.clear()  # the training part's model and batches: the GPU's memory goes to the two ranks
+    if args.device == "cuda":
+        torch.cuda.empty_cache()
     gpus = torch.cuda.device_count() if args.device == "cuda" else 0
     images = _small_images(args, work.parent)
     port = _free_port()
@@ -330,11 +333,26 @@ def _workers(kind: str, args, work: Path, specs: list[dict]) -> list[dict]:
         path.write_text(json.dumps(spec))
         cmd = [sys.executable, "-m", "bench.gpu_check", "--device", args.device, "--worker", kind, "--spec", str(path)]
         procs.append((spec, subprocess.Popen(cmd, cwd=REPO, env=env)))
-    codes = [p.wait(timeout=args.worker_timeout) for _, p in procs]
-    failed = [f"{kind} worker {i} exited {code}" for i, code in enumerate(codes) if code != 0]
+    codes = _wait_all([p for _, p in procs], args.worker_timeout)
+    failed = [f"{kind} worker {i} {code}" for i, code in enumerate(codes) if code != "exited 0"]
     if failed:
         raise RuntimeError("; ".join(failed) + " (its traceback is above)")
     return [json.loads(Path(spec["result"]).read_text()) for spec, _ in procs]
+
+
+def _wait_all(procs: list[subprocess.Popen], timeout_s: float) -> list[str]:
+    """Wait for every process; once one fails or the time is up, kill the rest (a rank whose peer died
+    would wait in its next collective for the process group's timeout, 10 minutes or more)."""
+    deadline = time.monotonic() + timeout_s
+    while None in (codes := [p.poll() for p in procs]):  # every one polled: each sets its returncode
+        if any(code not in (None, 0) for code in codes) or time.monotonic() > deadline:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            break
+        time.sleep(0.2)
+    return [f"exited {p.returncode}" if p.returncode >= 0 else f"killed ({p.returncode})" for p in procs]
 
 
 def ddp_worker(spec: dict, args) -> dict:

@@ -8,9 +8,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench import gpu_check
 
@@ -95,3 +97,65 @@ def test_without_a_gpu_a_cuda_run_says_how_to_check_the_code_paths(capsys, monke
     monkeypatch.setattr(gpu_check.torch.cuda, "is_available", lambda: False)
     assert gpu_check.main(["--device", "cuda"]) == 2
     assert "--device cpu --quick" in capsys.readouterr().err
+
+
+def test_the_resume_part_trains_deterministically_although_setup_turns_cudnn_benchmark_on(monkeypatch, tmp_path):
+    """https://pytorch.org/docs/stable/notes/randomness.html: cudnn.benchmark picks kernels by timing, so
+    two runs may compute differently; the resume part needs deterministic algorithms and benchmark off."""
+    from byoc.training import distributed, train
+
+    def setup_as_on_cuda(job):
+        torch.backends.cudnn.benchmark = True  # what distributed.setup does on CUDA
+        return None
+
+    seen = []
+
+    def run(job, cfg):
+        distributed.setup(job)
+        seen.append((torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled()))
+        return {"final_weights_sha256": "same", "test_accuracy": 0.5}
+
+    monkeypatch.setattr(distributed, "setup", setup_as_on_cuda)
+    monkeypatch.setattr(train, "run", run)
+    monkeypatch.setattr(gpu_check, "_stopped_at_step_3", lambda run, *a: run() and True)
+    monkeypatch.setattr(gpu_check, "_max_weight_diff", lambda a, b: 0.0)
+    before = torch.backends.cudnn.benchmark
+    args = type("Args", (), {"device": "cpu", "quick": True, "small_size": 32, "small_batch": 8})()
+    try:
+        result = gpu_check.resume_worker({"work": str(tmp_path), "images": str(tmp_path)}, args)
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = before
+    assert seen == [(False, True)] * 3 and result["same_weights"]
+
+
+def test_the_resume_worker_starts_with_cublas_deterministic_workspace(monkeypatch, tmp_path):
+    """cuBLAS reads CUBLAS_WORKSPACE_CONFIG when it starts, so the worker's environment carries it
+    (https://docs.nvidia.com/cuda/cublas/#results-reproducibility)."""
+    envs = {}
+
+    class Done:
+        returncode = 0
+
+        def __init__(self, cmd, cwd, env):
+            envs[cmd[cmd.index("--worker") + 1]] = env
+            spec = json.loads(Path(cmd[cmd.index("--spec") + 1]).read_text())
+            Path(spec["result"]).write_text("{}")
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(gpu_check.subprocess, "Popen", Done)
+    args = type("Args", (), {"device": "cpu", "worker_timeout": 5})()
+    gpu_check._workers("resume", args, tmp_path / "r", [{}])
+    gpu_check._workers("ddp", args, tmp_path / "d", [{}])
+    assert envs["resume"]["CUBLAS_WORKSPACE_CONFIG"] == gpu_check.CUBLAS_DETERMINISTIC
+    assert str(REPO / "src") in envs["ddp"]["PYTHONPATH"].split(os.pathsep)
+
+
+def test_when_one_rank_dies_its_peer_is_killed_instead_of_waiting_in_a_collective():
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    dying = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    start = time.monotonic()
+    assert gpu_check._wait_all([sleeper, dying], timeout_s=100) == ["killed (-9)", "exited 3"]
+    assert time.monotonic() - start < 60
