@@ -9,8 +9,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-
-from sagemaker_inference import parameters as sm  # SageMaker hosting's variable names
+from types import ModuleType
 
 from byoc.core.errors import ConfigError
 
@@ -167,9 +166,18 @@ def _precision(env: Mapping[str, str]) -> Precision | None:
         ) from None
 
 
+def _sm() -> ModuleType:
+    """SageMaker hosting's variable names (sagemaker-inference, in the serving images), imported when the
+    settings are read: the runtimes import this module and run with torch alone (bench/gpu_check.py)."""
+    from sagemaker_inference import parameters
+
+    return parameters
+
+
 def _payload_mb(env: Mapping[str, str], batch: bool) -> int | None:
     """SAGEMAKER_MAX_PAYLOAD_IN_MB within what the platform allows: batch transform's 100, else
     asynchronous inference's 1024 (real-time's own 6 is enforced by SageMaker, not here)."""
+    sm = _sm()
     mb = _optional_int(env, sm.MAX_REQUEST_SIZE)
     if mb is not None and batch and mb > BATCH_MAX_PAYLOAD_MB:
         raise ConfigError(
@@ -222,6 +230,7 @@ class ServeConfig:
     def from_env(cls, env: Mapping[str, str] | None = None, model_dir: str | Path | None = None) -> ServeConfig:
         """SageMaker's variables (SAGEMAKER_*, named as sagemaker-inference names them) plus byoc's own (BYOC_*)."""
         env = os.environ if env is None else env
+        sm = _sm()
         base = env.get(sm.BASE_PATH_ENV, "/opt/ml")
         model_dir = model_dir or env.get(MODEL_DIR_ENV) or os.path.join(base, "model")
         batch = _bool(env, BATCH_ENV)
