@@ -146,7 +146,8 @@ class Setup:
         from byoc.training.distributed import StopAgreement, StopSignal
         from byoc.training.loop import EpochStats, train_one_epoch
 
-        log = monitor.StepLog(self.cfg.log_every, monitor.Rules(), monitor.TensorBoard(None), self.rt, self.steps)
+        rules = monitor.Rules(scaled=self.opt.scaler.is_enabled())  # fp16's skipped steps are no explosion
+        log = monitor.StepLog(self.cfg.log_every, rules, monitor.TensorBoard(None), self.rt, self.steps)
         stop = StopAgreement(StopSignal(), self.rt)
         stats = EpochStats.zeros(self.rt.device)
         start = time.perf_counter()
@@ -273,8 +274,8 @@ def _half(model_dir: Path, device: str) -> dict:
     from byoc.core import artifact
 
     dtype = torch.float16 if device.startswith("cuda") else torch.bfloat16
-    net, _ = artifact.load(model_dir, device, optimize=False)  # traced, unfrozen: its weights can be cast
-    net = net.to(dtype=dtype, memory_format=torch.channels_last)
+    # as a GPU worker serves it (byoc.serve.runtimes): cast before freezing, channels-last
+    net, _ = artifact.load(model_dir, device, dtype=dtype, channels_last=True)
 
     def infer(images):
         with torch.inference_mode():
@@ -285,7 +286,7 @@ def _half(model_dir: Path, device: str) -> dict:
     return {
         "precision": "fp16" if dtype is torch.float16 else "bf16",
         "infer": infer,
-        "how": f"model.ts cast to {str(dtype).removeprefix('torch.')}, channels_last",
+        "how": f"served as byoc.serve.runtimes serves it: {str(dtype).removeprefix('torch.')}, channels_last",
     }
 
 
@@ -369,8 +370,12 @@ def ddp_worker(spec: dict, args) -> dict:
         MASTER_PORT=str(spec["port"]),
     )
     if spec["gloo_on_gpu"]:
+        from byoc.training import distributed
+
         real = dist.init_process_group
         dist.init_process_group = lambda *a, **kw: real("gloo", **kw)  # type: ignore[assignment]
+        # both ranks on the one GPU: the job itself refuses a process without a GPU of its own
+        distributed.choose_device = lambda facts, local_rank: torch.device("cuda:0")  # type: ignore[assignment]
     job = _job(Path(spec["work"]) / "ddp", Path(spec["images"]))
     start = time.monotonic()
     result = train.run(job, _small_config(args, epochs=1))

@@ -160,10 +160,15 @@ def test_the_driver_is_read_from_either_kernel_module():
     assert gpu_support.driver_version("") is None
 
 
-def test_a_driver_older_than_the_build_is_named_with_what_it_needs():
-    assert gpu_support.driver_problem("470.256.02") == (
-        "NVIDIA driver 470.256.02 found; the images' torch 2.14.1 (CUDA 13.0) needs 580 or newer: run on a host with "
-        "a newer driver (docs/gpu.md)"
-    )
-    assert gpu_support.driver_problem("580.65.06") is None
-    assert gpu_support.driver_problem("595.91.07") is None
+def test_the_start_up_check_reads_the_loaded_driver_when_nvidia_smi_is_absent(tmp_path, monkeypatch):
+    """A container without nvidia-smi still names the driver it found (byoc.core.gpu_guard's facts)."""
+    from byoc.core import gpu_guard
+
+    version = tmp_path / "version"
+    version.write_text(PROPRIETARY)
+    monkeypatch.setattr(gpu_guard, "DRIVER_FILE", str(version))
+    monkeypatch.setattr(gpu_guard, "_nvidia_smi", lambda: (None, None, ()))
+    monkeypatch.setenv("SM_NUM_GPUS", "1")
+    facts = gpu_guard.gather()
+    assert facts.driver_version == "470.256.02"
+    assert "NVIDIA driver 470.256.02 found, torch's CUDA" in (gpu_guard.problem(facts) or "")

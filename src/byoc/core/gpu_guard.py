@@ -17,11 +17,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from byoc.core.errors import ByocError
-
-# The oldest driver each CUDA major version runs on (minor version compatibility), from NVIDIA's
-# "CUDA Toolkit and Driver Version Ranges" table:
-# https://docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html
-MIN_DRIVER = {13: 580, 12: 525, 11: 450}
+from byoc.core.gpu_support import DRIVER_FILE, MIN_DRIVER, driver_version
 
 SMI_TIMEOUT_SECONDS = 30
 
@@ -130,6 +126,15 @@ def _nvidia_smi() -> tuple[int | None, str | None, tuple[tuple[int, int], ...]]:
     return len(rows), (rows[0][0] if rows else None), caps
 
 
+def _loaded_driver() -> str | None:
+    """The loaded kernel module's version, for a container without nvidia-smi."""
+    try:
+        with open(DRIVER_FILE) as f:
+            return driver_version(f.read())
+    except OSError:
+        return None
+
+
 def gather() -> Facts:
     """This host's facts (runs nvidia-smi and asks torch; a CPU-only torch is fine)."""
     import torch
@@ -137,6 +142,7 @@ def gather() -> Facts:
     sm = os.environ.get("SM_NUM_GPUS", "").strip()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     smi_gpus, driver, caps = _nvidia_smi()
+    driver = driver or _loaded_driver()
     available = torch.cuda.is_available()
     return Facts(
         sm_num_gpus=int(sm) if sm.isdigit() else None,

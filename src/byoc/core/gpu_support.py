@@ -35,12 +35,17 @@ class CudaBuild:
         return min(self.capabilities)
 
 
+# The oldest driver each CUDA major version runs on (minor version compatibility), from NVIDIA's
+# "CUDA Toolkit and Driver Version Ranges" table:
+# https://docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html
+MIN_DRIVER = {13: 580, 12: 525, 11: 450}
+
 # docker/requirements/torch.txt's torch: its wheel requires cuda-toolkit==13.0.3 and reports
 # get_arch_list() sm_75 .. sm_120; tests/test_gpu_support.py checks both against the installed wheel.
 IMAGE_BUILD = CudaBuild(
     torch="2.14.1",
     cuda="13.0",
-    min_driver=580,
+    min_driver=MIN_DRIVER[13],
     capabilities=((7, 5), (8, 0), (8, 6), (9, 0), (10, 0), (12, 0)),
 )
 
@@ -136,13 +141,3 @@ def driver_version(text: str) -> str | None:
     580.95.05 ..." for the open one (which AWS's DLAMIs load)."""
     found = re.search(r"Kernel Module(?:\s+for\s+\S+)?\s+(\d+(?:\.\d+)+)", text)
     return found[1] if found else None
-
-
-def driver_problem(version: str, build: CudaBuild = IMAGE_BUILD) -> str | None:
-    """Why the images' torch cannot use a host whose NVIDIA driver is `version` (e.g. "470.256.02"), or None."""
-    if int(version.split(".")[0]) >= build.min_driver:
-        return None
-    return (
-        f"NVIDIA driver {version} found; the images' torch {build.torch} (CUDA {build.cuda}) "
-        f"needs {build.min_driver} or newer: run on a host with a newer driver (docs/gpu.md)"
-    )
