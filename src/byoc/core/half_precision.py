@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from byoc.core import artifact, onnx_export
+from byoc.core import artifact
 from byoc.core.errors import ArtifactError, first_line
 from byoc.core.eval_numpy import eval_transform_numpy
 
@@ -32,7 +32,9 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 def record(model_dir: Path, valid_dir: Path, device: torch.device, max_drop: float) -> dict[str, Any]:
     """Measure fp16 and bf16 against fp32 on `valid_dir`'s images on `device` and record the entry
     in model.json (returned). Raises ArtifactError or DataError."""
-    from byoc.core import quantize  # its image helpers; it brings ONNX Runtime, which the training image has
+    # its image helpers and model.json's recorder bring ONNX Runtime and onnx, which the training image has
+    # (and a torch-only environment, such as bench/gpu_check.py's, has not: it never records)
+    from byoc.core import onnx_export, quantize
 
     model_dir = Path(model_dir)
     meta = artifact.read_meta(model_dir)
