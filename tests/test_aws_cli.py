@@ -37,6 +37,19 @@ def test_aws_commands_never_import_torch_or_numpy():
     assert out.strip() == "[]"
 
 
+def test_the_command_line_loads_where_only_the_images_packages_are(tmp_path):
+    """The images install byoc without its command line's own dependencies (pip --no-deps), and their
+    `byoc` (e.g. `byoc local smoke` inside a container) still builds its parser: `regex`, which only the
+    request validator uses, must not be needed to load the AWS commands."""
+    shadow = tmp_path / "regex"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('regex is not installed in the images')\n")
+    code = "import byoc.cli; byoc.cli.build_parser(); print('ok')"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.stdout.strip() == "ok", proc.stderr
+
+
 def test_every_aws_command_is_registered():
     from byoc.cli import build_parser
 

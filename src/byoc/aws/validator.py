@@ -12,11 +12,11 @@ The cross-field rules, with the AWS pages that state them, are byoc.aws.aws_rule
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import regex  # AWS's patterns are Java regular expressions (\p{L} and the like): `re` cannot read them
 from botocore.validate import ParamValidator
 
 from byoc.aws import aws_rules
@@ -45,7 +45,7 @@ LISTENERS: list[Callable[[Finding], None]] = []
 _PATTERNS: dict[str, Any] = {}
 # Java reads a pattern as UTF-16: a character beyond U+FFFF is a surrogate pair, e.g. the range
 # \uD800\uDC00-\uDBFF\uDFFF (U+10000 to U+10FFFF) in Application Auto Scaling's XmlString.
-_SURROGATE_PAIR = regex.compile(r"\\u(D[89AB][0-9A-F]{2})\\u(D[C-F][0-9A-F]{2})", regex.IGNORECASE)
+_SURROGATE_PAIR = re.compile(r"\\u(D[89AB][0-9A-F]{2})\\u(D[C-F][0-9A-F]{2})", re.IGNORECASE)
 
 
 def _code_point(pair) -> str:
@@ -56,6 +56,11 @@ def _code_point(pair) -> str:
 def pattern(text: str):
     """A service model's (Java) pattern, compiled for Python."""
     if text not in _PATTERNS:
+        # AWS's patterns are Java regular expressions (\p{L} and the like), which `re` cannot read; `regex`
+        # is imported here, not with the module, because the images' `byoc` command line loads this module
+        # and the images do not install it (the AWS commands run from a workstation)
+        import regex
+
         _PATTERNS[text] = regex.compile(_SURROGATE_PAIR.sub(_code_point, text))
     return _PATTERNS[text]
 
