@@ -45,7 +45,6 @@ SERVERLESS_IMAGE_LIMIT = 10 * 10**9  # bytes: serverless refuses images over 10 
 # GPU multi-model endpoints run only NVIDIA Triton; a BYOC multi-model container gets CPU instances.
 ACCELERATED_INSTANCE = re.compile(r"^ml\.(g|p|inf|trn)\d")
 SERVE_CPU_REPO = f"{ecr.SERVE_REPO}-cpu"  # scripts/build_push.sh pushes byoc-serve:cpu there
-ECR_IMAGE = ecr.IMAGE_URI
 
 
 class Kind(str, enum.Enum):
@@ -396,7 +395,7 @@ def _serverless_line(config: ServerlessSpec) -> str:
 def check_serverless_image(aws: Aws, image: str) -> int:
     """The image's size in ECR, refusing what serverless cannot run: an image outside this region's ECR
     or over 10 GB (a fact of SageMaker's that would otherwise surface only when the endpoint fails)."""
-    match = ECR_IMAGE.match(image)
+    match = ecr.IMAGE_URI.match(image)
     if match is None:
         raise ConfigError(
             f"--serverless runs images from Amazon ECR only (ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO:TAG), "
