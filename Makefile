@@ -12,7 +12,7 @@ help:
 	@echo "make demo    train on the embedded demo dataset in the training container, serve it, print predictions"
 	@echo "make test    lint, then unit and container tests (starts a Docker engine if none answers)"
 	@echo "make lint    ruff check, ruff format --check and mypy (configured in pyproject.toml)"
-	@echo "make images  build byoc-train:latest and byoc-serve:latest"
+	@echo "make images  build byoc-train:latest, byoc-serve:latest and byoc-serve:cpu"
 	@echo "make venv    .venv/ with byoc (editable) and the test dependencies"
 	@echo "make bench   side-by-side benchmarks into bench/results/"
 

@@ -95,7 +95,7 @@ def run_serving(args, work: Path, failures: list[str]) -> dict:
         servers.append(serving.torchserve_server(mar))
         # For comparison only: TorchServe with the same OpenMP waits as byoc's workers.
         servers.append(serving.torchserve_server(mar, label="torchserve-passive", env={"OMP_WAIT_POLICY": "PASSIVE"}))
-    if "byoc" in args.servers:  # no in-process limit: that is torch's, and this image has none (issue 18)
+    if "byoc" in args.servers:  # no in-process limit: that is torch's, and this image has none
         servers.append(serving.byoc_server(model_dir, image="byoc-serve:cpu", label="byoc-cpu"))
     for server in servers:
         result = serving.run_server(

@@ -72,7 +72,7 @@ def add_onnx_copies(model_dir: Path, calibration: Path, **quantize_args) -> Path
         from byoc.core import onnx_export, quantize
     except ImportError as exc:
         raise RuntimeError(
-            f"cannot add ONNX copies to {model_dir}: {exc} (pip install -e '.[onnx]': issue 18's export)"
+            f"cannot add ONNX copies to {model_dir}: {exc} (pip install -e '.[onnx]' installs the ONNX export)"
         ) from exc
     if onnx_export.recorded(model_dir) is None:
         onnx_export.export(model_dir)

@@ -1,11 +1,11 @@
-"""The precision benchmark (issue 18): one artifact served three ways on the same cores in one run:
-byoc-serve:latest's TorchScript fp32 (the baseline, what byoc served before), and byoc-serve:cpu's
+"""The precision benchmark: one artifact served three ways on the same cores in one run:
+byoc-serve:latest's TorchScript fp32 (the baseline), and byoc-serve:cpu's
 ONNX Runtime copies, fp32 (`BYOC_PRECISION=fp32`) and INT8 (its default). Each gets the serving
 benchmark's measurements (`serving.run_server`: latency per concurrency, saturated throughput,
 memory per worker), cold starts interleaved with the others' (`serving.cold_starts`), and its top-1
 on the demo model's held-out test split through its own HTTP answers (what each runtime really serves).
 
-Speed is measured on the serving benchmark's ResNet-50 (the model the issue's targets are about);
+Speed is measured on the serving benchmark's ResNet-50 (the model the targets are about);
 top-1 on the demo model trained by byoc-train, since random weights have no top-1 to lose and the
 demo's 32 px ResNet-18 is too small for its speed to be the runtime's."""
 
@@ -55,7 +55,7 @@ def check_runtime(label: str, runtime: str | None) -> str:
     image, _, expected = SERVERS[INT8 if label in VARIANTS else label]
     if runtime == expected:
         return ""
-    return f"{label} ran {runtime or 'an unreported runtime'}, not {expected} (is {image} issue 18's?)"
+    return f"{label} ran {runtime or 'an unreported runtime'}, not {expected} (rebuild {image}: build_images.sh)"
 
 
 def run(args, work: Path, demo: dict, photos: dict[str, Path]) -> dict:

@@ -8,7 +8,7 @@ from bench import containers
 # the ECR listings): training 15-23 GB depending on version and CUDA, inference about 13.5 GB.
 DLC_TRAINING_GB = 15.0  # the smallest: the target (half of it) is the strictest
 DLC_INFERENCE_GB = 13.5
-# byoc-serve:cpu without torch (ONNX Runtime, issue 18); 1.5 GB was the budget of its torch CPU build.
+# byoc-serve:cpu has no torch (ONNX Runtime): well under a gigabyte.
 CPU_SERVING_TARGET_GB = 0.6
 
 IMAGES = {

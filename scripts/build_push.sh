@@ -11,8 +11,8 @@
 #   --images     what to build and push (default: BYOC_PUSH_IMAGES or "train serve serve-cpu"):
 #                  train      byoc-train:latest -> repository byoc-train
 #                  serve      byoc-serve:latest -> repository byoc-serve (GPU-capable, runs on CPU too)
-#                  serve-cpu  byoc-serve:cpu    -> repository byoc-serve-cpu (CPU-only torch, no
-#                             torchvision, for ml.m5/ml.c5 endpoints; `scripts/build_images.sh cpu`)
+#                  serve-cpu  byoc-serve:cpu    -> repository byoc-serve-cpu (ONNX Runtime, no torch,
+#                             for ml.m5/ml.c5 and serverless endpoints; `scripts/build_images.sh cpu`)
 #                  LOCAL=REPO an image already on this machine, pushed as REPO (never built here)
 #   --no-build   push the local images as they are
 #   --no-smoke   skip `byoc local smoke` (train, serve, predict, stop: about two minutes), which

@@ -5,7 +5,7 @@
   model.json's half-precision record allows it (byoc.serve.gpu).
 - `OnnxRuntime` ("onnxruntime-int8", "onnxruntime-fp32"): the artifact's ONNX copy through ONNX
   Runtime on the CPU, for byoc-serve:cpu, which has no torch. The INT8 copy (model.int8.onnx) is
-  about twice as fast as fp32 on 2 cores (issue 18), within the top-1 drop byoc.core.quantize allows.
+  about twice as fast as fp32 on 2 cores, within the top-1 drop byoc.core.quantize allows.
 
 Both turn an RGB image into the same float32 3xSxS array (torch's eval transform, and its numpy twin
 byoc.core.eval_numpy, bit-equal: tests/test_eval_numpy.py) and a float32 NxCxSxS batch into softmax
