@@ -1,5 +1,5 @@
-"""The tree is the architecture: imports point one way, module names are unique, and README's
-Layout names every module there is."""
+"""The tree is the architecture: imports point one way, module names are unique, and the Layout
+section of docs/architecture.md names every module there is."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src" / "byoc"
 MODULES = sorted(p for p in SRC.rglob("*.py") if "__pycache__" not in p.parts)
+ARCHITECTURE = REPO / "docs" / "architecture.md"
 
 
 def _imports(path: Path) -> set[str]:
@@ -69,9 +70,9 @@ def test_no_two_modules_share_a_name():
 
 
 def _layout_entries() -> tuple[set[str], set[str]]:
-    """README Layout's (files named, folders named without their files listed below them)."""
-    readme = (REPO / "README.md").read_text()
-    layout = readme[readme.index("## Layout") :]
+    """docs/architecture.md Layout's (files named, folders named without their files listed below them)."""
+    doc = ARCHITECTURE.read_text()
+    layout = doc[doc.index("## Layout") :]
     layout = layout[: layout.index("\n## ", 5)] if "\n## " in layout[5:] else layout
     files: set[str] = set()
     children: dict[str, int] = {}
@@ -94,18 +95,18 @@ def _layout_entries() -> tuple[set[str], set[str]]:
     return files, leaves
 
 
-def test_readme_layout_names_every_module_and_nothing_else():
+def test_layout_names_every_module_and_nothing_else():
     files, leaves = _layout_entries()
     actual = {str(p.relative_to(REPO)) for p in MODULES if p.name != "__init__.py"}
     unnamed = {a for a in actual if a not in files and not any(a.startswith(f) for f in leaves)}
-    assert unnamed == set(), "modules missing from README's Layout"
+    assert unnamed == set(), "modules missing from the Layout in docs/architecture.md"
     listed_modules = {f for f in files if f.startswith("src/byoc/") and f.endswith(".py")}
-    assert listed_modules - actual == set(), "README's Layout names modules that do not exist"
+    assert listed_modules - actual == set(), "the Layout in docs/architecture.md names modules that do not exist"
     assert [f for f in files if not (REPO / f).exists()] == []
 
 
 def test_docs_architecture_names_only_files_that_exist():
-    doc = (REPO / "docs" / "architecture.md").read_text()
+    doc = ARCHITECTURE.read_text()
     named = set(re.findall(r"\b(?:src|lambda|docker|bench|scripts|tests)/[\w/.-]*\w", doc))
     assert len(named) > 20, "docs/architecture.md names the file of each step"
     assert sorted(p for p in named if not (REPO / p).exists()) == []
