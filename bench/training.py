@@ -204,7 +204,7 @@ def run(work: Path, quick: bool = False, rounds: int = 2) -> dict:
 
 
 def train_demo(work: Path, quick: bool = False) -> dict:
-    """The demo dataset trained in the training container with the README's demo settings (fewer
+    """The demo dataset trained in the training container with `make demo`'s settings (fewer
     epochs: the epoch time is the figure; the model feeds the top-1 checks): its epoch times, test
     accuracy, model directory and held-out test split."""
     from byoc.local.demo_data import write_demo_dataset

@@ -75,7 +75,7 @@ def serve_image(request) -> str:
     return request.getfixturevalue(f"serve_{request.param.split('_')[0]}_image")
 
 
-# Fast settings that still give a real model on the demo data (see README's demo section).
+# Fast settings that still give a real model on the demo data (see `make demo` in docs/guides/local.md).
 QUICK_HPS = {
     "arch": "resnet18",
     "image-size": 32,

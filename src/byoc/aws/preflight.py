@@ -159,7 +159,7 @@ def _tree(keys: Iterable[str], prefix: str) -> dict[str, dict[str, int]]:
 
 
 def data_layout(aws: Aws, uri: str, flag: str = "--data") -> list[str]:
-    """The `training` channel's layout, as the training image reads it (README "Data",
+    """The `training` channel's layout, as the training image reads it (docs/guides/training.md "Data",
     byoc.training.data.find_splits): train/, valid/ and test/ folders of class folders, or one folder
     holding them. Prints the classes and files of each split in one line."""
     bucket, key = split_s3(uri)

@@ -3,7 +3,7 @@ the next free worker together, as one model-server request, and are answered one
 
 multi-model-server's own batching is not safe to use: 1.1.11's decoder of worker answers
 fails when a batched answer reaches it in two reads and the split lands inside a per-request
-header, and the worker is dropped (README "Serving"). So MMS always runs at batch size 1
+header, and the worker is dropped (docs/guides/serving.md, "Dynamic batching"). So MMS always runs at batch size 1
 and the batch travels inside one request: `pack_requests` frames the parts (each with its
 own headers), the handler answers with `pack_answers` (each part with its own status), and
 MMS sees one small answer header, as for a single request.

@@ -229,7 +229,7 @@ class ModelServer:
             env[MODEL_DIR_ENV] = str(self.config.model_dir)
         # Waiting OpenMP threads sleep instead of spinning: when a core is busy elsewhere (the JVM,
         # the front, another worker, a neighbour) spinning cost ~10x the CPU per request and 4x the
-        # latency in bench/ (README "Performance"). An explicit setting still wins.
+        # latency in bench/ (docs/guides/performance.md). An explicit setting still wins.
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         cmd = [
             sys.executable,
