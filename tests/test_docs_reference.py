@@ -138,6 +138,7 @@ def test_bench_sections_show_an_image_from_its_newest_run_only(tmp_path):
     sections = reference.bench_sections(_copy_results(tmp_path, "2026-01-01 00:00:00", "2026-01-02 00:00:00"))
     assert not re.search(r"^\| byoc-cpu ", sections["serving"], re.MULTILINE)  # measured again by precision
     assert re.search(r"^\| byoc \| 0\.3MP \| 1 \|", sections["serving"], re.MULTILINE)
+    assert "`byoc-serve:cpu`'s figures are those of the precision run" in sections["serving"]
     assert "| onnx-int8 |" in sections["precision"]
     assert "2026-01-02 00:00:00" in sections["sizes"] and "| byoc-serve:cpu |" in sections["sizes"]
 
@@ -145,7 +146,15 @@ def test_bench_sections_show_an_image_from_its_newest_run_only(tmp_path):
 def test_bench_sections_keep_a_newer_serving_run_whole(tmp_path):
     sections = reference.bench_sections(_copy_results(tmp_path, "2026-01-03 00:00:00", "2026-01-02 00:00:00"))
     assert re.search(r"^\| byoc-cpu \| 0\.3MP \| 1 \|", sections["serving"], re.MULTILINE)
+    assert "precision run below" not in sections["serving"]
     assert "2026-01-03 00:00:00" in sections["sizes"]
+
+
+def test_bench_sections_without_results_say_how_to_make_them(tmp_path):
+    sections = reference.bench_sections(tmp_path)
+    assert "`make bench` writes it" in sections["serving"]
+    assert "--only precision" in sections["precision"]
+    assert sections["sizes"] == "No image sizes measured yet."
 
 
 def test_bench_sections_are_rendered_by_bench_report():

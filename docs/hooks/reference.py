@@ -202,24 +202,26 @@ def bench_sections(results_dir: Path = RESULTS) -> dict[str, str]:
 
     main = _load(results_dir / "results.json") or {}
     precision = _load(results_dir / "precision" / "results.json") or {}
-    newer = precision and main and precision["machine"]["started_utc"] > main["machine"]["started_utc"]
-    if newer:
+    moved = None
+    if precision.get("precision") and main and precision["machine"]["started_utc"] > main["machine"]["started_utc"]:
         prec = precision["precision"]
-        judged = next(s["image"] for s in prec["servers"] if s["label"] == prec["judged"])
-        main = _without_image(main, judged)
-    sized = max((r for r in (main, precision) if r.get("sizes")), key=lambda r: r["machine"]["started_utc"])
+        moved = next(s["image"] for s in prec["servers"] if s["label"] == prec["judged"])
+        main = _without_image(main, moved)
+    runs = [r for r in (main, precision) if r.get("sizes")]
+    sized = max(runs, key=lambda r: r["machine"]["started_utc"]) if runs else {}
     return {
-        "serving": _serving_section(report, main),
+        "serving": _serving_section(report, main, moved),
         "precision": _precision_section(report, precision),
-        "sizes": _run_line(sized) + "\n\n" + report.sizes_table(sized),
+        "sizes": _run_line(sized) + "\n\n" + report.sizes_table(sized) if sized else "No image sizes measured yet.",
     }
 
 
-def _serving_section(report, results: dict) -> str:
+def _serving_section(report, results: dict, moved: str | None) -> str:
     if not results:
         return "No serving run in `bench/results/results.json` yet: `make bench` writes it."
+    note = f"`{moved}`'s figures are those of the precision run below, the newer of the two." if moved else ""
     parts = [
-        _run_line(results),
+        _run_line(results) + (f" {note}" if note else ""),
         report.targets_table(report.serving_targets(results) + report.training_targets(results)),
         report.serving_table(results),
         report.servers_table(results),
