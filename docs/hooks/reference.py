@@ -48,20 +48,20 @@ def help_width() -> Iterator[None]:
             os.environ["COLUMNS"] = before
 
 
-def commands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
-    """`parser` and every subcommand's parser under it, depth first in registration order; an alias
-    (the same parser under another name) and a subcommand hidden from --help are left out."""
-    yield parser
+def commands(parser: argparse.ArgumentParser, summary: str = "") -> Iterator[tuple[argparse.ArgumentParser, str]]:
+    """(parser, its one-line help) for `parser` and every subcommand under it, depth first in registration
+    order; an alias (the same parser under another name) and a subcommand hidden from --help are left out."""
+    yield parser, summary or (parser.description or "").split("\n")[0]
     for action in parser._actions:
         if not isinstance(action, argparse._SubParsersAction):
             continue
-        hidden = {a.dest for a in action._choices_actions if a.help == argparse.SUPPRESS}
+        helps = {a.dest: a.help or "" for a in action._choices_actions}
         seen: set[int] = set()
         for name, sub in action.choices.items():
-            if name in hidden or id(sub) in seen:
+            if helps.get(name) == argparse.SUPPRESS or id(sub) in seen:
                 continue
             seen.add(id(sub))
-            yield from commands(sub)
+            yield from commands(sub, helps.get(name, ""))
 
 
 def _anchor(prog: str) -> str:
@@ -74,10 +74,9 @@ def cli_page() -> str:
     from byoc.cli import build_parser
 
     with help_width():
-        parsers = list(commands(build_parser()))
-        helps = [(p.prog, p.format_help()) for p in parsers]
-    summary = [f"- [`{prog}`](#{_anchor(prog)})" for prog, _ in helps]
-    sections = [f"## {prog}\n\n```text\n{text.rstrip()}\n```" for prog, text in helps]
+        helps = [(p.prog, line, p.format_help()) for p, line in commands(build_parser())]
+    summary = [f"- [`{prog}`](#{_anchor(prog)})" + (f": {line}" if line else "") for prog, line, _ in helps]
+    sections = [f"## {prog}\n\n```text\n{text.rstrip()}\n```" for prog, _, text in helps]
     intro = (
         "# Command line\n\n"
         "Every `byoc` command and subcommand, each with what `byoc COMMAND --help` prints "

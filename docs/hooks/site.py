@@ -3,6 +3,7 @@
 - docs/reference/{cli,hyperparameters,serving-settings}.md exist only in memory (on_files).
 - A page's `<!-- generated: NAME -->` line is replaced by bench_sections()[NAME] (on_page_markdown):
   the performance guide's tables come from bench/results/ as `make bench` last wrote them.
+- A block fenced as bash title="runnable" (run by the tests) is shown as a plain bash block.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from mkdocs.structure.files import File, Files
 ROOT = Path(__file__).resolve().parents[2]
 
 MARKER = re.compile(r"^<!-- generated: ([a-z-]+) -->$", re.MULTILINE)
+# A block the test suite runs (tests/test_docs_blocks.py); readers see a plain bash block.
+RUNNABLE = re.compile(r'^( *(?:`{3,}|~{3,})bash) +title="runnable" *$', re.MULTILINE)
 
 
 def on_config(config):
@@ -38,7 +41,9 @@ def on_files(files: Files, config) -> Files:
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
-    """Replace each `<!-- generated: NAME -->` line with that part of the benchmark results."""
+    """Replace each `<!-- generated: NAME -->` line with that part of the benchmark results, and show
+    runnable blocks without their marker."""
+    markdown = RUNNABLE.sub(r"\1", markdown)
     if not MARKER.search(markdown):
         return markdown
     sections = reference.bench_sections()
