@@ -4,9 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-LINT_PATHS := src lambda tests bench
+LINT_PATHS := src lambda tests bench docs/hooks
 
-.PHONY: help venv docker images demo lint test test-unit bench clean
+.PHONY: help venv docker images demo lint test test-unit bench docs clean
 
 help:
 	@echo "make demo    train on the embedded demo dataset in the training container, serve it, print predictions"
@@ -15,11 +15,12 @@ help:
 	@echo "make images  build byoc-train:latest, byoc-serve:latest and byoc-serve:cpu"
 	@echo "make venv    .venv/ with byoc (editable) and the test dependencies"
 	@echo "make bench   side-by-side benchmarks into bench/results/"
+	@echo "make docs    the documentation site into site/ (mkdocs build --strict; preview: .venv/bin/mkdocs serve)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip==25.2
-	$(PY) -m pip install -q -e '.[torch,train,serve,test]'
+	$(PY) -m pip install -q -e '.[torch,train,serve,test,docs]'
 	@# multi-model-server's model-archiver and torch-model-archiver both ship the Python package
 	@# `model_archiver`; the TorchServe comparison needs TorchServe's, whatever pip's install order.
 	$(PY) -m pip install -q --force-reinstall --no-deps torch-model-archiver==0.12.0
@@ -51,5 +52,9 @@ test: lint images
 bench: venv images
 	$(PY) -m bench $(BENCH_ARGS)
 
+# The reference pages and the performance tables are generated from this tree by docs/hooks/.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache bench/results/*.tmp
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache .mypy_cache bench/results/*.tmp

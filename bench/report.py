@@ -1,4 +1,5 @@
-"""Figures, ratios and targets from a results document, as Markdown tables (printed and in the README)."""
+"""Figures, ratios and targets from a results document, as Markdown tables (printed, in summary.md, and in the
+documentation's performance guide, docs/hooks/reference.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ THROUGHPUT_VS_TORCHSERVE = 1.30
 COLD_START_S = 10.0
 TRAINING_VS_LIMIT = 0.85
 TOP1_CHANGE = 0.005
-# The precision targets: byoc-serve:cpu's INT8 copy (ONNX Runtime) against byoc-serve:latest's TorchScript fp32.
+# byoc-serve:cpu's INT8 copy (ONNX Runtime) against byoc-serve:latest's TorchScript fp32.
 P50_VS_TORCHSCRIPT = 0.65
 THROUGHPUT_VS_TORCHSCRIPT = 1.4
 TOP1_POINTS = 0.5
@@ -85,7 +86,7 @@ def limit_targets(label: str, ours: dict, payload: str) -> list[dict]:
 
 
 def targets(results: dict) -> list[dict]:
-    """Every benchmark target with its measured value; met is None when it was not measured."""
+    """Every target with its measured value; met is None when it was not measured."""
     return serving_targets(results) + training_targets(results) + precision_targets(results) + size_targets(results)
 
 

@@ -48,6 +48,129 @@ SERVERLESS_MAX_PAYLOAD_MB = 4  # SageMaker Serverless Inference's request limit
 PRECISION_ENV = "BYOC_PRECISION"
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable `ServeConfig.from_env` reads, as the documentation describes it: the
+    ServeConfig field it sets (its default is that field's value with nothing set) and what it means.
+    `default` overrides the shown default where the field's value is not how the variable is written."""
+
+    env: str
+    field: str | None
+    meaning: str
+    default: str | None = None
+
+
+# Every variable from_env reads, in the order a reader needs them (tests/test_docs_reference.py checks
+# the list against what from_env reads). The settings reference page is generated from it.
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "SAGEMAKER_BIND_TO_PORT",
+        "port",
+        "the port the server listens on; 0: the OS picks one (the ready line names it)",
+    ),
+    Setting("BYOC_BIND_HOST", "bind_host", "the address the server listens on (`byoc local serve` sets 127.0.0.1)"),
+    Setting(
+        "SAGEMAKER_BASE_DIR",
+        None,
+        "SageMaker's base folder: the model is under model/, a multi-model endpoint's under models/",
+        "/opt/ml",
+    ),
+    Setting(
+        "BYOC_MODEL_DIR",
+        "model_dir",
+        "the model folder (model.json and the weights), when not under SAGEMAKER_BASE_DIR",
+    ),
+    Setting(
+        "SAGEMAKER_MODEL_SERVER_WORKERS",
+        "workers",
+        "model worker processes; unset: from the cores, the GPUs and the model's size",
+    ),
+    Setting(
+        "BYOC_TORCH_THREADS",
+        "torch_threads",
+        "threads per model worker (torch or ONNX Runtime); unset: cores / workers",
+    ),
+    Setting(
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS",
+        "timeout",
+        "seconds a request may take; wins over SAGEMAKER_MODEL_SERVER_TIMEOUT",
+    ),
+    Setting(
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT",
+        "timeout",
+        f"seconds a request may take ({BATCH_TIMEOUT_S} under SAGEMAKER_BATCH=true)",
+    ),
+    Setting("SAGEMAKER_STARTUP_TIMEOUT", "startup_timeout", "seconds the first worker may take to load the model"),
+    Setting(
+        "SAGEMAKER_MAX_PAYLOAD_IN_MB",
+        "max_payload_mb",
+        f"the request body limit in MB, at most {MAX_PAYLOAD_MB} ({BATCH_MAX_PAYLOAD_MB} under SAGEMAKER_BATCH=true); "
+        f"unset: {DEFAULT_MAX_PAYLOAD_MB}, {SERVERLESS_MAX_PAYLOAD_MB} on serverless, "
+        "what memory allows under batch transform",
+    ),
+    Setting("BYOC_MAX_IMAGE_PIXELS", "max_image_pixels", "the largest image accepted, in pixels (width x height)"),
+    Setting("BYOC_TOP_K", "top_k", "how many classes an answer lists, unless the request asks for another number"),
+    Setting(
+        "BYOC_BATCH_SIZE",
+        "batch_size",
+        "at most this many waiting requests in one forward pass; 1: never grouped; unset: 4 on a CPU, more on a GPU",
+    ),
+    Setting(
+        "BYOC_MAX_BATCH_DELAY_MS",
+        "max_batch_delay_ms",
+        "milliseconds a free worker waits for more requests to fill a batch; 0: it takes only those waiting",
+    ),
+    Setting(
+        "BYOC_PRECISION",
+        "precision",
+        "int8 or fp32: the ONNX copy an image without torch serves, and fp32 keeps a GPU worker in fp32; "
+        "unset: INT8 when the model has it, half precision on a GPU where the model allows it",
+    ),
+    Setting(
+        "SAGEMAKER_MODEL_SERVER_VMARGS",
+        "vmargs",
+        "the model server's JVM options; unset: sized from the container's memory",
+    ),
+    Setting("BYOC_ACCESS_LOG", "access_log", "1: one log line per request", "0"),
+    Setting(
+        "BYOC_METRICS_INTERVAL_S",
+        "metrics_interval_s",
+        "seconds between each worker's per-stage timing line; 0: after every request",
+    ),
+    Setting(
+        "SAGEMAKER_SAFE_PORT_RANGE",
+        "safe_ports",
+        "FIRST-LAST: where the model server's internal ports may go (SageMaker sets it)",
+    ),
+    Setting("SAGEMAKER_BATCH", "batch", "true in a batch transform job (SageMaker sets it)"),
+    Setting(
+        "SAGEMAKER_BATCH_STRATEGY",
+        "batch_strategy",
+        "MULTI_RECORD or SINGLE_RECORD, as GET /execution-parameters answers; unset: MULTI_RECORD",
+    ),
+    Setting(
+        "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS",
+        "max_concurrent_transforms",
+        "parallel requests batch transform may send; unset: one per model worker",
+    ),
+    Setting(
+        "SAGEMAKER_MULTI_MODEL",
+        "multi_model",
+        "true on a multi-model endpoint: models load on request from SAGEMAKER_BASE_DIR/models",
+    ),
+    Setting(
+        "BYOC_MAX_LOADED_MODELS",
+        "max_loaded_models",
+        "a multi-model endpoint's most models in memory at once; unset: as many as memory allows",
+    ),
+    Setting(
+        "BYOC_SERVERLESS",
+        "serverless",
+        "true or false: serverless sizing on or off; unset: on when the memory limit is a serverless size",
+    ),
+)
+
+
 class BatchStrategy(enum.Enum):
     """How batch transform groups records into a request (`BatchStrategy` in GET /execution-parameters)."""
 
