@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from byoc.core.errors import EXTRA_OF_MODULE
+from byoc.core.errors import EXTRA_OF_MODULE, missing_extra
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "src" / "byoc"
@@ -157,6 +157,15 @@ def test_a_command_that_needs_an_extra_says_which(venv, tmp_path, argv, module, 
 @functools.cache
 def _distributions() -> dict[str, list[str]]:
     return importlib.metadata.packages_distributions()  # a second or so: every installed distribution's files
+
+
+def test_only_an_extra_s_missing_module_gets_the_message():
+    """A module of no extra missing (byoc's own, say) is a broken install: the traceback stays."""
+    assert missing_extra(ModuleNotFoundError("no PIL.Image", name="PIL.Image")) == (
+        "needs PIL, from the [torch] extra: pip install 'byoc[torch]'"
+    )
+    assert missing_extra(ModuleNotFoundError("no byoc.aws.gone", name="byoc.aws.gone")) is None
+    assert missing_extra(ModuleNotFoundError("no name")) is None
 
 
 def _canonical(requirement: str) -> str:
