@@ -100,7 +100,7 @@ def test_wheel_carries_every_file_of_the_package_and_the_lambda_function(wheel):
     expected = {f"byoc/{p.relative_to(PACKAGE).as_posix()}" for p in files}
     assert {"byoc/serve/log4j2.xml", "byoc/aws/ec2_user_data.sh", "byoc/py.typed"} <= expected  # data, not only .py
     assert sorted(expected - names) == [], "missing from the wheel: list the package in pyproject.toml"
-    assert wheel.read("byoc/lambda_function/lambda_function.py") == LAMBDA.read_bytes()
+    assert wheel.read("byoc/_lambda/lambda_function.py") == LAMBDA.read_bytes()
 
 
 def test_wheel_carries_the_license(wheel):
@@ -117,12 +117,12 @@ def test_core_install_has_no_extra(venv):
     assert version.strip() == PYPROJECT["project"]["version"]
 
 
-def test_installed_package_has_the_lambda_function_in_byoc_lambda_function(venv):
+def test_installed_package_has_the_lambda_function_in_byoc_lambda(venv):
     """Where `byoc lambda-deploy` and `byoc lambda-local` find the function in an install (in a checkout:
     lambda/ beside src/)."""
     code = (
         "import byoc, hashlib, pathlib\n"
-        "path = pathlib.Path(byoc.__file__).parent / 'lambda_function' / 'lambda_function.py'\n"
+        "path = pathlib.Path(byoc.__file__).parent / '_lambda' / 'lambda_function.py'\n"
         "print(hashlib.sha256(path.read_bytes()).hexdigest())\n"
     )
     assert _in_venv(venv, code).strip() == hashlib.sha256(LAMBDA.read_bytes()).hexdigest()
@@ -151,7 +151,7 @@ def test_a_command_that_needs_an_extra_says_which(venv, tmp_path, argv, module, 
     done = _byoc(venv, *(a.format(tmp=tmp_path) for a in argv))
     assert (done.returncode, done.stdout) == (1, "")
     needs = f"needs {module}, from the [{extra}] extra: pip install 'byoc[{extra}]'"
-    assert done.stderr == f"error: byoc {argv[0]} {needs}\n"
+    assert done.stderr == f"error: this command {needs}\n"
 
 
 @functools.cache

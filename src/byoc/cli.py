@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         needs = missing_extra(exc)
         if needs is None:
             raise
-        print(f"error: byoc {args.command} {needs}", file=sys.stderr)
+        print(f"error: this command {needs}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
