@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
+import byoc
 from byoc.core.errors import EXTRA_OF_MODULE, missing_extra
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,7 +115,7 @@ def test_core_install_has_no_extra(venv):
     found = _in_venv(venv, f"import importlib.util as u; print([m for m in {EXTRAS_ONLY!r} if u.find_spec(m)])")
     assert found.strip() == "[]"
     version = _in_venv(venv, "import byoc.aws.commands, importlib.metadata as m; print(m.version('byoc'))")
-    assert version.strip() == PYPROJECT["project"]["version"]
+    assert version.strip() == byoc.__version__
 
 
 def test_installed_package_has_the_lambda_function_in_byoc_lambda(venv):
