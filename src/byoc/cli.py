@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-from byoc.core.errors import ByocError
+from byoc.core.errors import ByocError, missing_extra
 
 # module -> its `register(subparsers)` adds one or more subcommands whose
 # handler is stored as `func` (called with the parsed args, returns an exit code).
@@ -52,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     except ByocError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 1)
+    except ModuleNotFoundError as exc:
+        needs = missing_extra(exc)
+        if needs is None:
+            raise
+        print(f"error: this command {needs}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

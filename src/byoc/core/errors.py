@@ -31,3 +31,33 @@ def first_line(exc: BaseException) -> str:
     whatever the exception carries (torch's errors span many lines)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+# pyproject.toml's extras by the top-level module a command imports from them: the core install (the AWS
+# commands) has none of these, and a command that needs one names the extra to install.
+EXTRA_OF_MODULE = {
+    "docker": "local",
+    "torch": "torch",
+    "torchvision": "torch",
+    "PIL": "torch",
+    "numpy": "torch",
+    "sagemaker_training": "train",
+    "sklearn": "train",
+    "matplotlib": "train",
+    "tensorboard": "train",
+    "sagemaker_inference": "serve",
+    "mms": "serve",
+    "psutil": "serve",
+    "onnx": "onnx",
+    "onnxruntime": "onnx",
+}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """`needs MODULE, from the [EXTRA] extra: pip install 'byoc[EXTRA]'` when the module missing is one
+    of an extra's; None for any other module (a broken install, not a choice of extras)."""
+    module = (exc.name or "").partition(".")[0]
+    extra = EXTRA_OF_MODULE.get(module)
+    if extra is None:
+        return None
+    return f"needs {module}, from the [{extra}] extra: pip install 'byoc[{extra}]'"
