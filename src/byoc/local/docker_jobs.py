@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from byoc.core.errors import ByocError, ConfigError
+from byoc.core.errors import ArtifactError, ByocError, ConfigError
 from byoc.local import containers as dc
 from byoc.local import opt_ml
 
@@ -279,10 +279,36 @@ def serving(spec: ServeSpec, quiet: bool = False) -> Iterator[Served]:
         stop_serving(served)
 
 
+class BadModelDir(ArtifactError):
+    """The model folder fails the serving image's own start-up check; found before any container starts."""
+
+    exit_code = 2
+
+
+def check_model_dir(model_dir: Path, image: str, env: dict[str, str]) -> None:
+    """The check the serving image runs first (byoc.serve.runtimes.load: model.json read by
+    byoc.core.model_meta.read_meta, the runtime picked by byoc.serve.choice.choose), run here on the
+    host: a bad folder is one line, not a container's log. The runtime is checked for byoc's own
+    two images only, whose runtimes are known; any other image checks it itself."""
+    if not model_dir.is_dir():
+        raise BadModelDir(f"{model_dir}: no such folder (a training job's model/ folder, e.g. OUTPUT/model)")
+    try:  # model.json's reader brings numpy and Pillow; without them here, the container checks alone
+        from byoc.core.model_meta import read_meta
+        from byoc.serve import choice
+        from byoc.serve.config import read_precision
+    except ImportError:
+        return
+    try:
+        meta = read_meta(model_dir)
+        if image in (choice.TORCH_IMAGE, choice.CPU_IMAGE):
+            choice.choose(meta, read_precision(env), has_torch=image == choice.TORCH_IMAGE)
+    except ByocError as exc:
+        raise BadModelDir(str(exc)) from None
+
+
 def start_serving(spec: ServeSpec, quiet: bool = False) -> Served:
     """Start the serving container and wait until its /ping answers 200."""
-    if not spec.model_dir.is_dir():
-        raise ByocError(f"{spec.model_dir}: no such folder (a training job's model/ folder, e.g. OUTPUT/model)")
+    check_model_dir(spec.model_dir, spec.image, spec.env)
     client = dc.engine()
     dc.require_image(client, spec.image)
     gpus = dc.resolve_gpus(client, spec.gpus)
@@ -503,7 +529,7 @@ def _register_serve(commands) -> None:
 def _serve_command(args) -> int:
     spec = ServeSpec(args.model_dir, args.port, args.image, args.gpus, dict(args.env), args.network)
     if spec.model_dir.is_dir() and not any(spec.model_dir.iterdir()):
-        raise ByocError(f"{spec.model_dir} is empty: give a training job's model/ folder (e.g. OUTPUT/model)")
+        raise BadModelDir(f"{spec.model_dir} is empty: give a training job's model/ folder (e.g. OUTPUT/model)")
     served = start_serving(spec)
     say(f"== serving {spec.model_dir} at {served.url} (POST {served.url}/invocations); Ctrl-C stops it")
     say(f"container: {served.container.name} ({spec.image})")
@@ -540,6 +566,9 @@ def _register_predict(commands) -> None:
 
 
 def _predict_command(args) -> int:
+    # Checked here, in the flag's own words: the server would refuse it as a bad custom attribute.
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be 1 or more, got {args.top_k}")
     missing = [str(p) for p in args.images if not p.is_file()]
     if missing:
         raise ByocError(f"no such image file(s): {', '.join(missing)}")

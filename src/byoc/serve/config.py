@@ -152,7 +152,7 @@ def _batch_strategy(env: Mapping[str, str]) -> BatchStrategy | None:
     raise ConfigError(f"{BATCH_STRATEGY_ENV}={raw!r} must be MULTI_RECORD or SINGLE_RECORD")
 
 
-def _precision(env: Mapping[str, str]) -> Precision | None:
+def read_precision(env: Mapping[str, str]) -> Precision | None:
     """BYOC_PRECISION as int8 or fp32 (any case); None when unset or blank."""
     raw = env.get(PRECISION_ENV, "").strip()
     if not raw:
@@ -262,7 +262,7 @@ class ServeConfig:
             models_dir=Path(base, "models"),
             max_loaded_models=_optional_int(env, MAX_LOADED_MODELS_ENV),
             serverless=_bool(env, SERVERLESS_ENV) if env.get(SERVERLESS_ENV, "").strip() else None,
-            precision=_precision(env),
+            precision=read_precision(env),
         )
 
     def for_machine(self, machine_payload_mb: int) -> ServeConfig:
