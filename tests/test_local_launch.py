@@ -238,7 +238,7 @@ def test_missing_image_names_the_build_command(small_data, tmp_path):
     du.require_docker()
     proc = byoc("local", "train", "--data", str(small_data), "--output", str(tmp_path), "--image", "byoc-train:nope")
     _one_error_line(proc, "image byoc-train:nope not found: build it with scripts/build_images.sh train")
-    model = tmp_path / "model"  # a folder that passes the host's model.json check
+    model = tmp_path / "served"  # a folder that passes the host's model.json check
     model.mkdir()
     (model / "model.json").write_text(json.dumps(ModelMeta(arch="resnet18", labels=["a", "b"]).to_json()))
     proc = byoc("local", "serve", str(model), "--image", "byoc-serve:nope-cpu")
