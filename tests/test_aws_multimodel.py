@@ -21,8 +21,8 @@ from botocore.stub import Stubber
 
 from byoc.aws import endpoint, predict, target_models
 from byoc.aws.session import Aws
-from byoc.core.errors import ConfigError
 from byoc.cli import main
+from byoc.core.errors import ConfigError
 from tests.awsutil import ROLE, byoc, seed_account
 from tests.test_aws_endpoint import described_config, names
 
