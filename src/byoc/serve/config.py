@@ -31,6 +31,8 @@ DEFAULT_MAX_BATCH_DELAY_MS = 0
 # Each model worker logs its per-stage request times at most this often (one JSON line); 0: every call.
 DEFAULT_METRICS_INTERVAL_S = 60
 MODEL_DIR_ENV = "BYOC_MODEL_DIR"
+MODEL_SERVER_LOG_ENV = "BYOC_MODEL_SERVER_LOG"
+TO_STDERR = "-"  # BYOC_MODEL_SERVER_LOG's value for the container's stderr (`byoc local serve --verbose`)
 THREADS_ENV = "BYOC_TORCH_THREADS"
 # What SageMaker batch transform sets in the container (from CreateTransformJob), as the
 # sagemaker-inference toolkit does not name them.
@@ -206,6 +208,10 @@ class ServeConfig:
     max_batch_delay_ms: int = DEFAULT_MAX_BATCH_DELAY_MS
     vmargs: str | None = None  # SAGEMAKER_MODEL_SERVER_VMARGS; None: sized by byoc.serve.mms
     access_log: bool = False  # one model-server log line per request
+    # BYOC_MODEL_SERVER_LOG: where multi-model-server's own log goes (its Java frontend, the JVM, the
+    # workers' output): a file, or "-" for the container's stderr; None: a file in serve's work dir.
+    # With a file, the lines that matter still reach stderr (byoc.serve.mms.passed_on).
+    model_server_log: str | None = None
     metrics_interval_s: int = DEFAULT_METRICS_INTERVAL_S
     # Where the model server's internal TCP ports may go (SageMaker sets it for multi-model
     # endpoints and others); None: anywhere byoc.serve.mms allows.
@@ -253,6 +259,7 @@ class ServeConfig:
             max_batch_delay_ms=_int(env, "BYOC_MAX_BATCH_DELAY_MS", DEFAULT_MAX_BATCH_DELAY_MS, minimum=0),
             vmargs=env.get(sm.MODEL_SERVER_VMARGS, "").strip() or None,
             access_log=_int(env, "BYOC_ACCESS_LOG", 0, minimum=0) > 0,
+            model_server_log=env.get(MODEL_SERVER_LOG_ENV, "").strip() or None,
             metrics_interval_s=_int(env, "BYOC_METRICS_INTERVAL_S", DEFAULT_METRICS_INTERVAL_S, minimum=0),
             safe_ports=_port_range(env, sm.SAFE_PORT_RANGE_ENV),
             batch=batch,
