@@ -116,3 +116,72 @@ def test_serve_checks_the_folder_before_the_engine(monkeypatch, tmp_path):
     monkeypatch.setattr(dc, "engine", engine)
     with pytest.raises(docker_jobs.BadModelDir):
         docker_jobs.start_serving(docker_jobs.ServeSpec(tmp_path))
+
+
+# ---- the container's log: quiet unless --verbose, its reason or its last lines when it fails
+
+NO_GPUS = dc.Gpus([], "GPUs: none")
+
+
+@pytest.mark.parametrize(
+    "argv, verbose",
+    [
+        (["local", "serve", "m"], False),
+        (["local", "serve", "m", "--verbose"], True),
+        (["-v", "local", "serve", "m"], True),
+        (["local", "predict", "m", "a.png", "-v"], True),
+        (["local", "predict", "m", "a.png"], False),
+    ],
+)
+def test_verbose_is_read_before_or_after_the_command(argv, verbose):
+    from byoc.cli import build_parser
+
+    assert build_parser().parse_args(argv).verbose is verbose
+
+
+def test_verbose_sends_the_model_servers_own_log_to_the_containers_output(tmp_path):
+    options = docker_jobs._serve_options(docker_jobs.ServeSpec(tmp_path, verbose=True), dc.Network.BRIDGE, NO_GPUS)
+    assert options["environment"]["BYOC_MODEL_SERVER_LOG"] == "-"
+    quiet = docker_jobs._serve_options(docker_jobs.ServeSpec(tmp_path), dc.Network.BRIDGE, NO_GPUS)
+    assert "BYOC_MODEL_SERVER_LOG" not in quiet["environment"]  # the image's default: a file in the container
+    given = docker_jobs.ServeSpec(tmp_path, env={"BYOC_MODEL_SERVER_LOG": "/opt/ml/x.log"}, verbose=True)
+    assert docker_jobs._serve_options(given, dc.Network.BRIDGE, NO_GPUS)["environment"]["BYOC_MODEL_SERVER_LOG"] == (
+        "/opt/ml/x.log"
+    )
+
+
+class ExitedContainer:
+    """A serving container that has stopped with `code`."""
+
+    def __init__(self, code: int):
+        self.status, self.attrs = "exited", {"State": {"ExitCode": code}}
+
+    def reload(self) -> None:
+        pass
+
+
+def follower_with(*lines: str) -> dc.LogFollower:
+    follower = dc.LogFollower(quiet=True)
+    follower.lines["serve"] = list(lines)
+    return follower
+
+
+def test_a_container_that_says_why_it_stopped_is_one_line():
+    follower = follower_with(
+        '{"event": "config", "workers": 1}', "error: model.ts is not a TorchScript archive: retrain the model"
+    )
+    with pytest.raises(docker_jobs.ByocError) as raised:
+        docker_jobs._await_ready(ExitedContainer(1), follower, timeout=5)
+    assert (
+        str(raised.value)
+        == "the serving container exited (1): model.ts is not a TorchScript archive: retrain the model"
+    )
+
+
+def test_a_container_that_stopped_without_a_reason_shows_its_last_lines():
+    follower = follower_with(*(f"line {i}" for i in range(1, 31)))
+    with pytest.raises(docker_jobs.ByocError) as raised:
+        docker_jobs._await_ready(ExitedContainer(137), follower, timeout=5)
+    message = str(raised.value).splitlines()
+    assert message[0] == "the serving container exited (137) before answering /ping; its last lines:"
+    assert message[1:] == [f"line {i}" for i in range(11, 31)]
