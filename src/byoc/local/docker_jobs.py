@@ -6,7 +6,8 @@ Ctrl-C into SIGTERM for every container (the job saves a checkpoint and exits 14
 command with the same --checkpoints resumes) and exits with the job's exit code and reason.
 `serve` runs the serving image on a model folder until Ctrl-C, the folder checked here first by
 the image's own check, the container's log shown with --verbose (else its reason or its last lines
-when it fails); `predict` posts images to a served model. The Docker side is byoc.local.containers; nothing here imports torch.
+when it fails); `predict` posts images to a served model. The Docker side is byoc.local.containers;
+nothing here imports torch.
 """
 
 from __future__ import annotations
