@@ -185,3 +185,11 @@ def test_a_container_that_stopped_without_a_reason_shows_its_last_lines():
     message = str(raised.value).splitlines()
     assert message[0] == "the serving container exited (137) before answering /ping; its last lines:"
     assert message[1:] == [f"line {i}" for i in range(11, 31)]
+
+
+def test_a_multi_model_container_has_no_single_model_to_check(no_engine, tmp_path, capsys):
+    folder = tmp_path / "empty-but-present"
+    folder.mkdir()
+    (folder / "x").write_text("not a model")
+    code, _, err = run(capsys, "local", "serve", str(folder), "--env", "SAGEMAKER_MULTI_MODEL=true")
+    assert code == 1 and "no Docker engine answers" in err  # past the check, on to the engine

@@ -300,6 +300,8 @@ def check_model_dir(model_dir: Path, image: str, env: dict[str, str]) -> None:
     two images only, whose runtimes are known; any other image checks it itself."""
     if not model_dir.is_dir():
         raise BadModelDir(f"{model_dir}: no such folder (a training job's model/ folder, e.g. OUTPUT/model)")
+    if env.get(serve_config.MULTI_MODEL_ENV, "").strip().lower() == "true":
+        return  # a multi-model endpoint's container serves no single model: its models come on request
     try:  # model.json's reader brings numpy and Pillow; without them here, the container checks alone
         from byoc.core.model_meta import read_meta
         from byoc.serve import choice
