@@ -87,10 +87,12 @@ class Undelayed(threading.Event):
 
 
 def test_a_model_server_that_exits_shows_its_logs_last_lines_then_one_error(tmp_path, caplog):
-    server = FakeModelServer(tmp_path, [frozenset({11})], alive_for=2)
+    # Worker 11, there when serving began, dies before the first check; then the model server exits.
+    server = FakeModelServer(tmp_path, [frozenset({11}), frozenset({12})], alive_for=2)
     with caplog.at_level(logging.INFO, logger="byoc.serve"):
         assert serve._serve_until_stopped(server, Undelayed(), multi_model=False) is False
-    tail, error = caplog.records[-2:]
+    died, tail, error = caplog.records[-3:]
+    assert json.loads(died.getMessage()) == {"event": "worker_died", "pid": 11, "log": str(server.log_path)}
     assert tail.getMessage().splitlines()[1:] == [f"line {i}" for i in range(11, 31)]  # the last 20
     assert error.getMessage().startswith("the model server exited unexpectedly")
 

@@ -66,7 +66,7 @@ def _workers_died(server, seen: frozenset[int]) -> frozenset[int]:
 def _serve_until_stopped(server, stop: threading.Event, multi_model: bool) -> bool:
     """Until SIGTERM (True) or the model server's exit (False, its log's last lines shown), saying
     when a worker dies (a multi-model endpoint's workers also end when their model is unloaded)."""
-    seen: frozenset[int] = frozenset()
+    seen = frozenset() if multi_model else server.worker_pids()
     while not stop.wait(1.0):
         if not server.alive():
             _show_tail(server)
