@@ -63,3 +63,23 @@ def test_a_model_error_carrying_an_html_page_names_the_page_not_its_markup():
     assert predict._reason(b"<html><body>no title</body></html>") == "an HTML error page"
     assert predict._reason(b'{"error": "bad image", "status": 400}') == "bad image"
     assert predict._reason(b"plain words") == "plain words"
+
+
+def test_a_waiter_that_meets_an_html_page_names_its_status_and_title():
+    from botocore.exceptions import WaiterError
+
+    from byoc.aws import waiting
+
+    response = {"Error": {"Code": "502", "Message": PAGE.decode()}, "ResponseMetadata": {"HTTPStatusCode": 502}}
+
+    class Waiter:
+        def wait(self, **_):
+            raise WaiterError("EndpointInService", "Waiter encountered a terminal failure state", response)
+
+    class Client:
+        def get_waiter(self, name):
+            return Waiter()
+
+    with pytest.raises(AwsError) as raised:
+        waiting.wait(Client(), "endpoint_in_service", lambda r: r.get("EndpointStatus"), "endpoint dogs", poll=0)
+    assert str(raised.value) == "endpoint dogs: failed: AWS returned HTTP 502 (an HTML error page: 502 Bad Gateway)"

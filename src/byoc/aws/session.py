@@ -83,14 +83,20 @@ def html_page(text: str) -> str | None:
     return f"an HTML error page: {name}" if name else "an HTML error page"
 
 
-def error_message(exc: ClientError) -> str:
-    """AWS's reason for a refusal, on one line: its message, or for an HTML page the HTTP status and title."""
-    message = exc.response.get("Error", {}).get("Message") or str(exc)
+def response_message(response: dict, fallback: str = "") -> str:
+    """An error response's message on one line: AWS's own, or for an HTML page the HTTP status and title."""
+    error = response.get("Error", {})
+    message = error.get("Message") or fallback
     page = html_page(message)
     if page is None:
         return message
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or error_code(exc)
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or error.get("Code", "?")
     return f"AWS returned HTTP {status} ({page})"
+
+
+def error_message(exc: ClientError) -> str:
+    """AWS's reason for a refusal, on one line (`response_message`)."""
+    return response_message(exc.response, str(exc))
 
 
 def is_not_found(exc: ClientError) -> bool:
