@@ -93,7 +93,7 @@ def test_a_port_left_in_time_wait_by_a_stopped_server_is_free():
     client.recv(1)  # the FIN has arrived
     client.close()
     listener.close()
-    # The connection waits in TIME_WAIT: a bind without SO_REUSEADDR (the check's old way) fails.
+    # The connection waits in TIME_WAIT: a bind without SO_REUSEADDR fails there; the check binds with it.
     with socket.socket() as plain, pytest.raises(OSError):
         plain.bind(("127.0.0.1", port))
     dc.check_port_free(port)
