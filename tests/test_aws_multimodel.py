@@ -22,6 +22,7 @@ from botocore.stub import Stubber
 from byoc.aws import endpoint, predict, target_models
 from byoc.aws.session import Aws
 from byoc.cli import main
+from byoc.core.errors import ConfigError
 from tests.awsutil import ROLE, byoc, seed_account
 from tests.test_aws_endpoint import described_config, names
 
@@ -214,6 +215,15 @@ def test_the_artifact_file_name_is_the_artifact_modules():
     from byoc.core import artifact
 
     assert target_models.META_FILE == artifact.META_FILE
+
+
+def test_a_model_folder_given_for_the_tarball_is_told_how_to_pack_it(tmp_path):
+    (tmp_path / "model.json").write_text(json.dumps(META))
+    with pytest.raises(ConfigError) as raised:
+        target_models.check_artifact(tmp_path)
+    message = str(raised.value)
+    assert "no such file" not in message and "\n" not in message
+    assert f"{tmp_path} is a folder" in message and f"tar -czf model.tar.gz -C {tmp_path} ." in message
 
 
 def runtime_stub() -> tuple[Aws, Stubber]:

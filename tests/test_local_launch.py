@@ -21,6 +21,7 @@ import pytest
 
 from byoc.core import training_config
 from byoc.core.errors import ConfigError, DataError
+from byoc.core.model_meta import ModelMeta
 from byoc.local import containers as dc
 from byoc.local import docker_jobs, opt_ml
 from tests import dockerutil as du
@@ -237,7 +238,10 @@ def test_missing_image_names_the_build_command(small_data, tmp_path):
     du.require_docker()
     proc = byoc("local", "train", "--data", str(small_data), "--output", str(tmp_path), "--image", "byoc-train:nope")
     _one_error_line(proc, "image byoc-train:nope not found: build it with scripts/build_images.sh train")
-    proc = byoc("local", "serve", str(small_data), "--image", "byoc-serve:nope-cpu")
+    model = tmp_path / "served"  # a folder that passes the host's model.json check
+    model.mkdir()
+    (model / "model.json").write_text(json.dumps(ModelMeta(arch="resnet18", labels=["a", "b"]).to_json()))
+    proc = byoc("local", "serve", str(model), "--image", "byoc-serve:nope-cpu")
     _one_error_line(proc, "image byoc-serve:nope-cpu not found: build it with scripts/build_images.sh")
 
 
@@ -245,6 +249,7 @@ def test_missing_image_names_the_build_command(small_data, tmp_path):
 def test_a_port_in_use_is_one_line(serve_image, tmp_path):
     du.require_docker()
     (tmp_path / "model.pt").write_bytes(b"x")
+    (tmp_path / "model.json").write_text(json.dumps(ModelMeta(arch="resnet18", labels=["a", "b"]).to_json()))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -542,6 +542,22 @@ def test_json_lines_are_sent_image_by_image_and_answered_line_for_line(front):
     assert all(h["X-Amzn-SageMaker-Custom-Attributes"] == "top_k=2" for h in sent)
 
 
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        (jsonl(b"a") + b"\n" + jsonl(b"ccc"), [1, "line 2: empty line", 3]),
+        (b"", ["line 1: empty line"]),  # batch transform's SingleRecord request for a blank input line
+        (b"\n", ["line 1: empty line"]),
+    ],
+)
+def test_a_blank_json_lines_line_over_http_is_its_own_error_line(front, body, expected):
+    server, _ = front
+    status, answer, _ = records_call(server, body, {"Content-Type": "application/jsonlines"})
+    assert status == 200
+    lines = [json.loads(x) for x in answer.split(b"\n")]
+    assert [x.get("len", x.get("error")) for x in lines] == expected
+
+
 def test_a_multi_record_request_is_refused_whole_for_accept_top_k_and_a_broken_archive(front):
     server, _ = front
     for headers, status, text in [

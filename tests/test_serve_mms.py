@@ -278,6 +278,28 @@ def test_a_model_server_that_stops_before_listening_is_reported(model_dir):
         while server.alive() and time.monotonic() < deadline:  # alive: running, or being started again
             time.sleep(0.1)
         assert not server.alive()
-        assert startup.read(server.startup_report) == "the model server stopped before it listened; see its log above"
+        reason = f"the model server stopped before it listened; see {server.log_path}"
+        assert startup.read(server.startup_report) == reason and server.crashed
+        # The JVM's complaint is in the model server log, whose last lines serve shows on a crash.
+        assert any("NoSuchOption" in line for line in server.log_tail(20)), server.log_tail(20)
     finally:
         stop_mms(server)
+
+
+def test_the_model_servers_own_log_goes_to_its_file_and_only_byoc_events_to_stderr(model_dir, capfd):
+    server = start_mms(model_dir, unix_inference=True)
+    try:
+        server.start()
+        wait_ready(server)
+        server.stop()  # the relay reads MMS's output to its end
+        time.sleep(0.5)
+        err = capfd.readouterr().err.splitlines()
+        logged = server.log_tail(10_000)
+    finally:
+        stop_mms(server)
+    assert server.log_path == server.workdir / "model-server.log"
+    # The banner, the JVM and the workers' chatter are in the file ...
+    assert len(logged) > 10 and any("W-" in line and "stdout" in line for line in logged), logged[:20]
+    # ... and stderr holds byoc's events only: the worker's model_loaded line, its JSON alone.
+    assert err and all(line.startswith('{"event": ') for line in err), err
+    assert any(json.loads(line)["event"] == "model_loaded" for line in err), err

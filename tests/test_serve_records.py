@@ -147,14 +147,45 @@ def test_top_k_check_agrees_with_the_handlers_parser(attributes):
 # ---- JSON Lines
 
 
-def test_json_lines_are_split_line_for_line_and_blank_lines_are_not_records():
+def test_json_lines_are_split_line_for_line_and_a_blank_line_is_a_record_of_its_own():
     body = b"\n" + line(b"one") + b"\r\n\r\n  \n" + line(b"two") + b"\n" + line(b"three") + b"\n"
     got = split(Kind.JSON_LINES, body)
-    assert [(r.name, r.image, r.error) for r in got] == [
-        ("line 2", b"one", None),
-        ("line 5", b"two", None),
-        ("line 6", b"three", None),
+    assert [(r.name, r.image) for r in got] == [
+        ("line 1", b""),
+        ("line 2", b"one"),
+        ("line 3", b""),
+        ("line 4", b""),
+        ("line 5", b"two"),
+        ("line 6", b"three"),  # the newline that ends the last line starts no line 7
     ]
+    assert [r.error.message if r.error else None for r in got] == [
+        "line 1: empty line",
+        None,
+        "line 3: empty line",
+        "line 4: empty line",
+        None,
+        None,
+    ]
+
+
+@pytest.mark.parametrize("end", [b"", b"\n"])
+def test_a_blank_line_in_the_middle_gets_its_error_line_and_later_answers_stay_on_their_lines(end):
+    body = line(b"a") + b"\n\n" + line(b"ccc") + end
+    _, answer = records.answer(body, {"Content-Type": "application/jsonlines"}, LIMITS, fake_submit)
+    first, blank, third = (json.loads(x) for x in answer.split(b"\n"))
+    assert first["predictions"][0]["index"] == 1 and third["predictions"][0]["index"] == 3
+    assert blank == {"error": "line 2: empty line", "status": 400}
+
+
+@pytest.mark.parametrize("body", [b"", b"\n", b"  \r\n"])
+def test_a_request_of_one_blank_line_is_answered_with_one_error_line(body):
+    """Batch transform with SplitType=Line and SingleRecord sends a blank input line as its own request."""
+    sent = []
+    content_type, answer = records.answer(
+        body, {"Content-Type": "application/jsonlines"}, LIMITS, lambda parts: sent.extend(parts) or []
+    )
+    assert content_type == "application/jsonlines" and sent == []
+    assert json.loads(answer) == {"error": "line 1: empty line", "status": 400} and b"\n" not in answer
 
 
 BAD_LINES = {
@@ -226,10 +257,10 @@ def test_a_record_the_server_failed_fails_the_whole_request_so_it_is_retried():
     assert raised.value.status == 503 and raised.value.message.startswith("line 2: no model worker")
 
 
-def test_a_body_without_records_is_400():
-    for kind, body in [(Kind.JSON_LINES, b"\n \r\n\n"), (Kind.TAR, tar(special("d", tarfile.DIRTYPE)))]:
-        with pytest.raises(BadRequest, match="holds no images"):
-            records.answer(body, {"Content-Type": kind.value[0]}, LIMITS, fake_submit)
+def test_an_archive_without_records_is_400():
+    body = tar(special("d", tarfile.DIRTYPE))
+    with pytest.raises(BadRequest, match="holds no images"):
+        records.answer(body, {"Content-Type": Kind.TAR.value[0]}, LIMITS, fake_submit)
 
 
 def test_more_json_lines_than_the_limit_is_413_before_any_is_sent():

@@ -91,7 +91,10 @@ class StandIn:
             return status, json.dumps({"error": message, "status": status}).encode(), "application/json"
 
         split = content_type == bt.JSONLINES
-        texts = [_text(line) for line in body.split(b"\n")] if split else [body.decode(errors="replace")]
+        lines = body.split(b"\n")
+        if len(lines) > 1 and not lines[-1]:  # as the server reads it: a newline ends the last line
+            lines.pop()
+        texts = [_text(line) for line in lines] if split else [body.decode(errors="replace")]
         if failing:
             return error(503, "busy")
         if "crash" in texts:
@@ -145,7 +148,8 @@ def write(path: Path, data: bytes) -> Path:
 
 
 def test_records_and_pack_keep_whole_lines_under_the_payload_limit():
-    assert bt.records(b'{"a": 1}\r\n\n  \n{"b": 2}\n') == [b'{"a": 1}', b'{"b": 2}']  # blank lines are not records
+    assert bt.records(b'{"a": 1}\r\n\n  \n{"b": 2}\n') == [b'{"a": 1}', b"", b"  ", b'{"b": 2}']
+    assert bt.records(b"") == [] and bt.records(b"\n") == [b""]  # no line; one blank line
     big = [bytes([65 + i]) * 300_000 for i in range(7)]
     batches = bt.pack(big, bt.Parameters(max_payload_mb=1))
     assert [len(b) for b in batches] == [3, 3, 1]  # 3 x 300,000 + 2 newlines fit in 1 MiB, 4 do not
@@ -222,7 +226,7 @@ def test_layout_verbatim_images_lines_for_jsonl_skips_unknown_and_hidden(tmp_pat
     write(tmp_path / "in" / "dogs" / "a" / "rex.jpg", b"jpeg-rex")
     write(tmp_path / "in" / "dogs" / "fido.png", b"png-fido")
     write(tmp_path / "in" / "batch" / "one.jsonlines", record("x") + b"\n" + record("y"))
-    write(tmp_path / "in" / "empty.jsonl", b"\n")
+    write(tmp_path / "in" / "empty.jsonl", b"")
     write(tmp_path / "in" / "pack.tar.gz", b"tgz-bytes")
     write(tmp_path / "in" / "README.txt", b"not an input")
     write(tmp_path / "in" / ".cache" / "x.jpg", b"hidden")
@@ -261,6 +265,27 @@ def test_a_bad_record_is_an_error_line_not_a_failed_file(tmp_path, stand_in):
     lines = [json.loads(line) for line in (tmp_path / "out" / "a.jsonl.out").read_text().splitlines()]
     assert lines[1] == {"error": 'not a {"b64": ...} record', "status": 400}
     assert lines[0]["predictions"][0]["label"] == "ok" and lines[2]["predictions"][0]["label"] == "fine"
+
+
+@pytest.mark.parametrize("strategy", list(bt.Strategy))
+def test_blank_lines_get_error_lines_so_every_answer_stays_on_its_inputs_line(strategy, tmp_path, stand_in):
+    lines = [record("one"), b"", record("three"), b"\r", b"", record("six"), b""]
+    write(tmp_path / "in" / "a.jsonl", b"\n".join(lines) + b"\n")
+    summary, _ = transform(tmp_path, stand_in.url, strategy=strategy, max_payload_mb=1)
+    out = [json.loads(line) for line in (tmp_path / "out" / "a.jsonl.out").read_text().splitlines()]
+    assert len(out) == len(lines) == summary.records and not summary.failed
+    got = [doc["predictions"][0]["label"] if "predictions" in doc else None for doc in out]
+    assert got == ["one", None, "three", None, None, "six", None]
+
+
+@pytest.mark.parametrize(
+    "batch", [[b"a"], [b""], [b"a", b""], [b"", b""], [b"", b"a"], [b"a", b"", b"b"], [b"a", b"  "], [b"a", b"", b""]]
+)
+def test_the_server_reads_as_many_lines_from_a_mini_batch_as_it_holds_records(batch):
+    from byoc.serve import records
+
+    limits = records.Limits.for_payload(bt.MB)
+    assert len(list(records.split(records.Kind.JSON_LINES, bt.joined(batch), limits))) == len(batch)
 
 
 def test_5xx_is_retried_then_succeeds(tmp_path, stand_in):

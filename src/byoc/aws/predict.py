@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from byoc.aws import endpoint as endpoint_config
 from byoc.aws import sagemaker_role
-from byoc.aws.session import Aws, error_code, find, say
+from byoc.aws.session import Aws, error_code, find, html_page, say
 from byoc.core.errors import ByocError, ConfigError
 
 CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
@@ -115,17 +115,17 @@ def _model_error(exc: ClientError) -> str:
     status = exc.response.get("OriginalStatusCode", 0)
     original = exc.response.get("OriginalMessage") or exc.response.get("Error", {}).get("Message", "")
     if not status:
-        return f"the endpoint did not answer: {original}"
+        return f"the endpoint did not answer: {html_page(original) or original}"
     return f"the model answered {status}: {_reason(original.encode())}"
 
 
 def _reason(body: bytes) -> str:
-    """The container's JSON error message ({"error": ...}), or the body as text."""
+    """The container's JSON error message ({"error": ...}), an HTML page by its title, or the body as text."""
     text = body.decode("utf-8", "replace").strip()
     try:
         doc = json.loads(text)
     except ValueError:
-        return text
+        return html_page(text) or text
     return str(doc["error"]) if isinstance(doc, dict) and doc.get("error") else text
 
 

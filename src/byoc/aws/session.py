@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import html
 import json
 import re
 import sys
@@ -64,6 +65,38 @@ def owned(tags: list[dict[str, str]] | dict[str, str] | None, name: str) -> bool
 
 def error_code(exc: ClientError) -> str:
     return exc.response.get("Error", {}).get("Code", "")
+
+
+# An HTML page where a JSON or XML error was due: a load balancer's or gateway's 5xx page, which botocore
+# passes on whole as the error's message when it does not start with exactly "<html>".
+_HTML = re.compile(r"\s*(<!doctype\s+html|<html|<head|<body)", re.IGNORECASE)
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def html_page(text: str) -> str | None:
+    """For an HTML page, one line naming it by its title ("an HTML error page: 502 Bad Gateway");
+    None for any other text."""
+    if not _HTML.match(text):
+        return None
+    title = _TITLE.search(text)
+    name = " ".join(html.unescape(title[1]).split())[:120] if title else ""
+    return f"an HTML error page: {name}" if name else "an HTML error page"
+
+
+def response_message(response: dict, fallback: str = "") -> str:
+    """An error response's message on one line: AWS's own, or for an HTML page the HTTP status and title."""
+    error = response.get("Error", {})
+    message = error.get("Message") or fallback
+    page = html_page(message)
+    if page is None:
+        return message
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or error.get("Code", "?")
+    return f"AWS returned HTTP {status} ({page})"
+
+
+def error_message(exc: ClientError) -> str:
+    """AWS's reason for a refusal, on one line (`response_message`)."""
+    return response_message(exc.response, str(exc))
 
 
 def is_not_found(exc: ClientError) -> bool:
@@ -150,7 +183,9 @@ def aws_errors() -> Iterator[None]:
         raise ConfigError("no AWS region: pass --region or set AWS_DEFAULT_REGION") from exc
     except ClientError as exc:
         op = getattr(exc, "operation_name", "a call")
-        message = exc.response.get("Error", {}).get("Message") or str(exc)
+        message = error_message(exc)
+        if message.startswith("AWS returned HTTP"):
+            raise AwsError(f"{op}: {message}") from exc
         raise AwsError(f"AWS refused {op}: {error_code(exc)}: {message}") from exc
     except BotoCoreError as exc:
         raise AwsError(f"AWS call failed: {exc}") from exc

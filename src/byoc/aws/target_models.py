@@ -69,6 +69,11 @@ def endpoint_prefix(aws: Aws, name: str) -> str:
 def check_artifact(path: Path) -> dict:
     """The model.json of a local model.tar.gz, refusing a file that is not one (reading it whole also
     proves the gzip stream is not truncated)."""
+    if path.is_dir():
+        raise ConfigError(
+            f"{path} is a folder: `byoc models add` takes a model.tar.gz (a training job's output); pack a "
+            f"model folder with its files at the top: tar -czf model.tar.gz -C {path} ."
+        )
     if not path.is_file():
         raise ConfigError(f"no such file: {path}")
     try:

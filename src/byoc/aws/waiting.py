@@ -9,7 +9,7 @@ from typing import Any
 from botocore.exceptions import WaiterError
 
 from byoc.aws import interrupt
-from byoc.aws.session import AwsError, say
+from byoc.aws.session import AwsError, response_message, say
 
 # What ends the resource a wait is on, for the advice after a Ctrl-C: `byoc stop` (jobs) or `byoc teardown`.
 STOP, TEARDOWN = interrupt.STOP, interrupt.TEARDOWN
@@ -43,11 +43,7 @@ def wait(
         except WaiterError as exc:
             response = exc.last_response or {}
             if "Max attempts exceeded" not in str(exc):  # a failure state, or an error response
-                reason = (
-                    response.get("FailureReason")
-                    or response.get("Error", {}).get("Message")
-                    or exc.kwargs.get("reason")
-                )
+                reason = response.get("FailureReason") or response_message(response) or exc.kwargs.get("reason")
                 raise AwsError(f"{what}: {describe_status(response) or 'failed'}: {reason}") from exc
             status = describe_status(response)
             if on_poll:

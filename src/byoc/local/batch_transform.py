@@ -258,8 +258,25 @@ class Invoker:
 
 
 def records(data: bytes) -> list[bytes]:
-    """The records of a JSON Lines object: its non-blank lines (SplitType=Line), without line ends."""
-    return [line.rstrip(b"\r") for line in data.split(b"\n") if line.strip()]
+    """The records of a JSON Lines object (SplitType=Line): every line, blank ones too, without line
+    ends; the newline that ends the last line starts none, and an empty object has none. The server
+    answers a blank line with an error line, so output line N always answers input line N."""
+    lines = data.split(b"\n") if data else []
+    if lines and not lines[-1]:
+        lines.pop()
+    return [line.rstrip(b"\r") for line in lines]
+
+
+def _cost(item: bytes) -> int:
+    """A record's bytes in a request; an empty one counts the newline that may have to end it (`joined`)."""
+    return len(item) or 1
+
+
+def joined(batch: list[bytes]) -> bytes:
+    """A mini-batch's body: its records joined by newlines. One that ends with an empty record ends
+    with a newline too, or the server would read that last newline as ending the line before it."""
+    body = b"\n".join(batch)
+    return body + b"\n" if len(batch) > 1 and not batch[-1] else body
 
 
 def pack(items: list[bytes], params: Parameters) -> list[list[bytes]]:
@@ -275,12 +292,12 @@ def pack(items: list[bytes], params: Parameters) -> list[list[bytes]]:
                 f"(a transform job fails it too; --max-payload-mb goes up to {MAX_PAYLOAD_MB})"
             )
         # + 1: the newline joining it to the batch
-        if params.strategy is Strategy.MULTI_RECORD and batches and size + 1 + len(item) <= limit:
+        if params.strategy is Strategy.MULTI_RECORD and batches and size + 1 + _cost(item) <= limit:
             batches[-1].append(item)
-            size += 1 + len(item)
+            size += 1 + _cost(item)
         else:
             batches.append([item])
-            size = len(item)
+            size = _cost(item)
     return batches
 
 
@@ -304,7 +321,7 @@ class _File:
         self.left = len(self.batches)
 
     def body(self, index: int) -> bytes:
-        return b"\n".join(self.batches[index])
+        return joined(self.batches[index])
 
     def assemble(self) -> bytes:
         if is_split(self.content_type):  # AssembleWith=Line: each answer, then a newline

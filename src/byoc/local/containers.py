@@ -216,6 +216,10 @@ def check_port_free(port: int) -> None:
     if port == 0:
         return
     with socket.socket() as s:
+        # As the server binds it (byoc.serve.front.Front: socketserver with allow_reuse_address sets
+        # SO_REUSEADDR before bind): a port whose last connections wait out TIME_WAIT after a stop is
+        # free to it, and so to this check; a port something listens on is not, either way.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

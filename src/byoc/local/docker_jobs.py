@@ -4,8 +4,10 @@
 (algo-1..N, DDP across them as on SageMaker), prints their logs behind the host's name, turns
 Ctrl-C into SIGTERM for every container (the job saves a checkpoint and exits 143; the same
 command with the same --checkpoints resumes) and exits with the job's exit code and reason.
-`serve` runs the serving image on a model folder until Ctrl-C; `predict` posts images to a
-served model. The Docker side is byoc.local.containers; nothing here imports torch.
+`serve` runs the serving image on a model folder until Ctrl-C, the folder checked here first by
+the image's own check, the container's log shown with --verbose (else its reason or its last lines
+when it fails); `predict` posts images to a served model. The Docker side is byoc.local.containers;
+nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from byoc.core.errors import ByocError, ConfigError
+from byoc.core.errors import ArtifactError, ByocError, ConfigError
 from byoc.local import containers as dc
 from byoc.local import opt_ml
+from byoc.serve import config as serve_config
+from byoc.serve.config import MODEL_SERVER_LOG_ENV, TO_STDERR
 
 if TYPE_CHECKING:
     from docker.client import DockerClient
@@ -37,6 +41,7 @@ SERVE_PORT = 8080  # the port SageMaker's hosting contract serves on inside the 
 EXIT_STOPPED = 143  # byoc.training.contract.EXIT_STOPPED: stopped by SIGTERM after saving a checkpoint
 READY_TIMEOUT = 300.0
 STOP_TIMEOUT = 30  # seconds between SIGTERM and SIGKILL, as SageMaker gives a serving container
+TAIL_LINES = 20  # of a serving container's log, shown when it fails (all of it with --verbose)
 CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 
 
@@ -257,6 +262,9 @@ class ServeSpec:
     network: dc.Network = dc.Network.AUTO
     ready_timeout: float = READY_TIMEOUT
     name: str | None = None  # the container's (default byoc-local-serve-<random>)
+    # The container's whole log as it comes, the model server's own included (to the container's
+    # stderr: BYOC_MODEL_SERVER_LOG=-); else none of it, but its last lines when it fails.
+    verbose: bool = False
 
 
 @dataclass
@@ -279,10 +287,37 @@ def serving(spec: ServeSpec, quiet: bool = False) -> Iterator[Served]:
         stop_serving(served)
 
 
+class BadModelDir(ArtifactError):
+    """The model folder fails the serving image's own start-up check; found before any container starts."""
+
+    exit_code = 2
+
+
+def check_model_dir(model_dir: Path, image: str, env: dict[str, str]) -> None:
+    """The check the serving image runs first (byoc.serve.runtimes.load: model.json read by
+    byoc.core.model_meta.read_meta, the runtime picked by byoc.serve.choice.choose), run here on the
+    host: a bad folder is one line, not a container's log. The runtime is checked for byoc's own
+    two images only, whose runtimes are known; any other image checks it itself."""
+    if not model_dir.is_dir():
+        raise BadModelDir(f"{model_dir}: no such folder (a training job's model/ folder, e.g. OUTPUT/model)")
+    if env.get(serve_config.MULTI_MODEL_ENV, "").strip().lower() == "true":
+        return  # a multi-model endpoint's container serves no single model: its models come on request
+    try:  # model.json's reader brings numpy and Pillow; without them here, the container checks alone
+        from byoc.core.model_meta import read_meta
+        from byoc.serve import choice
+    except ImportError:
+        return
+    try:
+        meta = read_meta(model_dir)
+        if image in (choice.TORCH_IMAGE, choice.CPU_IMAGE):
+            choice.choose(meta, serve_config.read_precision(env), has_torch=image == choice.TORCH_IMAGE)
+    except ByocError as exc:
+        raise BadModelDir(str(exc)) from None
+
+
 def start_serving(spec: ServeSpec, quiet: bool = False) -> Served:
     """Start the serving container and wait until its /ping answers 200."""
-    if not spec.model_dir.is_dir():
-        raise ByocError(f"{spec.model_dir}: no such folder (a training job's model/ folder, e.g. OUTPUT/model)")
+    check_model_dir(spec.model_dir, spec.image, spec.env)
     client = dc.engine()
     dc.require_image(client, spec.image)
     gpus = dc.resolve_gpus(client, spec.gpus)
@@ -294,7 +329,7 @@ def start_serving(spec: ServeSpec, quiet: bool = False) -> Served:
     if not quiet:
         say(gpus.description)
     container = dc.start(client, spec.image, ["serve"], **_serve_options(spec, network, gpus))
-    follower = dc.LogFollower(quiet=quiet)
+    follower = dc.LogFollower(quiet=quiet or not spec.verbose)
     follower.follow(container, "serve")
     try:
         config, port = _await_ready(container, follower, spec.ready_timeout)
@@ -317,6 +352,8 @@ def _serve_options(spec: ServeSpec, network: dc.Network, gpus: dc.Gpus) -> dict[
         "device_requests": gpus.requests,
         "environment": dict(spec.env),
     }
+    if spec.verbose:
+        options["environment"].setdefault(MODEL_SERVER_LOG_ENV, TO_STDERR)
     if network is dc.Network.HOST:
         # The machine's own network: the server binds 127.0.0.1:port itself (0: the OS picks).
         options["network_mode"] = "host"
@@ -335,17 +372,27 @@ def _await_ready(container: Container, follower: dc.LogFollower, timeout: float)
     try:
         ready = follower.wait_for("serve", lambda line: line.startswith('{"event": "ready"'), timeout, alive)
     except (ByocError, TimeoutError) as exc:
-        log = "\n".join(follower.lines.get("serve", [])[-15:])
+        lines = follower.lines.get("serve", [])
+        log = "\n".join(lines[-TAIL_LINES:])
         if dc.PORT_TAKEN.search(log):
             raise dc.PortInUse(
                 "the port is in use on 127.0.0.1: choose another with --port (0: any free port)"
             ) from None
         code = dc.exit_code(container)
         what = f"exited ({code})" if code is not None else f"was not ready within {timeout:g} s"
+        reason = _server_error(lines) if code is not None else None
+        if reason is not None:  # the server said why in one line (a model it cannot load, a bad setting)
+            raise ByocError(f"the serving container {what}: {reason}") from None
         raise ByocError(f"the serving container {what} before answering /ping; its last lines:\n{log}") from exc
     config_lines = [line for line in follower.lines["serve"] if line.startswith('{"event": "config"')]
     config = json.loads(config_lines[0]) if config_lines else {}
     return config, int(json.loads(ready)["port"])
+
+
+def _server_error(lines: list[str]) -> str | None:
+    """The serving image's own one-line reason for stopping (its last `error: ...` line), if it gave one."""
+    reasons = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    return reasons[-1] if reasons else None
 
 
 def _await_ping(url: str, container: Container, timeout: float) -> None:
@@ -458,6 +505,18 @@ def add_gpus(p) -> None:
     )
 
 
+def add_verbose(p) -> None:
+    # SUPPRESS: absent here, `byoc --verbose local serve` still counts (a subparser's default would reset it).
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="the container's whole log as it comes, the model server's own included (default: its last "
+        f"{TAIL_LINES} lines when it fails)",
+    )
+
+
 def _register_train(commands) -> None:
     p = commands.add_parser("train", help="a training job in containers, one per host (algo-1..N)")
     p.add_argument("--data", type=Path, required=True, help="folder with train/, valid/, test/ of class folders")
@@ -497,13 +556,16 @@ def _register_serve(commands) -> None:
     add_gpus(p)
     p.add_argument("--env", type=_pair, action="append", default=[], metavar="NAME=VALUE", help="a serving setting")
     add_network(p)
+    add_verbose(p)
     p.set_defaults(func=_serve_command)
 
 
 def _serve_command(args) -> int:
-    spec = ServeSpec(args.model_dir, args.port, args.image, args.gpus, dict(args.env), args.network)
+    spec = ServeSpec(
+        args.model_dir, args.port, args.image, args.gpus, dict(args.env), args.network, verbose=args.verbose
+    )
     if spec.model_dir.is_dir() and not any(spec.model_dir.iterdir()):
-        raise ByocError(f"{spec.model_dir} is empty: give a training job's model/ folder (e.g. OUTPUT/model)")
+        raise BadModelDir(f"{spec.model_dir} is empty: give a training job's model/ folder (e.g. OUTPUT/model)")
     served = start_serving(spec)
     say(f"== serving {spec.model_dir} at {served.url} (POST {served.url}/invocations); Ctrl-C stops it")
     say(f"container: {served.container.name} ({spec.image})")
@@ -522,6 +584,9 @@ def _serve_command(args) -> int:
         died = dc.exit_code(served.container)
         code, seconds = stop_serving(served)
     if died is not None:
+        if not spec.verbose:  # its lines were not shown as they came: the last ones say why
+            for line in served.follower.lines.get("serve", [])[-TAIL_LINES:]:
+                print(f"serve | {line}", file=sys.stderr)
         print(f"error: the serving container exited by itself ({died})", file=sys.stderr)
         return died or 1
     say(f"== stopped (SIGTERM; exit {code} after {seconds:.1f} s)")
@@ -536,17 +601,21 @@ def _register_predict(commands) -> None:
     p.add_argument("--image", default=SERVE_IMAGE, help="serving image for a model folder")
     add_gpus(p)
     add_network(p)
+    add_verbose(p)
     p.set_defaults(func=_predict_command)
 
 
 def _predict_command(args) -> int:
+    # Checked here, in the flag's own words: the server would refuse it as a bad custom attribute.
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be 1 or more, got {args.top_k}")
     missing = [str(p) for p in args.images if not p.is_file()]
     if missing:
         raise ByocError(f"no such image file(s): {', '.join(missing)}")
     if args.target.startswith(("http://", "https://")):
         return predict_images(args.target, args.images, args.top_k)
-    spec = ServeSpec(Path(args.target), 0, args.image, args.gpus, network=args.network)
-    with serving(spec, quiet=True) as served:
+    spec = ServeSpec(Path(args.target), 0, args.image, args.gpus, network=args.network, verbose=args.verbose)
+    with serving(spec, quiet=not spec.verbose) as served:
         say(f"== serving {spec.model_dir} at {served.url}: {settings_line(served.config)}")
         say(f"container: {served.container.name} ({spec.image})")
         return predict_images(served.url, args.images, args.top_k)

@@ -112,7 +112,7 @@ def _smoke_in(work, checks, train_image, serve_images, hyperparameters, env, net
     for image in serve_images:
         _serve_checks(
             checks,
-            docker_jobs.ServeSpec(spec.output / "model", 0, image, env=env, network=network),
+            docker_jobs.ServeSpec(spec.output / "model", 0, image, env=env, network=network, verbose=not quiet),
             sample,
             labels,
             quiet,

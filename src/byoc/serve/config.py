@@ -31,6 +31,8 @@ DEFAULT_MAX_BATCH_DELAY_MS = 0
 # Each model worker logs its per-stage request times at most this often (one JSON line); 0: every call.
 DEFAULT_METRICS_INTERVAL_S = 60
 MODEL_DIR_ENV = "BYOC_MODEL_DIR"
+MODEL_SERVER_LOG_ENV = "BYOC_MODEL_SERVER_LOG"
+TO_STDERR = "-"  # BYOC_MODEL_SERVER_LOG's value for the container's stderr (`byoc local serve --verbose`)
 THREADS_ENV = "BYOC_TORCH_THREADS"
 # What SageMaker batch transform sets in the container (from CreateTransformJob), as the
 # sagemaker-inference toolkit does not name them.
@@ -132,6 +134,12 @@ SETTINGS: tuple[Setting, ...] = (
         "the model server's JVM options; unset: sized from the container's memory",
     ),
     Setting("BYOC_ACCESS_LOG", "access_log", "1: one log line per request", "0"),
+    Setting(
+        "BYOC_MODEL_SERVER_LOG",
+        "model_server_log",
+        "where the model server's own log goes: a file, or - for the container's stderr; unset: a file in the"
+        " server's work dir (the lines that matter reach stderr either way)",
+    ),
     Setting(
         "BYOC_METRICS_INTERVAL_S",
         "metrics_interval_s",
@@ -275,7 +283,7 @@ def _batch_strategy(env: Mapping[str, str]) -> BatchStrategy | None:
     raise ConfigError(f"{BATCH_STRATEGY_ENV}={raw!r} must be MULTI_RECORD or SINGLE_RECORD")
 
 
-def _precision(env: Mapping[str, str]) -> Precision | None:
+def read_precision(env: Mapping[str, str]) -> Precision | None:
     """BYOC_PRECISION as int8 or fp32 (any case); None when unset or blank."""
     raw = env.get(PRECISION_ENV, "").strip()
     if not raw:
@@ -329,6 +337,10 @@ class ServeConfig:
     max_batch_delay_ms: int = DEFAULT_MAX_BATCH_DELAY_MS
     vmargs: str | None = None  # SAGEMAKER_MODEL_SERVER_VMARGS; None: sized by byoc.serve.mms
     access_log: bool = False  # one model-server log line per request
+    # BYOC_MODEL_SERVER_LOG: where multi-model-server's own log goes (its Java frontend, the JVM, the
+    # workers' output): a file, or "-" for the container's stderr; None: a file in serve's work dir.
+    # With a file, the lines that matter still reach stderr (byoc.serve.mms.passed_on).
+    model_server_log: str | None = None
     metrics_interval_s: int = DEFAULT_METRICS_INTERVAL_S
     # Where the model server's internal TCP ports may go (SageMaker sets it for multi-model
     # endpoints and others); None: anywhere byoc.serve.mms allows.
@@ -376,6 +388,7 @@ class ServeConfig:
             max_batch_delay_ms=_int(env, "BYOC_MAX_BATCH_DELAY_MS", DEFAULT_MAX_BATCH_DELAY_MS, minimum=0),
             vmargs=env.get(sm.MODEL_SERVER_VMARGS, "").strip() or None,
             access_log=_int(env, "BYOC_ACCESS_LOG", 0, minimum=0) > 0,
+            model_server_log=env.get(MODEL_SERVER_LOG_ENV, "").strip() or None,
             metrics_interval_s=_int(env, "BYOC_METRICS_INTERVAL_S", DEFAULT_METRICS_INTERVAL_S, minimum=0),
             safe_ports=_port_range(env, sm.SAFE_PORT_RANGE_ENV),
             batch=batch,
@@ -385,7 +398,7 @@ class ServeConfig:
             models_dir=Path(base, "models"),
             max_loaded_models=_optional_int(env, MAX_LOADED_MODELS_ENV),
             serverless=_bool(env, SERVERLESS_ENV) if env.get(SERVERLESS_ENV, "").strip() else None,
-            precision=_precision(env),
+            precision=read_precision(env),
         )
 
     def for_machine(self, machine_payload_mb: int) -> ServeConfig:

@@ -162,7 +162,8 @@ def refuse_new_connections(listener: socket.socket) -> bool:
             socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("HL", len(NO_NEW_CONNECTIONS), ctypes.addressof(program))
         )
     except OSError as exc:
-        log.info("cannot filter new connections out of the backlog (%s): closing the port without", exc)
+        # Where the filter is refused (a seccomp profile, not Linux) the drain still works: debug only.
+        log.debug("cannot filter new connections out of the backlog (%s): closing the port without", exc)
         return False
     return True
 

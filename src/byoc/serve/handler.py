@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from byoc.core import gpu_guard
+from byoc.core.errors import first_line
 from byoc.core.model_meta import ModelMeta
 from byoc.serve import batching, codec, runtimes, startup
 from byoc.serve.batching import Answer
@@ -384,7 +385,10 @@ def error_answer(exc: Exception) -> Answer:
     if isinstance(exc, RequestError):
         log.info("request rejected: %d %s", exc.status, exc.message)
     else:  # a bug or resource failure: details to the log only
-        log.error("request failed", exc_info=exc)
+        # One JSON line, which reaches the container's stderr (CloudWatch) from behind MMS
+        # (byoc.serve.mms.passed_on); the traceback stays in the model server's log.
+        log.error(json.dumps({"event": "request_failed", "error": first_line(exc)}))
+        log.info("request failed", exc_info=exc)
         exc = Internal("internal error while predicting; see the endpoint's logs")
     return to_response(exc)
 

@@ -9,15 +9,27 @@ container or on the host can connect to it again. Under SAGEMAKER_MULTI_MODEL th
 unloads models on SageMaker's request (byoc.serve.models), so the name stays, guarded only by the
 work dir's mode: the front, never a client, decides what is registered. The workers reach the frontend through Unix
 sockets in the same dir (MMS's `use_native_io`). The inference API is a Unix socket there too
-(`unix_inference`), or a loopback TCP port in SAGEMAKER_SAFE_PORT_RANGE below 32767."""
+(`unix_inference`), or a loopback TCP port in SAGEMAKER_SAFE_PORT_RANGE below 32767.
+
+MMS's own output (its Java frontend's log, the JVM's warnings, each worker's output as MMS relays it)
+goes to the model server log (BYOC_MODEL_SERVER_LOG; a file in the work dir by default), not to the
+container's stderr, which on SageMaker is CloudWatch's: there it would bury the lines that matter
+under MMS's banner and per-worker chatter. What still reaches stderr, one line each (`passed_on`):
+byoc's JSON events from the workers (model_loaded, request_failed, metrics), MMS's ERROR and FATAL
+lines, and its access log when BYOC_ACCESS_LOG asks for it. A model that fails to load is reported by
+serve in one line (byoc.serve.startup); a worker that dies, by serve's `worker_died` event; a model
+server that exits, by serve with the log's last lines (`ModelServer.log_tail`)."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import http.client
 import json
 import logging
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -33,7 +45,7 @@ from sagemaker_inference import parameters as sm
 
 from byoc.core.errors import ByocError, ConfigError
 from byoc.serve import sizing, startup
-from byoc.serve.config import MODEL_DIR_ENV, THREADS_ENV, PortRange, ServeConfig
+from byoc.serve.config import MODEL_DIR_ENV, THREADS_ENV, TO_STDERR, PortRange, ServeConfig
 from byoc.serve.headers import CONTENT_TYPE, PROBE
 
 log = logging.getLogger(__name__)
@@ -43,6 +55,10 @@ WORKER_SCRIPT = "model_service_worker"  # multi-model-server's Python worker (mm
 MODEL_NAME = "model"
 HANDLER = "byoc.serve.handler:handle"
 LOG_CONFIG = Path(__file__).with_name("log4j2.xml")  # stdout only; per-request lines off (see there)
+LOG_FILE = "model-server.log"  # in the work dir, unless BYOC_MODEL_SERVER_LOG names another place
+# A line of MMS's log as log4j2.xml's pattern writes it: "DATE [LEVEL] THREAD LOGGER - MESSAGE".
+MMS_LINE = re.compile(r"^\S+ \[(?P<level>[A-Z]+) *\] (?P<thread>\S+) (?P<logger>\S+) - (?P<message>.*)$")
+BYOC_EVENT = '{"event": '  # how byoc's JSON log lines start (json.dumps of {"event": ...})
 # MMS rejects ports from 32767 up (its Connector.parse), i.e. the kernel's ephemeral range.
 MAX_PORT = 32766
 DEFAULT_PORTS = PortRange(20000, MAX_PORT)
@@ -71,6 +87,20 @@ def free_port(safe: PortRange | None = None, exclude: Collection[int] = ()) -> i
             return port
     where = f" ({sm.SAFE_PORT_RANGE_ENV}={safe})" if safe is not None else ""
     raise ByocError(f"no free loopback port in {allowed}{where} for the model server")
+
+
+def passed_on(line: str, access_log: bool = False) -> str | None:
+    """What of one line of MMS's output reaches the container's stderr: a worker's byoc event (its
+    JSON alone), an ERROR or FATAL line of MMS's (whole), an access-log line when asked for; None for
+    the rest (banner, JVM warnings, worker chatter, stack-trace lines), which stays in the log file."""
+    match = MMS_LINE.match(line)
+    if match is None:
+        return None
+    if match["message"].startswith(BYOC_EVENT):
+        return match["message"]
+    if match["level"] in ("ERROR", "FATAL") or (access_log and match["logger"] == "ACCESS_LOG"):
+        return line
+    return None
 
 
 def _port_taken(port: int) -> bool:
@@ -132,6 +162,10 @@ class ModelServer:
         self.vmargs = config.vmargs or (
             f"-Xmx{sizing.jvm_heap_mb(config.max_request_bytes, calls or workers)}m -XX:+UseContainerSupport"
         )
+        # MMS's own output: this file, or None for the container's stderr (BYOC_MODEL_SERVER_LOG=-).
+        where = config.model_server_log
+        self.log_path: Path | None = None if where == TO_STDERR else Path(where or self.workdir / LOG_FILE)
+        self.crashed = False  # MMS itself failed (`_report`), not a model: serve shows the log's last lines
         self.process: subprocess.Popen | None = None
         self._lock = threading.Lock()  # self.process against stop()
         self._stopping = False
@@ -249,7 +283,49 @@ class ModelServer:
                 return
             self.management_socket.unlink(missing_ok=True)  # its appearance says MMS listens
             # Own process group: stop() reaches the JVM and every worker it forked.
-            self.process = subprocess.Popen(cmd, cwd=self.workdir, env=env, start_new_session=True)
+            self.process = subprocess.Popen(
+                cmd, cwd=self.workdir, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+            threading.Thread(target=self._relay, args=(self.process.stdout,), name="mms-log", daemon=True).start()
+
+    def _relay(self, output) -> None:
+        """MMS's output, line by line, to the model server log (or stderr), the lines that matter to
+        stderr too (`passed_on`). Read to its end whatever happens: a full pipe would stall MMS."""
+        log_file = None
+        if self.log_path is not None:
+            try:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                log_file = open(self.log_path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+            except OSError as exc:
+                log.error("cannot write the model server log %s (%s): it goes to stderr", self.log_path, exc)
+        with output:
+            for raw in output:
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                shown = line if log_file is None else passed_on(line, self.config.access_log)
+                if log_file is not None:
+                    with contextlib.suppress(OSError):  # a full disk loses log lines, never the server
+                        log_file.write(line + "\n")
+                        log_file.flush()
+                if shown is not None:
+                    sys.stderr.write(shown + "\n")
+                    sys.stderr.flush()
+        if log_file is not None:
+            log_file.close()
+
+    def log_tail(self, lines: int) -> list[str]:
+        """The model server log's last `lines` lines (none when it goes to stderr, or is unreadable)."""
+        if self.log_path is None:
+            return []
+        try:
+            with open(self.log_path, "rb") as fh:
+                return [x.decode(errors="replace").rstrip("\r\n") for x in collections.deque(fh, maxlen=lines)]
+        except OSError:
+            return []
+
+    @property
+    def log_where(self) -> str:
+        """Where MMS's log is, in words for a message."""
+        return str(self.log_path) if self.log_path is not None else "its log above"
 
     def _bring_up(self) -> None:
         """Wait until MMS listens, register the model, then remove the management socket's name."""
@@ -282,7 +358,7 @@ class ModelServer:
                 return False
             port = self.inference_port
             if port is None or not _port_taken(port):
-                self._report("the model server stopped before it listened; see its log above")
+                self._report(f"the model server stopped before it listened; see {self.log_where}")
                 return False
             if attempt == BIND_ATTEMPTS:
                 self._report(
@@ -309,7 +385,9 @@ class ModelServer:
         return False
 
     def _report(self, reason: str) -> None:
-        """`reason` to the start-up report, where serve reads it and stops with it."""
+        """`reason` to the start-up report, where serve reads it and stops with it (and, MMS having
+        failed rather than a model, with the log's last lines)."""
+        self.crashed = True
         tmp = self.startup_report.with_name(f"{self.startup_report.name}.mms")
         tmp.write_text(reason + "\n")
         os.replace(tmp, self.startup_report)

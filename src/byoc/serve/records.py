@@ -19,7 +19,6 @@ import binascii
 import enum
 import io
 import json
-import re
 import stat
 import struct
 import tarfile
@@ -27,7 +26,6 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from itertools import islice
 
 from byoc.serve import negotiation
 from byoc.serve.batching import Answer, Part
@@ -215,19 +213,21 @@ def split(kind: Kind, body: bytes, limits: Limits) -> Iterator[Record]:
     return _tar(source, kind, limits, budget)
 
 
-# A line with something on it: from its first non-blank byte to its end (blank lines are skipped in C).
-_CONTENT_LINE = re.compile(rb"\S[^\n]*")
+def _lines(body: bytes) -> list[bytes]:
+    """The body's lines, split at "\\n": a newline ends a line, so one at the very end adds none. An
+    empty body is one empty line: batch transform (SplitType=Line, SingleRecord) sends a blank line of
+    its input as a request of its own, and it is answered, like every line, with one line."""
+    lines = body.split(b"\n")
+    return lines[:-1] if len(lines) > 1 and not lines[-1] else lines
 
 
 def _json_lines(body: bytes, limits: Limits) -> Iterator[Record]:
-    lines = _CONTENT_LINE.finditer(body)
-    if next(islice(_CONTENT_LINE.finditer(body), limits.records, None), None) is not None:
+    """One record per line, blank lines included (each answered with its own error line), so that
+    answer N is always line N's: batch transform's output is read by line number."""
+    if body.count(b"\n", 0, len(body) - 1) >= limits.records:
         raise PayloadTooLarge(f"more than {limits.records} lines in one request: send fewer images per request")
-    number, counted_to = 1, 0
-    for match in lines:
-        number += body.count(b"\n", counted_to, match.start())
-        counted_to = match.start()
-        yield _line_record(number, match[0].rstrip())
+    for number, line in enumerate(_lines(body), 1):
+        yield _line_record(number, line)
 
 
 def _line_record(number: int, line: bytes) -> Record:
@@ -236,6 +236,8 @@ def _line_record(number: int, line: bytes) -> Record:
     def refused(message: str) -> Record:
         return Record(name, error=BadRequest(f"{name}: {message}"))
 
+    if not line.strip():
+        return refused("empty line")
     try:
         doc = json.loads(line)
     except ValueError as exc:  # UnicodeDecodeError included

@@ -23,6 +23,15 @@ from byoc.serve.config import BATCH_MAX_PAYLOAD_MB, ServeConfig
 log = logging.getLogger("byoc.serve")
 
 GRACE_SECONDS = 20  # SageMaker allows 30 s after SIGTERM: drain, then stop the model server (<= 10 s)
+TAIL_LINES = 20  # of the model server's log, shown when it crashes
+
+
+def _show_tail(server) -> None:
+    """The model server log's last lines on stderr (CloudWatch on SageMaker): a crash's context,
+    which its log file (byoc.serve.mms) would take away with the container."""
+    lines = server.log_tail(TAIL_LINES)
+    if lines:
+        log.error("the model server log's last %d lines (%s):\n%s", len(lines), server.log_path, "\n".join(lines))
 
 
 def _wait_ready(server, report: Path, timeout: float, stop: threading.Event, multi_model: bool) -> None:
@@ -31,14 +40,41 @@ def _wait_ready(server, report: Path, timeout: float, stop: threading.Event, mul
     while not stop.is_set() and time.monotonic() < deadline:
         failure = startup.read(report)
         if failure:
+            if server.crashed:  # the model server failed, not the model: its log says why
+                _show_tail(server)
             raise ByocError(failure)
         if not server.alive():
-            raise ByocError("the model server exited while starting; see the log above")
+            _show_tail(server)
+            raise ByocError(f"the model server exited while starting; see {server.log_where}")
         if server.listening() if multi_model else server.probe():
             return
         time.sleep(0.2)
     if not stop.is_set():
+        _show_tail(server)
         raise ByocError(f"no model worker became ready within {timeout:.0f} s")
+
+
+def _workers_died(server, seen: frozenset[int]) -> frozenset[int]:
+    """One `worker_died` line for each model worker of `seen` that is gone (the model server starts
+    another); the workers alive now. Their tracebacks are in the model server log."""
+    alive = server.worker_pids()
+    for pid in sorted(seen - alive):
+        log.error(json.dumps({"event": "worker_died", "pid": pid, "log": server.log_where}))
+    return alive
+
+
+def _serve_until_stopped(server, stop: threading.Event, multi_model: bool) -> bool:
+    """Until SIGTERM (True) or the model server's exit (False, its log's last lines shown), saying
+    when a worker dies (a multi-model endpoint's workers also end when their model is unloaded)."""
+    seen = frozenset() if multi_model else server.worker_pids()
+    while not stop.wait(1.0):
+        if not server.alive():
+            _show_tail(server)
+            log.error("the model server exited unexpectedly; stopping so the platform replaces this instance")
+            return False
+        if not multi_model:
+            seen = _workers_died(server, seen)
+    return True
 
 
 def _exit_now(signum, _frame):
@@ -87,6 +123,7 @@ def run(config: ServeConfig) -> int:
                 "event": "config",
                 **config.describe(),
                 "vmargs": server.vmargs,
+                "model_server_log": str(server.log_path or "stderr"),
                 "model_bytes": model_bytes,
                 "gpus": gpus,
                 "cores": cores,
@@ -144,10 +181,8 @@ def run(config: ServeConfig) -> int:
                     {"event": "ready", "port": front.server_address[1], "seconds": round(time.monotonic() - started, 1)}
                 )
             )
-        while not stop.wait(1.0):
-            if not server.alive():
-                log.error("the model server exited unexpectedly; stopping so the platform replaces this instance")
-                return 2
+        if not _serve_until_stopped(server, stop, config.multi_model):
+            return 2
         log.info(json.dumps({"event": "draining"}))
         draining = time.monotonic()
         drained = front.drain(GRACE_SECONDS)  # answers or refuses every accepted connection, resets none
