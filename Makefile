@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-LINT_PATHS := src lambda tests bench
+LINT_PATHS := src lambda tests bench examples
 
 .PHONY: help venv docker images demo lint test test-unit bench clean
 
@@ -52,4 +52,4 @@ bench: venv images
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache bench/results/*.tmp
+	rm -rf $(VENV) .venv-sdk build *.egg-info .pytest_cache .ruff_cache .mypy_cache bench/results/*.tmp
