@@ -3,21 +3,22 @@
 The SDK's own classes drive the two images: `Estimator` runs byoc-train, `Model` serves the
 trained model with byoc-serve behind a `Predictor`, and `Transformer` runs a batch transform over
 a folder of PNGs. With `--instance-type local` (the default) the SDK's local mode runs every step
-in Docker on this machine, with `file://` locations and no AWS account:
+in Docker on this machine (through docker compose), with `file://` locations and no AWS account.
+The SDK pinned in examples/requirements.txt goes into a venv of its own (scripts/sdk_venv.sh):
 
     byoc demo-data /tmp/digits
-    python examples/sagemaker_sdk_local.py --data /tmp/digits --images /tmp/digits/test/01.zero \\
-        --work /tmp/sdk-run
+    .venv-sdk/bin/python examples/sagemaker_sdk_local.py --data /tmp/digits \\
+        --images /tmp/digits/test/01.zero --work /tmp/sdk-run
 
-Local mode here differs from the SDK's default in one way: its containers join the machine's own
-network (`network_mode: host`) instead of the Docker network the SDK creates, and byoc-serve
-listens on 127.0.0.1 at `--port`. Every request then stays on this machine's loopback, the way
-`byoc local` runs the images, and a Docker engine without a bridge network works too.
+Local mode's containers here join the machine's own network (`network_mode: host`) instead of
+the Docker network the SDK creates, and byoc-serve listens on 127.0.0.1 at `--port`: every
+request stays on this machine's loopback, as with `byoc local`, and a Docker engine without a
+bridge network works too. The SDK's usage telemetry is off in local mode.
 
 On SageMaker the same script runs with real values and nothing else changes:
     --instance-type ml.m5.xlarge            a SageMaker instance type instead of `local`
     --role arn:aws:iam::ACCOUNT:role/NAME   an execution role SageMaker can assume
-    --train-image / --serve-image           the images' ECR URIs (`byoc` pushes them there)
+    --train-image / --serve-image           the images' ECR URIs (scripts/build_push.sh pushes them)
     --data s3://BUCKET/digits               the dataset (train/, valid/, test/) in S3
     --images s3://BUCKET/digits/test/01.zero  the PNGs to transform, in S3
     --sample zero.png                       a local PNG to send to the endpoint
@@ -37,18 +38,18 @@ import boto3
 import sagemaker
 from sagemaker.deserializers import JSONDeserializer
 from sagemaker.estimator import Estimator
-from sagemaker.local import LocalSession
+from sagemaker.local import LocalSession, entities, local_session
 from sagemaker.local import image as local_image
 from sagemaker.model import Model
 from sagemaker.predictor import Predictor
 from sagemaker.serializers import IdentitySerializer
 
-# Quick settings: a small network from scratch, one pass over the data, fixed speed settings (no
-# timing of candidates) and no INT8 copy. The byoc training guide lists every hyperparameter.
+# Quick settings: a small network from scratch, fixed speed settings (no timing of candidates) and no
+# INT8 copy; `--epochs` passes (one proves the path, ten read the digits). The byoc hyperparameter
+# reference lists them all.
 HYPERPARAMETERS = {
     "arch": "resnet18",
     "pretrained": "false",
-    "epochs": 1,
     "image-size": 32,
     "batch-size": 64,
     "lr": 0.003,
@@ -62,7 +63,7 @@ PLACEHOLDER_ROLE = "arn:aws:iam::111111111111:role/byoc-sagemaker-example"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", required=True, help="the dataset folder (train/, valid/, test/): a path or s3:// URI")
     p.add_argument("--images", required=True, help="a folder of PNGs to batch-transform: a path or s3:// URI")
     p.add_argument("--sample", help="a PNG to send to the endpoint (default: the first PNG under a local --images)")
@@ -72,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--instance-type", default="local", help="`local`, or a SageMaker instance type (default local)")
     p.add_argument("--train-image", default="byoc-train:latest", help="training image (default byoc-train:latest)")
     p.add_argument("--serve-image", default="byoc-serve:latest", help="serving image (default byoc-serve:latest)")
+    p.add_argument("--epochs", type=int, default=1, help="training passes over the data (default 1)")
     p.add_argument("--port", type=int, default=8080, help="local mode: byoc-serve's port on 127.0.0.1 (default 8080)")
     p.add_argument("--region", default="us-east-1", help="AWS region (default us-east-1)")
     args = p.parse_args(argv)
@@ -92,13 +94,13 @@ def location(path_or_uri: str) -> str:
     return Path(path_or_uri).resolve().as_uri()
 
 
-def host_network_containers(port: int) -> None:
+def host_network_containers() -> None:
     """Local mode's containers on the machine's own network (`network_mode: host`).
 
     The SDK writes a docker compose file with its own network and a port mapping; the SDK has no
     setting for that, so each container's entry is changed as it is written: no network of its
     own, no mapping, and every host name of the job resolving to 127.0.0.1. The SDK then reaches
-    the server at 127.0.0.1:`port`, where byoc-serve listens (`serving_env`)."""
+    the server at 127.0.0.1 on its `serving_port`, where byoc-serve listens (`serving_env`)."""
     create_host = local_image._SageMakerContainer._create_docker_host
 
     def on_host_network(self, host, environment, optml_subdirs, command, volumes):
@@ -111,8 +113,8 @@ def host_network_containers(port: int) -> None:
 
     local_image._SageMakerContainer._create_docker_host = on_host_network
     # The SDK asks Docker where the containers' ports are; on the host network they are here.
-    sagemaker.local.entities.get_docker_host = lambda: "127.0.0.1"
-    sagemaker.local.local_session.get_docker_host = lambda: "127.0.0.1"
+    entities.get_docker_host = lambda: "127.0.0.1"
+    local_session.get_docker_host = lambda: "127.0.0.1"
 
 
 def make_session(args: argparse.Namespace) -> sagemaker.Session:
@@ -120,14 +122,14 @@ def make_session(args: argparse.Namespace) -> sagemaker.Session:
     boto_session = boto3.Session(region_name=args.region)
     if not args.local:
         return sagemaker.Session(boto_session=boto_session)
-    host_network_containers(args.port)
+    host_network_containers()
     # Local mode keeps every request on this machine: the SDK's usage telemetry is off as well.
     defaults = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
     session = LocalSession(boto_session=boto_session, sagemaker_config=defaults)
     # Each job's scratch folder (and so its docker compose project) goes under --work, not /tmp.
     scratch = Path(args.work, "sdk-local")
     scratch.mkdir(parents=True, exist_ok=True)
-    session.config = {"local": {"local_code": True, "serving_port": args.port, "container_root": str(scratch)}}
+    session.config = {"local": {"serving_port": args.port, "container_root": str(scratch)}}
     return session
 
 
@@ -145,7 +147,7 @@ def train(args: argparse.Namespace, session: sagemaker.Session, output: str) -> 
         role=args.role,
         instance_count=1,
         instance_type=args.instance_type,
-        hyperparameters=HYPERPARAMETERS,
+        hyperparameters={**HYPERPARAMETERS, "epochs": args.epochs},
         output_path=output,
         base_job_name="byoc-sdk",
         sagemaker_session=session,
