@@ -84,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("on SageMaker --output must be an s3:// URI")
     if args.sample is None and args.images.startswith("s3://"):
         p.error("with s3:// --images, give --sample PNG: a local image to send to the endpoint")
+    if args.sample is None and not any(Path(args.images).rglob("*.png")):
+        p.error(f"no PNG under --images {args.images}")
     return args
 
 
