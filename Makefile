@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-LINT_PATHS := src lambda tests bench docs/hooks
+LINT_PATHS := src lambda tests bench examples docs/hooks
 
 .PHONY: help venv docker images demo lint test test-unit bench docs clean
 
@@ -57,4 +57,4 @@ docs: venv
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache .mypy_cache bench/results/*.tmp
+	rm -rf $(VENV) .venv-sdk build site *.egg-info .pytest_cache .ruff_cache .mypy_cache bench/results/*.tmp
