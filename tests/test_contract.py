@@ -4,7 +4,7 @@ import re
 import pytest
 
 from byoc.core.errors import ConfigError
-from byoc.training.contract import TrainConfig, _cli_overrides
+from byoc.training.contract import TrainConfig
 
 
 def test_sagemaker_sends_strings():
@@ -66,17 +66,6 @@ def test_unknown_name_lists_valid_ones():
 def test_bad_values(values, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         TrainConfig.from_dict(values)
-
-
-def test_cli_overrides_forms():
-    assert _cli_overrides(["--epochs", "5", "--lr=0.1", "--no-pretrained", "--freeze-backbone"]) == {
-        "epochs": "5",
-        "lr": "0.1",
-        "pretrained": "false",
-        "freeze-backbone": "true",
-    }
-    with pytest.raises(ConfigError):
-        _cli_overrides(["epochs"])
 
 
 def _in_subprocess(base, code):
