@@ -445,7 +445,9 @@ def _register_lambda(sub) -> None:
     )
     p.add_argument("--function", required=True, help="Lambda function name")
     p.add_argument(
-        "--source", type=Path, default=Path("lambda"), help="folder with lambda_function.py (default lambda/)"
+        "--source",
+        type=Path,
+        help="folder with lambda_function.py (default: the function byoc carries, found from any directory)",
     )
     p.add_argument(
         "--reserved-concurrency",
@@ -618,7 +620,12 @@ def _autoscale(aws, args) -> int:
 
 
 def _lambda_deploy(aws, args) -> int:
-    spec = _spec(lambda_deploy.LambdaSpec, args, environment=_pairs(args.env, "--env"))
+    spec = _spec(
+        lambda_deploy.LambdaSpec,
+        args,
+        source=args.source or lambda_deploy.default_source(),
+        environment=_pairs(args.env, "--env"),
+    )
     lambda_deploy.validate(spec)  # the settings' own checks before those that read the account
     lambda_deploy.package(spec.source)
     preflight.lambda_endpoint(aws, spec.name, args.skip_checks)
@@ -760,10 +767,10 @@ def _register_predict(sub) -> None:
         _predict,
         lambda parser: _common(parser, name=False),
     )
-    endpoint_name = p.add_argument(
-        "--name", dest="endpoint", required=True, help="the endpoint's name (`byoc deploy --name`)"
-    )
+    # required, but checked by _predict: argparse would not count the hidden alias as giving it
+    endpoint_name = p.add_argument("--name", dest="endpoint", help="the endpoint's name (`byoc deploy --name`)")
     hidden_alias(p, "--endpoint", endpoint_name)
+    p.set_defaults(func=_endpoint_given(_run(_predict)))
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (.jpg, .png, ...)")
     p.add_argument("--top-k", type=int, default=3, help="classes per image")
     p.add_argument("--json", dest="as_json", action="store_true", help="one JSON object per image")
@@ -795,6 +802,17 @@ def _register_predict(sub) -> None:
         help="a multi-model endpoint's model: its key under the endpoint's prefix, e.g. dogs-v2.tar.gz "
         "(`byoc models list`); not with --async",
     )
+
+
+def _endpoint_given(run):
+    """`run` once --name (or its alias) is given, checked before connecting to AWS."""
+
+    def checked(args) -> int:
+        if not args.endpoint:
+            raise ConfigError("predict needs --name ENDPOINT (the endpoint's name)")
+        return run(args)
+
+    return checked
 
 
 def _predict(aws, args) -> int:

@@ -534,7 +534,7 @@ def _register_predict(commands) -> None:
     p = commands.add_parser("predict", help="classify images with a served model (a URL) or a model folder")
     p.add_argument("target", metavar="URL|MODEL_DIR", help="`byoc local serve`'s URL, or a model folder to serve")
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--top-k", type=int, default=3, help="classes per image")
     p.add_argument("--image", default=SERVE_IMAGE, help="serving image for a model folder")
     add_gpus(p)
     add_network(p)
