@@ -199,8 +199,9 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--instance-type",
         default=DEFAULT_TRAIN_INSTANCE_TYPE,
-        help="a GPU instance (one T4 trains ResNet-50 in minutes where CPUs take hours); ml.m5.xlarge trains "
-        "on CPUs (the demo data)",
+        help="a GPU instance: one T4 trains ResNet-50 in minutes where CPUs take hours (an account may first need "
+        "its quota raised: Service Quotas, SageMaker, 'ml.g4dn.xlarge for training job usage'); ml.m5.xlarge "
+        "trains on CPUs (the demo data)",
     )
     p.add_argument("--instance-count", type=int, default=1, help="hosts; more than 1 trains with DDP across them")
     volume = p.add_argument("--volume-gb", type=int, default=50, help="GB of disk per host")

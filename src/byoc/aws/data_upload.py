@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 from byoc.aws import s3data
 from byoc.aws.session import Aws, say
@@ -126,16 +127,22 @@ def _check_classes(root: Path, splits: dict[str, Split]) -> None:
 def _unreadable(images: list[Path]) -> list[str]:
     """One line per image that cannot be read: decoded by Pillow where it is installed, else told by
     its first bytes."""
-    try:
-        from PIL import Image
-    except ImportError:
-        Image = None  # noqa: N806  # the module, or None without Pillow
+    pillow = _pillow()
     lines = []
     for path in images:
-        problem = _decode_problem(Image, path) if Image is not None else _magic_problem(path)
+        problem = _decode_problem(pillow, path) if pillow is not None else _magic_problem(path)
         if problem:
             lines.append(f"{path}: {problem}")
     return lines
+
+
+def _pillow() -> ModuleType | None:
+    """PIL.Image where Pillow is installed (the AWS commands do not need it)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    return Image
 
 
 def _decode_problem(image_module, path: Path) -> str | None:

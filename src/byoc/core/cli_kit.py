@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def hidden_alias(parser: argparse.ArgumentParser | argparse._ArgumentGroup, alias: str, of: argparse.Action) -> None:
@@ -18,16 +19,17 @@ def hidden_alias(parser: argparse.ArgumentParser | argparse._ArgumentGroup, alia
             print(f"note: {alias} is deprecated and will be removed: use {name}", file=sys.stderr)
             of(parser, namespace, values, name)
 
+    typed: dict[str, Any] = {"type": of.type} if of.type is not None else {}
     parser.add_argument(
         alias,
         dest=of.dest,
         action=Alias,
         nargs=of.nargs,
-        type=of.type,
         choices=of.choices,
         metavar=of.metavar,
         default=argparse.SUPPRESS,  # the option's own default stands
         help=argparse.SUPPRESS,
+        **typed,
     )
 
 

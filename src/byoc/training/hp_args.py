@@ -202,8 +202,9 @@ def parse_argv(argv: Sequence[str]) -> dict[str, str]:
     args, rest = parser.parse_known_args(_kebab(argv))
     unknown = _foreign_removed(rest)
     if unknown:
+        what = "option" if unknown[0].startswith("-") else "argument"
         raise ConfigError(
-            f"train: unknown option {unknown[0]!r}: options are hyperparameters "
+            f"train: unknown {what} {unknown[0]!r}: options are hyperparameters "
             f"({', '.join(TrainConfig.names())}) or --hp NAME=VALUE"
         )
     return collect(args)
