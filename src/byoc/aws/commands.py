@@ -768,8 +768,10 @@ def _register_predict(sub) -> None:
         _predict,
         lambda parser: _common(parser, name=False),
     )
-    # required, but checked by _predict: argparse would not count the hidden alias as giving it
-    endpoint_name = p.add_argument("--name", dest="endpoint", help="the endpoint's name (`byoc deploy --name`)")
+    # required, but checked by _endpoint_given: argparse would not count the hidden alias as giving it
+    endpoint_name = p.add_argument(
+        "--name", dest="endpoint", help="required: the endpoint's name (`byoc deploy --name`)"
+    )
     hidden_alias(p, "--endpoint", endpoint_name)
     p.set_defaults(func=_endpoint_given(_run(_predict)))
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (.jpg, .png, ...)")
