@@ -137,3 +137,7 @@ def test_help_lists_each_hyperparameter_with_the_images_default():
     for f in dataclasses.fields(TrainConfig):
         assert hp_args.flag(f.name) in text
     assert "(default: 10)" in text.replace("\n", " ").replace("  ", " ")
+
+
+def test_every_hyperparameter_is_described():
+    assert sorted(hp_args.DESCRIPTIONS) == sorted(f.name for f in dataclasses.fields(TrainConfig))
