@@ -130,9 +130,9 @@ def test_an_image_the_container_rejects_is_the_failure_object(s3):
 def test_byoc_predict_names_the_digits_real_time_and_asynchronous(s3, digits, capsys, tmp_path):
     paths = [str(path) for path, _ in digits]
     truth = [label for _, label in digits]
-    sync = awsutil.byoc(capsys, "predict", "--endpoint", REALTIME, "--json", *paths)
+    sync = awsutil.byoc(capsys, "predict", "--name", REALTIME, "--json", *paths)
     queued = awsutil.byoc(
-        capsys, "predict", "--endpoint", ASYNC, "--async", "--async-input", f"s3://{BUCKET}/predict/", "--json", *paths
+        capsys, "predict", "--name", ASYNC, "--async", "--async-input", f"s3://{BUCKET}/predict/", "--json", *paths
     )
     sync_docs = [json.loads(line) for line in sync.splitlines()]
     async_docs = [json.loads(line) for line in queued.splitlines()]
@@ -142,14 +142,14 @@ def test_byoc_predict_names_the_digits_real_time_and_asynchronous(s3, digits, ca
     mostly_right([d["predictions"][0]["label"] for d in sync_docs], truth)
 
     path, label = next((p, t) for (p, t), d in zip(digits, sync_docs, strict=True) if d["predictions"][0]["label"] == t)
-    table = awsutil.byoc(capsys, "predict", "--endpoint", REALTIME, "--top-k", "2", str(path))
+    table = awsutil.byoc(capsys, "predict", "--name", REALTIME, "--top-k", "2", str(path))
     lines = table.splitlines()
     assert lines[:2] == [str(path), lines[1]] and lines[1].split() == ["rank", "label", "probability"]
     assert lines[2].split()[:2] == ["1", label] and lines[2].endswith("%") and len(lines) == 4
 
     bad = tmp_path / "not-an-image.png"
     bad.write_bytes(b"this is not a PNG")
-    code = main(["predict", "--endpoint", ASYNC, "--async", "--async-input", f"s3://{BUCKET}/predict/", str(bad)])
+    code = main(["predict", "--name", ASYNC, "--async", "--async-input", f"s3://{BUCKET}/predict/", str(bad)])
     err = capsys.readouterr().err
     assert code == 1
     assert err.startswith(f"error: {bad}: the endpoint failed it: ") and err.rstrip().endswith("-error.out)")

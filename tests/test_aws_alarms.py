@@ -69,7 +69,7 @@ def test_deploy_creates_the_endpoint_alarms_and_an_email_topic(aws, capsys):
 
 def test_an_async_endpoint_gets_a_queue_age_alarm(aws, capsys):
     seed_account(models=[model_data("al2")])
-    byoc(capsys, *deploy_args("al2", "--async", "--output", "s3://byoc-alarms/al2/out/", "--alarm-topic", TOPIC))
+    byoc(capsys, *deploy_args("al2", "--async", "--async-output", "s3://byoc-alarms/al2/out/", "--alarm-topic", TOPIC))
     age = alarms_of("byoc-al2-")["byoc-al2-queue-age"]
     assert (age["MetricName"], age["Dimensions"], age["AlarmActions"]) == (
         "ApproximateAgeOfOldestRequest",

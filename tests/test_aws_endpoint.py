@@ -36,7 +36,7 @@ def deploy_args(name: str, *extra: str) -> tuple[str, ...]:
 
 
 def async_args(name: str, *extra: str) -> tuple[str, ...]:
-    return deploy_args(name, "--async", "--output", f"s3://byoc-models/byoc/{name}/async/results/", *extra)
+    return deploy_args(name, "--async", "--async-output", f"s3://byoc-models/byoc/{name}/async/results/", *extra)
 
 
 def described_config(name: str) -> tuple[dict, dict]:
@@ -134,7 +134,7 @@ def test_deploy_async_sets_the_async_config_and_limits_once(aws, capsys):
     seed_account(models=["s3://byoc-models/ep4/model.tar.gz"])
     args = async_args(
         "ep4",
-        "--error-output",
+        "--async-error-output",
         "s3://byoc-models/byoc/ep4/async/failures/",
         "--sns-success",
         SUCCESS,
@@ -153,7 +153,7 @@ def test_deploy_async_sets_the_async_config_and_limits_once(aws, capsys):
         "s3://byoc-models/byoc/ep4/async/results/, failures to s3://byoc-models/byoc/ep4/async/failures/"
     ) in out
     assert f"notifications: {SUCCESS}, {FAILURE} (the execution role needs sns:Publish on them)" in out
-    assert "  invoke: byoc predict --endpoint ep4 --async IMAGE" in out
+    assert "  invoke: byoc predict --name ep4 --async IMAGE" in out
     assert "1 x ml.m5.large bills about $0.115/hour while it runs" in out
     assert "note: the execution role must write" not in out  # both prefixes are under byoc/ep4/
     config, model = described_config("ep4")
@@ -181,7 +181,7 @@ def test_deploy_async_defaults_and_no_switch_between_kinds(aws, capsys):
     seed_account(
         models=["s3://byoc-models/ep5/model.tar.gz", "s3://byoc-models/ep6/model.tar.gz"], buckets=["s3://elsewhere"]
     )
-    out = byoc(capsys, *deploy_args("ep5", "--async", "--output", "s3://elsewhere/results/"))
+    out = byoc(capsys, *deploy_args("ep5", "--async", "--async-output", "s3://elsewhere/results/"))
     assert "failures to s3://elsewhere/results/" in out
     assert "note: the execution role must write s3://elsewhere/results/ (the role `byoc sagemaker-role` makes" in out
     config, model = described_config("ep5")
@@ -208,17 +208,23 @@ def test_deploy_async_defaults_and_no_switch_between_kinds(aws, capsys):
 
 def test_deploy_async_flag_errors(aws, capsys):
     cases = [
-        (("--async",), "--async needs --output s3://BUCKET/PREFIX"),
-        (("--output", "s3://b/out/"), "--output: only for asynchronous endpoints; add --async"),
+        (("--async",), "--async needs --async-output s3://BUCKET/PREFIX"),
+        (("--async-output", "s3://b/out/"), "--async-output: only for asynchronous endpoints; add --async"),
         (
             ("--sns-error", FAILURE, "--max-concurrent-per-instance", "2"),
             "--sns-error, --max-concurrent-per-instance: only for asynchronous endpoints",
         ),
-        (("--async", "--output", "b/out/"), "--output must be an s3://BUCKET/PREFIX URI, got 'b/out/'"),
-        (("--async", "--output", "s3://b/o/", "--error-output", "s3:/b"), "--error-output must be an s3://"),
-        (("--async", "--output", "s3://b/o/", "--sns-success", "my-topic"), "--sns-success must be an SNS topic ARN"),
+        (("--async", "--async-output", "b/out/"), "--async-output must be an s3://BUCKET/PREFIX URI, got 'b/out/'"),
         (
-            ("--async", "--output", "s3://b/o/", "--max-concurrent-per-instance", "0"),
+            ("--async", "--async-output", "s3://b/o/", "--async-error-output", "s3:/b"),
+            "--async-error-output must be an s3://",
+        ),
+        (
+            ("--async", "--async-output", "s3://b/o/", "--sns-success", "my-topic"),
+            "--sns-success must be an SNS topic ARN",
+        ),
+        (
+            ("--async", "--async-output", "s3://b/o/", "--max-concurrent-per-instance", "0"),
             "--max-concurrent-per-instance must be 1 to 1000",
         ),
     ]

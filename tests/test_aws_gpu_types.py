@@ -59,7 +59,7 @@ def test_a_v100_type_is_refused_before_anything_is_created(aws, capsys, command)
 def test_ec2_train_refuses_a_v100_even_on_an_ami_of_ones_own(aws, capsys):
     seed_account(data=[DATA])
     argv = ("ec2-train", "--name", "gt2", "--data", DATA, "--instance-type", "p3.2xlarge", "--ami", "ami-0own")
-    lines = refused(capsys, *argv, "--no-follow")
+    lines = refused(capsys, *argv, "--no-wait")
     assert lines[0].startswith("--instance-type p3.2xlarge: its V100 GPU is compute capability 7.0")
     assert boto3.client("ec2").describe_instances()["Reservations"] == []
     assert "byoc-gt2-ec2" not in [r["RoleName"] for r in boto3.client("iam").list_roles()["Roles"]]

@@ -95,9 +95,9 @@ def test_bad_hyperparameters_fail_before_any_job(aws, capsys):
     from byoc.cli import main
 
     assert main(["train-job", "--name", "jobs0", "--role", ROLE, "--data", "s3://b/d", "--hp", "bogus=1"]) == 1
-    assert "unknown hyperparameter(s): bogus" in capsys.readouterr().err
+    assert "--hp bogus=1: unknown hyperparameter 'bogus'" in capsys.readouterr().err
     assert main(["train-job", "--name", "jobs0", "--role", ROLE, "--data", "s3://b/d", "--epochs", "0"]) == 1
-    assert "epochs=0 must be >= 1" in capsys.readouterr().err
+    assert capsys.readouterr().err == "error: --epochs 0: must be >= 1\n"
     assert main(["train-job", "--name", "jobs0", "--data", "s3://b/d"]) == 1
     assert "no --role given and no role byoc-jobs0-sagemaker: run `byoc sagemaker-role" in capsys.readouterr().err
     assert boto3.client("sagemaker").list_training_jobs(NameContains="jobs0")["TrainingJobSummaries"] == []

@@ -75,7 +75,7 @@ def test_lambda_deploy_least_privilege_role_alias_concurrency_url(aws, capsys, s
         "--poll",
         "0.05",
     )
-    out = byoc(capsys, *deploy_args("lam1", source, "--function-url", "--memory", "1024", "--timeout", "20"))
+    out = byoc(capsys, *deploy_args("lam1", source, "--function-url", "--function-memory", "1024", "--timeout", "20"))
     assert "creating IAM role byoc-lam1-lambda" in out and "creating alias live -> 1" in out
     assert "reserved concurrency: unreserved -> 5" in out and "creating Function URL" in out
 
@@ -120,7 +120,7 @@ def test_lambda_deploy_least_privilege_role_alias_concurrency_url(aws, capsys, s
     assert group["retentionInDays"] == 30
     assert logs.list_tags_for_resource(resourceArn=group_arn)["tags"] == {"byoc:name": "lam1"}
 
-    out = byoc(capsys, *deploy_args("lam1", source, "--function-url", "--memory", "1024", "--timeout", "20"))
+    out = byoc(capsys, *deploy_args("lam1", source, "--function-url", "--function-memory", "1024", "--timeout", "20"))
     assert "version 1 already has this code and configuration" in out
     assert "creating" not in out and "updating" not in out
     versions = [v["Version"] for v in lam.list_versions_by_function(FunctionName="lam1-classify")["Versions"]]
@@ -128,7 +128,10 @@ def test_lambda_deploy_least_privilege_role_alias_concurrency_url(aws, capsys, s
 
     (source / "lambda_function.py").write_text(HANDLER + "# v2\n")
     out = byoc(
-        capsys, *deploy_args("lam1", source, "--memory", "1024", "--timeout", "20", "--s3-read-bucket", "lam1-uploads")
+        capsys,
+        *deploy_args(
+            "lam1", source, "--function-memory", "1024", "--timeout", "20", "--s3-read-bucket", "lam1-uploads"
+        ),
     )
     assert "updating the code of lam1-classify" in out and "moving alias live: 1 -> 2" in out
     assert "inline policy invoke-endpoint: updating" in out

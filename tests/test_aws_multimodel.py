@@ -73,7 +73,7 @@ def test_deploy_multi_model_points_the_model_at_the_prefix_once(aws, capsys):
     assert "(1 x ml.c5.xlarge, container startup health check timeout 600 s, multi-model)" in out
     assert f"multi-model endpoint mm1: every model.tar.gz under {prefix('mm1')} is a model" in out
     assert "add a model: byoc models add --name mm1 KEY model.tar.gz" in out
-    assert "invoke: byoc predict --endpoint mm1 --target-model KEY.tar.gz IMAGE" in out
+    assert "invoke: byoc predict --name mm1 --target-model KEY.tar.gz IMAGE" in out
     assert "cost: 1 x ml.c5.xlarge bills about $0.204/hour however many models it serves" in out
     assert "note: the execution role must read" not in out  # the prefix is under byoc/mm1/
     config, model = described_config("mm1")
@@ -130,7 +130,7 @@ def test_models_add_uploads_once_and_list_shows_them(s3, capsys, tmp_path):
     tar = model_tar(tmp_path / "model.tar.gz", META)
     out = byoc(capsys, "models", "add", "--prefix", prefix("mm4"), "dogs", str(tar))
     assert f"uploading {tar} (" in out and f"resnet18, 3 classes) to {prefix('mm4')}dogs.tar.gz" in out
-    assert "invoke: byoc predict --endpoint ENDPOINT --target-model dogs.tar.gz IMAGE" in out
+    assert "invoke: byoc predict --name ENDPOINT --target-model dogs.tar.gz IMAGE" in out
     stored = keys(s3, "mm4")
     assert list(stored) == ["byoc/mm4/models/dogs.tar.gz"]
     assert stored["byoc/mm4/models/dogs.tar.gz"][1] == tar.stat().st_size
@@ -142,7 +142,7 @@ def test_models_add_uploads_once_and_list_shows_them(s3, capsys, tmp_path):
     model_tar(tar, {**META, "labels": ["cat", "dog"]})
     out = byoc(capsys, "models", "add", "--name", "mm4", "dogs", str(tar))
     assert "2 classes" in out and "note: replacing" in out and "give a new version a new name" in out
-    assert "--endpoint mm4 --target-model dogs.tar.gz" in out
+    assert "--name mm4 --target-model dogs.tar.gz" in out
 
     # from S3: the prefix from the endpoint's model, a server-side copy, once
     s3.upload_file(str(tar), BUCKET, "training/output/model.tar.gz")
@@ -266,7 +266,7 @@ def test_predict_sends_the_target_model(tmp_path, capsys):
 def test_predict_refuses_a_target_model_with_async(aws, tmp_path, capsys):
     image = tmp_path / "dog.png"
     image.write_bytes(b"\x89PNG")
-    argv = ["predict", "--endpoint", "mm7", "--async", "--target-model", "dogs.tar.gz", str(image)]
+    argv = ["predict", "--name", "mm7", "--async", "--target-model", "dogs.tar.gz", str(image)]
     assert main(argv) == 1
     assert "InvokeEndpointAsync has no TargetModel; drop --async" in capsys.readouterr().err
 

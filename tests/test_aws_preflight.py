@@ -225,7 +225,7 @@ def test_each_command_checks_before_it_creates(aws, capsys):
     seed_account(data=[DATA], models=["s3://pf-models/pf14/model.tar.gz"])
     tune = ("tune", "--name", "pf14", "--role", ROLE, "--data", DATA, "--arch", "resnt50", "--no-wait")
     assert "did you mean resnet50" in refused(capsys, *tune)[0]
-    ec2 = ("ec2-train", "--name", "pf14", "--data", "s3://pf-none/dogImages", "--no-follow")
+    ec2 = ("ec2-train", "--name", "pf14", "--data", "s3://pf-none/dogImages", "--no-wait")
     assert "bucket pf-none does not exist" in refused(capsys, *ec2)[0]
     transform = (
         "batch-transform",
@@ -247,7 +247,7 @@ def test_each_command_checks_before_it_creates(aws, capsys):
     ]
     assert (
         "bucket pf-none does not exist"
-        in refused(capsys, *deploy_args("pf14", "--async", "--output", "s3://pf-none/r/"))[0]
+        in refused(capsys, *deploy_args("pf14", "--async", "--async-output", "s3://pf-none/r/"))[0]
     )
     nothing_created("pf14")
     assert boto3.client("ec2").describe_instances()["Reservations"] == []
@@ -280,7 +280,7 @@ def test_a_new_push_under_the_same_tag_deploys_a_new_model(aws, capsys, monkeypa
     updates = FakeUpdates().installed(monkeypatch)
     first = seed_account(models=["s3://pf-models/pf17/model.tar.gz"])["byoc-serve"]
     out = byoc(capsys, *deploy_args("pf17"))
-    assert "next: byoc predict --endpoint pf17 IMAGE" in out
+    assert "next: byoc predict --name pf17 IMAGE" in out
     second = push_image("byoc-serve", "latest", content="rebuilt")
     assert second != first
     out = byoc(capsys, *deploy_args("pf17"))

@@ -62,7 +62,9 @@ def cpu_image(aws):
 
 
 def test_deploy_serverless_uses_the_cpu_image_and_no_instances_once(cpu_image, capsys):
-    args = serverless_args("sl1", "--memory", "2048", "--max-concurrency", "5", "--provisioned-concurrency", "2")
+    args = serverless_args(
+        "sl1", "--serverless-memory", "2048", "--max-concurrency", "5", "--provisioned-concurrency", "2"
+    )
     out = byoc(capsys, *args)
     assert f"image {cpu_image}: 3.00 GB in ECR (serverless takes up to 10 GB)" in out
     assert "(serverless, 2048 MB, up to 5 concurrent requests, 2 provisioned)" in out
@@ -107,7 +109,7 @@ def test_deploy_serverless_uses_the_cpu_image_and_no_instances_once(cpu_image, c
 
 
 def test_on_demand_serverless_bills_nothing_by_the_hour(cpu_image, capsys):
-    byoc(capsys, *serverless_args("sl2", "--memory", "1024", "--max-concurrency", "1"))
+    byoc(capsys, *serverless_args("sl2", "--serverless-memory", "1024", "--max-concurrency", "1"))
     config, _ = described_config("sl2")
     assert config["ProductionVariants"][0]["ServerlessConfig"] == {"MemorySizeInMB": 1024, "MaxConcurrency": 1}
     out = byoc(capsys, "status", "--name", "sl2")
@@ -130,7 +132,7 @@ def test_serverless_refuses_images_it_cannot_run(aws, capsys):
         ),
     ]
     for image, message, code in cases:
-        args = serverless_args("sl3", "--memory", "2048", "--max-concurrency", "2", "--image", image)
+        args = serverless_args("sl3", "--serverless-memory", "2048", "--max-concurrency", "2", "--image", image)
         assert main(list(args)) == code, image
         assert message in capsys.readouterr().err, image
     assert names("sl3") == ([], [])
@@ -139,20 +141,26 @@ def test_serverless_refuses_images_it_cannot_run(aws, capsys):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (("--max-concurrency", "2"), "--serverless needs --memory MB and --max-concurrency N"),
-        (("--memory", "2048"), "--serverless needs --memory MB and --max-concurrency N"),
-        (("--memory", "2048", "--max-concurrency", "0"), "--max-concurrency must be 1 to 200, got 0"),
-        (("--memory", "2048", "--max-concurrency", "201"), "--max-concurrency must be 1 to 200, got 201"),
+        (("--max-concurrency", "2"), "--serverless needs --serverless-memory MB and --max-concurrency N"),
+        (("--serverless-memory", "2048"), "--serverless needs --serverless-memory MB and --max-concurrency N"),
+        (("--serverless-memory", "2048", "--max-concurrency", "0"), "--max-concurrency must be 1 to 200, got 0"),
+        (("--serverless-memory", "2048", "--max-concurrency", "201"), "--max-concurrency must be 1 to 200, got 201"),
         (
-            ("--memory", "2048", "--max-concurrency", "4", "--provisioned-concurrency", "5"),
+            ("--serverless-memory", "2048", "--max-concurrency", "4", "--provisioned-concurrency", "5"),
             "--provisioned-concurrency must be 1 to --max-concurrency (4), got 5",
         ),
         (
-            ("--memory", "2048", "--max-concurrency", "4", "--async", "--output", "s3://b/o/"),
+            ("--serverless-memory", "2048", "--max-concurrency", "4", "--async", "--async-output", "s3://b/o/"),
             "--serverless and --async",
         ),
-        (("--memory", "2048", "--max-concurrency", "4", "--instance-type", "ml.m5.large"), "and --instance-type: a"),
-        (("--memory", "2048", "--max-concurrency", "4", "--instance-count", "2"), "--serverless and --instance-count"),
+        (
+            ("--serverless-memory", "2048", "--max-concurrency", "4", "--instance-type", "ml.m5.large"),
+            "and --instance-type: a",
+        ),
+        (
+            ("--serverless-memory", "2048", "--max-concurrency", "4", "--instance-count", "2"),
+            "--serverless and --instance-count",
+        ),
     ],
 )
 def test_serverless_flag_errors_create_nothing(cpu_image, capsys, extra, message):
@@ -163,19 +171,34 @@ def test_serverless_flag_errors_create_nothing(cpu_image, capsys, extra, message
 
 def test_serverless_flags_need_serverless_and_memory_is_one_of_sagemakers(aws, capsys):
     argv = ["deploy", "--name", "sl5", "--model-data", "s3://b/m.tar.gz", "--role", ROLE]
-    assert main([*argv, "--memory", "2048", "--max-concurrency", "3"]) == 1
-    assert "--memory, --max-concurrency: only for serverless endpoints; add --serverless" in capsys.readouterr().err
+    assert main([*argv, "--serverless-memory", "2048", "--max-concurrency", "3"]) == 1
+    assert (
+        "--serverless-memory, --max-concurrency: only for serverless endpoints; add --serverless"
+        in capsys.readouterr().err
+    )
     with pytest.raises(SystemExit):  # argparse: invalid choice
-        main([*argv, "--serverless", "--memory", "1500", "--max-concurrency", "3"])
+        main([*argv, "--serverless", "--serverless-memory", "1500", "--max-concurrency", "3"])
     assert "invalid choice: 1500" in capsys.readouterr().err
     assert (
-        main([*argv, "--serverless", "--multi-model", "s3://b/m/", "--memory", "1024", "--max-concurrency", "1"]) == 1
+        main(
+            [
+                *argv,
+                "--serverless",
+                "--multi-model",
+                "s3://b/m/",
+                "--serverless-memory",
+                "1024",
+                "--max-concurrency",
+                "1",
+            ]
+        )
+        == 1
     )
     assert "--model-data and --multi-model: pick one" in capsys.readouterr().err
     assert main(["deploy", "--name", "sl5", "--role", ROLE, "--serverless", "--multi-model", "s3://b/m/"]) == 1
-    assert "--serverless needs --memory" in capsys.readouterr().err
+    assert "--serverless needs --serverless-memory" in capsys.readouterr().err
     argv = ["deploy", "--name", "sl5", "--role", ROLE, "--multi-model", "s3://b/m/", "--serverless"]
-    assert main([*argv, "--memory", "1024", "--max-concurrency", "1"]) == 1
+    assert main([*argv, "--serverless-memory", "1024", "--max-concurrency", "1"]) == 1
     assert "--serverless and --multi-model" in capsys.readouterr().err
     assert names("sl5") == ([], [])
 
@@ -183,7 +206,7 @@ def test_serverless_flags_need_serverless_and_memory_is_one_of_sagemakers(aws, c
 def test_a_real_time_endpoint_is_not_updated_to_serverless(cpu_image, capsys):
     byoc(capsys, "deploy", "--name", "sl6", "--model-data", "s3://byoc-models/sl6/model.tar.gz", "--role", ROLE)
     before = names("sl6")
-    assert main(list(serverless_args("sl6", "--memory", "2048", "--max-concurrency", "2"))) == 1
+    assert main(list(serverless_args("sl6", "--serverless-memory", "2048", "--max-concurrency", "2"))) == 1
     assert (
         "endpoint sl6 runs on instances, and SageMaker cannot update an instance-backed endpoint to serverless: "
         "run `byoc teardown --name sl6` first"

@@ -556,7 +556,7 @@ def test_lambda_deploy_refuses_an_out_of_range_memory_before_creating_anything(a
     seed_account(endpoints=["val2"])  # pre-flight passes: the refusal is the validator's
     (tmp_path / "lambda_function.py").write_text("def lambda_handler(event, context):\n    return {}\n")
     argv = ["lambda-deploy", "--name", "val2", "--function", "val2-fn", "--source", str(tmp_path)]
-    code = main([*argv, "--reserved-concurrency", "5", "--memory", "40000"])
+    code = main([*argv, "--reserved-concurrency", "5", "--function-memory", "40000"])
     err = capsys.readouterr().err
     assert code == 2 and err.strip().startswith("error: AWS would refuse CreateFunction: MemorySize: 40000 is over"), (
         err

@@ -1,10 +1,11 @@
 import json
 import re
+import subprocess
 
 import pytest
 
 from byoc.core.errors import ConfigError
-from byoc.training.contract import TrainConfig, _cli_overrides
+from byoc.training.contract import TrainConfig
 
 
 def test_sagemaker_sends_strings():
@@ -68,17 +69,6 @@ def test_bad_values(values, fragment):
         TrainConfig.from_dict(values)
 
 
-def test_cli_overrides_forms():
-    assert _cli_overrides(["--epochs", "5", "--lr=0.1", "--no-pretrained", "--freeze-backbone"]) == {
-        "epochs": "5",
-        "lr": "0.1",
-        "pretrained": "false",
-        "freeze-backbone": "true",
-    }
-    with pytest.raises(ConfigError):
-        _cli_overrides(["epochs"])
-
-
 def _in_subprocess(base, code):
     """sagemaker-training reads SAGEMAKER_BASE_DIR at import: use a fresh interpreter."""
     import os
@@ -116,6 +106,35 @@ def test_sagemaker_config_files_are_read(tmp_path):
         "print(job.hosts, job.node_rank, job.master_host, job.network_interface, cfg.epochs, cfg.lr, cfg.arch)",
     )
     assert out.split() == ["['algo-1',", "'algo-2']", "1", "algo-1", "eth7", "7", "0.5", "resnet18"]
+
+
+def test_the_command_line_takes_every_form_over_the_config_files(tmp_path):
+    """The image's own command line (byoc.training.hp_args) over hyperparameters.json: the forms a user
+    types and the one sagemaker-training passes (`--pretrained False`), a bad value naming its option."""
+    config = tmp_path / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps({"epochs": "7", "augment": "true"}))
+    argv = [
+        "--epochs",
+        "2",
+        "--no-augment",
+        "--hp",
+        "lr=0.5",
+        "--pretrained",
+        "False",
+        "--_tuning_objective_metric",
+        "x",
+    ]
+    out = _in_subprocess(
+        tmp_path,
+        f"from byoc.training import contract; job, cfg = contract.load({argv!r});"
+        "print(cfg.epochs, cfg.augment, cfg.lr, cfg.pretrained)",
+    )
+    assert out.split() == ["2", "False", "0.5", "False"]
+    code = "from byoc.training import contract; contract.load(['--epochs', 'two'])"
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        _in_subprocess(tmp_path, code)
+    assert "ConfigError: --epochs two: must be an integer" in failed.value.stderr
 
 
 def test_pipe_mode_is_refused_with_reason(tmp_path):

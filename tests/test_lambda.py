@@ -17,7 +17,7 @@ from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
 from byoc.local import runtime as local_runtime
-from byoc.local.web.dev_server import DEFAULT_FUNCTION, load_function
+from byoc.local.web.dev_server import default_function, load_function
 from tests import netutil
 from tests.test_local_runtime import StandIn
 
@@ -33,7 +33,7 @@ ACCOUNT, ARN = "111122223333", "arn:aws:lambda:us-east-1:111122223333:function:b
 
 @pytest.fixture(scope="module")
 def lf():
-    return load_function(DEFAULT_FUNCTION)
+    return load_function(default_function())
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from byoc.local.web.dev_server import DEFAULT_FUNCTION, load_function
+from byoc.local.web.dev_server import default_function, load_function
 from tests import dockerutil as du
 from tests import netutil
 from tests.test_lambda import Context, assert_clean, function_url, http_v2, rest_v1
@@ -66,7 +66,7 @@ def lf(runtime):
             mp.setenv(key, value)
         for key in ("CORS_ALLOW_ORIGINS", "S3_ALLOWED_BUCKETS", "TOP_K"):
             mp.delenv(key, raising=False)
-        module = load_function(DEFAULT_FUNCTION)
+        module = load_function(default_function())
         module.sagemaker_client.cache_clear()
         yield module
         module.sagemaker_client.cache_clear()

@@ -75,7 +75,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_a_table_per_image_with_the_content_type_and_top_k(env, tmp_path, capsys, stand_in):
     png, jpg, other = image(tmp_path, "a.png"), image(tmp_path, "b.JPG"), image(tmp_path, "c.webp")
-    out = awsutil.byoc(capsys, "predict", "--endpoint", "byoc", "--top-k", "2", str(png), str(jpg), str(other))
+    out = awsutil.byoc(capsys, "predict", "--name", "byoc", "--top-k", "2", str(png), str(jpg), str(other))
     assert out == "".join(TABLE.format(path=p) for p in (png, jpg, other))
     seen = stand_in.requests[-3:]
     assert [r["headers"]["Content-Type"] for r in seen] == ["image/png", "image/jpeg", "application/x-image"]
@@ -85,7 +85,7 @@ def test_a_table_per_image_with_the_content_type_and_top_k(env, tmp_path, capsys
 
 def test_json_is_one_object_per_image(env, tmp_path, capsys):
     paths = [image(tmp_path, "a.png"), image(tmp_path, "b.png")]
-    out = awsutil.byoc(capsys, "predict", "--endpoint", "byoc", "--json", *map(str, paths))
+    out = awsutil.byoc(capsys, "predict", "--name", "byoc", "--json", *map(str, paths))
     docs = [json.loads(line) for line in out.splitlines()]
     assert [d["image"] for d in docs] == [str(p) for p in paths]
     assert docs[0]["predictions"][0] == {"label": "zero", "index": 0, "score": 0.75}
@@ -93,7 +93,7 @@ def test_json_is_one_object_per_image(env, tmp_path, capsys):
 
 def test_an_image_the_model_rejects_is_one_line_and_the_others_still_answer(env, tmp_path, capsys):
     bad, good = image(tmp_path, "bad.png", b"bad"), image(tmp_path, "good.png")
-    code, out, err = run(capsys, "predict", "--endpoint", "byoc", str(bad), str(good))
+    code, out, err = run(capsys, "predict", "--name", "byoc", str(bad), str(good))
     assert code == 1
     assert out == TABLE.format(path=good)
     assert err == f"error: {bad}: the model answered 400: cannot decode the image: not a known format\n"
@@ -101,7 +101,7 @@ def test_an_image_the_model_rejects_is_one_line_and_the_others_still_answer(env,
 
 def test_an_endpoint_that_does_not_answer_is_one_line(env, tmp_path, capsys):
     path = image(tmp_path, "a.png")
-    code, out, err = run(capsys, "predict", "--endpoint", "stopped", str(path))
+    code, out, err = run(capsys, "predict", "--name", "stopped", str(path))
     assert code == 1 and out == ""
     assert err.startswith(f"error: {path}: the endpoint did not answer: Amazon SageMaker could not get a response")
     assert err.count("\n") == 1
@@ -109,12 +109,12 @@ def test_an_endpoint_that_does_not_answer_is_one_line(env, tmp_path, capsys):
 
 def test_an_unknown_endpoint_and_a_missing_file_are_one_line_errors(env, tmp_path, capsys):
     path = image(tmp_path, "a.png")
-    code, out, err = run(capsys, "predict", "--endpoint", "nope", str(path))
+    code, out, err = run(capsys, "predict", "--name", "nope", str(path))
     assert (code, out) == (1, "")
     assert err == (
         "error: AWS refused InvokeEndpoint: ValidationError: Endpoint nope of account 111122223333 not found.\n"
     )
-    code, out, err = run(capsys, "predict", "--endpoint", "byoc", str(path), str(tmp_path / "missing.png"))
+    code, out, err = run(capsys, "predict", "--name", "byoc", str(path), str(tmp_path / "missing.png"))
     assert (code, out, err) == (1, "", f"error: no such image file: {tmp_path / 'missing.png'}\n")
 
 
@@ -128,14 +128,14 @@ def test_an_unknown_endpoint_and_a_missing_file_are_one_line_errors(env, tmp_pat
     ],
 )
 def test_bad_options_are_one_line_errors(env, tmp_path, capsys, argv, message):
-    code, _, err = run(capsys, "predict", "--endpoint", "byoc", *argv, str(image(tmp_path, "a.png")))
+    code, _, err = run(capsys, "predict", "--name", "byoc", *argv, str(image(tmp_path, "a.png")))
     assert code == 1 and err.startswith(f"error: {message}") and err.count("\n") == 1
 
 
 def test_async_uploads_queues_waits_and_prints_the_table(env, tmp_path, capsys, stand_in):
     paths = [image(tmp_path, "a.png", b"async-a"), image(tmp_path, "b.jpg", b"async-b")]
     out = awsutil.byoc(
-        capsys, "predict", "--endpoint", "queue", "--async", "--async-input", f"s3://{BUCKET}/in/", *map(str, paths)
+        capsys, "predict", "--name", "queue", "--async", "--async-input", f"s3://{BUCKET}/in/", *map(str, paths)
     )
     lines = out.splitlines(keepends=True)
     assert [line.split(" as ")[0] for line in lines[:2]] == [f"queued {p}" for p in paths]
@@ -163,7 +163,7 @@ def test_async_asks_for_the_hour_the_endpoint_promises_invoke_endpoint_async_inv
 
     monkeypatch.setattr(local_runtime.Runtime, "_check_async", spy)
     path = image(tmp_path, "a.png")
-    argv = ("predict", "--endpoint", "queue", "--async", "--async-input", f"s3://{BUCKET}/in", str(path))
+    argv = ("predict", "--name", "queue", "--async", "--async-input", f"s3://{BUCKET}/in", str(path))
     awsutil.byoc(capsys, *argv)
     awsutil.byoc(capsys, *argv, "--invocation-timeout", "120")
     assert seen == [(3600, 21600), (120, 21600)]  # (InvocationTimeoutSeconds, RequestTTLSeconds)
@@ -174,16 +174,14 @@ def test_async_asks_for_the_hour_the_endpoint_promises_invoke_endpoint_async_inv
 def test_async_json_prints_only_json(env, tmp_path, capsys):
     path = image(tmp_path, "a.png")
     out = awsutil.byoc(
-        capsys, "predict", "--endpoint", "queue", "--async", "--async-input", f"s3://{BUCKET}/in", "--json", str(path)
+        capsys, "predict", "--name", "queue", "--async", "--async-input", f"s3://{BUCKET}/in", "--json", str(path)
     )
     assert [json.loads(line)["image"] for line in out.splitlines()] == [str(path)]
 
 
 def test_async_failure_prints_the_models_message(env, tmp_path, capsys):
     bad = image(tmp_path, "bad.png", b"bad")
-    code, _, err = run(
-        capsys, "predict", "--endpoint", "queue", "--async", "--async-input", f"s3://{BUCKET}/in", str(bad)
-    )
+    code, _, err = run(capsys, "predict", "--name", "queue", "--async", "--async-input", f"s3://{BUCKET}/in", str(bad))
     assert code == 1
     assert err.startswith(f"error: {bad}: the endpoint failed it: cannot decode the image: not a known format (s3://")
     assert err.rstrip().endswith("-error.out)")
@@ -194,7 +192,7 @@ def test_async_gives_up_after_the_wait_timeout(env, tmp_path, capsys):
     code, _, err = run(
         capsys,
         "predict",
-        "--endpoint",
+        "--name",
         "queue",
         "--async",
         "--async-input",
@@ -236,16 +234,16 @@ def test_async_input_defaults_to_the_endpoints_bucket(env, tmp_path, capsys):
     _endpoint(sm, "derived", f"s3://{BUCKET}/byoc/derived/async-output")
     _endpoint(sm, "realtime", None)
     path = image(tmp_path, "a.png")
-    out = awsutil.byoc(capsys, "predict", "--endpoint", "derived", "--async", str(path))
+    out = awsutil.byoc(capsys, "predict", "--name", "derived", "--async", str(path))
     assert out.endswith(TABLE.format(path=path))
     uploaded = env.list_objects_v2(Bucket=BUCKET, Prefix="byoc/derived/async-input/")["Contents"]
     assert [o["Key"].rsplit("/", 1)[1] for o in uploaded] == ["a.png"]
-    code, _, err = run(capsys, "predict", "--endpoint", "realtime", "--async", str(path))
+    code, _, err = run(capsys, "predict", "--name", "realtime", "--async", str(path))
     assert (code, err) == (
         1,
         "error: endpoint realtime is real-time (its config has no AsyncInferenceConfig): drop --async\n",
     )
-    code, _, err = run(capsys, "predict", "--endpoint", "nope", "--async", str(path))
+    code, _, err = run(capsys, "predict", "--name", "nope", "--async", str(path))
     assert (code, err) == (
         1,
         "error: no endpoint nope in us-east-1 to take the upload bucket from: pass --async-input s3://BUCKET/PREFIX/\n",

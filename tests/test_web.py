@@ -57,7 +57,7 @@ def test_dev_server_serves_the_page_and_turns_posts_into_function_url_events(mon
         "AWS_SECRET_ACCESS_KEY": "x",
     }.items():
         monkeypatch.setenv(key, value)
-    function = dev_server.load_function(dev_server.DEFAULT_FUNCTION)
+    function = dev_server.load_function(dev_server.default_function())
     seen = []
     real_handler = function.lambda_handler
     monkeypatch.setattr(function, "lambda_handler", lambda event, ctx: seen.append(event) or real_handler(event, ctx))

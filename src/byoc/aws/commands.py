@@ -29,23 +29,14 @@ from byoc.aws import (
     target_models,
     teardown,
 )
+from byoc.core.cli_kit import hidden_alias
 from byoc.core.errors import ConfigError
+from byoc.training import hp_args
 
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"  # for deploy; --serverless has no instance type
-# The training image's most used hyperparameters as flags; any other goes through --hp NAME=VALUE.
-HP_FLAGS = (
-    ("epochs", int),
-    ("batch-size", int),
-    ("lr", float),
-    ("arch", str),
-    ("image-size", int),
-    ("pretrained", str),
-    ("freeze-backbone", str),
-    ("seed", int),
-    ("num-workers", int),
-    ("early-stopping-patience", int),
-    ("amp", str),
-)
+# ResNet-50 on the reference data takes hours on CPUs and minutes on one T4: training defaults to the
+# smallest GPU instance SageMaker trains on (byoc.core.gpu_support checks the image supports it).
+DEFAULT_TRAIN_INSTANCE_TYPE = "ml.g4dn.xlarge"
 
 
 def _common(parser: argparse.ArgumentParser, name: bool = True) -> None:
@@ -135,12 +126,21 @@ def register(sub) -> None:
 
 
 def _register_data(sub) -> None:
-    p = sub.add_parser("data", help="put training data on S3")
-    data_sub = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    p = sub.add_parser("data", help="put training data on S3: a folder of your own, or the dog images")
+    data_sub = p.add_subparsers(dest="dataset", metavar="ACTION", required=True)
+    u = data_sub.add_parser(
+        "upload",
+        help="check a folder's layout (train/ valid/ test/ of class folders) and images, then upload what changed",
+    )
+    _common(u, name=False)
+    u.add_argument("folder", type=Path, metavar="DIR", help="folder with train/, valid/ and test/ of class folders")
+    u.add_argument("uri", metavar="S3URI", help="s3://BUCKET/PREFIX (the bucket is created in --region if missing)")
+    u.add_argument("--workers", type=int, default=16, help="parallel uploads")
+    u.set_defaults(func=_run(_data_upload))
     d = data_sub.add_parser("dogimages", help="download the dog images archive and upload it in the dogImages layout")
     _common(d, name=False)
     d.add_argument("--bucket", required=True, help="S3 bucket (created in --region if missing)")
-    d.add_argument("--prefix", default="dogImages", help="key prefix (default dogImages)")
+    d.add_argument("--prefix", default="dogImages", help="key prefix")
     d.add_argument("--url", default=s3data.DOG_IMAGES_URL, help="archive URL (http(s):// or file://)")
     d.add_argument(
         "--work-dir",
@@ -168,6 +168,13 @@ def _sagemaker_role(aws, args) -> int:
     return 0
 
 
+def _data_upload(aws, args) -> int:
+    from byoc.aws import data_upload
+
+    data_upload.upload(aws, args.folder, args.uri, args.workers)
+    return 0
+
+
 def _dogimages(aws, args) -> int:
     s3data.dogimages(aws, args.bucket, args.prefix, args.url, args.work_dir, args.workers)
     return 0
@@ -178,54 +185,63 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--role", help="SageMaker execution role ARN (default: byoc-NAME-sagemaker from `byoc sagemaker-role`)"
     )
-    p.add_argument("--data", required=True, help="s3:// prefix with train/ valid/ test/ (from `byoc data`)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="s3:// prefix with train/ valid/ test/ (`byoc data upload` or `byoc data dogimages`)",
+    )
     p.add_argument(
         "--output", help="s3:// prefix for model, checkpoints, TensorBoard (default: the data bucket's byoc/NAME)"
     )
     p.add_argument(
         "--image", help="training image URI (default: ACCOUNT.dkr.ecr.REGION.amazonaws.com/byoc-train:latest)"
     )
-    p.add_argument("--instance-type", default="ml.m5.xlarge", help="e.g. ml.g4dn.xlarge for a GPU")
+    p.add_argument(
+        "--instance-type",
+        default=DEFAULT_TRAIN_INSTANCE_TYPE,
+        help="a GPU instance: one T4 trains ResNet-50 in minutes where CPUs take hours (an account may first need "
+        "its quota raised: Service Quotas, SageMaker, 'ml.g4dn.xlarge for training job usage'); ml.m5.xlarge "
+        "trains on CPUs (the demo data)",
+    )
     p.add_argument("--instance-count", type=int, default=1, help="hosts; more than 1 trains with DDP across them")
-    p.add_argument("--volume-size", dest="volume_gb", type=int, default=50, help="GB of disk per host")
+    volume = p.add_argument("--volume-gb", type=int, default=50, help="GB of disk per host")
+    hidden_alias(p, "--volume-size", volume)
     p.add_argument("--max-run", type=int, default=4 * 3600, help="seconds a job may train")
     p.add_argument("--spot", action="store_true", help="managed spot training (checkpoints to S3, resumes)")
     p.add_argument(
         "--max-wait", type=int, default=0, help="spot: seconds including waiting for capacity (default 2 x --max-run)"
     )
-    _hyperparameter_options(p)
+    hp_args.add_options(p)
     p.add_argument("--no-wait", dest="wait", action="store_false", help="start and return")
     p.add_argument("--poll", type=float, default=30, help="seconds between status checks")
     _skip_checks(p)
 
 
-def _hyperparameter_options(p: argparse.ArgumentParser) -> None:
-    for flag, kind in HP_FLAGS:
-        p.add_argument(f"--{flag}", type=kind, help="hyperparameter (default: the training image's)")
-    p.add_argument("--hp", action="append", metavar="NAME=VALUE", help="any other hyperparameter (repeatable)")
-
-
-def _hyperparameters(args: argparse.Namespace) -> dict[str, str]:
-    """The flags and --hp pairs as the training job's hyperparameters, checked by the image's own rules."""
-    given: dict[str, object] = {flag: getattr(args, flag.replace("-", "_")) for flag, _ in HP_FLAGS}
-    given.update(_pairs(args.hp, "--hp"))
-    return jobs.hyperparameters(given)
-
-
 def _job_spec(aws, args, command: str) -> jobs.JobSpec:
     """The job's settings, checked before anything is billed, with the image pinned to its ECR digest."""
-    bucket = args.data.removeprefix("s3://").split("/", 1)[0]
+    hyperparameters = hp_args.collect(args)  # before any AWS call
+    bucket = _data_uri(args.data).removeprefix("s3://").split("/", 1)[0]
     spec = _spec(
         jobs.JobSpec,
         args,
         image=args.image or ecr.image_uri(aws, ecr.TRAIN_REPO),
         role=args.role or sagemaker_role.default_arn(aws, args.name),
         output=args.output or f"s3://{bucket}/{sagemaker_role.output_prefix(args.name)}",
-        hyperparameters=_hyperparameters(args),
+        hyperparameters=hyperparameters,
     )
     jobs.definition(spec)  # the settings' own checks before those that read the account
     preflight.training(aws, spec, command, args.skip_checks)
     return dataclasses.replace(spec, image=ecr.pinned(aws, spec.image))
+
+
+def _data_uri(data: str) -> str:
+    """--data as given when it is an s3:// URI; a local folder gets the command that uploads it."""
+    if not data.startswith("s3://"):
+        raise ConfigError(
+            f"--data must be an s3:// URI, got {data!r}; upload a local folder with: "
+            f"byoc data upload {data} s3://BUCKET/PREFIX"
+        )
+    return data
 
 
 def _register_jobs(sub) -> None:
@@ -259,7 +275,9 @@ def _register_jobs(sub) -> None:
     p.add_argument("--batch-sizes", default="32,64,128", help="comma-separated batch sizes to try")
     p.add_argument("--max-jobs", type=int, default=8, help="training jobs in total")
     p.add_argument("--max-parallel", type=int, default=2, help="training jobs at a time")
-    p.add_argument("--strategy", choices=("Bayesian", "Random", "Hyperband"), default="Bayesian")
+    p.add_argument(
+        "--strategy", choices=("Bayesian", "Random", "Hyperband"), default="Bayesian", help="how the tuner picks jobs"
+    )
     p.add_argument("--max-tuning-time", type=int, default=0, help="seconds for the whole tuning job (0: no limit)")
     p.add_argument("--tuning-name", help="default: NAME-<hash> (32 characters at most)")
 
@@ -284,8 +302,9 @@ def _register_ec2(sub) -> None:
     p.add_argument("--volume-gb", type=int, default=100, help="root volume, gp3 (AMI, image, data, checkpoints)")
     p.add_argument("--ami", help="AMI ID (default: the current Deep Learning Base GPU AMI, from its SSM parameter)")
     p.add_argument("--max-run", type=int, default=4 * 3600, help="seconds training may run before it is stopped")
-    _hyperparameter_options(p)
-    p.add_argument("--no-follow", dest="follow", action="store_false", help="return once launched")
+    hp_args.add_options(p)
+    no_wait = p.add_argument("--no-wait", dest="follow", action="store_false", help="return once launched")
+    hidden_alias(p, "--no-follow", no_wait)
     p.add_argument("--poll", type=float, default=30, help="seconds between status checks")
     _skip_checks(p)
 
@@ -293,11 +312,13 @@ def _register_ec2(sub) -> None:
 def _ec2_train(aws, args) -> int:
     from byoc.aws import ec2_train
 
+    hyperparameters = hp_args.collect(args)  # before any AWS call
+    _data_uri(args.data)
     spec = _spec(
         ec2_train.Ec2Spec,
         args,
         image=args.image or ecr.image_uri(aws, ecr.TRAIN_REPO),
-        hyperparameters=_hyperparameters(args),
+        hyperparameters=hyperparameters,
     )
     spec.check()  # the settings' own checks before those that read the account
     preflight.ec2(aws, spec, args.skip_checks)
@@ -370,8 +391,16 @@ def _register_deploy(sub) -> None:
         help="an asynchronous endpoint: requests queued, inputs and results on S3, payloads up to 1 GB, up to 1 h "
         "each; can scale to zero (`byoc autoscale --min 0`)",
     )
-    p.add_argument("--output", help="--async: s3:// prefix for results (required with --async)")
-    p.add_argument("--error-output", help="--async: s3:// prefix for failures (default: SageMaker's, with results)")
+    output = p.add_argument(
+        "--async-output", dest="output", help="--async: s3:// prefix for results (required with --async)"
+    )
+    hidden_alias(p, "--output", output)
+    error_output = p.add_argument(
+        "--async-error-output",
+        dest="error_output",
+        help="--async: s3:// prefix for failures (default: SageMaker's, with results)",
+    )
+    hidden_alias(p, "--error-output", error_output)
     p.add_argument("--sns-success", dest="success_topic", metavar="ARN", help="--async: SNS topic told of results")
     p.add_argument("--sns-error", dest="error_topic", metavar="ARN", help="--async: SNS topic told of failures")
     p.add_argument(
@@ -384,13 +413,13 @@ def _register_deploy(sub) -> None:
     _deploy_kind_options(p)
     _rollout_options(p)
     _alarm_options(p, latency=True)
-    p.add_argument("--no-wait", dest="wait", action="store_false")
+    p.add_argument("--no-wait", dest="wait", action="store_false", help="start and return")
     p.add_argument("--poll", type=float, default=30, help="seconds between status checks")
     _skip_checks(p)
 
     p = _command(sub, "rollback", "put endpoint NAME's previous config back (a guarded update)", _rollback)
     _rollout_options(p)
-    p.add_argument("--no-wait", dest="wait", action="store_false")
+    p.add_argument("--no-wait", dest="wait", action="store_false", help="start and return")
     p.add_argument("--poll", type=float, default=30, help="seconds between status checks")
 
 
@@ -417,7 +446,9 @@ def _register_lambda(sub) -> None:
     )
     p.add_argument("--function", required=True, help="Lambda function name")
     p.add_argument(
-        "--source", type=Path, default=Path("lambda"), help="folder with lambda_function.py (default lambda/)"
+        "--source",
+        type=Path,
+        help="folder with lambda_function.py (default: the function byoc carries, found from any directory)",
     )
     p.add_argument(
         "--reserved-concurrency",
@@ -434,10 +465,17 @@ def _register_lambda(sub) -> None:
         help="on alias live (0 removes it; billed while allocated)",
     )
     p.add_argument("--function-url", action="store_true", help="a Function URL on alias live")
-    p.add_argument("--function-url-auth", dest="url_auth", default="AWS_IAM", choices=("AWS_IAM", "NONE"))
-    p.add_argument("--memory", type=int, default=512, help="MB")
-    p.add_argument("--timeout", type=int, default=30, help="seconds")
-    p.add_argument("--log-retention-days", type=int, default=30)
+    p.add_argument(
+        "--function-url-auth",
+        dest="url_auth",
+        default="AWS_IAM",
+        choices=("AWS_IAM", "NONE"),
+        help="who may call the Function URL: signed IAM requests, or anyone",
+    )
+    memory = p.add_argument("--function-memory", dest="memory", type=int, default=512, help="the function's MB")
+    hidden_alias(p, "--memory", memory)
+    p.add_argument("--timeout", type=int, default=30, help="seconds the function may run per request")
+    p.add_argument("--log-retention-days", type=int, default=30, help="days the function's CloudWatch logs are kept")
     p.add_argument("--env", action="append", metavar="NAME=VALUE", help="more environment (repeatable)")
     p.add_argument(
         "--s3-read-bucket",
@@ -522,14 +560,14 @@ def _rollback(aws, args) -> int:
 
 def _deploy(aws, args) -> int:
     async_flags = {
-        "output": "--output",
-        "error_output": "--error-output",
+        "output": "--async-output",
+        "error_output": "--async-error-output",
         "success_topic": "--sns-success",
         "error_topic": "--sns-error",
         "max_concurrent": "--max-concurrent-per-instance",
     }
     if args.asynchronous and args.output is None:
-        raise ConfigError("--async needs --output s3://BUCKET/PREFIX: where SageMaker writes the results")
+        raise ConfigError("--async needs --async-output s3://BUCKET/PREFIX: where SageMaker writes the results")
     given = [flag for dest, flag in async_flags.items() if getattr(args, dest) is not None]
     if given and not args.asynchronous:
         raise ConfigError(f"{', '.join(given)}: only for asynchronous endpoints; add --async")
@@ -583,7 +621,12 @@ def _autoscale(aws, args) -> int:
 
 
 def _lambda_deploy(aws, args) -> int:
-    spec = _spec(lambda_deploy.LambdaSpec, args, environment=_pairs(args.env, "--env"))
+    spec = _spec(
+        lambda_deploy.LambdaSpec,
+        args,
+        source=args.source or lambda_deploy.default_source(),
+        environment=_pairs(args.env, "--env"),
+    )
     lambda_deploy.validate(spec)  # the settings' own checks before those that read the account
     lambda_deploy.package(spec.source)
     preflight.lambda_endpoint(aws, spec.name, args.skip_checks)
@@ -635,8 +678,8 @@ def _register_transform(sub) -> None:
         help=f"of every input (default: {bt.X_IMAGE} on SageMaker; with --local, from each file's extension); "
         f"{bt.JSONLINES} is split into lines and batched",
     )
-    p.add_argument("--instance-type", default="ml.m5.large")
-    p.add_argument("--instance-count", type=int, default=1)
+    p.add_argument("--instance-type", default="ml.m5.large", help="the transform job's instances")
+    p.add_argument("--instance-count", type=int, default=1, help="instances sharing the input")
     p.add_argument("--max-payload-mb", type=int, help="MaxPayloadInMB, 1-100 (default: the container's)")
     p.add_argument("--concurrency", type=int, help="MaxConcurrentTransforms per instance (default: the container's)")
     p.add_argument(
@@ -725,9 +768,14 @@ def _register_predict(sub) -> None:
         _predict,
         lambda parser: _common(parser, name=False),
     )
-    p.add_argument("--endpoint", required=True, help="the endpoint's name (`byoc deploy --name`)")
+    # required, but checked by _endpoint_given: argparse would not count the hidden alias as giving it
+    endpoint_name = p.add_argument(
+        "--name", dest="endpoint", help="required: the endpoint's name (`byoc deploy --name`)"
+    )
+    hidden_alias(p, "--endpoint", endpoint_name)
+    p.set_defaults(func=_endpoint_given(_run(_predict)))
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (.jpg, .png, ...)")
-    p.add_argument("--top-k", type=int, default=3, help="classes per image (default 3)")
+    p.add_argument("--top-k", type=int, default=3, help="classes per image")
     p.add_argument("--json", dest="as_json", action="store_true", help="one JSON object per image")
     p.add_argument(
         "--async",
@@ -759,6 +807,17 @@ def _register_predict(sub) -> None:
     )
 
 
+def _endpoint_given(run):
+    """`run` once --name (or its alias) is given, checked before connecting to AWS."""
+
+    def checked(args) -> int:
+        if not args.endpoint:
+            raise ConfigError("predict needs --name ENDPOINT (the endpoint's name)")
+        return run(args)
+
+    return checked
+
+
 def _predict(aws, args) -> int:
     from byoc.aws import predict
 
@@ -779,12 +838,16 @@ def _deploy_kind_options(p: argparse.ArgumentParser) -> None:
         help="a serverless endpoint: no instances, billed per request, cold starts after idle; payloads up to 4 MB, "
         "60 s each; image up to 10 GB (the CPU image by default)",
     )
-    p.add_argument(
-        "--memory",
+    memory = p.add_argument(
+        "--serverless-memory",
+        dest="memory",
         type=int,
         choices=endpoint.SERVERLESS_MEMORY_MB,
-        help="--serverless: MB per copy of the container (more memory also gives more vCPUs)",
+        metavar="MB",
+        help=f"--serverless: MB per copy of the container, one of {', '.join(map(str, endpoint.SERVERLESS_MEMORY_MB))} "
+        "(more memory also gives more vCPUs)",
     )
+    hidden_alias(p, "--memory", memory)
     p.add_argument(
         "--max-concurrency",
         type=int,
@@ -806,7 +869,7 @@ def _check_kind_flags(args: argparse.Namespace) -> None:
     if args.multi_model is None and args.model_data is None:
         raise ConfigError("deploy needs --model-data s3://.../model.tar.gz (or --multi-model s3://BUCKET/PREFIX/)")
     serverless_flags = {
-        "memory": "--memory",
+        "memory": "--serverless-memory",
         "max_concurrency": "--max-concurrency",
         "provisioned_concurrency": "--provisioned-concurrency",
     }
@@ -816,7 +879,7 @@ def _check_kind_flags(args: argparse.Namespace) -> None:
     if not args.serverless:
         return
     if args.memory is None or args.max_concurrency is None:
-        raise ConfigError("--serverless needs --memory MB and --max-concurrency N")
+        raise ConfigError("--serverless needs --serverless-memory MB and --max-concurrency N")
     others = {
         "--async": args.asynchronous,
         "--multi-model": args.multi_model is not None,
@@ -839,7 +902,7 @@ def _refuse_serverless_scaling(aws, name: str) -> None:
     if endpoint.is_serverless(config):
         raise ConfigError(
             f"endpoint {name} is serverless: SageMaker scales it by itself up to its --max-concurrency; to change "
-            f"that, run `byoc deploy --name {name} --serverless` with other --memory/--max-concurrency"
+            f"that, run `byoc deploy --name {name} --serverless` with other --serverless-memory/--max-concurrency"
         )
 
 

@@ -504,7 +504,7 @@ def _report(job: str, instance: dict | None, spec: Ec2Spec, outcome: Outcome) ->
 
 def _how_to_follow(spec: Ec2Spec, job: str) -> None:
     say(f"launched ec2 training job {job}; it shuts its instance down when done")
-    say("  follow it: run the same command again without --no-follow (same settings, same job: it follows)")
+    say("  follow it: run the same command again without --no-wait (same settings, same job: it follows)")
     say(f"  or its log alone: aws logs tail {log_group(spec.name)} --follow --log-stream-name-prefix {job}/")
     say(f"  results: s3://{spec.bucket}/{output_prefix(spec.name)}/{job}/")
 

@@ -74,7 +74,7 @@ class AsyncSpec:
     max_concurrent: int | None = None  # requests one instance works on at once (None: SageMaker chooses)
 
     def __post_init__(self) -> None:
-        for flag, uri in (("--output", self.output), ("--error-output", self.error_output)):
+        for flag, uri in (("--async-output", self.output), ("--async-error-output", self.error_output)):
             if uri is not None and not S3_URI.match(uri):
                 raise ConfigError(f"{flag} must be an s3://BUCKET/PREFIX URI, got {uri!r}")
         for flag, arn in (("--sns-success", self.success_topic), ("--sns-error", self.error_topic)):
@@ -108,7 +108,8 @@ class ServerlessSpec:
     def __post_init__(self) -> None:
         if self.memory not in SERVERLESS_MEMORY_MB:
             raise ConfigError(
-                f"--memory must be one of {', '.join(map(str, SERVERLESS_MEMORY_MB))} (MB), got {self.memory}"
+                f"--serverless-memory must be one of {', '.join(map(str, SERVERLESS_MEMORY_MB))} (MB), "
+                f"got {self.memory}"
             )
         if not 1 <= self.max_concurrency <= SERVERLESS_MAX_CONCURRENCY:
             raise ConfigError(
@@ -461,7 +462,7 @@ def describe_serverless(spec: DeploySpec, config: ServerlessSpec) -> None:
         f"serverless endpoint {spec.name}: {_serverless_line(config)}; payloads up to 4 MB, 60 s each; "
         "the first request after idle waits for a cold start"
     )
-    say(f"  invoke: byoc predict --endpoint {spec.name} IMAGE")
+    say(f"  invoke: byoc predict --name {spec.name} IMAGE")
     per_second = pricing.serverless_request(config.memory, 1.0)
     say(
         f"  cost: about ${per_second:.6f} per second of compute at {config.memory} MB (${1000 * per_second:.3f} "
@@ -488,7 +489,7 @@ def describe_multi_model(spec: DeploySpec) -> None:
             f"{output_prefix(spec.name)}/)"
         )
     say(f"  add a model: byoc models add --name {spec.name} KEY model.tar.gz  (stored as {spec.model_data}KEY.tar.gz)")
-    say(f"  invoke: byoc predict --endpoint {spec.name} --target-model KEY.tar.gz IMAGE")
+    say(f"  invoke: byoc predict --name {spec.name} --target-model KEY.tar.gz IMAGE")
     hourly = pricing.instance_hourly(spec.instance_type, spec.instance_count)
     price = f"about ${hourly:.3f}/hour" if hourly is not None else "the instance price"
     say(f"  cost: {spec.instance_count} x {spec.instance_type} bills {price} however many models it serves")
@@ -507,7 +508,7 @@ def describe_async(spec: DeploySpec, config: AsyncSpec) -> None:
     topics = [t for t in (config.success_topic, config.error_topic) if t]
     if topics:
         say(f"  notifications: {', '.join(topics)} (the execution role needs sns:Publish on them)")
-    say(f"  invoke: byoc predict --endpoint {spec.name} --async IMAGE")
+    say(f"  invoke: byoc predict --name {spec.name} --async IMAGE")
     hourly = pricing.instance_hourly(spec.instance_type, spec.instance_count)
     price = f"about ${hourly:.3f}/hour" if hourly is not None else "the instance price"
     say(

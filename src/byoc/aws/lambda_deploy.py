@@ -40,6 +40,20 @@ SKIP = ("__pycache__", ".pytest_cache", "tests")
 CONFIG_FIELDS = ("CodeSha256", "Role", "Handler", "Runtime", "Timeout", "MemorySize", "Environment")
 
 
+# The function without --source: the copy an installed byoc carries (byoc/_lambda/, package data), else
+# the lambda/ folder of the source checkout this byoc runs from; either way, not the working directory.
+PACKAGED = "_lambda"
+
+
+def default_source() -> Path:
+    """The folder holding byoc's lambda_function.py, from whichever directory byoc runs."""
+    package = Path(__file__).resolve().parents[1]  # .../byoc
+    for candidate in (package / PACKAGED, package.parents[1] / "lambda"):
+        if (candidate / "lambda_function.py").is_file():
+            return candidate
+    raise ConfigError("this byoc carries no Lambda function: pass --source DIR, the folder with lambda_function.py")
+
+
 @dataclass
 class LambdaSpec:
     name: str  # the byoc name: endpoint NAME, role byoc-NAME-lambda

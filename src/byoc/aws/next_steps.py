@@ -37,7 +37,7 @@ def after_deploy(spec: DeploySpec) -> None:
     byoc.aws.endpoint.describe_*, say how to call and scale them)."""
     name = spec.name
     if spec.kind is Kind.REAL_TIME:
-        say(f"next: byoc predict --endpoint {name} IMAGE")
+        say(f"next: byoc predict --name {name} IMAGE")
     if spec.kind in (Kind.REAL_TIME, Kind.MULTI_MODEL):
         say(
             f"  scale it: byoc autoscale --name {name} --min 1 --max 4 --max-rps RPS "

@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 from byoc.aws import endpoint as endpoint_config
 from byoc.aws import sagemaker_role
 from byoc.aws.session import Aws, error_code, find, html_page, say
+from byoc.core.cli_kit import ranks
 from byoc.core.errors import ByocError, ConfigError
 
 CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
@@ -223,10 +224,4 @@ def show(path: Path, predictions: list[dict], as_json: bool) -> None:
     if as_json:
         print(json.dumps({"image": str(path), "predictions": predictions}), flush=True)
         return
-    width = max([len("label")] + [len(str(p.get("label"))) for p in predictions])
-    lines = [str(path), f"  rank  {'label':<{width}}  probability"]
-    lines += [
-        f"  {rank:>4}  {str(p.get('label')):<{width}}  {100 * float(p.get('score', 0)):>10.1f}%"
-        for rank, p in enumerate(predictions, 1)
-    ]
-    say("\n".join(lines))
+    say("\n".join([str(path), *ranks(predictions)]))

@@ -444,7 +444,8 @@ def deploy(aws: Aws, spec: DeploySpec, skip: bool) -> None:
     flag = "--multi-model" if spec.multi_model else "--model-data"
     uris: dict[str, str | None] = {flag: spec.model_data}
     if spec.asynchronous:
-        uris.update({"--output": spec.asynchronous.output, "--error-output": spec.asynchronous.error_output})
+        uris["--async-output"] = spec.asynchronous.output
+        uris["--async-error-output"] = spec.asynchronous.error_output
     s3 = _Buckets(aws, uris)
     checks: dict[str, Check] = {
         "buckets": s3.check,

@@ -147,13 +147,16 @@ def _differs(s3, bucket: str, path: Path, key: str, listed: dict | None) -> bool
     return remote != local or remote_parts not in ("", local_parts)
 
 
-def upload_tree(aws: Aws, root: Path, bucket: str, prefix: str, workers: int = 16) -> tuple[int, int]:
-    """Upload the layout under s3://bucket/prefix/, skipping objects that hold the same bytes (_differs);
-    (uploaded, skipped). Uploads carry a SHA-256 checksum, so a rerun can tell even where ETags are no MD5."""
+def upload_tree(
+    aws: Aws, root: Path, bucket: str, prefix: str, workers: int = 16, files: list[Path] | None = None
+) -> tuple[int, int]:
+    """Upload the layout (or `files`, under `root`) to s3://bucket/prefix/, skipping objects that hold the same
+    bytes (_differs); (uploaded, skipped). Uploads carry a SHA-256 checksum, so a rerun can tell even where
+    ETags are no MD5."""
     s3 = aws.client("s3")
     prefix = prefix.strip("/")
     existing = {o["Key"]: o for o in paginate(s3, "list_objects_v2", "Contents", Bucket=bucket, Prefix=f"{prefix}/")}
-    files = local_files(root)
+    files = local_files(root) if files is None else files
     keyed = [(path, f"{prefix}/{path.relative_to(root).as_posix()}") for path in files]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         stale = pool.map(lambda item: _differs(s3, bucket, item[0], item[1], existing.get(item[1])), keyed)

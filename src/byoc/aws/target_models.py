@@ -18,6 +18,7 @@ from pathlib import Path
 
 from byoc.aws import endpoint
 from byoc.aws.session import Aws, find, paginate, say
+from byoc.core.cli_kit import table
 from byoc.core.errors import ConfigError
 
 # byoc.core.artifact.META_FILE: that module imports torch, which the AWS commands never do
@@ -105,7 +106,7 @@ def add(aws: Aws, prefix: str, name: str, source: str, endpoint_name: str = "END
         _copy(aws.client("s3"), source, bucket, base + key)
     else:
         _upload(aws.client("s3"), Path(source), bucket, base + key)
-    say(f"  invoke: byoc predict --endpoint {endpoint_name} --target-model {key} IMAGE")
+    say(f"  invoke: byoc predict --name {endpoint_name} --target-model {key} IMAGE")
     return key
 
 
@@ -173,12 +174,10 @@ def show(prefix: str, models: list[StoredModel]) -> None:
     if not models:
         say(f"no models under {prefix}: add one with `byoc models add --prefix {prefix} KEY model.tar.gz`")
         return
-    width = max(len("key"), *(len(m.key) for m in models))
-    lines = [f"models under {prefix}:", f"  {'key':<{width}}  {'size':>10}  last modified (UTC)"]
-    lines += [
-        f"  {m.key:<{width}}  {m.size / 1e6:>7.1f} MB  {m.modified.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S}"
-        for m in models
+    rows = [
+        (m.key, f"{m.size / 1e6:.1f} MB", f"{m.modified.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S}") for m in models
     ]
+    lines = [f"models under {prefix}:", *table(("key", "size", "last modified (UTC)"), rows, right=(False, True))]
     lines.append(f"  {len(models)} model(s), {sum(m.size for m in models) / 1e6:.1f} MB")
     say("\n".join(lines))
 

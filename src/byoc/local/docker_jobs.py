@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from byoc.core.cli_kit import ranks
 from byoc.core.errors import ArtifactError, ByocError, ConfigError
 from byoc.local import containers as dc
 from byoc.local import opt_ml
 from byoc.serve import config as serve_config
 from byoc.serve.config import MODEL_SERVER_LOG_ENV, TO_STDERR
+from byoc.training import hp_args
 
 if TYPE_CHECKING:
     from docker.client import DockerClient
@@ -460,7 +462,8 @@ def invoke(url: str, body: bytes, content_type: str, top_k: int = 3, timeout: fl
 
 
 def predict_images(url: str, images: list[Path], top_k: int) -> int:
-    """One line per image: its top classes and the latency; 1 when any was refused."""
+    """Per image: its name and latency, then its top classes as `byoc predict` shows them; 1 when any
+    was refused."""
     worst = 0
     for path in images:
         content_type = CONTENT_TYPES.get(path.suffix.lower(), "application/x-image")
@@ -469,8 +472,7 @@ def predict_images(url: str, images: list[Path], top_k: int) -> int:
             say(f"{path}  HTTP {answer.status}: {answer.body.decode(errors='replace')[:300]}")
             worst = 1
             continue
-        top = ", ".join(f"{p['label']} {p['score']:.3f}" for p in answer.json()["predictions"])
-        say(f"{path}  {top}  ({answer.ms:.1f} ms)")
+        say("\n".join([f"{path}  ({answer.ms:.1f} ms)", *ranks(answer.json()["predictions"])]))
     return worst
 
 
@@ -520,7 +522,6 @@ def add_verbose(p) -> None:
 def _register_train(commands) -> None:
     p = commands.add_parser("train", help="a training job in containers, one per host (algo-1..N)")
     p.add_argument("--data", type=Path, required=True, help="folder with train/, valid/, test/ of class folders")
-    p.add_argument("--hp", type=_pair, action="append", default=[], metavar="NAME=VALUE", help="a hyperparameter")
     p.add_argument("--hosts", type=int, default=1, help="hosts (containers) taking part, DDP across them")
     add_gpus(p)
     p.add_argument("--checkpoints", type=Path, help="checkpoint folder (default OUTPUT/checkpoints): reruns resume")
@@ -528,6 +529,7 @@ def _register_train(commands) -> None:
     p.add_argument("--image", default=TRAIN_IMAGE, help=f"training image (default {TRAIN_IMAGE})")
     p.add_argument("--shm-size", type=_typed(dc.parse_size), help="/dev/shm per container (default: 1/4 of memory)")
     add_network(p)
+    hp_args.add_options(p)
     p.set_defaults(func=_train_command)
 
 
@@ -535,7 +537,7 @@ def _train_command(args) -> int:
     spec = TrainSpec(
         data=args.data,
         output=args.output,
-        hyperparameters=dict(args.hp),
+        hyperparameters=hp_args.collect(args),
         hosts=args.hosts,
         gpus=args.gpus,
         checkpoints=args.checkpoints,
@@ -597,7 +599,7 @@ def _register_predict(commands) -> None:
     p = commands.add_parser("predict", help="classify images with a served model (a URL) or a model folder")
     p.add_argument("target", metavar="URL|MODEL_DIR", help="`byoc local serve`'s URL, or a model folder to serve")
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--top-k", type=int, default=3, help="classes per image")
     p.add_argument("--image", default=SERVE_IMAGE, help="serving image for a model folder")
     add_gpus(p)
     add_network(p)

@@ -659,7 +659,8 @@ def register(sub) -> None:
         default=[],
         metavar="NAME=URL",
         required=True,
-        help="endpoint name and its container's base URL, e.g. byoc=http://127.0.0.1:8080 (repeatable)",
+        help="maps an endpoint name (the EndpointName clients send) to its serving container's base URL, "
+        "e.g. byoc=http://127.0.0.1:8080 (repeatable: one per endpoint)",
     )
     p.add_argument(
         "--timeout",

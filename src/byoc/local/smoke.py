@@ -190,7 +190,7 @@ def _clean(work: Path, image: str) -> None:
 
 def register(commands) -> None:
     p = commands.add_parser("smoke", help="the pre-push check of the images (about two minutes)")
-    p.add_argument("--train-image", default=docker_jobs.TRAIN_IMAGE)
+    p.add_argument("--train-image", default=docker_jobs.TRAIN_IMAGE, help="training image")
     p.add_argument(
         "--serve-image", action="append", help=f"serving image; repeat for several (default {docker_jobs.SERVE_IMAGE})"
     )

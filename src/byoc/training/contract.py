@@ -31,6 +31,16 @@ EXIT_STOPPED = 143
 REASON_ENV = "BYOC_FAILURE_REASON_FILE"
 
 
+class HyperparameterError(ConfigError):
+    """A hyperparameter's value that breaks its rule; `name` (kebab-case) and `rule` let a command
+    line say which of its options was wrong (byoc.training.hp_args)."""
+
+    def __init__(self, name: str, shown: str, rule: str) -> None:
+        self.name = name.replace("_", "-")
+        self.rule = rule
+        super().__init__(f"hyperparameter {self.name}={shown} {rule}")
+
+
 class Optimizer(str, enum.Enum):
     ADAMW = "adamw"
     SGD = "sgd"
@@ -69,7 +79,7 @@ def _choice(enum_type: type[enum.Enum], name: str, value: Any) -> Any:
         return enum_type(text)
     except ValueError:
         choices = ", ".join(m.value for m in enum_type)
-        raise ConfigError(f"hyperparameter {name.replace('_', '-')}={value!r} is not one of {choices}") from None
+        raise HyperparameterError(name, repr(value), f"is not one of {choices}") from None
 
 
 @dataclass(frozen=True)
@@ -129,17 +139,15 @@ class TrainConfig:
                 isinstance(value, bool) and not isinstance(f.default, bool)
             ):
                 if not (isinstance(f.default, float) and isinstance(value, int) and not isinstance(value, bool)):
-                    raise ConfigError(
-                        f"hyperparameter {f.name.replace('_', '-')}={value!r} must be {_KIND[type(f.default)]}"
-                    )
+                    raise HyperparameterError(f.name, repr(value), f"must be {_KIND[type(f.default)]}")
                 object.__setattr__(self, f.name, float(value))
         for name, low in self._MINIMUM.items():
             if getattr(self, name) < low:
-                raise ConfigError(f"hyperparameter {name.replace('_', '-')}={getattr(self, name)} must be >= {low}")
+                raise HyperparameterError(name, str(getattr(self, name)), f"must be >= {low}")
         if not self.lr > 0:
-            raise ConfigError(f"hyperparameter lr={self.lr} must be > 0")
+            raise HyperparameterError("lr", str(self.lr), "must be > 0")
         if not 0 <= self.int8_max_drop <= 100:
-            raise ConfigError(f"hyperparameter int8-max-drop={self.int8_max_drop} must be within 0..100 (points)")
+            raise HyperparameterError("int8_max_drop", str(self.int8_max_drop), "must be within 0..100 (points)")
 
     @classmethod
     def names(cls) -> list[str]:
@@ -200,7 +208,7 @@ def _coerce(name: str, value: Any, typ: type) -> Any:
             return float(text)
         return text
     except ValueError:
-        raise ConfigError(f"hyperparameter {name}={value!r} must be {_KIND.get(typ, 'a string')}") from None
+        raise HyperparameterError(name, repr(value), f"must be {_KIND.get(typ, 'a string')}") from None
 
 
 @dataclass(frozen=True)
@@ -292,28 +300,6 @@ def _ensure_config_files(env_module) -> None:
         Path(path).write_text(json.dumps(doc))
 
 
-def _cli_overrides(argv: list[str]) -> dict[str, str]:
-    """`--epochs 5 --batch-size=64 --no-pretrained` -> {"epochs": "5", ...}."""
-    out: dict[str, str] = {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if not arg.startswith("--") or arg == "--":
-            raise ConfigError(f"unexpected argument {arg!r}: options look like --epochs 5 or --lr=0.01")
-        name, eq, value = arg[2:].partition("=")
-        if not eq:
-            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                value = argv[i + 1]
-                i += 1
-            elif name.startswith("no-"):
-                name, value = name[3:], "false"
-            else:
-                value = "true"
-        out[name] = value
-        i += 1
-    return out
-
-
 def load(argv: list[str] | None = None) -> tuple[Job, TrainConfig]:
     """Read the SageMaker environment, apply command-line overrides, validate."""
     from sagemaker_training import environment
@@ -325,7 +311,9 @@ def load(argv: list[str] | None = None) -> tuple[Job, TrainConfig]:
         raise ConfigError(f"cannot read SageMaker config under {environment.input_config_dir}: {exc}") from exc
 
     hyperparameters = dict(env.hyperparameters)
-    overrides = _cli_overrides(list(argv or []))
+    from byoc.training import hp_args  # it reads TrainConfig from here
+
+    overrides = hp_args.parse_argv(list(argv or []))
     hyperparameters.update(overrides)
     config = TrainConfig.from_dict(hyperparameters)
 

@@ -26,7 +26,13 @@ from byoc.local import runtime as local_runtime
 
 MAX_REQUEST = 8 * 1024 * 1024  # above Lambda's 6 MB so the function itself answers 413
 FUNCTION_TIMEOUT_MS = 30_000
-DEFAULT_FUNCTION = Path(__file__).resolve().parents[4] / "lambda" / "lambda_function.py"
+
+
+def default_function() -> Path:
+    """byoc's own lambda_function.py (byoc.aws.lambda_deploy.default_source), from any directory."""
+    from byoc.aws import lambda_deploy
+
+    return lambda_deploy.default_source() / "lambda_function.py"
 
 
 def load_function(path: Path) -> ModuleType:
@@ -146,7 +152,9 @@ def register(sub) -> None:
         "SageMaker Runtime for it and points the function there",
     )
     p.add_argument("--endpoint-name", default="byoc-local", help="endpoint name with --container (default byoc-local)")
-    p.add_argument("--function", type=Path, default=DEFAULT_FUNCTION, help="the Lambda file (default: this checkout's)")
+    p.add_argument(
+        "--function", type=Path, help="the Lambda file (default: the function byoc carries, found from any directory)"
+    )
     p.set_defaults(func=run)
 
 
@@ -164,7 +172,7 @@ def run(args) -> int:
         ):
             os.environ.setdefault(key, value)
         print(f"local SageMaker Runtime on {runtime_url}: endpoint {args.endpoint_name} -> {args.container}")
-    function = load_function(args.function)
+    function = load_function(args.function or default_function())
     try:
         server = make_server(function, args.port)
     except OSError as exc:
