@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import dataclasses
 import enum
-import importlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -93,13 +92,10 @@ def cli_page() -> str:
 
 
 def _descriptions() -> dict[str, str]:
-    """What each hyperparameter means, as the command line's options describe it (byoc.training.hp_args);
-    empty where that module is not part of the tree."""
-    try:
-        module = importlib.import_module("byoc.training.hp_args")
-    except ModuleNotFoundError:
-        return {}
-    return dict(getattr(module, "DESCRIPTIONS", {}))
+    """What each hyperparameter means, as the command line's options describe it."""
+    from byoc.training import hp_args
+
+    return dict(hp_args.DESCRIPTIONS)
 
 
 def _kind(default: object) -> str:
