@@ -23,7 +23,7 @@ from byoc.aws import endpoint, predict, target_models
 from byoc.aws.session import Aws
 from byoc.cli import main
 from tests.awsutil import ROLE, byoc, seed_account
-from tests.test_aws_endpoint import described_config, names
+from tests.helpers.endpoints import described_config, names
 
 BUCKET = "byoc-mme"
 
