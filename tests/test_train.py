@@ -133,10 +133,11 @@ def test_tensorboard_steps_per_epoch_follow_the_world_size(tmp_path):
 def test_early_stopping_ends_the_run_after_patience_epochs_without_improvement(
     tmp_path, small_data, monkeypatch, caplog
 ):
-    """Patience 2: epoch 2 ties the best (no improvement), epoch 3 improves and starts the count
-    again, epochs 4 and 5 do not improve: the run ends after epoch 5, before epoch 6's better score.
-    (Patience 0, off: test_best_epoch_is_exported_not_the_last runs every epoch though accuracy falls.)"""
-    scripted_validation(monkeypatch, [0.5, 0.6, 0.6, 0.7, 0.4, 0.4, 0.9])
+    """Patience 2: epoch 2 ties the best (a tie is no improvement), epoch 3 improves and starts the
+    count again, epoch 4 falls and epoch 5 ties epoch 3: the run ends after epoch 5, before epoch 6's
+    better score, with epoch 3 the best. (Patience 0, off: test_best_epoch_is_exported_not_the_last
+    runs every epoch though accuracy falls.)"""
+    scripted_validation(monkeypatch, [0.5, 0.6, 0.6, 0.7, 0.4, 0.7, 0.9])
     with caplog.at_level("INFO", logger=train.log.name):
         metrics = train.run(
             make_job(tmp_path, small_data), TrainConfig(**{**QUICK, "epochs": 7, "early_stopping_patience": 2})
