@@ -12,8 +12,15 @@ import pytest
 from tests import dockerutil as du
 
 # The moto_server and aws fixtures, for every test module that asks for them by name; every AWS request
-# of every test checked as AWS checks it (tests/aws_requests.py).
-pytest_plugins = ["tests.awsutil", "tests.aws_requests"]
+# of every test checked as AWS checks it (tests/aws_requests.py); the fixtures of tests/helpers/.
+pytest_plugins = [
+    "tests.awsutil",
+    "tests.aws_requests",
+    "tests.helpers.models",
+    "tests.helpers.mms",
+    "tests.helpers.registry",
+    "tests.helpers.serving",
+]
 
 
 def pytest_collection_modifyitems(config, items):

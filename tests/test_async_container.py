@@ -16,7 +16,7 @@ import pytest
 from byoc.cli import main
 from tests import awsutil, netutil
 from tests import dockerutil as du
-from tests.test_local_runtime_async import head, outcome
+from tests.helpers.async_inference import head, outcome
 
 pytestmark = pytest.mark.container
 

@@ -7,7 +7,7 @@ import boto3
 
 from byoc.cli import main
 from tests.awsutil import byoc, seed_account
-from tests.test_aws_endpoint import async_args, deploy_args
+from tests.helpers.endpoints import async_args, deploy_args
 
 
 def scaling(name: str) -> tuple[list[tuple[int, int]], dict[str, dict]]:

@@ -18,20 +18,13 @@ from botocore.stub import Stubber
 from botocore.validate import validate_parameters
 
 from byoc.aws import ec2_train, policies, pricing
-from byoc.aws.session import Aws
 from tests.awsutil import byoc, seed_account
-from tests.test_aws_policies import findings
+from tests.helpers.ec2 import EPOCH_LINE, fake_aws
+from tests.helpers.policies import findings
 
 BUCKET = "byoc-ec2-data"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-train:latest"
 FOLLOW = ec2_train._follow
-EPOCH_LINE = "epoch=1 train_loss=0.5 train_accuracy=0.8 val_loss=0.6 val_accuracy=0.75 epoch_seconds=3.0"
-
-
-def fake_aws(**clients) -> Aws:
-    return Aws(
-        session=boto3.Session(region_name="us-east-1"), region="us-east-1", _account="123456789012", _clients=clients
-    )
 
 
 def spec(**overrides) -> ec2_train.Ec2Spec:

@@ -13,39 +13,12 @@ from byoc.aws import endpoint
 from byoc.aws.session import digest
 from byoc.cli import main
 from tests.awsutil import ROLE, byoc, seed_account
+from tests.helpers.endpoints import async_args, deploy_args, described_config, names
 from tests.sagemaker_updates import FakeUpdates
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-serve:latest"
 SUCCESS = "arn:aws:sns:us-east-1:123456789012:byoc-results"
 FAILURE = "arn:aws:sns:us-east-1:123456789012:byoc-failures"
-
-
-def deploy_args(name: str, *extra: str) -> tuple[str, ...]:
-    return (
-        "deploy",
-        "--name",
-        name,
-        "--model-data",
-        f"s3://byoc-models/{name}/model.tar.gz",
-        "--role",
-        ROLE,
-        "--poll",
-        "0.05",
-        *extra,
-    )
-
-
-def async_args(name: str, *extra: str) -> tuple[str, ...]:
-    return deploy_args(name, "--async", "--async-output", f"s3://byoc-models/byoc/{name}/async/results/", *extra)
-
-
-def described_config(name: str) -> tuple[dict, dict]:
-    """The endpoint config and model endpoint NAME runs, as SageMaker describes them."""
-    sm = boto3.client("sagemaker")
-    config = sm.describe_endpoint_config(
-        EndpointConfigName=sm.describe_endpoint(EndpointName=name)["EndpointConfigName"]
-    )
-    return config, sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
 
 
 def test_deploy_creates_model_config_endpoint_once(aws, capsys):
@@ -120,14 +93,6 @@ def test_deploy_with_new_settings_updates_the_endpoint_in_place(aws, capsys, mon
     variant = config["ProductionVariants"][0]
     assert (variant["InstanceType"], variant["InitialInstanceCount"]) == ("ml.c5.xlarge", 2)
     assert names("ep2-")[0] == sorted([old, new])  # the old config stays, for a rollback
-
-
-def names(prefix: str) -> tuple[list[str], list[str]]:
-    """The endpoint configs and models whose names start with PREFIX (moto ignores NameContains)."""
-    sm = boto3.client("sagemaker")
-    configs = [c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]]
-    models = [m["ModelName"] for m in sm.list_models()["Models"]]
-    return sorted(c for c in configs if c.startswith(prefix)), sorted(m for m in models if m.startswith(prefix))
 
 
 def test_deploy_async_sets_the_async_config_and_limits_once(aws, capsys):

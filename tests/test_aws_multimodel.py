@@ -24,7 +24,7 @@ from byoc.aws.session import Aws
 from byoc.cli import main
 from byoc.core.errors import ConfigError
 from tests.awsutil import ROLE, byoc, seed_account
-from tests.test_aws_endpoint import described_config, names
+from tests.helpers.endpoints import described_config, names
 
 BUCKET = "byoc-mme"
 
@@ -183,21 +183,19 @@ def test_models_add_refuses_what_is_not_a_model_tar(s3, capsys, tmp_path):
     plain.write_text("not a tarball")
     truncated = tmp_path / "cut.tar.gz"
     truncated.write_bytes(model_tar(tmp_path / "whole.tar.gz", META).read_bytes()[:60])
+    bare, listed = model_tar(tmp_path / "bare.tar.gz"), model_tar(tmp_path / "list.tar.gz", ["x"])
+    missing = tmp_path / "missing.tar.gz"
+    zipped, nothing = f"s3://{BUCKET}/raw/model.tar.gz", f"s3://{BUCKET}/raw/nothing.tar.gz"
     s3.put_object(Bucket=BUCKET, Key="raw/model.tar.gz", Body=b"PK\x03\x04 a zip")
-    cases = [
-        (("--prefix", prefix("mm5"), "dogs", str(plain)), "is not a readable gzip tar (a model.tar.gz)"),
-        (("--prefix", prefix("mm5"), "dogs", str(truncated)), "is not a readable gzip tar"),
-        (
-            ("--prefix", prefix("mm5"), "dogs", str(model_tar(tmp_path / "bare.tar.gz"))),
-            "has no model.json at its top level: not a byoc model.tar.gz",
-        ),
-        (
-            ("--prefix", prefix("mm5"), "dogs", str(model_tar(tmp_path / "list.tar.gz", ["x"]))),
-            "its model.json is not a JSON object",
-        ),
-        (("--prefix", prefix("mm5"), "dogs", str(tmp_path / "missing.tar.gz")), "no such file"),
-        (("--prefix", prefix("mm5"), "dogs", f"s3://{BUCKET}/raw/model.tar.gz"), "is not gzip-compressed"),
-        (("--prefix", prefix("mm5"), "dogs", f"s3://{BUCKET}/raw/nothing.tar.gz"), "no such object"),
+    into = ("--prefix", prefix("mm5"), "dogs")
+    cases = [  # each refusal: one line that names what it refuses
+        ((*into, str(plain)), f"{plain} is not a readable gzip tar (a model.tar.gz)"),
+        ((*into, str(truncated)), f"{truncated} is not a readable gzip tar"),
+        ((*into, str(bare)), f"{bare} has no model.json at its top level: not a byoc model.tar.gz"),
+        ((*into, str(listed)), f"{listed}: its model.json is not a JSON object"),
+        ((*into, str(missing)), f"no such file: {missing}"),
+        ((*into, zipped), f"{zipped} is not gzip-compressed: not a model.tar.gz"),
+        ((*into, nothing), f"no such object: {nothing}"),
         (("--prefix", prefix("mm5"), "../up", str(plain)), "model name '../up' must be 1-200 letters"),
         (("--prefix", f"s3://{BUCKET}/models", "dogs", str(plain)), "--prefix must be an s3://BUCKET/PREFIX/ prefix"),
         (("--name", "mm5", "dogs", str(plain)), "endpoint mm5 is not a multi-model endpoint"),
@@ -205,10 +203,13 @@ def test_models_add_refuses_what_is_not_a_model_tar(s3, capsys, tmp_path):
     ]
     for extra, message in cases:
         assert main(["models", "add", *extra]) == 1, extra
-        assert message in capsys.readouterr().err, extra
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
     assert keys(s3, "mm5") == {}
-    with pytest.raises(SystemExit):  # --name or --prefix: one, not both, not neither
+    with pytest.raises(SystemExit) as usage:  # --name or --prefix: one, not both, not neither
         main(["models", "list"])
+    err = capsys.readouterr().err
+    assert usage.value.code == 2 and "--name" in err.splitlines()[-1] and "--prefix" in err.splitlines()[-1], err
 
 
 def test_the_artifact_file_name_is_the_artifact_modules():

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import boto3
 import pytest
 
 from byoc.aws import alarms, policies
 from tests.awsutil import byoc
+from tests.helpers.policies import findings
 
 ENDPOINT_ARN = "arn:aws:sagemaker:us-east-1:123456789012:endpoint/dogs"
 LOG_GROUP_ARN = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/dogs-classify"
-
-
-def findings(document: dict) -> list:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # parliament imports the deprecated pkg_resources
-        from parliament import analyze_policy_string
-    return analyze_policy_string(json.dumps(document)).findings
 
 
 def test_lambda_policy_allows_exactly_one_endpoint_and_its_own_log_streams():

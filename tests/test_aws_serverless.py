@@ -18,7 +18,7 @@ from byoc.aws import endpoint, pricing
 from byoc.aws.session import Aws
 from byoc.cli import main
 from tests.awsutil import ROLE, byoc, seed_account
-from tests.test_aws_endpoint import deploy_args, described_config, names
+from tests.helpers.endpoints import deploy_args, described_config, names
 
 REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 CPU_IMAGE = f"{REGISTRY}/byoc-serve-cpu:latest"

@@ -8,7 +8,7 @@ import pytest
 
 from byoc.aws import endpoint
 from tests.awsutil import ROLE, byoc, seed_account
-from tests.test_aws_endpoint import async_args
+from tests.helpers.endpoints import async_args
 
 
 @pytest.fixture

@@ -9,27 +9,14 @@ import http.client
 import pytest
 
 from tests import corpus
-from tests import dockerutil as du
 
 pytestmark = pytest.mark.container
 
 TIMEOUT_S = 30  # per request: the slowest case takes well under a second on 2 cores
 
 
-@pytest.fixture(scope="module")
-def server(serve_image, trained_model):
-    """One serving container on a loopback port, model mounted read-only."""
-    container = du.start_serving(
-        serve_image,
-        trained_model["model_dir"],
-        "byoc-test-corpus",
-        "SAGEMAKER_MODEL_SERVER_WORKERS=1",
-        f"SAGEMAKER_MODEL_SERVER_TIMEOUT={TIMEOUT_S}",
-    )
-    try:
-        yield container
-    finally:
-        du.run(["rm", "-f", container["name"]])
+# The `server` fixture's container (tests/helpers/serving.py): SageMaker's settings for it.
+SERVER_ENV = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "SAGEMAKER_MODEL_SERVER_TIMEOUT": str(TIMEOUT_S)}
 
 
 def call(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None):

@@ -9,10 +9,6 @@ import json
 import pytest
 import torch
 
-from byoc.core import architecture as model
-from byoc.core import artifact
-from byoc.core.artifact import ModelMeta
-from byoc.core.preprocessing import Preprocessing
 from byoc.serve.config import ServeConfig
 from byoc.serve.handler import ImageClassifierHandler, Request
 from tests import corpus
@@ -21,17 +17,10 @@ LABELS = [f"class{i}" for i in range(10)]
 
 
 @pytest.fixture(scope="module")
-def handler(tmp_path_factory):
-    """A tiny artifact behind the handler with the serving defaults (the container's pixel bound)."""
-    path = tmp_path_factory.mktemp("corpus") / "model"
-    torch.manual_seed(0)
-    artifact.save(
-        path,
-        model.build("resnet18", len(LABELS)),
-        ModelMeta(arch="resnet18", labels=LABELS, preprocessing=Preprocessing.for_size(32)),
-    )
-    h = ImageClassifierHandler(ServeConfig(model_dir=path))
-    h.load(path, torch.device("cpu"))
+def handler(model_dir):
+    """The module's untrained artifact behind the handler with the serving defaults (the container's pixel bound)."""
+    h = ImageClassifierHandler(ServeConfig(model_dir=model_dir))
+    h.load(model_dir, torch.device("cpu"))
     return h
 
 

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from byoc.core.preprocessing import Preprocessing
 from byoc.training import data
-from tests.test_preprocessing import BOUNDS, allocated_peak
+from tests.helpers.memory import BOUNDS, allocated_peak
 
 # (width, height, format): one pixel wide or tall, two or three, and a JPEG strip (too thin for draft mode).
 STRIPS = [(40000, 1, "PNG"), (1, 40000, "PNG"), (30000, 2, "PNG"), (3, 20000, "PNG"), (20000, 8, "JPEG")]

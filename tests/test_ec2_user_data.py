@@ -20,8 +20,7 @@ import pytest
 from byoc.aws import ec2_train
 from tests import dockerutil as du
 from tests.awsutil import aws_env
-from tests.test_aws_ec2_train import EPOCH_LINE, fake_aws
-from tests.test_build_push import registry, tiny_image  # noqa: F401 (fixtures)
+from tests.helpers.ec2 import EPOCH_LINE, fake_aws
 
 pytestmark = pytest.mark.container
 BUCKET = "byoc-userdata"

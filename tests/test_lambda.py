@@ -19,7 +19,8 @@ from botocore.stub import Stubber
 from byoc.local import runtime as local_runtime
 from byoc.local.web.dev_server import default_function, load_function
 from tests import netutil
-from tests.test_local_runtime import StandIn
+from tests.helpers.lambda_events import ACCOUNT, ARN, Context, assert_clean, function_url, http_v2, rest_v1
+from tests.helpers.standins import StandIn
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64  # the Lambda never decodes images: any bytes do
 PREDICTIONS = [
@@ -28,7 +29,6 @@ PREDICTIONS = [
     {"label": "two", "index": 2, "score": 0.06},
     {"label": "three", "index": 3, "score": 0.04},
 ]
-ACCOUNT, ARN = "111122223333", "arn:aws:lambda:us-east-1:111122223333:function:byoc"
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +61,6 @@ def stub(lf, env):
         stubber.assert_no_pending_responses()
 
 
-class Context:
-    aws_request_id = "req-1234"
-    invoked_function_arn = ARN
-    function_name = "byoc"
-
-    def get_remaining_time_in_millis(self):
-        return 29_000
-
-
 def ok_response(stub, predictions=PREDICTIONS, **expected):
     body = json.dumps({"predictions": predictions}).encode()
     params = {
@@ -87,85 +78,9 @@ def ok_response(stub, predictions=PREDICTIONS, **expected):
     )
 
 
-def rest_v1(body: bytes | str | None, content_type="image/png", method="POST", b64=True, query=None, origin=None):
-    headers = {"Content-Type": content_type, "Host": "abc.execute-api.us-east-1.amazonaws.com"}
-    if origin:
-        headers["Origin"] = origin
-    if isinstance(body, bytes):
-        body = base64.b64encode(body).decode() if b64 else body.decode()
-    return {
-        "resource": "/predict",
-        "path": "/predict",
-        "httpMethod": method,
-        "headers": headers,
-        "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "queryStringParameters": query,
-        "pathParameters": None,
-        "requestContext": {
-            "resourcePath": "/predict",
-            "httpMethod": method,
-            "requestId": "c6af9ac6",
-            "accountId": ACCOUNT,
-            "stage": "prod",
-        },
-        "body": body,
-        "isBase64Encoded": b64,
-    }
-
-
-def http_v2(
-    body,
-    content_type="image/png",
-    method="POST",
-    b64=True,
-    query=None,
-    origin=None,
-    domain="abc.execute-api.us-east-1.amazonaws.com",
-):
-    headers = {"content-type": content_type, "host": domain}
-    if origin:
-        headers["origin"] = origin
-    if isinstance(body, bytes):
-        body = base64.b64encode(body).decode() if b64 else body.decode()
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": "/",
-        "rawQueryString": "",
-        "headers": headers,
-        "queryStringParameters": query,
-        "requestContext": {
-            "accountId": ACCOUNT,
-            "apiId": "abc",
-            "domainName": domain,
-            "requestId": "r1",
-            "http": {
-                "method": method,
-                "path": "/",
-                "protocol": "HTTP/1.1",
-                "sourceIp": "127.0.0.1",
-                "userAgent": "test",
-            },
-        },
-        "body": body,
-        "isBase64Encoded": b64,
-    }
-
-
-def function_url(body, **kw):
-    return http_v2(body, domain="abcdefghij.lambda-url.us-east-1.on.aws", **kw)
-
-
 def call(lf, event):
     response = lf.lambda_handler(event, Context())
     return response, json.loads(response["body"]) if response["body"] else None
-
-
-def assert_clean(response):
-    """Nothing in a response reveals the context, an ARN, the account id or a traceback."""
-    text = json.dumps(response)
-    for secret in (ACCOUNT, "arn:aws", "Traceback", 'File "', "Context object"):
-        assert secret not in text, f"{secret!r} leaked: {text}"
 
 
 def test_event_kinds(lf):

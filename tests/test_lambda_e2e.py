@@ -9,46 +9,27 @@ from __future__ import annotations
 
 import base64
 import json
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from byoc.local.web.dev_server import default_function, load_function
 from tests import dockerutil as du
 from tests import netutil
-from tests.test_lambda import Context, assert_clean, function_url, http_v2, rest_v1
+from tests.helpers.lambda_events import Context, assert_clean, function_url, http_v2, rest_v1
+from tests.helpers.serving import container_predictions, held_out_images
 
 pytestmark = pytest.mark.container
 
 ENDPOINT = "byoc-e2e"
+# The serving container behind it: the `server` fixture (tests/helpers/serving.py), one worker.
+SERVER_ENV = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"}
 
 
 @pytest.fixture(scope="module")
-def serving(serve_image, trained_model):
-    """The serving container on a loopback port with the trained model mounted read-only."""
-    container = du.start_serving(
-        serve_image, trained_model["model_dir"], "byoc-test-lambda", "SAGEMAKER_MODEL_SERVER_WORKERS=1"
-    )
-    name = container["name"]
-    try:
-        yield {
-            "url": container["url"],
-            "stop": lambda: du.run(["stop", "-t", "30", name], check=True),
-            "images": sorted(Path(trained_model["data"], "test").glob("*/*.png")),
-        }
-    except Exception:
-        print(du.logs(name)[-4000:])
-        raise
-    finally:
-        du.run(["rm", "-f", name])
-
-
-@pytest.fixture(scope="module")
-def runtime(serving):
+def runtime(server):
     """`byoc local-runtime` in front of the container (the real command, in its own process), on the
     port it chose (--port 0), read from the line it prints once listening."""
-    with netutil.local_runtime("--endpoint", f"{ENDPOINT}={serving['url']}") as (url, _):
+    with netutil.local_runtime("--endpoint", f"{ENDPOINT}={server['url']}") as (url, _):
         yield url
 
 
@@ -79,21 +60,10 @@ def call(lf, event) -> tuple[int, dict]:
     return response["statusCode"], json.loads(response["body"])
 
 
-def container_predictions(url: str, image: bytes, top_k: int) -> list[dict]:
-    request = urllib.request.Request(
-        f"{url}/invocations",
-        data=image,
-        method="POST",
-        headers={"Content-Type": "image/png", "X-Amzn-SageMaker-Custom-Attributes": f"top_k={top_k}"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as resp:
-        return json.loads(resp.read())["predictions"]
-
-
-def test_a_real_image_through_every_event_kind(lf, serving):
-    for path in serving["images"][::40][:4]:  # a few held-out digits of different classes
+def test_a_real_image_through_every_event_kind(lf, server):
+    for path in held_out_images(server)[::40][:4]:  # a few held-out digits of different classes
         image = path.read_bytes()
-        expected = container_predictions(serving["url"], image, 3)
+        expected = container_predictions(server["url"], image, 3)
         assert len(expected) == 3 and expected[0]["score"] >= expected[1]["score"] >= expected[2]["score"]
         json_body = json.dumps({"image": base64.b64encode(image).decode(), "top_k": 3}).encode()
         events = {
@@ -108,10 +78,10 @@ def test_a_real_image_through_every_event_kind(lf, serving):
             assert body == {"predictions": expected}, kind
 
 
-def test_top_k_reaches_the_model(lf, serving):
-    image = serving["images"][0].read_bytes()
+def test_top_k_reaches_the_model(lf, server):
+    image = held_out_images(server)[0].read_bytes()
     status, body = call(lf, {"image": base64.b64encode(image).decode(), "top_k": 5})
-    assert status == 200 and body["predictions"] == container_predictions(serving["url"], image, 5)
+    assert status == 200 and body["predictions"] == container_predictions(server["url"], image, 5)
 
 
 def test_an_image_the_model_rejects_is_400_via_model_error(lf, capsys):
@@ -137,15 +107,15 @@ def test_bad_requests_get_clean_statuses(lf, event, expected):
     assert status == expected and body["status"] == expected and body["error"]
 
 
-def test_unknown_endpoint_is_503(lf, monkeypatch, serving):
+def test_unknown_endpoint_is_503(lf, monkeypatch, server):
     monkeypatch.setenv("ENDPOINT_NAME", "no-such-endpoint")
-    status, body = call(lf, {"image": base64.b64encode(serving["images"][0].read_bytes()).decode()})
+    status, body = call(lf, {"image": base64.b64encode(held_out_images(server)[0].read_bytes()).decode()})
     assert status == 503 and body["error"] == "the model endpoint is not available"
 
 
-def test_stopped_container_is_502(lf, serving):
+def test_stopped_container_is_502(lf, server):
     """Runs last in this module: it stops the container."""
-    image = base64.b64encode(serving["images"][0].read_bytes()).decode()
-    serving["stop"]()
+    image = base64.b64encode(held_out_images(server)[0].read_bytes()).decode()
+    du.run(["stop", "-t", "30", server["name"]], check=True)
     status, body = call(lf, {"image": image})
     assert status == 502 and body["error"] == "the model failed to answer"

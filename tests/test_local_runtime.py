@@ -1,7 +1,7 @@
 """byoc.local.runtime: an unmodified boto3 client against the local SageMaker Runtime.
 
-The container behind it here is a small stand-in HTTP server that answers /invocations
-like the serving image's contract; test_lambda_e2e.py runs the real serving container.
+The container behind it here is a stand-in HTTP server (tests/helpers/standins.py) that answers
+/invocations like the serving image's contract; test_lambda_e2e.py runs the real serving container.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import urllib.request
-from http.server import BaseHTTPRequestHandler
 
 import boto3
 import pytest
@@ -21,63 +19,7 @@ from botocore.config import Config
 from byoc.local import runtime as local_runtime
 from tests import netutil
 from tests.aws_requests import unchecked
-
-
-class StandIn:
-    """A stand-in serving container on 127.0.0.1: records requests, answers by body. A body starting
-    with b"slow" gets no answer until `release` is set (on close): slower than any timeout."""
-
-    def __init__(self):
-        self.requests: list[dict] = []
-        self.release = threading.Event()
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                stand_in.requests.append({"path": self.path, "body": body, "headers": dict(self.headers.items())})
-                status, doc, extra = stand_in.answer(body)
-                data = json.dumps(doc).encode()
-                try:
-                    self.send_response(status)
-                    for key, value in {
-                        "Content-Type": "application/json",
-                        "Content-Length": str(len(data)),
-                        **extra,
-                    }.items():
-                        self.send_header(key, value)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:  # the caller gave up waiting (the timeout tests)
-                    pass
-
-            def log_message(self, *args):
-                pass
-
-        self.server, self.url = netutil.http_server(Handler)
-
-    def answer(self, body: bytes):
-        if body.startswith(b"slow"):
-            self.release.wait(60)
-        if body == b"bad":
-            return 400, {"error": "cannot decode the image: not a known format", "status": 400}, {}
-        if body == b"crash":
-            return 500, {"error": "internal error", "status": 500}, {}
-        return (
-            200,
-            {
-                "predictions": [
-                    {"label": "zero", "index": 0, "score": 0.75},
-                    {"label": "one", "index": 1, "score": 0.25},
-                ]
-            },
-            {"X-Amzn-SageMaker-Custom-Attributes": "model=stand-in"},
-        )
-
-    def close(self):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+from tests.helpers.standins import StandIn
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """byoc.local.runtime's InvokeEndpointAsync: an unmodified boto3 client, S3 on a moto server, and
-the stand-in container of test_local_runtime.py (test_async_container.py runs the real one)."""
+the stand-in container of tests/helpers/standins.py (test_async_container.py runs the real one)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from botocore.config import Config
 from byoc.local import runtime as local_runtime
 from tests import awsutil, netutil
 from tests.aws_requests import unchecked
-from tests.test_local_runtime import StandIn
+from tests.helpers.async_inference import head, outcome, s3_for
+from tests.helpers.standins import StandIn
 
 BUCKET = "byoc-async"
 RESULTS = f"s3://{BUCKET}/results"
@@ -50,16 +51,6 @@ class GatedStandIn(StandIn):
     def close(self):
         self.gate.set()
         super().close()
-
-
-def s3_for(moto_url: str):
-    return boto3.client(
-        "s3",
-        endpoint_url=moto_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
 
 
 @pytest.fixture(scope="module")
@@ -113,27 +104,6 @@ def put_input(s3, data: bytes, name: str = "digit.png") -> str:
     key = f"inputs/{uuid.uuid4().hex}/{name}"
     s3.put_object(Bucket=BUCKET, Key=key, Body=data)
     return f"s3://{BUCKET}/{key}"
-
-
-def head(s3, uri: str) -> dict | None:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    try:
-        return s3.head_object(Bucket=bucket, Key=key)
-    except s3.exceptions.ClientError:
-        return None
-
-
-def outcome(s3, response: dict, timeout: float = 30) -> tuple[str, bytes, str]:
-    """("output" or "failure", the object's bytes, its content type), once either object exists."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for kind, uri in (("output", response["OutputLocation"]), ("failure", response["FailureLocation"])):
-            if head(s3, uri) is not None:
-                bucket, _, key = uri.removeprefix("s3://").partition("/")
-                obj = s3.get_object(Bucket=bucket, Key=key)
-                return kind, obj["Body"].read(), obj["ContentType"]
-        time.sleep(0.05)
-    raise AssertionError(f"neither {response['OutputLocation']} nor {response['FailureLocation']} in {timeout} s")
 
 
 def test_a_request_is_queued_and_its_answer_written_to_the_output(client, s3, stand_in):

@@ -13,24 +13,17 @@ import torch
 
 from byoc.core import artifact, onnx_export
 from byoc.core.errors import ArtifactError
-from byoc.core.images import Preprocessing
 from byoc.training import model
+from tests.helpers.models import untrained_artifact
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    """A resnet18 artifact for 32x32 images and 3 labels, batch-norm statistics off their defaults."""
-    path = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    net = model.build("resnet18", 3).eval()
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-    meta = artifact.ModelMeta(arch="resnet18", labels=["a", "b", "c"], preprocessing=Preprocessing.for_size(32))
-    meta.metrics = {"val_acc": 0.5}
-    artifact.save(path, net, meta)
-    return path
+    """An untrained artifact whose batch-norm statistics are off their defaults, so that an export that
+    dropped them would answer differently, and whose model.json records metrics, which it must keep."""
+    return untrained_artifact(
+        tmp_path_factory.mktemp("model"), ["a", "b", "c"], moved_batch_norm=True, metrics={"val_acc": 0.5}
+    )
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """`byoc predict` (byoc.aws.predict), in-process, against the local runtime in front of the stand-in
-container of test_local_runtime.py, with S3 and SageMaker's control plane on a moto server."""
+container of tests/helpers/standins.py, with S3 and SageMaker's control plane on a moto server."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from byoc.cli import main
 from byoc.local import runtime as local_runtime
 from tests import awsutil, netutil
-from tests.test_local_runtime import StandIn
-from tests.test_local_runtime_async import s3_for
+from tests.helpers.async_inference import s3_for
+from tests.helpers.standins import StandIn
 
 BUCKET = "byoc-predict"
 TABLE = """{path}

@@ -22,12 +22,12 @@ from byoc.core.errors import ArtifactError, ConfigError, DataError
 from byoc.core.eval_numpy import eval_transform_numpy
 from byoc.training import train
 from byoc.training.contract import Job, TrainConfig
-from tests import test_train
+from tests.helpers import models
 
 KEEP = {"train": 60, "valid": 27, "test": 10}  # images per class: 89% top-1 after 4 epochs, ~30 s
 # Four epochs at 32 px: 89% top-1, ~30 s. A point of top-1 is 3 of its 269 validation images,
 # so the bound is two points here (and the hyperparameter is seen to reach quantize).
-QUICK = dict(test_train.QUICK, image_size=32, epochs=4, log_every=50, export_int8=True, int8_max_drop=2.0)
+QUICK = dict(models.QUICK, image_size=32, epochs=4, log_every=50, export_int8=True, int8_max_drop=2.0)
 
 
 @pytest.fixture(scope="module")

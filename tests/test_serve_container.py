@@ -26,45 +26,12 @@ from PIL import Image
 
 from tests import dockerutil as du
 from tests import netutil
+from tests.helpers.serving import png, request, same
 
 pytestmark = pytest.mark.container
 
-
-def request(
-    port: int, path: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 60
-) -> tuple[int, dict, dict]:
-    """(status, JSON body, headers) of one HTTP call; error statuses are returned, not raised."""
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", data=body, headers=headers or {}, method="POST" if body is not None else "GET"
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read()), dict(resp.headers)
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        return exc.code, json.loads(raw), dict(exc.headers)
-
-
-def png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def server(serve_image, trained_model):
-    """One serving container on a loopback port, model mounted read-only."""
-    container = du.start_serving(
-        serve_image,
-        trained_model["model_dir"],
-        "byoc-test-serve",
-        "SAGEMAKER_MODEL_SERVER_WORKERS=1",
-        "SAGEMAKER_MODEL_SERVER_TIMEOUT=30",
-    )
-    try:
-        yield {**container, **trained_model, "image": serve_image}
-    finally:
-        du.run(["rm", "-f", container["name"]])
+# One worker (the `server` fixture, tests/helpers/serving.py): the settings test reads them back.
+SERVER_ENV = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "30"}
 
 
 def test_ping_and_unknown_paths(server):
@@ -103,14 +70,6 @@ def test_predictions_agree_with_training_test_accuracy(server):
     int8 = server["image"] == du.SERVE_CPU_IMAGE and meta.get("int8")
     slack = 1 + (math.ceil(int8["max_drop"] * total / 100) if int8 else 0)
     assert abs(correct - expected) <= slack, f"served {correct}/{total} correct, training reported {expected:.1f}"
-
-
-def same(a: list[dict], b: list[dict]) -> bool:
-    """Same classes in the same order and the same scores up to float noise: a batch of N runs other
-    kernels than a batch of 1 (differences around 1e-8 can flip the 6th decimal of a rounded score)."""
-    return [p["index"] for p in a] == [p["index"] for p in b] and all(
-        abs(p["score"] - q["score"]) < 1e-5 for p, q in zip(a, b, strict=True)
-    )
 
 
 def test_top_k_and_batches(server):

@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 
 from tests import dockerutil as du
-from tests.test_serve_container import png, request, same
+from tests.helpers.serving import png, request, same
 
 pytestmark = pytest.mark.container
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tests import dockerutil as du
-from tests.test_serve_container import png, request
+from tests.helpers.serving import png, request
 
 pytestmark = pytest.mark.container
 
@@ -36,16 +36,8 @@ STRETCHED = {
 }
 
 
-@pytest.fixture(scope="module")
-def server(serve_image, trained_model):
-    """One serving container with one worker, so that every request lands on the same process."""
-    container = du.start_serving(
-        serve_image, trained_model["model_dir"], "byoc-test-bounds", "SAGEMAKER_MODEL_SERVER_WORKERS=1"
-    )
-    try:
-        yield {**container, **trained_model}
-    finally:
-        du.run(["rm", "-f", container["name"]])
+# One worker, so that every request lands on the same process (the `server` fixture, tests/helpers/serving.py).
+SERVER_ENV = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"}
 
 
 def ordinary_image(server) -> tuple[bytes, dict]:

@@ -19,7 +19,7 @@ from PIL import Image
 
 from tests import dockerutil as du
 from tests import netutil
-from tests.test_serve_front import FRAMING, HEAD, SMUGGLED, STDLIB_ERRORS, answer, assert_refused, until_closed
+from tests.helpers.framing import FRAMING, HEAD, SMUGGLED, STDLIB_ERRORS, answer, assert_refused, until_closed
 
 pytestmark = pytest.mark.container
 
@@ -47,13 +47,8 @@ def png(side: int = 32, colour=(200, 30, 30)) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture(scope="module")
-def server(serve_image, trained_model):
-    """One serving container with two model workers on a loopback port."""
-    env = ("SAGEMAKER_MODEL_SERVER_WORKERS=2", "SAGEMAKER_MODEL_SERVER_TIMEOUT=30")
-    container = du.start_serving(serve_image, trained_model["model_dir"], "byoc-test-http", *env)
-    yield container
-    du.run(["rm", "-f", container["name"]])  # runs whatever the tests did
+# Two model workers (the `server` fixture, tests/helpers/serving.py).
+SERVER_ENV = {"SAGEMAKER_MODEL_SERVER_WORKERS": "2", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "30"}
 
 
 def exchange(port: int, data: bytes):

@@ -9,15 +9,14 @@ from __future__ import annotations
 import inspect
 import io
 import json
-from collections.abc import Iterator
 
 import pytest
 from PIL import Image
 
 from byoc.serve.config import PortRange
 from tests import dockerutil as du
-from tests.test_serve_container import request
-from tests.test_serve_mms import HOSTILE, canary, listening_sockets  # noqa: F401 (canary: a fixture)
+from tests.helpers.mms import HOSTILE, listening_sockets
+from tests.helpers.serving import request
 
 pytestmark = pytest.mark.container
 
@@ -64,21 +63,15 @@ def in_container(name: str, call: str, *functions, user: str | None = None):
     return json.loads(proc.stdout)
 
 
+# On the host network, told a safe port range as SageMaker tells it (the `server` fixture,
+# tests/helpers/serving.py).
+SERVER_ENV = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "SAGEMAKER_SAFE_PORT_RANGE": str(SAFE)}
+
+
 @pytest.fixture(scope="module")
-def server(serve_image, trained_model) -> Iterator[dict]:
-    """One serving container on the host network, told a safe port range as SageMaker tells it."""
-    container = du.start_serving(
-        serve_image,
-        trained_model["model_dir"],
-        "byoc-test-serve-mms",
-        "SAGEMAKER_MODEL_SERVER_WORKERS=1",
-        f"SAGEMAKER_SAFE_PORT_RANGE={SAFE}",
-    )
-    try:
-        found = in_container(container["name"], "listening_sockets()", listening_sockets)
-        yield {**container, **found}
-    finally:
-        du.run(["rm", "-f", container["name"]])
+def server(server) -> dict:
+    """The shared serving container, with the sockets listening inside it: {'tcp', 'unix'}."""
+    return {**server, **in_container(server["name"], "listening_sockets()", listening_sockets)}
 
 
 def mms_tcp(server) -> list[int]:

@@ -22,6 +22,7 @@ from byoc.serve import batching
 from byoc.serve import front as front_module
 from byoc.serve.config import BatchStrategy, ExecutionParameters
 from byoc.serve.front import Front
+from tests.helpers.framing import FRAMING, HEAD, SMUGGLED, STDLIB_ERRORS, answer, assert_refused, until_closed
 
 
 class FakeMMS(BaseHTTPRequestHandler):
@@ -231,73 +232,11 @@ def test_the_front_process_stays_free_of_torch():
 # ---- raw bytes on a socket: framing, the standard library's errors, the drain
 
 
-class Wire(io.BytesIO):
-    """Bytes read off a socket, for http.client.HTTPResponse to parse; what follows the first answer
-    stays readable (HTTPResponse closes its file after the body)."""
-
-    def makefile(self, mode):
-        return self
-
-    def close(self):
-        pass
-
-
-def until_closed(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection: a reset raises
-    ConnectionResetError, a connection left open socket.timeout."""
-    received = b""
-    while chunk := sock.recv(1 << 16):
-        received += chunk
-    return received
-
-
-def answer(received: bytes, method: str = "GET") -> tuple[int, dict, http.client.HTTPMessage, bytes]:
-    """(status, JSON body, headers, the bytes after this first answer); the body of an answer to
-    HEAD is empty, {}."""
-    wire = Wire(received)
-    resp = http.client.HTTPResponse(wire, method=method)  # type: ignore[arg-type]
-    resp.begin()
-    payload = resp.read()
-    return resp.status, json.loads(payload) if method != "HEAD" else {}, resp.headers, wire.read()
-
-
 def exchange(server, data: bytes) -> tuple[int, dict, http.client.HTTPMessage, bytes]:
     """Send raw bytes; the server's first answer, once it has closed the connection."""
     with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5) as sock:
         sock.sendall(data)
         return answer(until_closed(sock))
-
-
-def assert_refused(got, status: int) -> None:
-    """A JSON error that closed the connection, with nothing answered after it."""
-    code, doc, headers, rest = got
-    assert (code, doc["status"], set(doc)) == (status, status, {"error", "status"}), doc
-    assert headers["Content-Type"] == "application/json" and headers["Connection"] == "close"
-    assert rest == b"", f"a second answer came on the same connection: {rest[:200]!r}"
-
-
-HEAD = b"POST /invocations HTTP/1.1\r\nHost: front\r\nContent-Type: image/png\r\n"
-SMUGGLED = b"GET /ping HTTP/1.1\r\nHost: front\r\n\r\n"  # must never be answered
-FRAMING = {
-    "Transfer-Encoding with Content-Length": b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-    "Content-Length with Transfer-Encoding": b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
-    "two different Content-Lengths": b"Content-Length: 3\r\nContent-Length: 40\r\n\r\nabc",
-    "the same Content-Length twice": b"Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
-    "a Content-Length list": b"Content-Length: 3, 3\r\n\r\nabc",
-    "a signed Content-Length": b"Content-Length: +3\r\n\r\nabc",
-    "a hex Content-Length": b"Content-Length: 0x3\r\n\r\nabc",
-    "a non-numeric Content-Length": b"Content-Length: three\r\n\r\nabc",
-    "a folded header line": b"Content-Length: 3\r\nX-Note: one\r\n two\r\n\r\nabc",
-    "a folded line after the request line": b" X-Note: one\r\nContent-Length: 3\r\n\r\nabc",
-    "a tab-folded Transfer-Encoding": b"Transfer-Encoding:\r\n\tchunked\r\nContent-Length: 3\r\n\r\nabc",
-    "a bare CR inside a header line": b"X-Note: one\rContent-Length: 40\r\nContent-Length: 3\r\n\r\nabc",
-    "whitespace before the colon": b"Content-Length : 3\r\n\r\nabc",
-    "a coding other than chunked": b"Transfer-Encoding: gzip\r\n\r\nabc",
-    "chunked twice": b"Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
-    "chunked not last": b"Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
-    "a malformed chunk size": b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
-    "chunk data without its CRLF": b"Transfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n0\r\n\r\n",
-}
 
 
 @pytest.mark.parametrize("case", list(FRAMING))
@@ -311,22 +250,6 @@ def test_transfer_encoding_in_http_1_0_is_refused(front):
     server, _ = front
     data = b"POST /invocations HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
     assert_refused(exchange(server, data + SMUGGLED), 400)
-
-
-STDLIB_ERRORS = {  # what http.server would have answered with an HTML page
-    "request line over 65536 bytes": (414, b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n"),
-    "101 header lines": (431, b"GET /ping HTTP/1.1\r\n" + b"X-N: 1\r\n" * 101 + b"\r\n"),
-    "a header line over 65536 bytes": (431, b"GET /ping HTTP/1.1\r\nX-N: " + b"1" * 70000 + b"\r\n\r\n"),
-    "garbage request line": (400, b"HELLO\r\n\r\n"),
-    "no HTTP version (HTTP/0.9)": (400, b"GET /ping\r\n\r\n"),
-    "two spaces in the request line": (400, b"GET  /ping HTTP/1.1\r\n\r\n"),
-    "bad HTTP version": (400, b"GET /ping HTTP/1.x\r\n\r\n"),
-    "HTTP/2.0": (505, b"GET /ping HTTP/2.0\r\n\r\n"),
-    "OPTIONS": (405, b"OPTIONS /invocations HTTP/1.1\r\nConnection: close\r\n\r\n"),
-    "PUT": (405, b"PUT /invocations HTTP/1.1\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"),
-    "DELETE": (405, b"DELETE /ping HTTP/1.1\r\nConnection: close\r\n\r\n"),
-    "POST without a length": (411, b"POST /invocations HTTP/1.1\r\nContent-Type: image/png\r\n\r\n"),
-}
 
 
 @pytest.mark.parametrize("case", list(STDLIB_ERRORS))

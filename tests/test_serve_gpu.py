@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from byoc.core import architecture, artifact, half_precision
+from byoc.core import artifact, half_precision
 from byoc.core.errors import ArtifactError
 from byoc.core.images import Preprocessing
 from byoc.core.model_meta import ModelMeta, read_meta
@@ -130,16 +130,6 @@ def test_a_cpu_worker_touches_no_cuda_call(monkeypatch, model_dir):
 
 
 # -- half precision, run on CPU tensors ----------------------------------------------------------
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """An untrained resnet18 artifact for 32x32 images (model.pt, model.ts, model.json)."""
-    path = tmp_path_factory.mktemp("half") / "model"
-    torch.manual_seed(0)
-    meta = ModelMeta(arch="resnet18", labels=LABELS, preprocessing=Preprocessing.for_size(32))
-    artifact.save(path, architecture.build("resnet18", len(LABELS)).eval(), meta)
-    return path
-
-
 def _images(n: int = 6) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((n, 3, 32, 32)).astype(np.float32)
 

@@ -14,26 +14,12 @@ import torch
 from mms.context import Context, RequestProcessor
 from PIL import Image
 
-from byoc.core import architecture as model
 from byoc.core import artifact
-from byoc.core.artifact import ModelMeta
-from byoc.core.preprocessing import Preprocessing, eval_transform, open_image
+from byoc.core.preprocessing import eval_transform, open_image
 from byoc.serve.config import ServeConfig
 from byoc.serve.handler import ImageClassifierHandler, Request, StageMetrics
 
 LABELS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("served") / "model"
-    torch.manual_seed(0)
-    artifact.save(
-        path,
-        model.build("resnet18", len(LABELS)),
-        ModelMeta(arch="resnet18", labels=LABELS, preprocessing=Preprocessing.for_size(32)),
-    )
-    return path
 
 
 @pytest.fixture(scope="module")

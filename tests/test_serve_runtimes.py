@@ -14,12 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from byoc.core import architecture, artifact, onnx_export
+from byoc.core import onnx_export
 from byoc.core.errors import ArtifactError, ConfigError
-from byoc.core.images import Preprocessing
 from byoc.core.model_meta import META_FILE, ModelMeta
 from byoc.serve import choice, runtimes
 from byoc.serve.choice import Kind
@@ -127,15 +125,11 @@ def _quantize(model_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """A resnet18 artifact for 32x32 images with its fp32 ONNX copy and an INT8 copy."""
-    path = tmp_path_factory.mktemp("onnx") / "model"
-    torch.manual_seed(0)
-    meta = ModelMeta(arch="resnet18", labels=LABELS, preprocessing=Preprocessing.for_size(32))
-    artifact.save(path, architecture.build("resnet18", len(LABELS)), meta)
-    onnx_export.export(path)
-    _quantize(path)
-    return path
+def model_dir(model_dir: Path) -> Path:
+    """The module's untrained artifact (the shared `model_dir` fixture) with its fp32 ONNX copy and an INT8 copy."""
+    onnx_export.export(model_dir)
+    _quantize(model_dir)
+    return model_dir
 
 
 def _copy(model_dir: Path, tmp_path: Path) -> Path:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 
+import psutil
 import pytest
 
 from byoc.core.errors import ConfigError
@@ -35,10 +37,6 @@ def test_two_workers_per_gpu_where_the_cores_allow():
 def test_explicit_workers_set_threads():
     plan = sizing.plan(8, 0, RESNET50, 64 * GB, workers=8)
     assert (plan.workers, plan.threads, plan.reason) == (8, 1, "SAGEMAKER_MODEL_SERVER_WORKERS")
-
-
-def test_machine_probes_are_sane():
-    assert sizing.cpu_count() >= 1 and sizing.memory_available() > 0
 
 
 def test_config_from_sagemaker_variables():
@@ -259,6 +257,44 @@ def test_droppable_page_cache_counts_as_free_only_when_asked_and_oom_kills_are_r
 def test_no_cgroup_files_no_oom_kills(monkeypatch):
     cgroup(monkeypatch, {})
     assert sizing.oom_kills() == 0
+
+
+@pytest.mark.parametrize(
+    "affinity, files, cores",
+    [
+        (8, {}, 8),  # no cgroup files: the CPUs this process may run on
+        (8, {"cpu.max": "max 100000"}, 8),  # v2 without a quota
+        (8, {"cpu.max": "200000 100000"}, 2),  # v2, docker --cpus 2
+        (8, {"cpu/cpu.cfs_quota_us": "150000", "cpu/cpu.cfs_period_us": "100000"}, 1),  # v1, 1.5 CPUs: whole ones
+        (8, {"cpu.max": "50000 100000"}, 1),  # half a CPU: still one
+        (2, {"cpu.max": "400000 100000"}, 2),  # an affinity narrower than the quota
+    ],
+)
+def test_cpu_count_is_the_affinity_capped_by_the_cpu_quota(monkeypatch, affinity, files, cores):
+    cgroup(monkeypatch, files)
+    monkeypatch.setattr(sizing.os, "sched_getaffinity", lambda pid: set(range(affinity)))
+    assert sizing.cpu_count() == cores
+
+
+@pytest.mark.parametrize(
+    "files, available",
+    [
+        ({}, 4 * GB),  # no cgroup files: the machine's available memory
+        ({"memory.max": "max", "memory.current": str(GB)}, 4 * GB),  # v2 without a limit
+        ({"memory.max": str(2 * GB), "memory.current": str(GB // 2)}, 3 * GB // 2),  # what the limit leaves
+        ({"memory.max": str(8 * GB), "memory.current": str(GB)}, 4 * GB),  # the machine has less than that
+        ({"memory.max": str(GB), "memory.current": str(2 * GB)}, 0),  # over the limit: none, never negative
+    ],
+)
+def test_memory_available_is_the_machines_capped_by_what_the_cgroup_limit_leaves(monkeypatch, files, available):
+    cgroup(monkeypatch, files)
+    monkeypatch.setattr(sizing.psutil, "virtual_memory", lambda: type("VM", (), {"available": 4 * GB})())
+    assert sizing.memory_available() == available
+
+
+def test_the_probes_on_this_machine_stay_within_what_it_has():
+    assert 1 <= sizing.cpu_count() <= len(os.sched_getaffinity(0))
+    assert 0 < sizing.memory_available() <= psutil.virtual_memory().total
 
 
 @pytest.mark.parametrize(

@@ -18,11 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from byoc.core import architecture as model
-from byoc.core import artifact
-from byoc.core.artifact import ModelMeta
-from byoc.core.preprocessing import Preprocessing
 from tests import netutil
+from tests.helpers.models import untrained_artifact
 
 LABELS = [f"class{i}" for i in range(4)]
 PORTS = ("inference", "management", "metrics", "grpc_inference", "grpc_management")
@@ -44,13 +41,7 @@ def torchserve(tmp_path):
             "TorchServe needs java and the torchserve package "
             "(pip install -e '.[test]', apt-get install openjdk-17-jre-headless)"
         )
-    model_dir = tmp_path / "model"
-    torch.manual_seed(0)
-    artifact.save(
-        model_dir,
-        model.build("resnet18", len(LABELS)),
-        ModelMeta(arch="resnet18", labels=LABELS, preprocessing=Preprocessing.for_size(32)),
-    )
+    model_dir = untrained_artifact(tmp_path / "model", LABELS)
     # What a user would package: a handler file that is byoc's handler.
     (tmp_path / "byoc_ts_handler.py").write_text("from byoc.serve.handler import handle  # noqa: F401\n")
     store = tmp_path / "store"

@@ -12,6 +12,7 @@ from byoc.core import artifact
 from byoc.training import checkpoint, data, distributed, monitor, train
 from byoc.training.contract import Job, TrainConfig
 from byoc.training.distributed import Runtime, StopAgreement
+from tests.helpers.models import QUICK
 
 
 @pytest.fixture(autouse=True)
@@ -39,21 +40,6 @@ def make_job(tmp_path, data_root) -> Job:
     return Job.one_host(tmp_path / "opt_ml", {"training": data_root}, num_cpus=2)
 
 
-QUICK = dict(
-    arch="resnet18",
-    image_size=16,
-    pretrained=False,
-    epochs=2,
-    batch_size=32,
-    lr=3e-3,
-    num_workers=0,
-    log_every=5,
-    amp="off",
-    channels_last="false",  # fixed: "auto" picks by timing, which may differ run to run
-    export_int8=False,  # tests/test_quantize.py covers the INT8 copy; model.onnx is still written
-)
-
-
 def test_run_writes_artifact_metrics_and_curves(tmp_path, small_data):
     job = make_job(tmp_path, small_data)
     metrics = train.run(job, TrainConfig(**QUICK))
@@ -76,31 +62,41 @@ def test_run_writes_artifact_metrics_and_curves(tmp_path, small_data):
     assert meta.labels[0] == "zero" and meta.metrics["test_accuracy"] == metrics["test_accuracy"]
 
 
-def test_best_epoch_is_exported_not_the_last(tmp_path, small_data, monkeypatch):
-    """Validation accuracy falls after epoch 0: the artifact holds epoch 0's weights, not the last ones."""
-    job = make_job(tmp_path, small_data)
-    accuracies = iter([0.9, 0.5, 0.4])
-    weights_at_end = []
+class Validation:
+    """What `evaluate` returns, with the validation accuracy a test chose."""
+
+    skipped: set = set()
+
+    def __init__(self, accuracy):
+        self.accuracy = accuracy
+
+    def reduced(self, rt):
+        return 1.0, self.accuracy, 100
+
+
+def scripted_validation(monkeypatch, accuracies: list[float], weights_at_end: list | None = None) -> None:
+    """Each epoch's validation accuracy taken in turn from `accuracies` (the test split is still
+    evaluated for real); with `weights_at_end`, the weights each epoch ended with appended to it."""
+    scripted = iter(accuracies)
     real_end, real_evaluate = train.end_of_epoch, train.evaluate
 
-    class Validation:
-        skipped: set = set()
-
-        def __init__(self, accuracy):
-            self.accuracy = accuracy
-
-        def reduced(self, rt):
-            return 1.0, self.accuracy, 100
-
     def end_of_epoch(t, *rest):
-        weights_at_end.append({k: v.detach().clone() for k, v in t.net.state_dict().items()})
-        monkeypatch.setattr(train, "evaluate", lambda *a, **k: Validation(next(accuracies)))
+        if weights_at_end is not None:
+            weights_at_end.append({k: v.detach().clone() for k, v in t.net.state_dict().items()})
+        monkeypatch.setattr(train, "evaluate", lambda *a, **k: Validation(next(scripted)))
         try:
             return real_end(t, *rest)
         finally:
             monkeypatch.setattr(train, "evaluate", real_evaluate)
 
     monkeypatch.setattr(train, "end_of_epoch", end_of_epoch)
+
+
+def test_best_epoch_is_exported_not_the_last(tmp_path, small_data, monkeypatch):
+    """Validation accuracy falls after epoch 0: the artifact holds epoch 0's weights, not the last ones."""
+    job = make_job(tmp_path, small_data)
+    weights_at_end: list[dict] = []
+    scripted_validation(monkeypatch, [0.9, 0.5, 0.4], weights_at_end)
     metrics = train.run(job, TrainConfig(**{**QUICK, "epochs": 3}))
     assert metrics["best_epoch"] == 0 and metrics["best_val_accuracy"] == 0.9
     exported = torch.load(job.model_dir / "model.pt", weights_only=True)
@@ -134,10 +130,22 @@ def test_tensorboard_steps_per_epoch_follow_the_world_size(tmp_path):
     assert loaders.steps_per_epoch == len(loader) == 5
 
 
-def test_early_stopping(tmp_path, small_data):
-    job = make_job(tmp_path, small_data)
-    metrics = train.run(job, TrainConfig(**{**QUICK, "epochs": 6, "lr": 1e3, "early_stopping_patience": 1}))
-    assert len(metrics["epochs"]) < 6
+def test_early_stopping_ends_the_run_after_patience_epochs_without_improvement(
+    tmp_path, small_data, monkeypatch, caplog
+):
+    """Patience 2: epoch 2 ties the best (a tie is no improvement), epoch 3 improves and starts the
+    count again, epoch 4 falls and epoch 5 ties epoch 3: the run ends after epoch 5, before epoch 6's
+    better score, with epoch 3 the best. (Patience 0, off: test_best_epoch_is_exported_not_the_last
+    runs every epoch though accuracy falls.)"""
+    scripted_validation(monkeypatch, [0.5, 0.6, 0.6, 0.7, 0.4, 0.7, 0.9])
+    with caplog.at_level("INFO", logger=train.log.name):
+        metrics = train.run(
+            make_job(tmp_path, small_data), TrainConfig(**{**QUICK, "epochs": 7, "early_stopping_patience": 2})
+        )
+    assert [e["epoch"] for e in metrics["epochs"]] == [0, 1, 2, 3, 4, 5]
+    assert (metrics["best_epoch"], metrics["best_val_accuracy"]) == (3, 0.7)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("early stopping")]
+    assert said == ["early stopping: val_accuracy has not improved for 2 epochs (best 0.7000 at epoch 3)"]
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, small_data, monkeypatch):
@@ -198,12 +206,40 @@ def test_evaluation_shards_count_every_image_once():
     assert sorted(sum(shards, [])) == list(range(11))
 
 
-def test_last_training_batch_of_one_is_dropped():
-    sampler = data.ShardSampler(65, 0, 1, seed=0, shuffle=True)
+class Numbered:
+    """A dataset of `size` one-pixel images whose label is their index, read as ShardSampler keys them:
+    (epoch, index) while shuffling (training), the bare index otherwise (evaluation)."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key):
+        index = key[1] if isinstance(key, tuple) else key
+        return torch.zeros(1), index, None
+
+
+@pytest.mark.parametrize(
+    "images, shuffle, batches",
+    [
+        (65, True, [32, 32]),  # a last training batch of one image breaks BatchNorm: dropped
+        (66, True, [32, 32, 2]),  # a last batch of two trains
+        (1, True, [1]),  # a split of one image still trains on it
+        (65, False, [32, 32, 1]),  # evaluation counts every image
+    ],
+)
+def test_only_a_last_training_batch_of_one_is_dropped(images, shuffle, batches):
+    sampler = data.ShardSampler(images, 0, 1, seed=0, shuffle=shuffle)
     loader = data.make_loader(
-        list(range(65)), sampler, TrainConfig(batch_size=32), 0, Runtime(device=torch.device("cpu"))
+        Numbered(images), sampler, TrainConfig(batch_size=32), 0, Runtime(device=torch.device("cpu"))
     )
-    assert loader.drop_last
+    seen = [labels.tolist() for _, labels, _ in loader]
+    assert [len(batch) for batch in seen] == batches
+    assert len(set(sum(seen, []))) == sum(batches)  # no image twice
+    loaders = data.Loaders(labels=[], train_sampler=sampler, train=loader, valid=loader, test=loader, workers=0)
+    assert loaders.steps_per_epoch == len(batches)
 
 
 def _union_worker(rank: int, world: int, store: str, per_rank: list[set[str]], out) -> None:

@@ -14,30 +14,20 @@ import pytest
 
 from byoc.cli import main
 from byoc.local import batch_transform as bt
-from tests import dockerutil as du
 
 pytestmark = pytest.mark.container
 
 IMAGES = 12
 
 
-@pytest.fixture(scope="module")
-def server(serve_image, trained_model):
-    """The serving container with the environment SageMaker gives a transform job's container."""
-    container = du.start_serving(
-        serve_image,
-        trained_model["model_dir"],
-        "byoc-test-transform",
-        "SAGEMAKER_MODEL_SERVER_WORKERS=2",
-        "SAGEMAKER_BATCH=true",
-        "SAGEMAKER_MAX_PAYLOAD_IN_MB=6",
-        "SAGEMAKER_BATCH_STRATEGY=MULTI_RECORD",
-        "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS=2",
-    )
-    try:
-        yield {**container, **trained_model}
-    finally:
-        du.run(["rm", "-f", container["name"]])
+# The environment SageMaker gives a transform job's container (the `server` fixture, tests/helpers/serving.py).
+SERVER_ENV = {
+    "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
+    "SAGEMAKER_BATCH": "true",
+    "SAGEMAKER_MAX_PAYLOAD_IN_MB": "6",
+    "SAGEMAKER_BATCH_STRATEGY": "MULTI_RECORD",
+    "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "2",
+}
 
 
 @pytest.fixture(scope="module")

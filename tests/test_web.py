@@ -17,10 +17,12 @@ from byoc.local import runtime as local_runtime
 from byoc.local.web import dev_server
 from tests import dockerutil as du
 from tests import netutil
-from tests.test_lambda_e2e import container_predictions, serving  # noqa: F401 (a fixture)
-from tests.test_local_runtime import StandIn
+from tests.helpers.serving import container_predictions, held_out_images
+from tests.helpers.standins import StandIn
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+# The serving container behind the page: the `server` fixture (tests/helpers/serving.py), one worker.
+SERVER_ENV = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"}
 # The flags Debian's chromium needs as root in a container, and none of its background traffic.
 CHROMIUM_FLAGS = (
     "--headless",
@@ -111,11 +113,11 @@ def ensure_chromium() -> None:
 
 
 @pytest.fixture(scope="module")
-def lambda_local(serving):  # noqa: F811 (the fixture imported above)
+def lambda_local(server):
     """`byoc lambda-local --container URL`: the page, the Lambda and a local runtime, as a user starts them,
     on the port it chose (--port 0), read from the line it prints once listening."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "byoc.cli", "lambda-local", "--port", "0", "--container", serving["url"]],
+        [sys.executable, "-m", "byoc.cli", "lambda-local", "--port", "0", "--container", server["url"]],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -158,11 +160,11 @@ def pick_and_wait(driver, page: str, path) -> str:
 
 
 @pytest.mark.container
-def test_page_shows_top_classes_with_bars_in_chromium(browser, lambda_local, serving, tmp_path):  # noqa: F811
+def test_page_shows_top_classes_with_bars_in_chromium(browser, lambda_local, server, tmp_path):
     from selenium.webdriver.common.by import By
 
-    photo = serving["images"][7]
-    expected = container_predictions(serving["url"], photo.read_bytes(), 3)
+    photo = held_out_images(server)[7]
+    expected = container_predictions(server["url"], photo.read_bytes(), 3)
     assert pick_and_wait(browser, lambda_local, photo) == "done", browser.find_element(By.ID, "status").text
     rows = browser.find_elements(By.CSS_SELECTOR, "#predictions li")
     assert [r.find_element(By.CLASS_NAME, "label").text for r in rows] == [p["label"] for p in expected]
