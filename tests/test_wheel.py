@@ -135,6 +135,8 @@ def test_core_install_has_every_command(venv):
     shown = _byoc(venv, "--help")
     assert shown.returncode == 0, shown.stderr
     assert [name for name in listed if not re.search(rf"^\s+{name}\b", shown.stdout, re.MULTILINE)] == []
+    version = _byoc(venv, "--version")
+    assert version.stdout == f"byoc {byoc.__version__}\n", version.stderr
 
 
 def test_every_command_help_runs_in_the_core_install(venv):
