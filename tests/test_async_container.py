@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from byoc.cli import main
 from tests import awsutil, netutil
 from tests import dockerutil as du
 from tests.helpers.async_inference import head, outcome
+from tests.helpers.serving import container_predictions
 
 pytestmark = pytest.mark.container
 
@@ -66,17 +66,6 @@ def s3(aws, runtime, monkeypatch):
     client = boto3.client("s3")
     client.create_bucket(Bucket=BUCKET)
     return client
-
-
-def container_predictions(url: str, image: bytes, top_k: int) -> list[dict]:
-    request = urllib.request.Request(
-        f"{url}/invocations",
-        data=image,
-        method="POST",
-        headers={"Content-Type": "image/png", "X-Amzn-SageMaker-Custom-Attributes": f"top_k={top_k}"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as resp:
-        return json.loads(resp.read())["predictions"]
 
 
 def upload(s3, data: bytes, name: str) -> str:

@@ -13,7 +13,8 @@ from botocore.stub import Stubber
 from byoc.aws import endpoint, rollout
 from byoc.cli import main
 from byoc.core.errors import ConfigError
-from tests.awsutil import ROLE, byoc, seed_account
+from tests.awsutil import byoc, seed_account
+from tests.helpers import endpoints
 from tests.sagemaker_updates import REASON, FakeUpdates
 
 CANARY = {
@@ -34,18 +35,7 @@ def updates(aws, monkeypatch) -> FakeUpdates:
 
 
 def deploy_args(name: str, *extra: str) -> tuple[str, ...]:
-    return (
-        "deploy",
-        "--name",
-        name,
-        "--model-data",
-        model_data(name),
-        "--role",
-        ROLE,
-        "--poll",
-        "0.01",
-        *extra,
-    )
+    return endpoints.deploy_args(name, *extra, poll="0.01")
 
 
 def model_data(name: str) -> str:

@@ -7,7 +7,8 @@ import boto3
 from tests.awsutil import ROLE
 
 
-def deploy_args(name: str, *extra: str) -> tuple[str, ...]:
+def deploy_args(name: str, *extra: str, poll: str = "0.05") -> tuple[str, ...]:
+    """`byoc deploy` of s3://byoc-models/NAME/model.tar.gz with the test role, polling every POLL seconds."""
     return (
         "deploy",
         "--name",
@@ -17,7 +18,7 @@ def deploy_args(name: str, *extra: str) -> tuple[str, ...]:
         "--role",
         ROLE,
         "--poll",
-        "0.05",
+        poll,
         *extra,
     )
 
