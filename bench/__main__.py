@@ -11,9 +11,11 @@ import json
 import logging
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench import accuracy, artifact, containers, payloads, plot, precision, report, serving, sizes, training
@@ -138,6 +140,20 @@ def run_cold_starts(args, work: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the chosen suites, write bench/results/ (or --out) and print the tables; 1 when a run failed."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    with stop_unwinds(), containers.cleaned_up():
+        results = run_suites(args, "make bench  # = .venv/bin/python -m bench " + " ".join(argv or sys.argv[1:]))
+    write_results(results, args.out)
+    if results["failures"]:
+        print("FAILED runs:\n  " + "\n  ".join(results["failures"]), file=sys.stderr)
+        return 1
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line; `python -m bench --help` prints it."""
     ap = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -169,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
         default=Path("/tmp/byoc-bench-work"),
         help="scratch folder for payloads, models and training data (kept between runs)",
     )
+    return ap
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The options, checked and split into lists (args.suites: the suites to run); --quick shortens
+    every load. Makes the work and output folders."""
+    ap = parser()
     args = ap.parse_args(argv)
     args.payloads = args.payloads.split(",")
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
@@ -179,77 +202,101 @@ def main(argv: list[str] | None = None) -> int:
         args.seconds, args.warmup, args.inprocess_seconds = min(args.seconds, 3.0), min(args.warmup, 1.0), 1.0
         args.server_warmup = min(args.server_warmup, 3.0)
         args.cold_start_rounds = 1
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    suites = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = set(suites) - set(SUITES)
+    args.suites = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(args.suites) - set(SUITES)
     if unknown:
         ap.error(f"unknown suite(s) {', '.join(sorted(unknown))}: choose from {', '.join(SUITES)}")
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    return args
 
+
+@contextmanager
+def stop_unwinds():
+    """SIGTERM (`timeout`, `kill`, a CI job cancelled) and SIGHUP (the terminal gone) unwind the run
+    as Ctrl-C does, so that every `finally` runs and removes its container: by default Python ends
+    at once on them, and a server container would be left running."""
+
+    def unwind(signum, _frame):
+        signal.signal(signum, signal.SIG_IGN)  # one unwinding: a second signal must not cut the clean-up short
+        raise SystemExit(128 + signum)  # the exit status a shell gives a process the signal ended
+
+    previous = {sig: signal.signal(sig, unwind) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_suites(args, command: str) -> dict:
+    """Every chosen suite in turn; a suite that fails is named in results["failures"], the others still run."""
     started = time.monotonic()
     failures: list[str] = []
-    results: dict = {
-        "machine": machine(),
-        "command": "make bench  # = .venv/bin/python -m bench " + " ".join(argv or sys.argv[1:]),
-    }
-    if "serving" in suites:
+    results: dict = {"machine": machine(), "command": command}
+    if "serving" in args.suites:
         results["serving"] = run_serving(args, args.work, failures)
-    if "coldstart" in suites:
-        try:
+    if "coldstart" in args.suites:
+        with suite("coldstart", "cold start", failures):
             results["cold_start"] = run_cold_starts(args, args.work)
-        except Exception as exc:
-            failures.append(f"coldstart: {exc}")
-            log.error("cold start benchmark failed: %s", exc)
-    if "training" in suites:
-        try:
-            ensure_image("byoc-train:latest", "train")
-            results["training"] = training.run(args.work, quick=args.quick)
-            demo = results["training"]["demo"]
-            # Decoders differ only on JPEG: the demo test split, upscaled and re-encoded.
-            jpegs = accuracy.write_jpeg_test_set(Path(demo["test_split"]), args.work / "demo_test_jpeg", 256)
-            results["training"]["decode_top1"] = serving.run_accuracy(
-                "byoc-serve:latest", Path(demo["model_dir"]), jpegs
-            )
-            log.info("top-1 per decode pipeline: %s", results["training"]["decode_top1"])
-        except Exception as exc:
-            failures.append(f"training: {exc}")
-            log.error("training benchmark failed: %s", exc)
-    if "precision" in suites:
-        try:
-            for image, what in (
-                ("byoc-serve:latest", "serve"),
-                ("byoc-serve:cpu", "cpu"),
-                ("byoc-train:latest", "train"),
-            ):
-                ensure_image(image, what)
-            # The demo model: the training suite's when it ran, else trained now.
-            demo = results.get("training", {}).get("demo") or training.train_demo(args.work, quick=args.quick)
-            results["precision"] = precision.run(args, args.work, demo, chosen_payloads(args, args.work))
+    if "training" in args.suites:
+        with suite("training", "training", failures):
+            run_training(args, results)
+    if "precision" in args.suites:
+        with suite("precision", "precision", failures):
+            results["precision"] = run_precision(args, results)
             failures += [f"precision: {e}" for e in results["precision"]["errors"]]
-        except Exception as exc:
-            failures.append(f"precision: {exc}")
-            log.error("precision benchmark failed: %s", exc)
-    if "sizes" in suites or "precision" in suites:  # the CPU image's size is one of precision's figures
+    if "sizes" in args.suites or "precision" in args.suites:  # the CPU image's size is one of precision's figures
         results["sizes"] = sizes.run()
     results["targets"] = report.targets(results)
     results["failures"] = failures
     results["seconds"] = round(time.monotonic() - started, 1)
+    return results
 
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+
+@contextmanager
+def suite(name: str, what: str, failures: list[str]):
+    """A suite's failure is logged and named in `failures`: one suite cannot lose the others' results."""
+    try:
+        yield
+    except Exception as exc:
+        failures.append(f"{name}: {exc}")
+        log.error("%s benchmark failed: %s", what, exc)
+
+
+def run_training(args, results: dict) -> None:
+    """The training suite into results["training"], then the demo model's top-1 through each decode
+    pipeline of byoc-serve (kept apart: the training figures stand if this part fails)."""
+    ensure_image("byoc-train:latest", "train")
+    results["training"] = training.run(args.work, quick=args.quick)
+    demo = results["training"]["demo"]
+    # Decoders differ only on JPEG: the demo test split, upscaled and re-encoded.
+    jpegs = accuracy.write_jpeg_test_set(Path(demo["test_split"]), args.work / "demo_test_jpeg", 256)
+    results["training"]["decode_top1"] = serving.run_accuracy("byoc-serve:latest", Path(demo["model_dir"]), jpegs)
+    log.info("top-1 per decode pipeline: %s", results["training"]["decode_top1"])
+
+
+def run_precision(args, results: dict) -> dict:
+    """TorchScript fp32 against ONNX Runtime fp32 and INT8, on the training suite's demo model when it
+    ran, else on one trained now."""
+    for image, what in (("byoc-serve:latest", "serve"), ("byoc-serve:cpu", "cpu"), ("byoc-train:latest", "train")):
+        ensure_image(image, what)
+    demo = results.get("training", {}).get("demo") or training.train_demo(args.work, quick=args.quick)
+    return precision.run(args, args.work, demo, chosen_payloads(args, args.work))
+
+
+def write_results(results: dict, out: Path) -> None:
+    """results.json, summary.md and the plots into `out`; the tables on stdout."""
+    (out / "results.json").write_text(json.dumps(results, indent=2))
     text = report.markdown(results)
-    (args.out / "summary.md").write_text(text + "\n")
+    (out / "summary.md").write_text(text + "\n")
     for name, fn in (("serving.png", plot.serving), ("targets.png", plot.ratios)):
         try:
-            fn(results, args.out / name)
+            fn(results, out / name)
         except Exception as exc:  # a plot is not worth losing the numbers
             log.error("plot %s failed: %s", name, exc)
     print(text)
-    print(f"\nresults: {args.out}/results.json, summary.md, serving.png, targets.png ({results['seconds']:.0f} s)")
-    if failures:
-        print("FAILED runs:\n  " + "\n  ".join(failures), file=sys.stderr)
-        return 1
-    return 0
+    print(f"\nresults: {out}/results.json, summary.md, serving.png, targets.png ({results['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

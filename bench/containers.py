@@ -1,8 +1,14 @@
 """Docker for the benchmarks: run a server container on the host network, time its cold
-start, read its memory from its cgroup, and always remove it."""
+start, read its memory from its cgroup, and always remove it.
+
+Every container the bench starts carries the label LABEL=RUN_ID. Each is removed when its
+step ends; `cleaned_up` also removes, when the run ends, any of this run's that a stop left, and,
+when it starts, those of earlier runs whose process is gone (killed outright, SIGKILL)."""
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
 import subprocess
 import time
@@ -13,6 +19,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 CPUSET = "0-1"  # the same core budget for every server: the whole 2-core box
+LABEL = "byoc-bench"
+# This run's label value: its process id first, so that a later run can tell a live run's
+# containers (left alone) from a dead one's (removed).
+RUN_ID = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+log = logging.getLogger("bench")
 
 
 def docker(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
@@ -60,13 +72,31 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
         return None
 
 
+def _labelled() -> list[str]:
+    """docker run's options that mark a container as this run's."""
+    return ["--label", f"{LABEL}={RUN_ID}"]
+
+
 @contextmanager
 def running(image: str, args: list[str], docker_opts: list[str], label: str):
     """`docker run -d` on the host network and the core budget; yields (name, start time); removes it."""
     name = f"byoc-bench-{label}-{uuid.uuid4().hex[:6]}"
     started = time.monotonic()
-    docker("run", "-d", "--name", name, "--network", "host", "--cpuset-cpus", CPUSET, *docker_opts, image, *args)
-    try:
+    try:  # `docker run` itself inside: a stop while it runs may still leave the container created
+        docker(
+            "run",
+            "-d",
+            "--name",
+            name,
+            *_labelled(),
+            "--network",
+            "host",
+            "--cpuset-cpus",
+            CPUSET,
+            *docker_opts,
+            image,
+            *args,
+        )
         yield name, started
     finally:
         docker("rm", "-f", name, check=False)
@@ -83,6 +113,7 @@ def run_once(
             "--rm",
             "--name",
             name,
+            *_labelled(),
             "--cpuset-cpus",
             CPUSET,
             *docker_opts,
@@ -93,6 +124,64 @@ def run_once(
         )
     finally:
         docker("rm", "-f", name, check=False)
+
+
+def _labelled_containers(value: str = "") -> list[tuple[str, str, str]]:
+    """(id, name, run id) of every container labelled LABEL (=`value` when given), running or not."""
+    selector = f"{LABEL}={value}" if value else LABEL
+    fmt = '{{.ID}}\t{{.Names}}\t{{.Label "' + LABEL + '"}}'
+    proc = docker("ps", "-a", "--filter", f"label={selector}", "--format", fmt, check=False)
+    if proc.returncode != 0:  # no Docker daemon: nothing can be left
+        return []
+    rows = [line.split("\t", 2) for line in proc.stdout.splitlines()]
+    return [(cid, name, run) for cid, name, run in (r for r in rows if len(r) == 3)]
+
+
+def _run_alive(run_id: str) -> bool:
+    """Whether the bench run `run_id` (pid-hex) is still a live process on this machine."""
+    pid = run_id.partition("-")[0]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _remove(containers: list[tuple[str, str, str]]) -> list[str]:
+    """`docker rm -f` them; their names."""
+    if containers:
+        docker("rm", "-f", *(cid for cid, _, _ in containers), check=False)
+    return [name for _, name, _ in containers]
+
+
+def remove_leftovers() -> list[str]:
+    """Remove the containers of earlier bench runs whose process is gone (a run killed outright
+    cannot remove its own); a run still going keeps its. The names removed."""
+    return _remove([c for c in _labelled_containers() if c[2] != RUN_ID and not _run_alive(c[2])])
+
+
+def remove_this_runs() -> list[str]:
+    """Remove every container this run started that is still there; the names removed."""
+    return _remove(_labelled_containers(RUN_ID))
+
+
+@contextmanager
+def cleaned_up():
+    """Around a bench run: first remove earlier runs' leftovers (saying so), and at the end, however
+    the run ends, every container of this run that its own step did not remove."""
+    left = remove_leftovers()
+    if left:
+        log.info("removed %d container(s) left by earlier bench runs: %s", len(left), ", ".join(left))
+    try:
+        yield
+    finally:
+        left = remove_this_runs()
+        if left:
+            log.info("removed %d container(s) this run left: %s", len(left), ", ".join(left))
 
 
 def wait_status(url: str, started: float, timeout: float, name: str) -> float:

@@ -77,68 +77,89 @@ def sagemaker_execution(
 
     `arn(service, resource)` makes an ARN in the caller's partition, region and account.
     """
-    prefixes = sorted({p.strip("/") for p in read_prefixes + [write_prefix]})
     return {
         "Version": VERSION,
         "Statement": [
-            {
-                "Sid": "ListOwnPrefixes",
-                "Effect": "Allow",
-                "Action": "s3:ListBucket",
-                "Resource": bucket_arn,
-                "Condition": {"StringLike": {"s3:prefix": [f"{p}/*" for p in prefixes] + [f"{p}" for p in prefixes]}},
-            },
-            {
-                "Sid": "ReadDataAndModels",
-                "Effect": "Allow",
-                "Action": "s3:GetObject",
-                "Resource": [f"{bucket_arn}/{p}/*" for p in prefixes],
-            },
-            {
-                "Sid": "WriteOutputs",
-                "Effect": "Allow",
-                "Action": "s3:PutObject",
-                "Resource": f"{bucket_arn}/{write_prefix.strip('/')}/*",
-            },
-            {
-                "Sid": "PullImages",
-                "Effect": "Allow",
-                "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
-                "Resource": [arn("ecr", f"repository/{r}") for r in sorted(repositories)],
-            },
-            {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
-            {
-                "Sid": "WriteSageMakerLogs",
-                "Effect": "Allow",
-                "Action": [
-                    "logs:CreateLogGroup",
-                    "logs:CreateLogStream",
-                    "logs:DescribeLogStreams",
-                    "logs:PutLogEvents",
-                ],
-                "Resource": [arn("logs", "log-group:/aws/sagemaker/*")],
-            },
-            # In AWS's minimum for training jobs and endpoints (the instance and algorithm metrics):
-            # https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html
-            # PutMetricData has no resource-level permission; cloudwatch:namespace narrows it to SageMaker's:
-            # https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/iam-cw-condition-keys-namespace.html
-            {
-                "Sid": "PutSageMakerMetrics",
-                "Effect": "Allow",
-                "Action": "cloudwatch:PutMetricData",
-                "Resource": "*",
-                "Condition": {"StringLike": {"cloudwatch:namespace": METRIC_NAMESPACES}},
-            },
-            # SageMaker reads the auto-rollback alarms of a guarded update with the execution role:
-            # https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html
-            {
-                "Sid": "ReadRollbackAlarms",
-                "Effect": "Allow",
-                "Action": "cloudwatch:DescribeAlarms",
-                "Resource": arn("cloudwatch", f"alarm:{rollback_alarms}"),
-            },
+            *_data_statements(bucket_arn, read_prefixes, write_prefix),
+            *_image_statements(arn, repositories),
+            *_log_and_metric_statements(arn, rollback_alarms),
         ],
     }
+
+
+def _data_statements(bucket_arn: str, read_prefixes: list[str], write_prefix: str) -> list[dict]:
+    """S3: list and read the byoc name's prefixes, write under its output prefix only."""
+    prefixes = sorted({p.strip("/") for p in read_prefixes + [write_prefix]})
+    return [
+        {
+            "Sid": "ListOwnPrefixes",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": bucket_arn,
+            "Condition": {"StringLike": {"s3:prefix": [f"{p}/*" for p in prefixes] + [f"{p}" for p in prefixes]}},
+        },
+        {
+            "Sid": "ReadDataAndModels",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": [f"{bucket_arn}/{p}/*" for p in prefixes],
+        },
+        {
+            "Sid": "WriteOutputs",
+            "Effect": "Allow",
+            "Action": "s3:PutObject",
+            "Resource": f"{bucket_arn}/{write_prefix.strip('/')}/*",
+        },
+    ]
+
+
+def _image_statements(arn: Callable[[str, str], str], repositories: list[str]) -> list[dict]:
+    """ECR: pull our images (the login token has no resource-level permission)."""
+    return [
+        {
+            "Sid": "PullImages",
+            "Effect": "Allow",
+            "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+            "Resource": [arn("ecr", f"repository/{r}") for r in sorted(repositories)],
+        },
+        {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+    ]
+
+
+def _log_and_metric_statements(arn: Callable[[str, str], str], rollback_alarms: str) -> list[dict]:
+    """CloudWatch: SageMaker's logs and metrics, and the rollback alarms of endpoint updates."""
+    return [
+        {
+            "Sid": "WriteSageMakerLogs",
+            "Effect": "Allow",
+            "Action": [
+                "logs:CreateLogGroup",
+                "logs:CreateLogStream",
+                "logs:DescribeLogStreams",
+                "logs:PutLogEvents",
+            ],
+            "Resource": [arn("logs", "log-group:/aws/sagemaker/*")],
+        },
+        # In AWS's minimum for training jobs and endpoints (the instance and algorithm metrics):
+        # https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html
+        # PutMetricData has no resource-level permission; cloudwatch:namespace narrows it to SageMaker's:
+        # https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/iam-cw-condition-keys-namespace.html
+        {
+            "Sid": "PutSageMakerMetrics",
+            "Effect": "Allow",
+            "Action": "cloudwatch:PutMetricData",
+            "Resource": "*",
+            "Condition": {"StringLike": {"cloudwatch:namespace": METRIC_NAMESPACES}},
+        },
+        # SageMaker reads the auto-rollback alarms of a guarded update with the execution role:
+        # https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html
+        {
+            "Sid": "ReadRollbackAlarms",
+            "Effect": "Allow",
+            "Action": "cloudwatch:DescribeAlarms",
+            "Resource": arn("cloudwatch", f"alarm:{rollback_alarms}"),
+        },
+    ]
 
 
 def ec2_training(
