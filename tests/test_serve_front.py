@@ -266,14 +266,14 @@ def test_every_error_is_our_json(front, case):
 def test_head_is_405_with_headers_only(front):
     server, _ = front
     with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5) as sock:
-        sock.sendall(b"HEAD /ping HTTP/1.1\r\nConnection: close\r\n\r\n")
+        sock.sendall(b"HEAD /ping HTTP/1.1\r\nHost: front\r\nConnection: close\r\n\r\n")
         status, _, headers, rest = answer(until_closed(sock), method="HEAD")
     assert (status, headers["Allow"], headers["Content-Type"], rest) == (405, "GET", "application/json", b"")
 
 
 def test_a_405_for_a_body_it_did_not_read_closes_the_connection(front):
     server, _ = front
-    assert_refused(exchange(server, b"PUT /invocations HTTP/1.1\r\nContent-Length: 23\r\n\r\n" + SMUGGLED), 405)
+    assert_refused(exchange(server, b"PUT /invocations HTTP/1.1\r\nHost: front\r\nContent-Length: 23\r\n\r\n" + SMUGGLED), 405)
 
 
 def test_chunked_bodies_are_accepted_and_the_connection_stays_usable(front):
