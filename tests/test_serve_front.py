@@ -273,7 +273,8 @@ def test_head_is_405_with_headers_only(front):
 
 def test_a_405_for_a_body_it_did_not_read_closes_the_connection(front):
     server, _ = front
-    assert_refused(exchange(server, b"PUT /invocations HTTP/1.1\r\nHost: front\r\nContent-Length: 23\r\n\r\n" + SMUGGLED), 405)
+    put = b"PUT /invocations HTTP/1.1\r\nHost: front\r\nContent-Length: 23\r\n\r\n"
+    assert_refused(exchange(server, put + SMUGGLED), 405)
 
 
 def test_chunked_bodies_are_accepted_and_the_connection_stays_usable(front):
