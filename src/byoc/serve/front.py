@@ -134,22 +134,28 @@ def head_refusal(head: bytes | bytearray) -> Unframed | None:
     return None
 
 
-def body_framing(request: h11.Request) -> int | None:
-    """How the request's body is delimited (RFC 9112 6): its Content-Length, CHUNKED, or None for a
-    request without a body. Unframed: 505 for HTTP/2 and up, 400 for framing two parsers could
-    read two ways (h11 reads Transfer-Encoding and ignores a Content-Length beside it)."""
-    if not request.http_version.startswith(b"1."):
-        raise Unframed(505, f"HTTP/{request.http_version.decode()} is not supported: use HTTP/1.1")
-    names = [name for name, _ in request.headers]
-    if b"transfer-encoding" in names:  # h11 lets only a single `chunked` through
-        if b"content-length" in names:
+def body_framing(version: bytes, fields: dict[str, str]) -> int | None:
+    """How a request's body is delimited (RFC 9112 6), from its HTTP version and its header fields
+    as h11 read them: its Content-Length, CHUNKED, or None for a request without a body. Unframed:
+    505 for HTTP/2 and up, 400 for framing two parsers could read two ways (h11 reads
+    Transfer-Encoding and ignores a Content-Length beside it)."""
+    if not version.startswith(b"1."):
+        raise Unframed(505, f"HTTP/{version.decode()} is not supported: use HTTP/1.1")
+    if "transfer-encoding" in fields:  # h11 lets only a single `chunked` through
+        if "content-length" in fields:
             raise Unframed(400, "Transfer-Encoding and Content-Length together: send one of them")
-        if request.http_version == b"1.0":
+        if version == b"1.0":
             raise Unframed(400, "Transfer-Encoding in an HTTP/1.0 request: send Content-Length")
         return CHUNKED
-    if b"content-length" in names:
-        return int(dict(request.headers)[b"content-length"])
+    if "content-length" in fields:
+        return int(fields["content-length"])
     return None
+
+
+def keeps_alive(version: bytes, fields: dict[str, str]) -> bool:
+    """Whether the client keeps the connection for another request (h11's rule: HTTP/1.1 and
+    no `Connection: close`)."""
+    return version >= b"1.1" and "close" not in fields.get("connection", "").lower().replace(" ", "").split(",")
 
 
 class DeclaredChunks:
@@ -506,8 +512,8 @@ class FrontHandler(socketserver.BaseRequestHandler):
         self.headers: dict[str, str] = {}
         self._framing: int | None = None
         self._body_read = False
-        self._chunks = DeclaredChunks()
-        self.close_connection = False
+        self._chunks: DeclaredChunks | None = None
+        self.close_connection = False  # the client's request or our answer ends the connection
         try:
             self._parse(first)
         except Unframed as exc:
@@ -574,10 +580,12 @@ class FrontHandler(socketserver.BaseRequestHandler):
             raise Unframed(400, f"malformed request: {exc}"[:300]) from None
         assert isinstance(request, h11.Request)  # the whole head was there
         self.command, self.path = request.method.decode(), request.target.decode()
-        self._framing = body_framing(request)
-        for name, value in request.headers:
-            self.headers.setdefault(name.decode(), value.decode("latin-1"))
+        for name, value in request.headers.raw_items():
+            self.headers.setdefault(name.decode().lower(), value.decode("latin-1"))
+        self._framing = body_framing(request.http_version, self.headers)
+        self.close_connection = not keeps_alive(request.http_version, self.headers)
         if self._framing == CHUNKED:
+            self._chunks = DeclaredChunks()
             self._chunks.feed(data[end:])
         elif not self._framing:  # no body: h11 ends the request at once
             self._body_read = isinstance(self.conn.next_event(), h11.EndOfMessage)
@@ -623,7 +631,7 @@ class FrontHandler(socketserver.BaseRequestHandler):
                 if not data:
                     raise ConnectionAbortedError("the client closed the connection inside a body")
                 self.conn.receive_data(bytes(data) if isinstance(data, bytearray) else data)
-                if self._framing == CHUNKED and self._chunks.feed(data) > limit:
+                if self._chunks is not None and self._chunks.feed(data) > limit:
                     raise PayloadTooLarge(
                         f"chunked request body passes the limit of {limit} bytes "
                         "(SAGEMAKER_MAX_PAYLOAD_IN_MB): send a smaller image"
@@ -638,7 +646,7 @@ class FrontHandler(socketserver.BaseRequestHandler):
         """The body by its Content-Length or chunked; PayloadTooLarge over the limit, never
         holding more than the limit."""
         limit = self.server.max_request_bytes
-        if self._framing == CHUNKED:
+        if self._chunks is not None:
             if self._chunks.total > limit:
                 raise PayloadTooLarge(
                     f"chunked request body passes the limit of {limit} bytes "
@@ -678,26 +686,20 @@ class FrontHandler(socketserver.BaseRequestHandler):
         allow: str | None = None,
         content_type: str = JSON_CONTENT_TYPE,
     ) -> None:
-        """The answer, written by h11 (which adds `Connection: close` where the client's request
-        ends the connection) in one write."""
+        """The answer, in one write. Our own fixed header set is formatted here rather than by h11,
+        whose validation of every name and value again cost as much as parsing the request."""
         # Unread body bytes would be parsed as the next request: close instead. While draining,
         # every answer closes its connection, so no client sends another request on it.
-        close = close or self.server.draining or self._body_pending()
-        headers = [("Content-Type", content_type), ("Content-Length", str(len(payload))), ("Date", http_date())]
-        if allow:
-            headers.append(("Allow", allow))
-        if close:
-            headers.append(("Connection", "close"))
-        conn = self.conn
-        if conn is None or conn.their_state is h11.ERROR:  # an answer to a request h11 did not parse
-            conn = h11.Connection(h11.SERVER)
-        reason = HTTPStatus(status).phrase.encode()
-        data = conn.send(h11.Response(status_code=status, headers=headers, reason=reason))
-        if self.command != "HEAD":  # an answer to HEAD has headers only (h11 sends none)
-            data += conn.send(h11.Data(data=payload))
-        conn.send(h11.EndOfMessage())
-        self.close_connection = conn.our_state is not h11.DONE
-        self.request.sendall(data)
+        close = self.close_connection = close or self.close_connection or self.server.draining or self._body_pending()
+        head = (
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(payload)}\r\nDate: {http_date()}\r\n"
+            + (f"Allow: {allow}\r\n" if allow else "")
+            + ("Connection: close\r\n" if close else "")
+            + "\r\n"
+        ).encode("latin-1")
+        # An answer to HEAD has headers only.
+        self.request.sendall(head if self.command == "HEAD" else head + payload)
 
     def _body_pending(self) -> bool:
         return self._framing is not None and self._framing != 0 and not self._body_read
