@@ -271,6 +271,36 @@ def test_head_is_405_with_headers_only(front):
     assert (status, headers["Allow"], headers["Content-Type"], rest) == (405, "GET", "application/json", b"")
 
 
+def test_pipelined_requests_are_answered_in_order_on_one_connection(front):
+    server, _ = front
+    ping = b"GET /ping HTTP/1.1\r\nHost: front\r\n"
+    data = (
+        b"\r\n"  # one empty line before a request is ignored (RFC 9112 2.2)
+        + ping
+        + b"\r\n"
+        + HEAD
+        + b"Content-Length: 3\r\n\r\nabc\r\n"  # a CRLF after a body, as some clients send
+        + ping
+        + b"Upgrade: h2c\r\nConnection: Upgrade\r\n\r\n"  # an upgrade offered and declined
+        + ping
+        + b"Connection: close\r\n\r\n"
+    )
+    status, doc, headers, rest = exchange(server, data)
+    assert (status, doc, headers["Connection"]) == (200, {"status": "healthy"}, None)
+    status, doc, _, rest = answer(rest)
+    assert (status, doc["len"]) == (200, 3)
+    status, _, headers, rest = answer(rest)
+    assert (status, headers["Connection"]) == (200, None)
+    status, _, headers, rest = answer(rest)
+    assert (status, headers["Connection"], rest) == (200, "close", b"")
+
+
+def test_an_http_1_0_request_is_answered_and_its_connection_closed(front):
+    server, _ = front
+    status, doc, headers, rest = exchange(server, b"GET /ping HTTP/1.0\r\n\r\n" + SMUGGLED)
+    assert (status, doc, headers["Connection"], rest) == (200, {"status": "healthy"}, "close", b"")
+
+
 def test_a_405_for_a_body_it_did_not_read_closes_the_connection(front):
     server, _ = front
     put = b"PUT /invocations HTTP/1.1\r\nHost: front\r\nContent-Length: 23\r\n\r\n"

@@ -191,14 +191,13 @@ class DeclaredChunks:
 
 
 def http_date() -> str:
-    """The Date header's value (RFC 9110 6.6.1): the current second, formatted once."""
-    now = int(time.time())
-    if _date[0] != now:
-        _date[:] = [now, email.utils.formatdate(now, usegmt=True)]
-    return _date[1]
+    """The Date header's value (RFC 9110 6.6.1)."""
+    return _formatted_date(int(time.time()))
 
 
-_date: list = [0, ""]
+@functools.lru_cache(maxsize=1)  # formatted once a second
+def _formatted_date(second: int) -> str:
+    return email.utils.formatdate(second, usegmt=True)
 
 
 def linger_close(sock: socket.socket, seconds: float = LINGER, most: int = 1 << 24) -> None:
@@ -540,8 +539,11 @@ class FrontHandler(socketserver.BaseRequestHandler):
 
     def _next_cycle(self) -> bool:
         """Keep the connection for the client's next request: True unless the answer closed it."""
-        if self.close_connection or self.conn is None or self.conn.their_state is not h11.DONE:
+        # A request that offered an upgrade (h2c) ends in MIGHT_SWITCH_PROTOCOL: answered, it is done too.
+        ended = self.conn is not None and self.conn.their_state in (h11.DONE, h11.MIGHT_SWITCH_PROTOCOL)
+        if self.close_connection or not ended:
             return False
+        assert self.conn is not None
         self.pending = self.conn.trailing_data[0]
         return True
 
@@ -597,18 +599,15 @@ class FrontHandler(socketserver.BaseRequestHandler):
         data: bytes | bytearray = first
         skipped, check_at = False, MAX_LINE
         while True:
-            if not skipped and data[:1] in (b"\r", b"\n") and data != b"\r":
-                skipped = data.startswith((b"\r\n", b"\n"))
-                if skipped:
-                    data = data[data.index(b"\n") + 1 :]
-            if data and data != b"\r":
-                end = HEAD_END.search(data)
-                if end is not None:
-                    check_head_limits(data[: end.end()])
-                    return data, end.end()
-                if len(data) > check_at:  # a long head is checked as it grows, not only once whole
-                    check_head_limits(data)
-                    check_at = 2 * len(data)
+            if not skipped and data.startswith((b"\r\n", b"\n")):  # h11 would refuse it
+                data, skipped = data[data.index(b"\n") + 1 :], True
+            end = HEAD_END.search(data)
+            if end is not None:
+                check_head_limits(data[: end.end()])
+                return data, end.end()
+            if len(data) > check_at:  # a long head is checked as it grows, not only once whole
+                check_head_limits(data)
+                check_at = 2 * len(data)
             chunk = self._receive()
             if not chunk:
                 raise ConnectionAbortedError("the client closed the connection inside the headers")
@@ -630,7 +629,7 @@ class FrontHandler(socketserver.BaseRequestHandler):
                 data = self._receive()
                 if not data:
                     raise ConnectionAbortedError("the client closed the connection inside a body")
-                self.conn.receive_data(bytes(data) if isinstance(data, bytearray) else data)
+                self.conn.receive_data(data)
                 if self._chunks is not None and self._chunks.feed(data) > limit:
                     raise PayloadTooLarge(
                         f"chunked request body passes the limit of {limit} bytes "
