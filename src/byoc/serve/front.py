@@ -539,12 +539,10 @@ class FrontHandler(socketserver.BaseRequestHandler):
 
     def _next_cycle(self) -> bool:
         """Keep the connection for the client's next request: True unless the answer closed it."""
-        # A request that offered an upgrade (h2c) ends in MIGHT_SWITCH_PROTOCOL: answered, it is done too.
-        ended = self.conn is not None and self.conn.their_state in (h11.DONE, h11.MIGHT_SWITCH_PROTOCOL)
-        if self.close_connection or not ended:
+        if self.close_connection or not self._body_read:
             return False
-        assert self.conn is not None
-        self.pending = self.conn.trailing_data[0]
+        # What came after the request: h11 holds it after a chunked body, else _rest.
+        self.pending = self.conn.trailing_data[0] if self._chunks is not None and self.conn else self._rest
         return True
 
     def _route(self, path: str) -> tuple[tuple[str, ...], Callable[[], None]] | None:
@@ -569,11 +567,12 @@ class FrontHandler(socketserver.BaseRequestHandler):
     def _parse(self, first: bytes) -> None:
         """The request's head, checked (head_refusal) and then parsed by h11; Unframed otherwise."""
         data, end = self._read_head(first)
-        refusal = head_refusal(data[:end])
+        head, self._rest = bytes(data[:end]), bytes(data[end:])
+        refusal = head_refusal(head)
         if refusal is not None:
             raise refusal
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_LINE)
-        self.conn.receive_data(bytes(data) if isinstance(data, bytearray) else data)
+        self.conn.receive_data(head)
         try:
             request = self.conn.next_event()
         except h11.RemoteProtocolError as exc:
@@ -586,11 +585,11 @@ class FrontHandler(socketserver.BaseRequestHandler):
             self.headers.setdefault(name.decode().lower(), value.decode("latin-1"))
         self._framing = body_framing(request.http_version, self.headers)
         self.close_connection = not keeps_alive(request.http_version, self.headers)
-        if self._framing == CHUNKED:
+        if self._framing == CHUNKED:  # h11 frames it (_chunked_body)
+            self.conn.receive_data(self._rest)
             self._chunks = DeclaredChunks()
-            self._chunks.feed(data[end:])
-        elif not self._framing:  # no body: h11 ends the request at once
-            self._body_read = isinstance(self.conn.next_event(), h11.EndOfMessage)
+            self._chunks.feed(self._rest)
+        self._body_read = not self._framing
 
     def _read_head(self, first: bytes) -> tuple[bytes | bytearray, int]:
         """The bytes received up to and past the end of the request's head, and where the head
@@ -615,22 +614,22 @@ class FrontHandler(socketserver.BaseRequestHandler):
                 data = bytearray(data)  # grows in place from here
             data += chunk
 
-    def _body(self) -> Iterator[bytes]:
-        """The body's data as h11 delivers it, until its end; a chunked body is refused (413) once
-        the chunks it declares pass the limit, before their data is read."""
-        assert self.conn is not None
+    def _chunked_body(self) -> Iterator[bytes]:
+        """A chunked body's data as h11 delivers it, until its end; refused (413) once the chunks
+        it declares pass the limit, before their data is read."""
+        assert self.conn is not None and self._chunks is not None
         limit = self.server.max_request_bytes
         while not self._body_read:
             try:
                 event = self.conn.next_event()
             except h11.RemoteProtocolError as exc:
-                raise Unframed(400, f"malformed body: {exc}"[:300]) from None
+                raise Unframed(400, f"malformed chunked body: {exc}"[:300]) from None
             if event is h11.NEED_DATA:
                 data = self._receive()
                 if not data:
                     raise ConnectionAbortedError("the client closed the connection inside a body")
                 self.conn.receive_data(data)
-                if self._chunks is not None and self._chunks.feed(data) > limit:
+                if self._chunks.feed(data) > limit:
                     raise PayloadTooLarge(
                         f"chunked request body passes the limit of {limit} bytes "
                         "(SAGEMAKER_MAX_PAYLOAD_IN_MB): send a smaller image"
@@ -639,7 +638,23 @@ class FrontHandler(socketserver.BaseRequestHandler):
                 yield event.data
             else:  # EndOfMessage (trailers, if any, ignored)
                 self._body_read = True
-                return
+
+    def _counted_body(self, length: int, keep: bool = True) -> bytes:
+        """A body of `length` bytes (its Content-Length, as h11 read it), taken off the socket into
+        one buffer, or read and dropped in pieces (not `keep`); bytes after it stay for the next
+        request. (h11 would only count them too, through two more copies.)"""
+        first, self._rest = self._rest[:length], self._rest[length:]
+        data = bytearray(length if keep else min(length, RECEIVE))
+        view, got = memoryview(data), len(first)
+        if keep:
+            view[:got] = first
+        while got < length:
+            count = self.request.recv_into(view[got:] if keep else view[: length - got])
+            if not count:
+                raise ConnectionAbortedError(f"the client closed the connection {got} of {length} bytes into a body")
+            got += count
+        self._body_read = True
+        return bytes(data) if keep else b""
 
     def _read_body(self) -> bytes:
         """The body by its Content-Length or chunked; PayloadTooLarge over the limit, never
@@ -651,18 +666,20 @@ class FrontHandler(socketserver.BaseRequestHandler):
                     f"chunked request body passes the limit of {limit} bytes "
                     "(SAGEMAKER_MAX_PAYLOAD_IN_MB): send a smaller image"
                 )
-        elif (length := self._framing or 0) > limit:
+            self._continue()
+            return b"".join(self._chunked_body())
+        length = self._framing or 0
+        if length > limit:
             # Read and drop a moderately oversized body (in pieces, so memory stays flat), so the
             # connection stays usable; a client waiting for 100 Continue sends nothing.
             if length <= DISCARD_FACTOR * limit and not self._waiting_for_continue():
-                for _ in self._body():
-                    pass
+                self._counted_body(length, keep=False)
             raise PayloadTooLarge(
                 f"request body is {length} bytes, over the limit of {limit} "
                 "(SAGEMAKER_MAX_PAYLOAD_IN_MB): send a smaller image"
             )
         self._continue()
-        return b"".join(self._body())
+        return self._counted_body(length)
 
     def _waiting_for_continue(self) -> bool:
         return self.conn is not None and self.conn.they_are_waiting_for_100_continue
