@@ -322,6 +322,25 @@ def test_chunked_bodies_are_accepted_and_the_connection_stays_usable(front):
     assert (status, doc["len"], rest) == (200, 3, b"")
 
 
+def test_a_chunked_body_is_read_across_pauses_anywhere_in_its_framing(front):
+    server, _ = front
+    pieces = [
+        HEAD + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        b"2\r",
+        b"\nab",
+        b"\r\n3\r\nc",
+        b"de\r\n0\r\n\r",
+        b"\n",
+    ]
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5) as sock:
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(0.02)  # each piece its own segment
+        status, doc, _, rest = answer(until_closed(sock))
+    assert (status, doc.get("len"), rest) == (200, 5, b"")
+    assert FakeMMS.seen[-1][1] == b"abcde"
+
+
 def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_limit(front):
     server, _ = front
     with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5) as sock:

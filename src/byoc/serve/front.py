@@ -586,7 +586,8 @@ class FrontHandler(socketserver.BaseRequestHandler):
         self._framing = body_framing(request.http_version, self.headers)
         self.close_connection = not keeps_alive(request.http_version, self.headers)
         if self._framing == CHUNKED:  # h11 frames it (_chunked_body)
-            self.conn.receive_data(self._rest)
+            if self._rest:  # (no bytes would tell h11 the client closed)
+                self.conn.receive_data(self._rest)
             self._chunks = DeclaredChunks()
             self._chunks.feed(self._rest)
         self._body_read = not self._framing
