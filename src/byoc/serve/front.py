@@ -79,8 +79,7 @@ HEAD_END = re.compile(rb"\n\r?\n")  # the empty line that ends a head, as h11 fi
 # What h11 accepts and this front refuses (head_refusal): obsolete line folding, which h11 joins;
 # control characters in a field value, which RFC 9110 5.5 lets a recipient keep; a Content-Length
 # said twice or as a list of equal values, which h11 collapses into one (RFC 9110 8.6 allows either).
-FOLDED = re.compile(rb"\n[ \t]")
-CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+FOLDED_OR_CONTROL = re.compile(rb"(\n[ \t])|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 LENGTH = re.compile(rb"[0-9]{1,18}")
 CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;.*)?[ \t]*\r")  # a chunk-size line as h11 reads it
@@ -124,9 +123,9 @@ def check_head_limits(head: bytes | bytearray) -> None:
 def head_refusal(head: bytes | bytearray) -> Unframed | None:
     """What h11 would accept in a request's head but this front refuses (400): folded lines,
     control characters, a Content-Length said twice or not as 1-18 digits."""
-    if FOLDED.search(head):
-        return Unframed(400, "obsolete line folding (a header line starting with a space or tab)")
-    if CONTROL.search(head):
+    if found := FOLDED_OR_CONTROL.search(head):
+        if found[1]:
+            return Unframed(400, "obsolete line folding (a header line starting with a space or tab)")
         return Unframed(400, "a control character in the request line or a header line")
     lengths = CONTENT_LENGTH.findall(head)
     if len(lengths) > 1:  # even when equal: one length, said once
@@ -604,6 +603,13 @@ class FrontHandler(socketserver.BaseRequestHandler):
         """The request's head, taken up to its end (what follows stays buffered); one empty line
         before a request is ignored (RFC 9112 2.2). Its line limits apply while it arrives
         (check_head_limits)."""
+        if not self.rest:  # the usual case: the whole head is in the read buffer
+            buffered = self._peek()
+            end = HEAD_END.search(buffered)
+            if end is not None and buffered[:1] not in (b"\r", b"\n"):
+                head = self.rfile.read(end.end())
+                check_head_limits(head)
+                return head
         data, self.rest = bytearray(self.rest), b""
         skipped, check_at = False, MAX_LINE
         while True:
