@@ -266,14 +266,45 @@ def test_every_error_is_our_json(front, case):
 def test_head_is_405_with_headers_only(front):
     server, _ = front
     with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5) as sock:
-        sock.sendall(b"HEAD /ping HTTP/1.1\r\nConnection: close\r\n\r\n")
+        sock.sendall(b"HEAD /ping HTTP/1.1\r\nHost: front\r\nConnection: close\r\n\r\n")
         status, _, headers, rest = answer(until_closed(sock), method="HEAD")
     assert (status, headers["Allow"], headers["Content-Type"], rest) == (405, "GET", "application/json", b"")
 
 
+def test_pipelined_requests_are_answered_in_order_on_one_connection(front):
+    server, _ = front
+    ping = b"GET /ping HTTP/1.1\r\nHost: front\r\n"
+    data = (
+        b"\r\n"  # one empty line before a request is ignored (RFC 9112 2.2)
+        + ping
+        + b"\r\n"
+        + HEAD
+        + b"Content-Length: 3\r\n\r\nabc\r\n"  # a CRLF after a body, as some clients send
+        + ping
+        + b"Upgrade: h2c\r\nConnection: Upgrade\r\n\r\n"  # an upgrade offered and declined
+        + ping
+        + b"Connection: close\r\n\r\n"
+    )
+    status, doc, headers, rest = exchange(server, data)
+    assert (status, doc, headers["Connection"]) == (200, {"status": "healthy"}, None)
+    status, doc, _, rest = answer(rest)
+    assert (status, doc["len"]) == (200, 3)
+    status, _, headers, rest = answer(rest)
+    assert (status, headers["Connection"]) == (200, None)
+    status, _, headers, rest = answer(rest)
+    assert (status, headers["Connection"], rest) == (200, "close", b"")
+
+
+def test_an_http_1_0_request_is_answered_and_its_connection_closed(front):
+    server, _ = front
+    status, doc, headers, rest = exchange(server, b"GET /ping HTTP/1.0\r\n\r\n" + SMUGGLED)
+    assert (status, doc, headers["Connection"], rest) == (200, {"status": "healthy"}, "close", b"")
+
+
 def test_a_405_for_a_body_it_did_not_read_closes_the_connection(front):
     server, _ = front
-    assert_refused(exchange(server, b"PUT /invocations HTTP/1.1\r\nContent-Length: 23\r\n\r\n" + SMUGGLED), 405)
+    put = b"PUT /invocations HTTP/1.1\r\nHost: front\r\nContent-Length: 23\r\n\r\n"
+    assert_refused(exchange(server, put + SMUGGLED), 405)
 
 
 def test_chunked_bodies_are_accepted_and_the_connection_stays_usable(front):
@@ -289,6 +320,25 @@ def test_chunked_bodies_are_accepted_and_the_connection_stays_usable(front):
     data = HEAD + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n3;x=y\r\nabc\r\n0\r\nX-T: 1\r\n\r\n"
     status, doc, _, rest = exchange(server, data)
     assert (status, doc["len"], rest) == (200, 3, b"")
+
+
+def test_a_chunked_body_is_read_across_pauses_anywhere_in_its_framing(front):
+    server, _ = front
+    pieces = [
+        HEAD + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        b"2\r",
+        b"\nab",
+        b"\r\n3\r\nc",
+        b"de\r\n0\r\n\r",
+        b"\n",
+    ]
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5) as sock:
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(0.02)  # each piece its own segment
+        status, doc, _, rest = answer(until_closed(sock))
+    assert (status, doc.get("len"), rest) == (200, 5, b"")
+    assert FakeMMS.seen[-1][1] == b"abcde"
 
 
 def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_limit(front):

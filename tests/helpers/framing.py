@@ -73,6 +73,9 @@ FRAMING = {
     "chunked not last": b"Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
     "a malformed chunk size": b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
     "chunk data without its CRLF": b"Transfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n0\r\n\r\n",
+    "a chunk-size line ending in a bare LF": b"Transfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n",
+    "a second Host": b"Host: other\r\nContent-Length: 3\r\n\r\nabc",
+    "a control character in a header value": b"X-Note: a\x01b\r\nContent-Length: 3\r\n\r\nabc",
 }
 
 
@@ -85,8 +88,10 @@ STDLIB_ERRORS = {  # what http.server would have answered with an HTML page
     "two spaces in the request line": (400, b"GET  /ping HTTP/1.1\r\n\r\n"),
     "bad HTTP version": (400, b"GET /ping HTTP/1.x\r\n\r\n"),
     "HTTP/2.0": (505, b"GET /ping HTTP/2.0\r\n\r\n"),
-    "OPTIONS": (405, b"OPTIONS /invocations HTTP/1.1\r\nConnection: close\r\n\r\n"),
-    "PUT": (405, b"PUT /invocations HTTP/1.1\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"),
-    "DELETE": (405, b"DELETE /ping HTTP/1.1\r\nConnection: close\r\n\r\n"),
-    "POST without a length": (411, b"POST /invocations HTTP/1.1\r\nContent-Type: image/png\r\n\r\n"),
+    # RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request without a Host header.
+    "HTTP/1.1 without Host": (400, b"GET /ping HTTP/1.1\r\nConnection: close\r\n\r\n"),
+    "OPTIONS": (405, b"OPTIONS /invocations HTTP/1.1\r\nHost: front\r\nConnection: close\r\n\r\n"),
+    "PUT": (405, b"PUT /invocations HTTP/1.1\r\nHost: front\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"),
+    "DELETE": (405, b"DELETE /ping HTTP/1.1\r\nHost: front\r\nConnection: close\r\n\r\n"),
+    "POST without a length": (411, HEAD + b"\r\n"),
 }

@@ -4,9 +4,10 @@ loopback (a multi-record body split into its images first: byoc.serve.records), 
 our JSON body. Under SAGEMAKER_MULTI_MODEL, SageMaker's model API instead of /invocations:
 /models and /models/{name}[/invoke] (byoc.serve.models).
 
-Requests are parsed here, strictly (RFC 9112), not by the standard library: one way to delimit
-a body (Content-Length or chunked, never both, never two lengths), no folded or malformed header
-lines, so that a proxy in front and this server cannot disagree on where a request ends
+Requests are parsed by h11 (the HTTP/1.1 state machine under httpcore and uvicorn), strictly
+(RFC 9112), after checks of our own where h11 is lenient (head_refusal): one way to delimit a body
+(Content-Length or chunked, never both, never two lengths), no folded header lines or control
+characters, so that a proxy in front and this server cannot disagree on where a request ends
 (request smuggling). A drain (SIGTERM) answers or refuses every connection the kernel has
 accepted and closes each with FIN, never with a reset."""
 
@@ -14,21 +15,24 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import email.utils
 import functools
 import http.client
 import json
 import logging
 import re
 import socket
+import socketserver
 import struct
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
+
+import h11
 
 from byoc.serve import records
 from byoc.serve.batching import Batcher
@@ -47,9 +51,11 @@ from byoc.serve.models import Registry
 
 log = logging.getLogger(__name__)
 
-MAX_LINE = 65536  # bytes in the request line and in each header line (the standard library's limits)
+MAX_LINE = 65536  # bytes in the request line, in each header line and in a chunk-size line
 MAX_HEADERS = 100
-MAX_CHUNK_LINE = 4096  # a chunk-size line with its extensions
+RECEIVE = 1 << 16  # bytes asked of the socket at a time for a chunked or a dropped body
+# The read buffer, which a head is taken from: small, since what it holds of a body is copied again.
+BUFFER = 1 << 13
 DISCARD_FACTOR = 4  # bodies up to this many times the limit are read and dropped before the 413
 # A worker that answered this recently counts as healthy without another probe (busy workers
 # would make a probe queue behind real requests), unless a worker died since.
@@ -69,12 +75,14 @@ MODELS_PATH = re.compile(r"/models(?:/([^/]+)(/invoke)?)?")
 Reply = tuple[int, bytes, str]  # status, body, content type
 CHUNKED = -1  # body_framing's answer for a chunked body
 
-_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-REQUEST_LINE = re.compile(rb"(%s) ([\x21-\x7e\x80-\xff]+) HTTP/([0-9])\.([0-9])\r?\n" % _TOKEN)
-# A field value holds no control characters but HTAB: a bare CR would end the line for some parsers.
-FIELD_LINE = re.compile(rb"(%s):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*\r?\n" % _TOKEN)
-CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r?\n")
-LENGTH = re.compile(r"[0-9]{1,18}")
+HEAD_END = re.compile(rb"\n\r?\n")  # the empty line that ends a head, as h11 finds it
+# What h11 accepts and this front refuses (head_refusal): obsolete line folding, which h11 joins;
+# control characters in a field value, which RFC 9110 5.5 lets a recipient keep; a Content-Length
+# said twice or as a list of equal values, which h11 collapses into one (RFC 9110 8.6 allows either).
+FOLDED_OR_CONTROL = re.compile(rb"(\n[ \t])|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
+LENGTH = re.compile(rb"[0-9]{1,18}")
+CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;.*)?[ \t]*\r")  # a chunk-size line as h11 reads it
 
 # MMS's own error texts, reworded for a client.
 UPSTREAM_MESSAGES = {
@@ -99,26 +107,98 @@ class Unframed(RequestError):
         self.status = status
 
 
-def body_framing(headers: http.client.HTTPMessage, http_minor: int) -> int | None:
-    """How the request's body is delimited (RFC 9112 6): its Content-Length, CHUNKED, or None for a
-    request without a body. Unframed (400) for framing two parsers could read two ways."""
-    lengths = headers.get_all("Content-Length") or []
-    codings = headers.get_all("Transfer-Encoding") or []
-    if codings and lengths:
-        raise Unframed(400, "Transfer-Encoding and Content-Length together: send one of them")
-    if codings:
-        if http_minor == 0:
-            raise Unframed(400, "Transfer-Encoding in an HTTP/1.0 request: send Content-Length")
-        if [c.strip().lower() for value in codings for c in value.split(",")] != ["chunked"]:
-            raise Unframed(400, f"Transfer-Encoding {', '.join(codings)!r}: only 'chunked' is accepted")
-        return CHUNKED
+def check_head_limits(head: bytes | bytearray) -> None:
+    """The request line (414) and each header line (431) at most MAX_LINE bytes with its line end,
+    at most MAX_HEADERS header lines (431); `head` may be still arriving."""
+    if len(head) > MAX_LINE:
+        first = head.find(b"\n")
+        if first < 0 or first >= MAX_LINE:
+            raise Unframed(414, f"request line over {MAX_LINE} bytes: send a shorter path")
+        if max(len(line) for line in head.split(b"\n")) >= MAX_LINE:
+            raise Unframed(431, f"a header line is over {MAX_LINE} bytes")
+    if head.count(b"\n") > MAX_HEADERS + 2:  # the request line, the header lines, the empty line
+        raise Unframed(431, f"more than {MAX_HEADERS} header lines")
+
+
+def head_refusal(head: bytes | bytearray) -> Unframed | None:
+    """What h11 would accept in a request's head but this front refuses (400): folded lines,
+    control characters, a Content-Length said twice or not as 1-18 digits."""
+    if found := FOLDED_OR_CONTROL.search(head):
+        if found[1]:
+            return Unframed(400, "obsolete line folding (a header line starting with a space or tab)")
+        return Unframed(400, "a control character in the request line or a header line")
+    lengths = CONTENT_LENGTH.findall(head)
     if len(lengths) > 1:  # even when equal: one length, said once
-        raise Unframed(400, f"{len(lengths)} Content-Length headers: send exactly one")
-    if not lengths:
-        return None
-    if not LENGTH.fullmatch(lengths[0]):
-        raise Unframed(400, f"Content-Length {lengths[0][:40]!r} is not a number of bytes")
-    return int(lengths[0])
+        return Unframed(400, f"{len(lengths)} Content-Length headers: send exactly one")
+    if lengths and not LENGTH.fullmatch(lengths[0]):
+        return Unframed(400, f"Content-Length {lengths[0][:40].decode('latin-1')!r} is not a number of bytes")
+    return None
+
+
+def body_framing(version: bytes, fields: dict[str, str]) -> int | None:
+    """How a request's body is delimited (RFC 9112 6), from its HTTP version and its header fields
+    as h11 read them: its Content-Length, CHUNKED, or None for a request without a body. Unframed:
+    505 for HTTP/2 and up, 400 for framing two parsers could read two ways (h11 reads
+    Transfer-Encoding and ignores a Content-Length beside it)."""
+    if not version.startswith(b"1."):
+        raise Unframed(505, f"HTTP/{version.decode()} is not supported: use HTTP/1.1")
+    if "transfer-encoding" in fields:  # h11 lets only a single `chunked` through
+        if "content-length" in fields:
+            raise Unframed(400, "Transfer-Encoding and Content-Length together: send one of them")
+        if version == b"1.0":
+            raise Unframed(400, "Transfer-Encoding in an HTTP/1.0 request: send Content-Length")
+        return CHUNKED
+    if "content-length" in fields:
+        return int(fields["content-length"])
+    return None
+
+
+def keeps_alive(version: bytes, fields: dict[str, str]) -> bool:
+    """Whether the client keeps the connection for another request (h11's rule: HTTP/1.1 and
+    no `Connection: close`)."""
+    return version >= b"1.1" and "close" not in fields.get("connection", "").lower().replace(" ", "").split(",")
+
+
+class DeclaredChunks:
+    """The sizes a chunked body declares, read off its bytes on their way to h11, which frames and
+    checks them but reports a chunk only as its data arrives: a chunk whose size line already
+    takes the body past the limit is refused before its data is read."""
+
+    def __init__(self) -> None:
+        self.total = 0  # bytes declared so far
+        self._skip = 0  # data and CRLF still to come of the current chunk
+        self._line = b""  # a chunk-size line, while it arrives
+        self._done = False  # the last chunk came, or a line h11 will refuse
+
+    def feed(self, data: bytes | bytearray) -> int:
+        """Follow `data`, the body's next bytes; the bytes declared so far."""
+        at = 0
+        while not self._done and at < len(data):
+            if self._skip:
+                step = min(self._skip, len(data) - at)
+                self._skip, at = self._skip - step, at + step
+                continue
+            end = data.find(b"\n", at)
+            if end < 0:
+                self._line += data[at:]
+                self._done = len(self._line) > MAX_LINE
+                break
+            line, self._line, at = self._line + data[at:end], b"", end + 1
+            match = CHUNK_SIZE.fullmatch(line)
+            size = int(match[1], 16) if match else 0
+            self.total += size
+            self._skip, self._done = size + 2, size == 0
+        return self.total
+
+
+def http_date() -> str:
+    """The Date header's value (RFC 9110 6.6.1)."""
+    return _formatted_date(int(time.time()))
+
+
+@functools.lru_cache(maxsize=1)  # formatted once a second
+def _formatted_date(second: int) -> str:
+    return email.utils.formatdate(second, usegmt=True)
 
 
 def linger_close(sock: socket.socket, seconds: float = LINGER, most: int = 1 << 24) -> None:
@@ -177,7 +257,7 @@ class Connection:
     idle_since: float = field(default_factory=time.monotonic)  # accepted, or its last answer sent
 
 
-class Front(ThreadingHTTPServer):
+class Front(socketserver.ThreadingTCPServer):
     """A threaded HTTP/1.1 server that tracks its connections and in-flight requests, so that a
     drain can answer them all."""
 
@@ -384,67 +464,93 @@ class Front(ThreadingHTTPServer):
         return conn
 
 
-class FrontHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: SageMaker and load balancers reuse connections
-    default_request_version = "HTTP/1.1"  # every answer has a status line and headers, even to garbage
+class FrontHandler(socketserver.BaseRequestHandler):
+    """One client connection: its requests, one after another (keep-alive), each parsed by h11
+    after the checks h11 leaves to its user (head_refusal)."""
+
     server: Front
     timeout = 120  # an idle or stalled client connection is closed after this
 
     def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in separate writes: without NODELAY, Nagle's algorithm and the
-        # client's delayed ACK add ~40 ms to every response.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.request.settimeout(self.timeout)
+        # The 100 Continue and an answer go out in separate writes: without NODELAY, Nagle's
+        # algorithm and the client's delayed ACK could add ~40 ms.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.state = self.server.state(self.request)
+        # Buffered reads: a head is taken up to its end only, and a body of known length is read
+        # straight into its own bytes object (one copy: fresh memory costs a page fault per 4 KiB).
+        self.rfile = self.request.makefile("rb", buffering=BUFFER)
+        self.rest = b""  # bytes read past the last request's end (h11 reads ahead in a chunked body)
 
-    def log_message(self, format, *args):  # noqa: A002 - BaseHTTPRequestHandler's signature
-        log.debug("%s %s", self.address_string(), format % args)
+    def finish(self) -> None:
+        self.rfile.close()  # the socket closes only once its file is closed too
 
-    # ---- reading a request
+    def handle(self) -> None:
+        while self._next_request():
+            pass
 
-    def handle_one_request(self) -> None:
+    def _next_request(self) -> bool:
         """Read one request and answer it; it is in flight (a drain waits for it) from its first
-        line to the end of its answer."""
+        bytes to the end of its answer. False once the connection is to close."""
+        if not (self.rest or self._peek(idle=True)) or not self.server.begin(self.state):
+            return False
         try:
-            line = self.rfile.readline(MAX_LINE + 1)
-            if line in (b"\r\n", b"\n"):  # RFC 9112 2.2: an empty line before a request is ignored
-                line = self.rfile.readline(MAX_LINE + 1)
-        except OSError:  # idle too long (TimeoutError), or the client reset
-            line = b""
-        if not line or not self.server.begin(self.state):
-            self.close_connection = True
-            return
-        try:
-            self._answer(line)
+            return self._answer()
         finally:
             self.server.end(self.state)
 
-    def _answer(self, line: bytes) -> None:
-        self.requestline, self.command, self.path = "", "", ""
-        self.request_version = self.default_request_version
+    def _peek(self, idle: bool = False) -> bytes:
+        """The client's bytes read but not yet taken, reading the socket once if there are none;
+        b"" when it closed the connection (or, `idle`, when it stayed silent past the timeout or
+        reset: a connection waiting for a request just ends)."""
+        try:
+            return self.rfile.peek()
+        except OSError:
+            if idle:
+                return b""
+            raise
+
+    # ---- reading a request
+
+    def _answer(self) -> bool:
+        self.conn: h11.Connection | None = None
+        self.command, self.path, self.query = "", "", ""
+        self.headers: dict[str, str] = {}
         self._framing: int | None = None
         self._body_read = False
-        self._expect_continue = False
+        self._chunks: DeclaredChunks | None = None
+        self.close_connection = False  # the client's request or our answer ends the connection
         try:
-            self._parse(line)
+            self._parse()
         except Unframed as exc:
-            return self._send(*to_response(exc), close=True)
+            self._send(*to_response(exc), close=True)
+            return False
         except TimeoutError:
-            return self._error(408, "the request's headers did not arrive in time", close=True)
+            self._error(408, "the request's headers did not arrive in time", close=True)
+            return False
         path, _, self.query = self.path.partition("?")
         route = self._route(path)
         if route is None:
             paths = SINGLE_MODEL_PATHS if self.server.models is None else MULTI_MODEL_PATHS
-            return self._error(404, f"no such path {self.path[:200]!r}: use {paths}")
-        allowed, action = route
-        if self.command not in allowed:
-            return self._error(405, f"{path} takes {' or '.join(allowed)} only", allow=", ".join(allowed))
-        if self.server.draining:
-            return self._error(503, "shutting down: retry on another instance", close=True)
-        try:
-            action()
-        except RequestError as exc:
-            self._send(*to_response(exc))
+            self._error(404, f"no such path {self.path[:200]!r}: use {paths}")
+        elif self.command not in route[0]:
+            self._error(405, f"{path} takes {' or '.join(route[0])} only", allow=", ".join(route[0]))
+        elif self.server.draining:
+            self._error(503, "shutting down: retry on another instance", close=True)
+        else:
+            try:
+                route[1]()
+            except RequestError as exc:
+                self._send(*to_response(exc))
+        return self._next_cycle()
+
+    def _next_cycle(self) -> bool:
+        """Keep the connection for the client's next request: True unless the answer closed it."""
+        if self.close_connection or not self._body_read:
+            return False
+        if self._chunks is not None and self.conn is not None:  # what h11 read past the body
+            self.rest = self.conn.trailing_data[0]
+        return True
 
     def _route(self, path: str) -> tuple[tuple[str, ...], Callable[[], None]] | None:
         """The methods `path` takes and what answers it; None for a path this server does not have."""
@@ -465,113 +571,154 @@ class FrontHandler(BaseHTTPRequestHandler):
             return ("POST",), functools.partial(self._invoke, functools.partial(models.invoke, unquote(name)))
         return ("GET", "DELETE"), functools.partial(self._model, models, unquote(name))
 
-    def _parse(self, line: bytes) -> None:
-        """The request line and the header section, strictly (RFC 9112 2-5); Unframed otherwise."""
-        if len(line) > MAX_LINE:
-            raise Unframed(414, f"request line over {MAX_LINE} bytes: send a shorter path")
-        self.requestline = line.decode("latin-1").rstrip("\r\n")
-        match = REQUEST_LINE.fullmatch(line)
-        if match is None:
-            raise Unframed(400, f"malformed request line {self.requestline[:80]!r}: expected 'METHOD /path HTTP/1.1'")
-        method, target, major, minor = match.groups()
-        if major != b"1":
-            raise Unframed(505, f"HTTP/{major.decode()}.{minor.decode()} is not supported: use HTTP/1.1")
-        self.command, self.path = method.decode(), target.decode("latin-1")
-        self.request_version = "HTTP/1.0" if minor == b"0" else "HTTP/1.1"
-        self.headers = headers = self._read_headers()
-        connection = {t.strip().lower() for v in headers.get_all("Connection") or [] for t in v.split(",")}
-        self.close_connection = "close" in connection or (minor == b"0" and "keep-alive" not in connection)
-        self._framing = body_framing(headers, int(minor))
-        self._expect_continue = minor != b"0" and headers.get("Expect", "").lower() == "100-continue"
+    def _parse(self) -> None:
+        """The request's head, checked (head_refusal) and then parsed by h11; Unframed otherwise."""
+        head = self._read_head()
+        refusal = head_refusal(head)
+        if refusal is not None:
+            raise refusal
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_LINE)
+        self.conn.receive_data(head)
+        try:
+            request = self.conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            # h11 hints 501 for a transfer coding other than chunked; RFC 9112 6.3 asks 400 of a
+            # request whose final coding is not chunked.
+            raise Unframed(400, f"malformed request: {exc}"[:300]) from None
+        assert isinstance(request, h11.Request)  # the whole head was there
+        self.command, self.path = request.method.decode(), request.target.decode()
+        for name, value in request.headers.raw_items():
+            self.headers.setdefault(name.decode().lower(), value.decode("latin-1"))
+        self._framing = body_framing(request.http_version, self.headers)
+        self.close_connection = not keeps_alive(request.http_version, self.headers)
+        if self._framing == CHUNKED:  # h11 frames it (_chunked_body)
+            self._chunks = DeclaredChunks()
+            if self.rest:  # (no bytes would tell h11 the client closed)
+                self.conn.receive_data(self.rest)
+                self._chunks.feed(self.rest)
+                self.rest = b""
+        self._body_read = not self._framing
 
-    def _read_headers(self) -> http.client.HTTPMessage:
-        headers = http.client.HTTPMessage()
+    def _read_head(self) -> bytes:
+        """The request's head, taken up to its end (what follows stays buffered); one empty line
+        before a request is ignored (RFC 9112 2.2). Its line limits apply while it arrives
+        (check_head_limits)."""
+        if not self.rest:  # the usual case: the whole head is in the read buffer
+            buffered = self._peek()
+            end = HEAD_END.search(buffered)
+            if end is not None and buffered[:1] not in (b"\r", b"\n"):
+                head = self.rfile.read(end.end())
+                check_head_limits(head)
+                return head
+        data, self.rest = bytearray(self.rest), b""
+        skipped, check_at = False, MAX_LINE
         while True:
-            line = self.rfile.readline(MAX_LINE + 1)
-            if len(line) > MAX_LINE:
-                raise Unframed(431, f"a header line is over {MAX_LINE} bytes")
-            if line in (b"\r\n", b"\n"):
-                return headers
-            if not line.endswith(b"\n"):
-                raise ConnectionAbortedError("the client closed the connection inside the headers")
-            if len(headers) >= MAX_HEADERS:
-                raise Unframed(431, f"more than {MAX_HEADERS} header lines")
-            if line[:1] in (b" ", b"\t"):
-                raise Unframed(400, "obsolete line folding (a header line starting with a space or tab)")
-            match = FIELD_LINE.fullmatch(line)
-            if match is None:
-                raise Unframed(400, f"malformed header line {line[:60]!r}: expected 'Name: value'")
-            headers[match[1].decode()] = match[2].decode("latin-1")
+            if not skipped and data.startswith((b"\r\n", b"\n")):
+                del data[: data.index(b"\n") + 1]
+                skipped = True
+                if data.startswith((b"\r\n", b"\n")):
+                    raise Unframed(400, "more than one empty line before the request line")
+            end = HEAD_END.search(data)
+            if end is not None:
+                check_head_limits(data[: end.end()])
+                self.rest = bytes(data[end.end() :])  # only where a chunked body's reading left more
+                return bytes(data[: end.end()])
+            if len(data) > check_at:  # a long head is checked as it grows, not only once whole
+                check_head_limits(data)
+                check_at = 2 * len(data)
+            data += self._take_head_bytes(data[-2:])
+
+    def _take_head_bytes(self, tail: bytes | bytearray) -> bytes:
+        """The buffered bytes up to the end of the head, if it is among them (after `tail`, the
+        head's last bytes so far), else all of them."""
+        buffered = self._peek()
+        if not buffered:
+            raise ConnectionAbortedError("the client closed the connection inside the headers")
+        across = HEAD_END.search(bytes(tail) + buffered[:2])
+        within = across or HEAD_END.search(buffered)
+        take = len(buffered) if within is None else within.end() - (len(tail) if across else 0)
+        return self.rfile.read(take)
+
+    def _chunked_body(self) -> Iterator[bytes]:
+        """A chunked body's data as h11 delivers it, until its end; refused (413) once the chunks
+        it declares pass the limit, before their data is read."""
+        assert self.conn is not None and self._chunks is not None
+        limit = self.server.max_request_bytes
+        while not self._body_read:
+            try:
+                event = self.conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise Unframed(400, f"malformed chunked body: {exc}"[:300]) from None
+            if event is h11.NEED_DATA:
+                data = self.rfile.read1(RECEIVE)
+                if not data:
+                    raise ConnectionAbortedError("the client closed the connection inside a body")
+                self.conn.receive_data(data)
+                if self._chunks.feed(data) > limit:
+                    raise PayloadTooLarge(
+                        f"chunked request body passes the limit of {limit} bytes "
+                        "(SAGEMAKER_MAX_PAYLOAD_IN_MB): send a smaller image"
+                    )
+            elif isinstance(event, h11.Data):
+                yield event.data
+            else:  # EndOfMessage (trailers, if any, ignored)
+                self._body_read = True
+
+    def _counted_body(self, length: int, keep: bool = True) -> bytes:
+        """A body of `length` bytes (its Content-Length, as h11 read it), read into one bytes object,
+        or read and dropped in pieces (not `keep`). (h11 would only count the bytes too, through two
+        more copies.)"""
+        first, self.rest = self.rest[:length], self.rest[length:]
+        if keep:
+            data = first + self.rfile.read(length - len(first)) if first else self.rfile.read(length)
+            if len(data) < length:
+                raise ConnectionAbortedError(
+                    f"the client closed the connection {len(data)} of {length} bytes into a body"
+                )
+        else:
+            left = length - len(first)
+            while left > 0 and (piece := self.rfile.read(min(left, RECEIVE))):
+                left -= len(piece)
+            if left > 0:  # the client closed early: nothing more to read
+                return b""
+        self._body_read = True
+        return data if keep else b""
 
     def _read_body(self) -> bytes:
         """The body by its Content-Length or chunked; PayloadTooLarge over the limit, never
         holding more than the limit."""
         limit = self.server.max_request_bytes
-        if self._framing == CHUNKED:
-            return self._read_chunked(limit)
+        if self._chunks is not None:
+            if self._chunks.total > limit:
+                raise PayloadTooLarge(
+                    f"chunked request body passes the limit of {limit} bytes "
+                    "(SAGEMAKER_MAX_PAYLOAD_IN_MB): send a smaller image"
+                )
+            self._continue()
+            return b"".join(self._chunked_body())
         length = self._framing or 0
         if length > limit:
-            # Read and drop a moderately oversized body (in small chunks, so memory stays flat),
-            # so the connection stays usable; a client waiting for 100 Continue sends nothing.
-            if length <= DISCARD_FACTOR * limit and not self._expect_continue:
-                self._discard(length)
+            # Read and drop a moderately oversized body (in pieces, so memory stays flat), so the
+            # connection stays usable; a client waiting for 100 Continue sends nothing.
+            if length <= DISCARD_FACTOR * limit and not self._waiting_for_continue():
+                self._counted_body(length, keep=False)
             raise PayloadTooLarge(
                 f"request body is {length} bytes, over the limit of {limit} "
                 "(SAGEMAKER_MAX_PAYLOAD_IN_MB): send a smaller image"
             )
         self._continue()
-        return self._exactly(length)
+        return self._counted_body(length)
 
-    def _read_chunked(self, limit: int) -> bytes:
-        """A chunked body (RFC 9112 7.1), refused (413) at the first chunk that passes `limit`."""
-        self._continue()
-        data = bytearray()
-        while size := self._chunk_size():
-            if len(data) + size > limit:
-                raise PayloadTooLarge(
-                    f"chunked request body passes the limit of {limit} bytes "
-                    "(SAGEMAKER_MAX_PAYLOAD_IN_MB): send a smaller image"
-                )
-            data += self._exactly(size)
-            if self.rfile.readline(3) not in (b"\r\n", b"\n"):
-                raise Unframed(400, "a chunk's data is not followed by CRLF")
-        for _ in range(MAX_HEADERS + 1):  # trailer fields: read and ignored
-            line = self.rfile.readline(MAX_LINE + 1)
-            if line in (b"\r\n", b"\n"):
-                self._body_read = True
-                return bytes(data)
-            if not line.endswith(b"\n"):
-                raise Unframed(400, "malformed or unterminated trailer section")
-        raise Unframed(431, f"more than {MAX_HEADERS} trailer lines")
-
-    def _chunk_size(self) -> int:
-        line = self.rfile.readline(MAX_CHUNK_LINE + 1)
-        match = CHUNK_SIZE.fullmatch(line)
-        if match is None:
-            raise Unframed(400, f"malformed chunk-size line {line[:40]!r}")
-        return int(match[1], 16)
-
-    def _exactly(self, length: int) -> bytes:
-        data = self.rfile.read(length)
-        if len(data) < length:
-            raise ConnectionAbortedError(f"the client closed the connection {len(data)} of {length} bytes into a body")
-        self._body_read = self._framing != CHUNKED
-        return data
+    def _waiting_for_continue(self) -> bool:
+        return self.conn is not None and self.conn.they_are_waiting_for_100_continue
 
     def _continue(self) -> None:
         """The 100 Continue a client asked for, sent only once the body is wanted."""
-        if self._expect_continue:
-            self._expect_continue = False
-            self.send_response_only(100)
-            self.end_headers()
-
-    def _discard(self, length: int) -> None:
-        while length > 0:
-            chunk = self.rfile.read(min(length, 1 << 16))
-            if not chunk:
-                return
-            length -= len(chunk)
-        self._body_read = True
+        if self._waiting_for_continue():
+            assert self.conn is not None
+            self.request.sendall(
+                self.conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
+            )
 
     # ---- answering
 
@@ -583,30 +730,26 @@ class FrontHandler(BaseHTTPRequestHandler):
         allow: str | None = None,
         content_type: str = JSON_CONTENT_TYPE,
     ) -> None:
+        """The answer, in one write. Our own fixed header set is formatted here rather than by h11,
+        whose validation of every name and value again cost as much as parsing the request."""
         # Unread body bytes would be parsed as the next request: close instead. While draining,
         # every answer closes its connection, so no client sends another request on it.
-        close = close or self.close_connection or self.server.draining or self._body_pending()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        if allow:
-            self.send_header("Allow", allow)
-        if close:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":  # an answer to HEAD has headers only
-            self.wfile.write(payload)
+        close = self.close_connection = close or self.close_connection or self.server.draining or self._body_pending()
+        head = (
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(payload)}\r\nDate: {http_date()}\r\n"
+            + (f"Allow: {allow}\r\n" if allow else "")
+            + ("Connection: close\r\n" if close else "")
+            + "\r\n"
+        ).encode("latin-1")
+        # An answer to HEAD has headers only.
+        self.request.sendall(head if self.command == "HEAD" else head + payload)
 
     def _body_pending(self) -> bool:
-        framing = getattr(self, "_framing", None)
-        return framing is not None and framing != 0 and not self._body_read
+        return self._framing is not None and self._framing != 0 and not self._body_read
 
     def _error(self, status: int, message: str, close: bool = False, allow: str | None = None) -> None:
         self._send(status, body(status, message), close, allow)
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """The standard library's own error replies, should any code path reach one, as our JSON."""
-        self._error(code, message or HTTPStatus(code).phrase, close=True)
 
     # ---- the routes
 
@@ -630,7 +773,8 @@ class FrontHandler(BaseHTTPRequestHandler):
         payload = self._request_body()
         if payload is None:
             return
-        headers = {name: self.headers[name] for name in FORWARDED if self.headers.get(name) is not None}
+        sent = self.headers  # lower-cased names (h11)
+        headers = {name: sent[name.lower()] for name in FORWARDED if name.lower() in sent}
         # The handler reads an absent Content-Type as absent, not as MMS's default.
         headers.setdefault(CONTENT_TYPE, "")
         if batcher_of is None:
