@@ -16,7 +16,7 @@ from types import ModuleType
 from byoc.aws import s3data
 from byoc.aws.session import Aws, say
 from byoc.core.cli_kit import table
-from byoc.core.data_layout import SPLIT_DIR_NAMES, split_folder
+from byoc.core.data_layout import SPLIT_DIR_NAMES, split_folder, splits_root
 from byoc.core.errors import ConfigError, DataError
 
 # Without Pillow, the formats the training image reads are told by their first bytes.
@@ -88,8 +88,7 @@ def _root(folder: Path) -> Path:
     """`folder`, or the one folder inside it that holds the splits (an archive unpacked as-is)."""
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder")
-    subdirs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    root = subdirs[0] if split_folder(folder, "train") is None and len(subdirs) == 1 else folder
+    root = splits_root(folder)
     missing = [f"{name}/" for name in SPLIT_DIR_NAMES if split_folder(root, name) is None]
     if missing:
         raise DataError(

@@ -21,3 +21,10 @@ def split_folder(root: Path, split: str) -> Path | None:
             if candidate.is_dir():
                 return candidate
     return None
+
+
+def splits_root(folder: Path) -> Path:
+    """`folder`, or the one folder inside it when that is all it holds and `folder` has no train split:
+    an archive unpacked as-is puts everything one level down (dogImages/train/...)."""
+    subdirs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return subdirs[0] if split_folder(folder, "train") is None and len(subdirs) == 1 else folder

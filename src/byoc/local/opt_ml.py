@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from byoc.core import training_config
-from byoc.core.data_layout import SPLIT_DIR_NAMES
+from byoc.core.data_layout import SPLIT_DIR_NAMES, split_folder, splits_root
 from byoc.core.errors import DataError
 from byoc.core.training_config import CHANNEL
 
@@ -53,28 +53,18 @@ def check_data(root: Path) -> None:
     folder that does, as an unpacked archive has it: dogImages/train/...)."""
     if not root.is_dir():
         raise DataError(f"--data {root}: no such folder")
-    subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    if _split_dir(root, "train") is None and len(subdirs) == 1:
-        root = subdirs[0]
-    missing = [split for split in SPLIT_DIR_NAMES if _split_dir(root, split) is None]
+    root = splits_root(root)
+    missing = [split for split in SPLIT_DIR_NAMES if split_folder(root, split) is None]
     if missing:
         raise DataError(
             f"--data {root}: no {', '.join(f'{m}/' for m in missing)} folder. Expected train/, valid/ and "
             "test/, each holding one folder per class (train/001.Affenpinscher/*.jpg, the dogImages layout)"
         )
     for split in SPLIT_DIR_NAMES:
-        folder = _split_dir(root, split)
+        folder = split_folder(root, split)
         assert folder is not None
         if not any(p.is_dir() and any(p.iterdir()) for p in folder.iterdir()):
             raise DataError(f"--data: {folder} has no class folders with images (e.g. {folder}/001.cat/1.jpg)")
-
-
-def _split_dir(root: Path, split: str) -> Path | None:
-    for name in SPLIT_DIR_NAMES[split]:
-        for candidate in (root / name, root / name.capitalize(), root / name.upper()):
-            if candidate.is_dir():
-                return candidate
-    return None
 
 
 def lay_out(output: Path, hosts: list[str], hyperparameters: dict[str, str], interface: str) -> list[HostDirs]:

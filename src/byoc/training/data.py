@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2 as T
 
-from byoc.core.data_layout import SPLIT_DIR_NAMES
+from byoc.core.data_layout import SPLIT_DIR_NAMES, split_folder, splits_root
 from byoc.core.errors import DataError
 from byoc.core.preprocessing import Preprocessing, eval_transform, open_image
 from byoc.training.contract import Job, TrainConfig
@@ -47,14 +47,6 @@ def image_extensions() -> tuple[str, ...]:
     return tuple(sorted(ext.lower() for ext in Image.registered_extensions()))
 
 
-def _child_dir(parent: Path, names: tuple[str, ...]) -> Path | None:
-    for name in names:
-        for candidate in (parent / name, parent / name.capitalize(), parent / name.upper()):
-            if candidate.is_dir():
-                return candidate
-    return None
-
-
 def find_splits(channels: dict[str, Path]) -> dict[str, Path]:
     """Map train/valid/test to folders of class folders, from whichever channel layout is used."""
     splits: dict[str, Path] = {}
@@ -67,12 +59,9 @@ def find_splits(channels: dict[str, Path]) -> dict[str, Path]:
         root = channels.get(name)
         if root is None or not root.is_dir():
             continue
-        # An archive unpacked as-is puts everything one level down (dogImages/train/...).
-        subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        if _child_dir(root, SPLIT_DIR_NAMES["train"]) is None and len(subdirs) == 1:
-            root = subdirs[0]
-        for split, names in SPLIT_DIR_NAMES.items():
-            found = _child_dir(root, names)
+        root = splits_root(root)
+        for split in SPLIT_DIR_NAMES:
+            found = split_folder(root, split)
             if found is not None:
                 splits.setdefault(split, found)
     missing = [s for s in SPLITS if s not in splits]
