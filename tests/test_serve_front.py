@@ -322,6 +322,42 @@ def test_chunked_bodies_are_accepted_and_the_connection_stays_usable(front):
     assert (status, doc["len"], rest) == (200, 3, b"")
 
 
+def test_a_request_pipelined_behind_a_chunked_body_is_answered_next(front):
+    """The bytes after a chunked message's end (read with it) are the next request, not lost."""
+    server, _ = front
+    chunked = HEAD + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n"
+    ping = b"GET /ping HTTP/1.1\r\nHost: front\r\nConnection: close\r\n\r\n"
+    status, doc, headers, rest = exchange(server, chunked + ping)
+    assert (status, doc["len"], headers["Connection"]) == (200, 3, None)
+    status, doc, headers, rest = answer(rest)
+    assert (status, doc, headers["Connection"], rest) == (200, {"status": "healthy"}, "close", b"")
+
+
+def test_a_chunk_size_line_over_the_line_limit_is_refused(front):
+    server, _ = front
+    endless = b"0" * (front_module.MAX_LINE + 10)
+    assert_refused(exchange(server, HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + endless), 400)
+
+
+def test_an_unknown_method_is_501_and_a_garbled_line_400(front):
+    # RFC 9110 9.1: a method the server does not recognise is 501 (Not Implemented).
+    server, _ = front
+    assert_refused(exchange(server, b"BREW /ping HTTP/1.1\r\nHost: front\r\n\r\n"), 501)
+    assert_refused(exchange(server, b"GET\x00 /ping HTTP/1.1\r\nHost: front\r\n\r\n"), 400)
+
+
+def test_a_target_outside_visible_ascii_is_refused(front):
+    # RFC 9112 3.2 / RFC 3986 2: a request target is visible ASCII; other bytes are percent-encoded.
+    server, _ = front
+    assert_refused(exchange(server, "GET /pïng HTTP/1.1\r\nHost: front\r\n\r\n".encode()), 400)
+
+
+def test_an_upgrade_offered_with_a_chunked_body_is_refused(front):
+    server, _ = front
+    data = HEAD + b"Upgrade: h2c\r\nConnection: Upgrade\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    assert_refused(exchange(server, data + SMUGGLED), 400)
+
+
 def test_a_chunked_body_is_read_across_pauses_anywhere_in_its_framing(front):
     server, _ = front
     pieces = [

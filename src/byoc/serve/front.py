@@ -4,11 +4,12 @@ loopback (a multi-record body split into its images first: byoc.serve.records), 
 our JSON body. Under SAGEMAKER_MULTI_MODEL, SageMaker's model API instead of /invocations:
 /models and /models/{name}[/invoke] (byoc.serve.models).
 
-Requests are parsed by h11 (the HTTP/1.1 state machine under httpcore and uvicorn), strictly
-(RFC 9112), after checks of our own where h11 is lenient (head_refusal): one way to delimit a body
-(Content-Length or chunked, never both, never two lengths), no folded header lines or control
-characters, so that a proxy in front and this server cannot disagree on where a request ends
-(request smuggling). A drain (SIGTERM) answers or refuses every connection the kernel has
+Requests are parsed by httptools (Python bindings of llhttp, the parser of Node.js and of
+uvicorn), strictly (RFC 9112), after checks of our own where llhttp is lenient or silent
+(head_refusal, request_refusal): one way to delimit a body (Content-Length or chunked, never both,
+never two lengths), no folded header lines or control characters, exactly one Host, so that a
+proxy in front and this server cannot disagree on where a request ends (request smuggling). A
+drain (SIGTERM) answers or refuses every connection the kernel has
 accepted and closes each with FIN, never with a reset."""
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import unquote
 
-import h11
+import httptools
 
 from byoc.serve import records
 from byoc.serve.batching import Batcher
@@ -75,14 +76,16 @@ MODELS_PATH = re.compile(r"/models(?:/([^/]+)(/invoke)?)?")
 Reply = tuple[int, bytes, str]  # status, body, content type
 CHUNKED = -1  # body_framing's answer for a chunked body
 
-HEAD_END = re.compile(rb"\n\r?\n")  # the empty line that ends a head, as h11 finds it
-# What h11 accepts and this front refuses (head_refusal): obsolete line folding, which h11 joins;
+HEAD_END = re.compile(rb"\n\r?\n")  # the empty line that ends a head
+# What this front refuses before llhttp reads a head (head_refusal): obsolete line folding;
 # control characters in a field value, which RFC 9110 5.5 lets a recipient keep; a Content-Length
-# said twice or as a list of equal values, which h11 collapses into one (RFC 9110 8.6 allows either).
+# said twice or as a list of equal values (RFC 9110 8.6 allows a recipient to collapse those).
 FOLDED_OR_CONTROL = re.compile(rb"(\n[ \t])|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 LENGTH = re.compile(rb"[0-9]{1,18}")
-CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;.*)?[ \t]*\r")  # a chunk-size line as h11 reads it
+CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;.*)?[ \t]*\r")  # a chunk-size line, extensions ignored
+REQUEST_LINE = re.compile(rb"([-!#$%&'*+.^_`|~0-9A-Za-z]+) [\x21-\x7e]+ HTTP/[0-9]\.[0-9]\r?\n")
+TARGET = re.compile(rb"[\x21-\x7e]+")  # a request target: visible ASCII (RFC 9112 3.2, RFC 3986 2)
 
 # MMS's own error texts, reworded for a client.
 UPSTREAM_MESSAGES = {
@@ -121,7 +124,7 @@ def check_head_limits(head: bytes | bytearray) -> None:
 
 
 def head_refusal(head: bytes | bytearray) -> Unframed | None:
-    """What h11 would accept in a request's head but this front refuses (400): folded lines,
+    """What this front refuses in a request's head before llhttp reads it (400): folded lines,
     control characters, a Content-Length said twice or not as 1-18 digits."""
     if found := FOLDED_OR_CONTROL.search(head):
         if found[1]:
@@ -135,17 +138,29 @@ def head_refusal(head: bytes | bytearray) -> Unframed | None:
     return None
 
 
-def body_framing(version: bytes, fields: dict[str, str]) -> int | None:
-    """How a request's body is delimited (RFC 9112 6), from its HTTP version and its header fields
-    as h11 read them: its Content-Length, CHUNKED, or None for a request without a body. Unframed:
-    505 for HTTP/2 and up, 400 for framing two parsers could read two ways (h11 reads
-    Transfer-Encoding and ignores a Content-Length beside it)."""
-    if not version.startswith(b"1."):
-        raise Unframed(505, f"HTTP/{version.decode()} is not supported: use HTTP/1.1")
-    if "transfer-encoding" in fields:  # h11 lets only a single `chunked` through
+def request_refusal(head: RequestHead) -> Unframed | None:
+    """What llhttp accepts in a parsed head but RFC 9112 3.2 asks a server to refuse (400): an
+    HTTP/1.1 request without a Host, two Hosts, a target that is not visible ASCII, a request line
+    without a version (HTTP/0.9, which llhttp reads)."""
+    if head.version == "0.9":
+        return Unframed(400, "no HTTP version in the request line: send METHOD /path HTTP/1.1")
+    if head.hosts > 1 or (head.hosts == 0 and head.version == "1.1"):
+        return Unframed(400, f"{head.hosts} Host headers: an HTTP/1.1 request has exactly one")
+    if not TARGET.fullmatch(head.target):
+        return Unframed(400, "the request target has characters other than visible ASCII: percent-encode them")
+    return None
+
+
+def body_framing(version: str, fields: dict[str, str]) -> int | None:
+    """How a request's body is delimited (RFC 9112 6), from its HTTP version and its header fields:
+    its Content-Length, CHUNKED, or None for a request without a body. Unframed: 505 for HTTP/2
+    and up, 400 for framing two parsers could read two ways."""
+    if not version.startswith("1."):
+        raise Unframed(505, f"HTTP/{version} is not supported: use HTTP/1.1")
+    if "transfer-encoding" in fields:  # llhttp lets only a final `chunked` through
         if "content-length" in fields:
             raise Unframed(400, "Transfer-Encoding and Content-Length together: send one of them")
-        if version == b"1.0":
+        if version == "1.0":
             raise Unframed(400, "Transfer-Encoding in an HTTP/1.0 request: send Content-Length")
         return CHUNKED
     if "content-length" in fields:
@@ -153,26 +168,61 @@ def body_framing(version: bytes, fields: dict[str, str]) -> int | None:
     return None
 
 
-def keeps_alive(version: bytes, fields: dict[str, str]) -> bool:
-    """Whether the client keeps the connection for another request (h11's rule: HTTP/1.1 and
-    no `Connection: close`)."""
-    return version >= b"1.1" and "close" not in fields.get("connection", "").lower().replace(" ", "").split(",")
+def keeps_alive(version: str, fields: dict[str, str]) -> bool:
+    """Whether the client keeps the connection for another request: HTTP/1.1 and no
+    `Connection: close` (an HTTP/1.0 connection closes after its answer)."""
+    return version >= "1.1" and "close" not in fields.get("connection", "").lower().replace(" ", "").split(",")
+
+
+class RequestHead:
+    """What llhttp reports of one request (httptools' callbacks): its head, and for a chunked body
+    its data as it arrives and its end."""
+
+    __slots__ = ("complete", "data", "fields", "hosts", "target", "version")
+
+    def __init__(self) -> None:
+        self.target = b""
+        self.version = ""
+        self.fields: dict[str, str] = {}  # lower-cased names; the first of repeated fields
+        self.hosts = 0
+        self.data: list[bytes] = []  # a chunked body's data not yet taken
+        self.complete = False  # the whole message, body and trailers included, was read
+
+    def on_url(self, url: bytes) -> None:
+        self.target += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        self.hosts += key == "host"
+        self.fields.setdefault(key, value.decode("latin-1"))
+
+    def on_body(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
 
 
 class DeclaredChunks:
-    """The sizes a chunked body declares, read off its bytes on their way to h11, which frames and
-    checks them but reports a chunk only as its data arrives: a chunk whose size line already
-    takes the body past the limit is refused before its data is read."""
+    """The sizes a chunked body declares, read off its bytes on their way to llhttp, which frames
+    and checks them but reports a chunk only as its data arrives: a chunk whose size line already
+    takes the body past the limit is refused before its data is read. It also says where the last
+    chunk's size line ends (`last_at`): from there on the front feeds llhttp line by line, so the
+    bytes after the message's end stay for the connection's next request."""
 
     def __init__(self) -> None:
         self.total = 0  # bytes declared so far
+        self.last_at: int | None = None  # in the data fed last: where the last chunk's size line ended
         self._skip = 0  # data and CRLF still to come of the current chunk
         self._line = b""  # a chunk-size line, while it arrives
-        self._done = False  # the last chunk came, or a line h11 will refuse
+        self._done = False  # the last chunk came, or a line llhttp will refuse
 
     def feed(self, data: bytes | bytearray) -> int:
-        """Follow `data`, the body's next bytes; the bytes declared so far."""
+        """Follow `data`, the body's next bytes; the bytes declared so far. Unframed for a
+        chunk-size line over MAX_LINE bytes."""
         at = 0
+        if self._done:
+            self.last_at = 0
         while not self._done and at < len(data):
             if self._skip:
                 step = min(self._skip, len(data) - at)
@@ -181,13 +231,16 @@ class DeclaredChunks:
             end = data.find(b"\n", at)
             if end < 0:
                 self._line += data[at:]
-                self._done = len(self._line) > MAX_LINE
+                if len(self._line) > MAX_LINE:
+                    raise Unframed(400, f"a chunk-size line over {MAX_LINE} bytes")
                 break
             line, self._line, at = self._line + data[at:end], b"", end + 1
             match = CHUNK_SIZE.fullmatch(line)
             size = int(match[1], 16) if match else 0
             self.total += size
             self._skip, self._done = size + 2, size == 0
+            if self._done:
+                self.last_at = at
         return self.total
 
 
@@ -465,8 +518,8 @@ class Front(socketserver.ThreadingTCPServer):
 
 
 class FrontHandler(socketserver.BaseRequestHandler):
-    """One client connection: its requests, one after another (keep-alive), each parsed by h11
-    after the checks h11 leaves to its user (head_refusal)."""
+    """One client connection: its requests, one after another (keep-alive), each parsed by llhttp
+    between the checks it leaves to its user (head_refusal, request_refusal)."""
 
     server: Front
     timeout = 120  # an idle or stalled client connection is closed after this
@@ -480,7 +533,7 @@ class FrontHandler(socketserver.BaseRequestHandler):
         # Buffered reads: a head is taken up to its end only, and a body of known length is read
         # straight into its own bytes object (one copy: fresh memory costs a page fault per 4 KiB).
         self.rfile = self.request.makefile("rb", buffering=BUFFER)
-        self.rest = b""  # bytes read past the last request's end (h11 reads ahead in a chunked body)
+        self.rest = b""  # bytes read past the last request's end (a chunked body is read ahead)
 
     def finish(self) -> None:
         self.rfile.close()  # the socket closes only once its file is closed too
@@ -513,7 +566,9 @@ class FrontHandler(socketserver.BaseRequestHandler):
     # ---- reading a request
 
     def _answer(self) -> bool:
-        self.conn: h11.Connection | None = None
+        self.parser: httptools.HttpRequestParser | None = None
+        self.head = RequestHead()
+        self._expects_continue = False  # the client waits for 100 Continue before its body
         self.command, self.path, self.query = "", "", ""
         self.headers: dict[str, str] = {}
         self._framing: int | None = None
@@ -546,11 +601,7 @@ class FrontHandler(socketserver.BaseRequestHandler):
 
     def _next_cycle(self) -> bool:
         """Keep the connection for the client's next request: True unless the answer closed it."""
-        if self.close_connection or not self._body_read:
-            return False
-        if self._chunks is not None and self.conn is not None:  # what h11 read past the body
-            self.rest = self.conn.trailing_data[0]
-        return True
+        return self._body_read and not self.close_connection
 
     def _route(self, path: str) -> tuple[tuple[str, ...], Callable[[], None]] | None:
         """The methods `path` takes and what answers it; None for a path this server does not have."""
@@ -572,31 +623,37 @@ class FrontHandler(socketserver.BaseRequestHandler):
         return ("GET", "DELETE"), functools.partial(self._model, models, unquote(name))
 
     def _parse(self) -> None:
-        """The request's head, checked (head_refusal) and then parsed by h11; Unframed otherwise."""
+        """The request's head, checked (head_refusal), parsed by llhttp and checked again
+        (request_refusal); Unframed otherwise."""
         head = self._read_head()
-        refusal = head_refusal(head)
-        if refusal is not None:
+        if (refusal := head_refusal(head)) is not None:
             raise refusal
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_LINE)
-        self.conn.receive_data(head)
+        self.parser = httptools.HttpRequestParser(self.head)
         try:
-            request = self.conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            # h11 hints 501 for a transfer coding other than chunked; RFC 9112 6.3 asks 400 of a
-            # request whose final coding is not chunked.
+            self.parser.feed_data(head)
+        except httptools.HttpParserUpgrade:
+            pass  # an upgrade offered (h2c, websocket) is declined: the request is answered as HTTP/1.1
+        except httptools.HttpParserInvalidMethodError:
+            if method := REQUEST_LINE.match(head):  # RFC 9110 9.1: a method the server does not know is 501
+                raise Unframed(501, f"unknown method {method[1][:20].decode()!r}") from None
+            raise Unframed(400, "malformed request line: send METHOD /path HTTP/1.1") from None
+        except httptools.HttpParserError as exc:
             raise Unframed(400, f"malformed request: {exc}"[:300]) from None
-        assert isinstance(request, h11.Request)  # the whole head was there
-        self.command, self.path = request.method.decode(), request.target.decode()
-        for name, value in request.headers.raw_items():
-            self.headers.setdefault(name.decode().lower(), value.decode("latin-1"))
-        self._framing = body_framing(request.http_version, self.headers)
-        self.close_connection = not keeps_alive(request.http_version, self.headers)
-        if self._framing == CHUNKED:  # h11 frames it (_chunked_body)
+        self.head.version = self.parser.get_http_version()
+        if (refusal := request_refusal(self.head)) is not None:
+            raise refusal
+        self.command, self.path = self.parser.get_method().decode(), self.head.target.decode()
+        self.headers = self.head.fields
+        self._framing = body_framing(self.head.version, self.headers)
+        self.close_connection = not keeps_alive(self.head.version, self.headers)
+        self._expects_continue = self.head.version == "1.1" and self.headers.get("expect", "").lower() == "100-continue"
+        if self._framing == CHUNKED:  # llhttp frames it (_chunked_body)
+            if self.parser.should_upgrade():
+                raise Unframed(400, "an Upgrade offered with a chunked body: send it with Content-Length")
             self._chunks = DeclaredChunks()
-            if self.rest:  # (no bytes would tell h11 the client closed)
-                self.conn.receive_data(self.rest)
-                self._chunks.feed(self.rest)
-                self.rest = b""
+            if self.rest:
+                rest, self.rest = self.rest, b""
+                self._feed_chunked(rest)
         self._body_read = not self._framing
 
     def _read_head(self) -> bytes:
@@ -640,34 +697,57 @@ class FrontHandler(socketserver.BaseRequestHandler):
         return self.rfile.read(take)
 
     def _chunked_body(self) -> Iterator[bytes]:
-        """A chunked body's data as h11 delivers it, until its end; refused (413) once the chunks
-        it declares pass the limit, before their data is read."""
-        assert self.conn is not None and self._chunks is not None
-        limit = self.server.max_request_bytes
-        while not self._body_read:
-            try:
-                event = self.conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise Unframed(400, f"malformed chunked body: {exc}"[:300]) from None
-            if event is h11.NEED_DATA:
-                data = self.rfile.read1(RECEIVE)
-                if not data:
-                    raise ConnectionAbortedError("the client closed the connection inside a body")
-                self.conn.receive_data(data)
-                if self._chunks.feed(data) > limit:
-                    raise PayloadTooLarge(
-                        f"chunked request body passes the limit of {limit} bytes "
-                        "(SAGEMAKER_MAX_PAYLOAD_IN_MB): send a smaller image"
-                    )
-            elif isinstance(event, h11.Data):
-                yield event.data
-            else:  # EndOfMessage (trailers, if any, ignored)
+        """A chunked body's data as llhttp delivers it, until its end; refused (413) once the
+        chunks it declares pass the limit, before their data is read."""
+        while True:
+            if self.head.data:
+                yield from self.head.data
+                self.head.data.clear()
+            if self.head.complete:  # trailers, if any, ignored
                 self._body_read = True
+                return
+            data = self.rfile.read1(RECEIVE)
+            if not data:
+                raise ConnectionAbortedError("the client closed the connection inside a body")
+            self._feed_chunked(data)
+
+    def _feed_chunked(self, data: bytes) -> None:
+        """Give llhttp the chunked body's next bytes: at once up to the last chunk, then line by
+        line until the message ends, so what follows it stays in `rest` for the next request."""
+        assert self.parser is not None and self._chunks is not None
+        self._expects_continue = False
+        limit = self.server.max_request_bytes
+        if self._chunks.feed(data) > limit:
+            raise PayloadTooLarge(
+                f"chunked request body passes the limit of {limit} bytes "
+                "(SAGEMAKER_MAX_PAYLOAD_IN_MB): send a smaller image"
+            )
+        last = self._chunks.last_at
+        try:
+            if last is None:
+                self.parser.feed_data(data)
+                return
+            self.parser.feed_data(data[:last])
+            self._feed_trailers(data, last)
+        except httptools.HttpParserError as exc:
+            raise Unframed(400, f"malformed chunked body: {exc}"[:300]) from None
+
+    def _feed_trailers(self, data: bytes, at: int) -> None:
+        """The lines after the last chunk (trailers, then the empty line), fed one at a time until
+        llhttp ends the message; the bytes after it are kept for the next request."""
+        assert self.parser is not None
+        while at < len(data) and not self.head.complete:
+            end = data.find(b"\n", at)
+            end = len(data) if end < 0 else end + 1
+            self.parser.feed_data(data[at:end])
+            at = end
+        if self.head.complete:
+            self.rest = data[at:]
 
     def _counted_body(self, length: int, keep: bool = True) -> bytes:
-        """A body of `length` bytes (its Content-Length, as h11 read it), read into one bytes object,
-        or read and dropped in pieces (not `keep`). (h11 would only count the bytes too, through two
-        more copies.)"""
+        """A body of `length` bytes (its Content-Length), read into one bytes object, or read and
+        dropped in pieces (not `keep`). (llhttp would only count the bytes, after a copy of each
+        piece.)"""
         first, self.rest = self.rest[:length], self.rest[length:]
         if keep:
             data = first + self.rfile.read(length - len(first)) if first else self.rfile.read(length)
@@ -710,15 +790,15 @@ class FrontHandler(socketserver.BaseRequestHandler):
         return self._counted_body(length)
 
     def _waiting_for_continue(self) -> bool:
-        return self.conn is not None and self.conn.they_are_waiting_for_100_continue
+        """Whether the client sent `Expect: 100-continue` (HTTP/1.1) and waits, its body unsent
+        (RFC 9110 10.1.1): neither an answer nor body bytes came since."""
+        return self._expects_continue
 
     def _continue(self) -> None:
         """The 100 Continue a client asked for, sent only once the body is wanted."""
         if self._waiting_for_continue():
-            assert self.conn is not None
-            self.request.sendall(
-                self.conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
-            )
+            self._expects_continue = False
+            self.request.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     # ---- answering
 
@@ -730,11 +810,11 @@ class FrontHandler(socketserver.BaseRequestHandler):
         allow: str | None = None,
         content_type: str = JSON_CONTENT_TYPE,
     ) -> None:
-        """The answer, in one write. Our own fixed header set is formatted here rather than by h11,
-        whose validation of every name and value again cost as much as parsing the request."""
+        """The answer, in one write: our own fixed header set, formatted here."""
         # Unread body bytes would be parsed as the next request: close instead. While draining,
         # every answer closes its connection, so no client sends another request on it.
         close = self.close_connection = close or self.close_connection or self.server.draining or self._body_pending()
+        self._expects_continue = False
         head = (
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(payload)}\r\nDate: {http_date()}\r\n"
@@ -773,7 +853,7 @@ class FrontHandler(socketserver.BaseRequestHandler):
         payload = self._request_body()
         if payload is None:
             return
-        sent = self.headers  # lower-cased names (h11)
+        sent = self.headers  # lower-cased names
         headers = {name: sent[name.lower()] for name in FORWARDED if name.lower() in sent}
         # The handler reads an absent Content-Type as absent, not as MMS's default.
         headers.setdefault(CONTENT_TYPE, "")
