@@ -611,3 +611,74 @@ def test_bench_refuses_an_unknown_server_and_a_bad_peer_sizing(tmp_path, capsys)
             parse_args([*argv, "--out", str(tmp_path), "--work", str(tmp_path)])
     err = capsys.readouterr().err
     assert "unknown server(s) tritonserver" in err and "--peer-sizing: 'two' is not WORKERSxTHREADS" in err
+
+
+def test_peer_model_answers_as_byocs_handler_and_a_bad_body_alone_gets_400(tmp_path):
+    """bench/peer_model.py, the model code inside both peer images: byoc's answers, in request order."""
+    import io
+
+    from PIL import Image
+
+    from bench import peer_model
+    from byoc.serve.config import ServeConfig
+    from byoc.serve.handler import ImageClassifierHandler
+    from tests.helpers.models import untrained_artifact
+
+    model_dir = untrained_artifact(tmp_path / "model", ["a", "b", "c"], moved_batch_norm=True)
+    bodies = []
+    for seed in (20, 90):
+        out = io.BytesIO()
+        Image.effect_noise((40, 30), seed).convert("RGB").save(out, "JPEG")
+        bodies.append(out.getvalue())
+    runtime = peer_model.load(peer_model.Settings(model_dir=model_dir, threads=1))
+    answers = peer_model.predict(runtime, [bodies[0], b"not an image", bodies[1]])
+    handler = ImageClassifierHandler(ServeConfig(model_dir=model_dir, torch_threads=1))
+    handler.load(model_dir, "cpu")
+    for (status, body), sent in zip((answers[0], answers[2]), bodies, strict=True):
+        ours = json.loads(handler.predict(sent, {"Content-Type": "image/jpeg"}))["predictions"]
+        got = json.loads(body)["predictions"]
+        assert status == 200 and [p["label"] for p in got] == [p["label"] for p in ours]
+        assert [p["score"] for p in got] == pytest.approx([p["score"] for p in ours], abs=1e-5)
+    assert answers[1][0] == 400 and "cannot decode the image" in json.loads(answers[1][1])["error"]
+
+
+def test_peer_settings_come_from_the_environment_and_refuse_bad_values():
+    from bench import peer_model
+
+    s = peer_model.Settings.from_env({"PEER_RUNTIME": "onnx-int8", "PEER_WORKERS": "1", "PEER_THREADS": "2"})
+    assert (s.runtime, s.workers, s.threads, s.max_batch) == ("onnx-int8", 1, 2, 4)
+    with pytest.raises(ValueError, match="PEER_RUNTIME='tensorrt'"):
+        peer_model.Settings.from_env({"PEER_RUNTIME": "tensorrt"})
+    with pytest.raises(ValueError, match="PEER_WORKERS=0"):
+        peer_model.Settings.from_env({"PEER_WORKERS": "0"})
+
+
+def test_a_peer_runs_at_the_sizing_its_sweep_chose_and_records_both(monkeypatch, tmp_path):
+    from bench import __main__ as bench_main
+
+    swept, ran = [], []
+
+    def sweep(make, sizings, body, concurrency, seconds, warmup, work):
+        swept.append((sizings, concurrency, [make(s).notes for s in sizings]))
+        return {"points": {s: {"rps": 1.0} for s in sizings}, "best": "1x2"}
+
+    def run_server(server, *args, **kwargs):
+        ran.append(server)
+        return serving.ServerResult(server.label, server.image, server.notes)
+
+    monkeypatch.setattr(serving, "sweep", sweep)
+    monkeypatch.setattr(serving, "run_server", run_server)
+    monkeypatch.setattr(containers, "image_size", lambda image: 6_414_000_000)
+    (tmp_path / "2MP.jpg").write_bytes(b"jpeg")
+    args = bench_main.parse_args(
+        ["--peer-sizing", "2x1,1x2", "--concurrency", "1,8", "--out", str(tmp_path), "--work", str(tmp_path)]
+    )
+    result = bench_main.run_peer(args, tmp_path, "litserve-onnx", {"2MP": tmp_path / "2MP.jpg"}, tmp_path, [])
+    [(sizings, concurrency, notes)] = swept
+    assert sizings == ["2x1", "1x2"] and concurrency == 8 and "PEER_WORKERS=2 PEER_THREADS=1" in notes[0]
+    assert "PEER_WORKERS=1 PEER_THREADS=2" in ran[0].notes and "PEER_RUNTIME=onnx-int8" in ran[0].notes
+    assert result.sizing == "1x2" and result.sweep["best"] == "1x2" and result.image_gb == 6.41
+    swept.clear()
+    args.peer_sizing = ["2x2"]  # one sizing: no sweep
+    assert bench_main.run_peer(args, tmp_path, "rayserve", {"2MP": tmp_path / "2MP.jpg"}, tmp_path, []).sizing == "2x2"
+    assert swept == [] and "PEER_WORKERS=2 PEER_THREADS=2" in ran[-1].notes
