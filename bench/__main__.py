@@ -76,8 +76,11 @@ def ensure_image(image: str, what: str) -> None:
 
 def run_serving(args, work: Path, failures: list[str]) -> dict:
     ensure_image("byoc-serve:latest", "serve")
-    ensure_image("byoc-torchserve:latest", "torchserve")
+    if "torchserve" in args.servers:
+        ensure_image("byoc-torchserve:latest", "torchserve")
     ensure_image("byoc-serve:cpu", "cpu")
+    for name in dict.fromkeys(label.removesuffix("-onnx") for label in args.servers if label in serving.peer_labels()):
+        ensure_image(serving.PEERS[name].image, name)
     photos = chosen_payloads(args, work)
     model_dir = artifact.write_served(work)
     mar = artifact.write_mar(model_dir, work / "mar")
@@ -100,21 +103,50 @@ def run_serving(args, work: Path, failures: list[str]) -> dict:
     if "byoc" in args.servers:  # no in-process limit: that is torch's, and this image has none
         servers.append(serving.byoc_server(model_dir, image="byoc-serve:cpu", label="byoc-cpu"))
     for server in servers:
-        result = serving.run_server(
-            server,
-            photos,
-            tuple(args.concurrency),
-            args.seconds,
+        out["servers"].append(serve_one(args, server, photos, work, failures).to_json())
+    for label in (s for s in args.servers if s in serving.peer_labels()):
+        out["servers"].append(run_peer(args, model_dir, label, photos, work, failures).to_json())
+    return out
+
+
+def serve_one(args, server: serving.Server, photos: dict[str, Path], work: Path, failures: list[str]):
+    """One server's serving run (bench.serving.run_server with the options), its image's size, its failure named."""
+    result = serving.run_server(
+        server,
+        photos,
+        tuple(args.concurrency),
+        args.seconds,
+        args.warmup,
+        work,
+        threads=args.threads,
+        limit_seconds=args.inprocess_seconds,
+        server_warmup=args.server_warmup,
+    )
+    size = containers.image_size(server.image)
+    result.image_gb = round(size / 1e9, 2) if size else None
+    if result.error:
+        failures.append(f"{server.label}: {result.error.splitlines()[0]}")
+    return result
+
+
+def run_peer(args, model_dir: Path, label: str, photos: dict[str, Path], work: Path, failures: list[str]):
+    """A peer server at its best sizing: with several --peer-sizing values, a short sweep at the highest
+    concurrency on the first payload picks the one with the most requests per second first."""
+    sweep: dict = {}
+    if len(args.peer_sizing) > 1:
+        sweep = serving.sweep(
+            lambda sizing: serving.peer_server(model_dir, label, sizing),
+            args.peer_sizing,
+            next(iter(photos.values())).read_bytes(),
+            max(args.concurrency),
+            args.sweep_seconds,
             args.warmup,
             work,
-            threads=args.threads,
-            limit_seconds=args.inprocess_seconds,
-            server_warmup=args.server_warmup,
         )
-        if result.error:
-            failures.append(f"{server.label}: {result.error.splitlines()[0]}")
-        out["servers"].append(result.to_json())
-    return out
+    chosen = sweep.get("best") or args.peer_sizing[0]
+    result = serve_one(args, serving.peer_server(model_dir, label, chosen), photos, work, failures)
+    result.sizing, result.sweep = chosen, sweep
+    return result
 
 
 def chosen_payloads(args, work: Path) -> dict[str, Path]:
@@ -165,7 +197,18 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--server-warmup", type=float, default=10.0, help="unmeasured seconds of load after each server's cold start"
     )
-    ap.add_argument("--servers", default="byoc,torchserve", help="which of byoc,torchserve to run (variants aside)")
+    ap.add_argument(
+        "--servers",
+        default="byoc,torchserve",
+        help=f"which of byoc,torchserve,{','.join(serving.peer_labels())} to run (variants aside); a peer "
+        "(-onnx: its INT8 ONNX copy) is shown beside byoc (its TorchScript) or byoc-cpu, so run byoc with them",
+    )
+    ap.add_argument(
+        "--peer-sizing",
+        default="2x1",
+        help="the peers' workers x threads (WxT); several (2x1,1x2,2x2): a short sweep picks each peer's best",
+    )
+    ap.add_argument("--sweep-seconds", type=float, default=5.0, help="measured seconds of each sweep point")
     ap.add_argument(
         "--variants",
         default=DEFAULT_VARIANTS,
@@ -196,11 +239,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.payloads = args.payloads.split(",")
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.variants = [v for v in args.variants.split(",") if v]
+    args.servers = [s for s in args.servers.split(",") if s]
+    known = ["byoc", "torchserve", *serving.peer_labels()]
+    unknown_servers = sorted(set(args.servers) - set(known))
+    if unknown_servers:
+        ap.error(f"unknown server(s) {', '.join(unknown_servers)}: choose from {', '.join(known)}")
+    args.peer_sizing = [s for s in args.peer_sizing.split(",") if s]
+    try:
+        [serving.parse_sizing(s) for s in args.peer_sizing]
+    except ValueError as exc:
+        ap.error(f"--peer-sizing: {exc}")
     if set(args.variants) - set(VARIANTS):
         ap.error(f"unknown variant(s): choose from {', '.join(VARIANTS)}")
     if args.quick:
         args.seconds, args.warmup, args.inprocess_seconds = min(args.seconds, 3.0), min(args.warmup, 1.0), 1.0
-        args.server_warmup = min(args.server_warmup, 3.0)
+        args.server_warmup, args.sweep_seconds = min(args.server_warmup, 3.0), min(args.sweep_seconds, 2.0)
         args.cold_start_rounds = 1
     args.suites = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.suites) - set(SUITES)

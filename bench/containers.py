@@ -232,18 +232,27 @@ def parse_size(text: str) -> float:
     return float(text)
 
 
+def is_worker(comm: str, cmd: str, worker_marker: str) -> bool:
+    """Whether a process (its name and command line) is a model worker: a Python process whose command
+    line names `worker_marker` (MMS's and TorchServe's workers), one whose title starts with it (Ray's
+    replicas name themselves `ray::ServeReplica:...`), or one that took it as its name (the LitServe peer's
+    workers, whose command line is multiprocessing's)."""
+    if comm == worker_marker or cmd.startswith(worker_marker):
+        return True
+    return worker_marker in cmd and Path(cmd.split(" ", 1)[0]).name.startswith("python")
+
+
 def memory(name: str, worker_marker: str) -> dict:
     """The container's memory as `docker stats` shows it (cgroup v1 or v2) and each worker process's PSS."""
     usage = docker("stats", "--no-stream", "--format", "{{.MemUsage}}", name).stdout.split("/")[0]
     workers, others = [], 0
-    for line in docker("top", name, "-eo", "pid,args").stdout.splitlines()[1:]:
-        pid, _, cmd = line.strip().partition(" ")
-        cmd = cmd.strip()
+    for line in docker("top", name, "-eo", "pid,comm,args").stdout.splitlines()[1:]:
+        pid, comm, cmd = (line.strip().split(None, 2) + ["", ""])[:3]
         try:
             pss = _pss_bytes(pid)
         except OSError:  # the process ended meanwhile
             continue
-        if worker_marker in cmd and Path(cmd.split(" ", 1)[0]).name.startswith("python"):
+        if is_worker(comm, cmd.strip(), worker_marker):
             workers.append(pss)
         else:
             others += pss

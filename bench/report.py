@@ -17,6 +17,10 @@ THROUGHPUT_VS_TORCHSCRIPT = 1.4
 TOP1_POINTS = 0.5
 CPU_COLD_START_S = 2.5
 JUDGED = ("byoc", "byoc-cpu")  # the images as shipped, with their default settings
+# byoc against the peer servers (bench.serving.PEERS) on the same model file: its saturated req/s over
+# the peer's, and its p50 at one connection over the peer's.
+THROUGHPUT_VS_PEER = 1.30
+P50_VS_PEER = 1.0
 
 
 def _num(x) -> str:
@@ -87,7 +91,13 @@ def limit_targets(label: str, ours: dict, payload: str) -> list[dict]:
 
 def targets(results: dict) -> list[dict]:
     """Every target with its measured value; met is None when it was not measured."""
-    return serving_targets(results) + training_targets(results) + precision_targets(results) + size_targets(results)
+    return (
+        serving_targets(results)
+        + peer_targets(results)
+        + training_targets(results)
+        + precision_targets(results)
+        + size_targets(results)
+    )
 
 
 def serving_targets(results: dict) -> list[dict]:
@@ -118,6 +128,43 @@ def serving_targets(results: dict) -> list[dict]:
                 " s",
             )
         )
+    return out
+
+
+def peer_pairs(results: dict) -> list[tuple[dict, dict]]:
+    """(peer, the byoc server it is compared with) for every peer in the serving run: a TorchScript peer
+    beside byoc (byoc-serve:latest), an ONNX one (label ending -onnx) beside byoc-cpu (byoc-serve:cpu).
+    A peer whose byoc server did not run is left out."""
+    servers = {s["label"]: s for s in results.get("serving", {}).get("servers", [])}
+    pairs = []
+    for label, s in servers.items():
+        if not s.get("sizing"):  # only the peers record the sizing they ran with
+            continue
+        ours = servers.get("byoc-cpu" if label.endswith("-onnx") else "byoc")
+        if ours is not None:
+            pairs.append((s, ours))
+    return pairs
+
+
+def peer_ratios(peer: dict, ours: dict, payload: str) -> tuple[float | None, float | None]:
+    """(byoc's saturated req/s / the peer's, byoc's p50 at c=1 / the peer's) on `payload`."""
+    c1, c1_peer = _answered(point(ours, payload, 1)), _answered(point(peer, payload, 1))
+    return (
+        ratio(saturated(ours, payload), saturated(peer, payload)),
+        ratio(c1 and c1["p50_ms"], c1_peer and c1_peer["p50_ms"]),
+    )
+
+
+def peer_targets(results: dict) -> list[dict]:
+    """byoc against each peer on every payload both ran: throughput (>= THROUGHPUT_VS_PEER) and p50 at
+    c=1 (<= P50_VS_PEER); None (not measured) where either side has no answered load point."""
+    out = []
+    for peer, ours in peer_pairs(results):
+        for payload in peer.get("load", {}):
+            rps, p50 = peer_ratios(peer, ours, payload)
+            who = f"{ours['label']} / {peer['label']} {payload}"
+            out.append(_target(f"{who}: saturated req/s", rps, THROUGHPUT_VS_PEER, True))
+            out.append(_target(f"{who}: p50 at c=1", p50, P50_VS_PEER, False))
     return out
 
 
@@ -351,6 +398,67 @@ def preprocess_table(results: dict) -> str:
     )
 
 
+def peer_table(results: dict) -> str:
+    """byoc's two images and the peers side by side, per payload: p50 and p99 at c=1, saturated req/s, the
+    ratios to byoc's image of the same model file, cold start, MiB per worker, workers x threads and the
+    image's size ('' when no peer ran)."""
+    pairs = peer_pairs(results)
+    ours = list({id(o): o for _, o in pairs}.values())
+    rows = []
+    for payload in dict.fromkeys(p for s, _ in pairs for p in s.get("load", {})):
+        for s, base in [(o, None) for o in ours] + pairs:
+            c1 = _answered(point(s, payload, 1))
+            rps, p50 = peer_ratios(s, base, payload) if base else (None, None)
+            rows.append(
+                [
+                    s["label"],
+                    s["image"],
+                    s.get("runtime") or "",
+                    payload,
+                    c1 and c1["p50_ms"],
+                    c1 and c1["p99_ms"],
+                    saturated(s, payload),
+                    rps,
+                    p50,
+                    s.get("cold_start_ping_s"),
+                    s.get("cold_start_first_prediction_s"),
+                    ", ".join(str(m) for m in (s.get("memory") or {}).get("worker_pss_mb", [])),
+                    s.get("sizing") or "default",
+                    s.get("image_gb"),
+                ]
+            )
+    return table(
+        [
+            "server",
+            "image",
+            "runtime",
+            "payload",
+            "p50 c=1 ms",
+            "p99 c=1 ms",
+            "saturated req/s",
+            f"byoc's req/s / this (>= {THROUGHPUT_VS_PEER})",
+            f"byoc's p50 / this (<= {P50_VS_PEER})",
+            "to /ping 200 s",
+            "to first prediction s",
+            "MiB per worker (PSS)",
+            "workers x threads",
+            "image GB",
+        ],
+        rows,
+    )
+
+
+def sweep_table(results: dict) -> str:
+    """Each peer's sizing sweep: req/s and p50 of its short load point per workers x threads, the chosen one marked."""
+    rows = []
+    for s in results.get("serving", {}).get("servers", []):
+        sweep = s.get("sweep") or {}
+        for sizing, p in (sweep.get("points") or {}).items():
+            chosen = "chosen" if sizing == sweep.get("best") else (p.get("error") or "")[:80]
+            rows.append([s["label"], sizing, sweep.get("concurrency"), p.get("rps"), p.get("p50_ms"), chosen])
+    return table(["peer", "workers x threads", "concurrency", "req/s", "p50 ms", ""], rows)
+
+
 def training_text(results: dict) -> str:
     t = results.get("training") or {}
     if not t:
@@ -461,6 +569,8 @@ def markdown(results: dict) -> str:
         targets_table(targets(results)),
         serving_table(results),
         servers_table(results),
+        peer_table(results),
+        sweep_table(results),
         cold_start_table(results.get("cold_start")),
         precision_table(results),
         serving_table(results, "precision"),

@@ -33,6 +33,7 @@ class Server:
     worker_marker: str
     notes: str = ""
     limit: bool = False  # measure the in-process limit inside this server's container (byoc images)
+    runtime: str = ""  # what it runs the model with, where its log does not say (the peers)
     resources: tuple[str, ...] = ()  # docker run's resource limits (--memory, --cpus), beside the core budget
 
 
@@ -103,6 +104,63 @@ def torchserve_server(
     )
 
 
+@dataclass(frozen=True)
+class Peer:
+    """A peer server image (docker/bench/NAME/): how bench finds its model workers and its health check."""
+
+    image: str
+    worker_marker: str
+    docker_opts: tuple[str, ...] = ()
+    setup_notes: str = ""
+
+
+PEERS = {
+    # Ray keeps its object store in /dev/shm: Docker's 64 MB default makes it fall back to /tmp, and
+    # Ray's documentation asks for a larger one.
+    "rayserve": Peer(
+        "byoc-rayserve:latest",
+        "ray::ServeReplica",
+        ("--shm-size", "1g"),
+        "Ray Serve 2.60, @serve.batch, FastAPI ingress",
+    ),
+    "litserve": Peer("byoc-litserve:latest", "peer-worker", (), "LitServe 0.2.19, its batching, raw body"),
+}
+# The peers' runtimes, by the label suffix that picks them: the TorchScript file (as byoc-serve:latest
+# serves it) or the INT8 ONNX file (as byoc-serve:cpu does).
+PEER_RUNTIMES = {"": "torchscript", "-onnx": "onnx-int8"}
+PEER_BATCH = {"PEER_MAX_BATCH": "4", "PEER_BATCH_WAIT_MS": "5"}  # byoc's BYOC_BATCH_SIZE on a CPU; a short wait
+
+
+def peer_labels() -> list[str]:
+    """Every peer server label --servers takes: rayserve, rayserve-onnx, litserve, litserve-onnx."""
+    return [name + suffix for name in PEERS for suffix in PEER_RUNTIMES]
+
+
+def parse_sizing(text: str) -> tuple[int, int]:
+    """'2x1' -> (workers, threads); ValueError for anything else."""
+    workers, sep, threads = text.partition("x")
+    if not sep or not workers.isdigit() or not threads.isdigit() or int(workers) < 1 or int(threads) < 1:
+        raise ValueError(f"{text!r} is not WORKERSxTHREADS (e.g. 2x1)")
+    return int(workers), int(threads)
+
+
+def peer_server(model_dir: Path, label: str, sizing: str) -> Server:
+    """The peer `label` (rayserve, litserve-onnx, ...) serving `model_dir` with `sizing` (WORKERSxTHREADS)."""
+    name = label.removesuffix("-onnx")
+    peer, runtime = PEERS[name], PEER_RUNTIMES[label[len(name) :]]
+    workers, threads = parse_sizing(sizing)
+    env = {"PEER_RUNTIME": runtime, "PEER_WORKERS": str(workers), "PEER_THREADS": str(threads), **PEER_BATCH}
+
+    def setup(_work: Path, port: int):
+        opts = [*peer.docker_opts, "-v", f"{model_dir}:/opt/ml/model:ro", "-e", f"PEER_PORT={port}"]
+        for k, v in env.items():
+            opts += ["-e", f"{k}={v}"]
+        return opts, []
+
+    notes = f"{peer.setup_notes}; {sizing} " + " ".join(f"{k}={v}" for k, v in env.items())
+    return Server(label, peer.image, setup, "/ping", "/invocations", peer.worker_marker, notes=notes, runtime=runtime)
+
+
 @dataclass
 class ServerResult:
     label: str
@@ -114,6 +172,9 @@ class ServerResult:
     load: dict = field(default_factory=dict)  # payload -> [LoadResult json per concurrency]
     limit: dict = field(default_factory=dict)  # payload -> bench.inprocess result, taken just before its load
     runtime: str = ""  # what byoc's workers ran the model with (their "model_loaded" line); "" for others
+    sizing: str = ""  # a peer's workers x threads (WxT), chosen by `sweep` when it ran
+    sweep: dict = field(default_factory=dict)  # a peer's sweep: sizing -> its short load point, and the best
+    image_gb: float | None = None  # `docker image inspect`'s size of the image
     error: str = ""
 
     def to_json(self) -> dict:
@@ -163,11 +224,47 @@ def run_server(
                 if session:
                     session.close()
             result.memory = containers.memory(name, server.worker_marker)  # after load: the peak working set
-            result.runtime = log_event(name, "model_loaded").get("runtime", "")
+            result.runtime = log_event(name, "model_loaded").get("runtime", "") or server.runtime
     except Exception as exc:  # one failed server must not lose the others' results
         log.error("%s failed: %s", server.label, exc)
         result.error = str(exc)[:2000]
     return result
+
+
+def sweep(
+    make: Callable[[str], Server],
+    sizings: list[str],
+    body: bytes,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    work: Path,
+    start_timeout: float = 300,
+) -> dict:
+    """One short load point (`concurrency` connections, `seconds` measured after `warmup`) for each
+    sizing (WORKERSxTHREADS) of a server, each in a fresh container; the best is the one with the most
+    requests per second (the saturated throughput the targets judge). A sizing that fails is recorded
+    with its error and never chosen."""
+    points: dict[str, dict] = {}
+    for sizing in sizings:
+        server = make(sizing)
+        port = containers.free_port()
+        opts, args = server.setup(work, port)
+        try:
+            with containers.running(server.image, args, opts, server.label) as (name, started):
+                time_cold_start(server, f"http://127.0.0.1:{port}", body, name, started, start_timeout)
+                r = httpload.run("127.0.0.1", port, server.invoke, body, "image/jpeg", concurrency, seconds, warmup)
+            points[sizing] = {"rps": r.rps, "p50_ms": r.p50_ms, "errors": r.errors}
+        except Exception as exc:  # one sizing that does not start must not end the sweep
+            points[sizing] = {"rps": None, "error": str(exc)[:500]}
+        log.info("%s sweep %s: %s", server.label, sizing, points[sizing])
+    return {"concurrency": concurrency, "seconds": seconds, "points": points, "best": best_sizing(points, sizings[0])}
+
+
+def best_sizing(points: dict[str, dict], fallback: str) -> str:
+    """The sizing with the most requests per second among those answered without errors; `fallback` when none."""
+    answered = {k: p["rps"] for k, p in points.items() if p.get("rps") and not p.get("errors")}
+    return max(answered, key=lambda k: answered[k]) if answered else fallback
 
 
 def time_cold_start(

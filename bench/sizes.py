@@ -16,6 +16,8 @@ IMAGES = {
     "serving (GPU-capable)": ("byoc-serve:latest", DLC_INFERENCE_GB / 2),
     "serving (CPU-only)": ("byoc-serve:cpu", CPU_SERVING_TARGET_GB),
     "TorchServe comparison": ("byoc-torchserve:latest", None),
+    "Ray Serve comparison (torch and ONNX Runtime)": ("byoc-rayserve:latest", None),
+    "LitServe comparison (torch and ONNX Runtime)": ("byoc-litserve:latest", None),
 }
 
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Build the byoc images: byoc-train:latest, byoc-serve:latest and byoc-serve:cpu.
 #
-# usage: scripts/build_images.sh [train|serve|cpu|all|torchserve] [extra docker build args...]
+# usage: scripts/build_images.sh [train|serve|cpu|all|torchserve|rayserve|litserve] [extra docker build args...]
 #        (cpu: byoc-serve:cpu, the torch-free CPU serving image: docker/serve/Dockerfile with
 #         TORCH_REQUIREMENTS=onnx-cpu.txt; all: train, serve and cpu;
-#         torchserve: byoc-torchserve:latest, bench/'s TorchServe comparison image; not in `all`)
+#         torchserve, rayserve, litserve: byoc-torchserve:latest, byoc-rayserve:latest and
+#         byoc-litserve:latest, bench/'s comparison images (docker/bench/); not in `all`)
 #
 # Environment:
 #   BASE_IMAGE        base for both images (default python:3.11-slim-bookworm). When it
@@ -105,7 +106,7 @@ case "$what" in
     cpu) build_cpu "$@" ;;
     all) build byoc-train docker/train/Dockerfile "$@"; build byoc-serve docker/serve/Dockerfile "$@"
          build_cpu "$@" ;;
-    torchserve) build byoc-torchserve docker/bench/torchserve/Dockerfile "$@" ;;
-    *) echo "usage: $0 [train|serve|cpu|all|torchserve]" >&2; exit 2 ;;
+    torchserve|rayserve|litserve) build "byoc-$what" "docker/bench/$what/Dockerfile" "$@" ;;
+    *) echo "usage: $0 [train|serve|cpu|all|torchserve|rayserve|litserve]" >&2; exit 2 ;;
 esac
 docker image prune -f >/dev/null 2>&1 || true

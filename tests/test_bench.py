@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bench import containers, httpload, payloads, report
+from bench import containers, httpload, payloads, report, serving
 from tests import netutil
 
 
@@ -491,3 +491,194 @@ def test_served_top1_scores_each_images_first_answer(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _peer(label: str, c1_ms: float, rates: tuple[float, float], sizing: str = "2x1", payload: str = "2MP") -> dict:
+    """A peer's serving result as bench.serving writes it: c=1 and c=4 points, its sizing and sweep."""
+    points = [
+        {"concurrency": c, "p50_ms": c1_ms * c, "p99_ms": c1_ms * c * 2, "rps": r, "requests": 10, "errors": 0}
+        for c, r in zip((1, 4), rates, strict=True)
+    ]
+    return {
+        "label": label,
+        "image": f"byoc-{label.removesuffix('-onnx')}:latest",
+        "runtime": "onnx-int8" if label.endswith("-onnx") else "torchscript",
+        "load": {payload: points},
+        "sizing": sizing,
+        "sweep": {"concurrency": 4, "points": {"2x1": {"rps": rates[1]}, "1x2": {"rps": rates[1] / 2}}, "best": "2x1"},
+        "memory": {"worker_pss_mb": [300, 310]},
+        "cold_start_ping_s": 20.0,
+        "image_gb": 6.5,
+    }
+
+
+def _with_peers(*peers: dict) -> dict:
+    results = _results()  # byoc: c=1 p50 110 ms, 18 req/s at c=4
+    byoc_cpu = _peer("byoc-cpu", 40.0, (25.0, 50.0))
+    byoc_cpu.update(sizing="", sweep={}, image="byoc-serve:cpu")
+    results["serving"]["servers"] += [byoc_cpu, *peers]
+    return results
+
+
+def test_peer_ratios_pair_each_peer_with_byocs_image_of_the_same_model_file():
+    results = _with_peers(_peer("rayserve", 100.0, (9.0, 12.0)), _peer("litserve-onnx", 50.0, (20.0, 40.0)))
+    rows = {r["target"]: r for r in report.targets(results)}
+    torch_rps = rows["byoc / rayserve 2MP: saturated req/s"]
+    assert torch_rps["value"] == 1.5 and torch_rps["met"] is True  # 18 / 12
+    torch_p50 = rows["byoc / rayserve 2MP: p50 at c=1"]
+    assert torch_p50["value"] == 1.1 and torch_p50["met"] is False  # 110 / 100: byoc slower at c=1
+    onnx_rps = rows["byoc-cpu / litserve-onnx 2MP: saturated req/s"]
+    assert onnx_rps["value"] == 1.25 and onnx_rps["met"] is False  # 50 / 40: under 1.3
+    assert rows["byoc-cpu / litserve-onnx 2MP: p50 at c=1"]["value"] == 0.8
+    assert not any("byoc / litserve-onnx" in t or "byoc-cpu / rayserve " in t for t in rows)
+
+
+def test_a_peer_without_its_byoc_server_or_without_answers_is_not_judged():
+    results = _with_peers(_peer("litserve", 100.0, (9.0, 12.0)))
+    results["serving"]["servers"] = [s for s in results["serving"]["servers"] if s["label"] != "byoc"]
+    assert report.peer_targets(results) == [] and report.peer_table(results) == ""
+    results = _with_peers(_peer("litserve", 100.0, (9.0, 12.0)))
+    results["serving"]["servers"][-1]["load"]["2MP"][0]["requests"] = 0  # its c=1 point never answered
+    rows = {r["target"]: r for r in report.peer_targets(results)}
+    assert rows["byoc / litserve 2MP: p50 at c=1"]["met"] is None
+    assert rows["byoc / litserve 2MP: saturated req/s"]["value"] == 1.5
+
+
+def test_peer_table_puts_byocs_images_and_the_peers_side_by_side_with_their_sizing_and_sweep():
+    results = _with_peers(
+        _peer("rayserve", 100.0, (9.0, 12.0), sizing="1x2"), _peer("litserve-onnx", 50.0, (20.0, 40.0))
+    )
+    text = report.peer_table(results)
+    lines = text.splitlines()
+    byoc_row = next(line for line in lines if line.startswith("| byoc | "))
+    ray_row = next(line for line in lines if line.startswith("| rayserve | "))
+    assert "| 110.0 | 165.0 | 18.0 | - | - |" in byoc_row and "| default |" in byoc_row
+    assert "| 100.0 | 200.0 | 12.0 | 1.50 | 1.10 |" in ray_row and "| 300, 310 | 1x2 | 6.50 |" in ray_row
+    assert any(line.startswith("| byoc-cpu | ") for line in lines)
+    sweep = report.sweep_table(results)
+    assert "| rayserve | 2x1 | 4 | 12.0 | - | chosen |" in sweep and "| rayserve | 1x2 | 4 | 6.00 |" in sweep
+    summary = report.markdown(results)
+    assert "byoc's req/s / this" in summary and "MISSED" in summary
+
+
+def test_without_peers_the_summary_has_no_peer_table():
+    assert "byoc's req/s / this" not in report.markdown(_results())
+    assert report.peer_table(_results()) == "" and report.sweep_table(_results()) == ""
+
+
+def test_the_sweep_picks_the_sizing_with_the_most_requests_answered_without_errors():
+    points = {"2x1": {"rps": 30.0, "errors": 0}, "1x2": {"rps": 35.0, "errors": 2}, "2x2": {"rps": 32.0, "errors": 0}}
+    assert serving.best_sizing(points, "2x1") == "2x2"
+    assert serving.best_sizing({"2x1": {"rps": None, "error": "no start"}}, "2x1") == "2x1"
+
+
+def test_peer_servers_take_their_runtime_from_the_label_and_their_sizing_from_wxt(tmp_path):
+    ray = serving.peer_server(tmp_path, "rayserve-onnx", "1x2")
+    opts, args = ray.setup(tmp_path, 12345)
+    env = dict(o.split("=", 1) for o in opts[1::2] if "=" in o and not o.startswith("/"))
+    assert ray.image == "byoc-rayserve:latest" and args == [] and "--shm-size" in opts
+    assert env["PEER_RUNTIME"] == "onnx-int8" and env["PEER_WORKERS"] == "1" and env["PEER_THREADS"] == "2"
+    assert env["PEER_PORT"] == "12345" and f"{tmp_path}:/opt/ml/model:ro" in opts
+    lit = serving.peer_server(tmp_path, "litserve", "2x1")
+    assert (
+        lit.image == "byoc-litserve:latest"
+        and lit.runtime == "torchscript"
+        and "--shm-size" not in lit.setup(tmp_path, 1)[0]
+    )
+    for bad in ("2", "x1", "0x2", "2xa"):
+        with pytest.raises(ValueError, match="WORKERSxTHREADS"):
+            serving.parse_sizing(bad)
+
+
+def test_the_peers_workers_are_told_apart_from_their_servers_processes():
+    assert containers.is_worker("ray::ServeRepli", "ray::ServeReplica:default:Classifier", "ray::ServeReplica")
+    assert not containers.is_worker("ray::ServeContr", "ray::ServeController", "ray::ServeReplica")
+    assert containers.is_worker("peer-worker", "/usr/bin/python3 -c from multiprocessing.spawn import", "peer-worker")
+    assert not containers.is_worker("python3", "/usr/bin/python3 -c from multiprocessing.spawn import", "peer-worker")
+    assert containers.is_worker("python3", "/usr/bin/python3.11 -m mms.model_service_worker", "model_service_worker")
+    assert not containers.is_worker("java", "java -cp model_service_worker", "model_service_worker")
+
+
+def test_bench_refuses_an_unknown_server_and_a_bad_peer_sizing(tmp_path, capsys):
+    from bench.__main__ import parse_args
+
+    args = parse_args(
+        ["--servers", "byoc,rayserve-onnx", "--peer-sizing", "2x1,1x2", "--out", str(tmp_path), "--work", str(tmp_path)]
+    )
+    assert args.servers == ["byoc", "rayserve-onnx"] and args.peer_sizing == ["2x1", "1x2"]
+    for argv in (["--servers", "byoc,tritonserver"], ["--peer-sizing", "two"]):
+        with pytest.raises(SystemExit):
+            parse_args([*argv, "--out", str(tmp_path), "--work", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "unknown server(s) tritonserver" in err and "--peer-sizing: 'two' is not WORKERSxTHREADS" in err
+
+
+def test_peer_model_answers_as_byocs_handler_and_a_bad_body_alone_gets_400(tmp_path):
+    """bench/peer_model.py, the model code inside both peer images: byoc's answers, in request order."""
+    import io
+
+    from PIL import Image
+
+    from bench import peer_model
+    from byoc.serve.config import ServeConfig
+    from byoc.serve.handler import ImageClassifierHandler
+    from tests.helpers.models import untrained_artifact
+
+    model_dir = untrained_artifact(tmp_path / "model", ["a", "b", "c"], moved_batch_norm=True)
+    bodies = []
+    for seed in (20, 90):
+        out = io.BytesIO()
+        Image.effect_noise((40, 30), seed).convert("RGB").save(out, "JPEG")
+        bodies.append(out.getvalue())
+    runtime = peer_model.load(peer_model.Settings(model_dir=model_dir, threads=1))
+    answers = peer_model.predict(runtime, [bodies[0], b"not an image", bodies[1]])
+    handler = ImageClassifierHandler(ServeConfig(model_dir=model_dir, torch_threads=1))
+    handler.load(model_dir, "cpu")
+    for (status, body), sent in zip((answers[0], answers[2]), bodies, strict=True):
+        ours = json.loads(handler.predict(sent, {"Content-Type": "image/jpeg"}))["predictions"]
+        got = json.loads(body)["predictions"]
+        assert status == 200 and [p["label"] for p in got] == [p["label"] for p in ours]
+        assert [p["score"] for p in got] == pytest.approx([p["score"] for p in ours], abs=1e-5)
+    assert answers[1][0] == 400 and "cannot decode the image" in json.loads(answers[1][1])["error"]
+
+
+def test_peer_settings_come_from_the_environment_and_refuse_bad_values():
+    from bench import peer_model
+
+    s = peer_model.Settings.from_env({"PEER_RUNTIME": "onnx-int8", "PEER_WORKERS": "1", "PEER_THREADS": "2"})
+    assert (s.runtime, s.workers, s.threads, s.max_batch) == ("onnx-int8", 1, 2, 4)
+    with pytest.raises(ValueError, match="PEER_RUNTIME='tensorrt'"):
+        peer_model.Settings.from_env({"PEER_RUNTIME": "tensorrt"})
+    with pytest.raises(ValueError, match="PEER_WORKERS=0"):
+        peer_model.Settings.from_env({"PEER_WORKERS": "0"})
+
+
+def test_a_peer_runs_at_the_sizing_its_sweep_chose_and_records_both(monkeypatch, tmp_path):
+    from bench import __main__ as bench_main
+
+    swept, ran = [], []
+
+    def sweep(make, sizings, body, concurrency, seconds, warmup, work):
+        swept.append((sizings, concurrency, [make(s).notes for s in sizings]))
+        return {"points": {s: {"rps": 1.0} for s in sizings}, "best": "1x2"}
+
+    def run_server(server, *args, **kwargs):
+        ran.append(server)
+        return serving.ServerResult(server.label, server.image, server.notes)
+
+    monkeypatch.setattr(serving, "sweep", sweep)
+    monkeypatch.setattr(serving, "run_server", run_server)
+    monkeypatch.setattr(containers, "image_size", lambda image: 6_414_000_000)
+    (tmp_path / "2MP.jpg").write_bytes(b"jpeg")
+    args = bench_main.parse_args(
+        ["--peer-sizing", "2x1,1x2", "--concurrency", "1,8", "--out", str(tmp_path), "--work", str(tmp_path)]
+    )
+    result = bench_main.run_peer(args, tmp_path, "litserve-onnx", {"2MP": tmp_path / "2MP.jpg"}, tmp_path, [])
+    [(sizings, concurrency, notes)] = swept
+    assert sizings == ["2x1", "1x2"] and concurrency == 8 and "PEER_WORKERS=2 PEER_THREADS=1" in notes[0]
+    assert "PEER_WORKERS=1 PEER_THREADS=2" in ran[0].notes and "PEER_RUNTIME=onnx-int8" in ran[0].notes
+    assert result.sizing == "1x2" and result.sweep["best"] == "1x2" and result.image_gb == 6.41
+    swept.clear()
+    args.peer_sizing = ["2x2"]  # one sizing: no sweep
+    assert bench_main.run_peer(args, tmp_path, "rayserve", {"2MP": tmp_path / "2MP.jpg"}, tmp_path, []).sizing == "2x2"
+    assert swept == [] and "PEER_WORKERS=2 PEER_THREADS=2" in ran[-1].notes

@@ -162,3 +162,25 @@ def test_bench_sections_are_rendered_by_bench_report():
 
     results = json.loads((ROOT / "bench" / "results" / "results.json").read_text())
     assert report.training_text(results) in reference.bench_sections()["serving"]
+
+
+def test_bench_sections_without_peers_say_how_to_measure_them(tmp_path):
+    peers = reference.bench_sections(_copy_results(tmp_path, "2026-01-01 00:00:00", "2026-01-02 00:00:00"))["peers"]
+    assert peers.startswith("No peer server") and "--servers byoc,rayserve" in peers and "|" not in peers
+    assert reference.bench_sections(tmp_path / "none")["peers"].startswith("No peer server")
+
+
+def test_bench_sections_show_the_peers_beside_byocs_images_of_the_same_run(tmp_path):
+    results_dir = _copy_results(tmp_path, "2026-01-01 00:00:00", "2026-01-02 00:00:00")  # precision run newer
+    doc = json.loads((results_dir / "results.json").read_text())
+    servers = {s["label"]: s for s in doc["serving"]["servers"]}
+    for label, base in (("rayserve", "byoc"), ("litserve-onnx", "byoc-cpu")):
+        doc["serving"]["servers"].append({**servers[base], "label": label, "image": f"peer-{label}", "sizing": "2x1"})
+    (results_dir / "results.json").write_text(json.dumps(doc))
+    peers = reference.bench_sections(results_dir)["peers"]
+    assert "2026-01-01 00:00:00" in peers  # the serving run's own line
+    # byoc-cpu's row stays: each ratio compares two servers of the same run, whatever run is newer.
+    for label in ("byoc", "byoc-cpu", "rayserve", "litserve-onnx"):
+        assert re.search(rf"^\| {label} \| ", peers, re.MULTILINE), label
+    assert "byoc / rayserve 0.3MP: saturated req/s | 1.00 | >= 1.3 | MISSED" in peers
+    assert "byoc-cpu / litserve-onnx 0.3MP: p50 at c=1 | 1.00 | <= 1.0 | met" in peers

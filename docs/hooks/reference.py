@@ -206,6 +206,7 @@ def bench_sections(results_dir: Path = RESULTS) -> dict[str, str]:
     sized = max(runs, key=lambda r: r["machine"]["started_utc"]) if runs else {}
     return {
         "serving": _serving_section(report, main, moved),
+        "peers": _peers_section(report, _load(results_dir / "results.json") or {}),
         "precision": _precision_section(report, precision),
         "sizes": _run_line(sized) + "\n\n" + report.sizes_table(sized) if sized else "No image sizes measured yet.",
     }
@@ -223,6 +224,25 @@ def _serving_section(report, results: dict, moved: str | None) -> str:
         report.cold_start_table(results.get("cold_start")),
         report.preprocess_table(results),
         report.training_text(results),
+    ]
+    return "\n\n".join(p for p in parts if p)
+
+
+def _peers_section(report, results: dict) -> str:
+    """byoc against Ray Serve and LitServe, from the serving run as written (its byoc rows are that run's,
+    so that every ratio compares two servers measured in the same minutes)."""
+    table = report.peer_table(results)
+    if not table:
+        return (
+            "No peer server in the serving run of `bench/results/results.json` yet: "
+            "`python -m bench --only serving --servers byoc,rayserve,rayserve-onnx,litserve,litserve-onnx "
+            "--peer-sizing 2x1,1x2,2x2` measures them."
+        )
+    parts = [
+        _run_line(results),
+        report.targets_table(report.peer_targets(results)),
+        table,
+        report.sweep_table(results),
     ]
     return "\n\n".join(p for p in parts if p)
 
