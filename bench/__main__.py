@@ -283,28 +283,42 @@ def stop_unwinds():
 
 
 def run_suites(args, command: str) -> dict:
-    """Every chosen suite in turn; a suite that fails is named in results["failures"], the others still run."""
+    """Every chosen suite in turn; a suite that fails is named in results["failures"], the others still run.
+    Each suite's duration goes into results["suite_seconds"], the whole run's into results["seconds"]."""
     started = time.monotonic()
     failures: list[str] = []
-    results: dict = {"machine": machine(), "command": command}
+    results: dict = {"machine": machine(), "command": command, "suite_seconds": {}}
     if "serving" in args.suites:
-        results["serving"] = run_serving(args, args.work, failures)
+        with timing(results, "serving"):
+            results["serving"] = run_serving(args, args.work, failures)
     if "coldstart" in args.suites:
-        with suite("coldstart", "cold start", failures):
+        with timing(results, "coldstart"), suite("coldstart", "cold start", failures):
             results["cold_start"] = run_cold_starts(args, args.work)
     if "training" in args.suites:
-        with suite("training", "training", failures):
+        with timing(results, "training"), suite("training", "training", failures):
             run_training(args, results)
     if "precision" in args.suites:
-        with suite("precision", "precision", failures):
+        with timing(results, "precision"), suite("precision", "precision", failures):
             results["precision"] = run_precision(args, results)
             failures += [f"precision: {e}" for e in results["precision"]["errors"]]
     if "sizes" in args.suites or "precision" in args.suites:  # the CPU image's size is one of precision's figures
-        results["sizes"] = sizes.run()
+        with timing(results, "sizes"):
+            results["sizes"] = sizes.run()
     results["targets"] = report.targets(results)
     results["failures"] = failures
     results["seconds"] = round(time.monotonic() - started, 1)
+    log.info("bench took %s", report.durations(results))
     return results
+
+
+@contextmanager
+def timing(results: dict, name: str):
+    """The block's duration, in results["suite_seconds"][name] (also when it fails)."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        results["suite_seconds"][name] = round(time.monotonic() - started, 1)
 
 
 @contextmanager

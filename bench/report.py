@@ -564,8 +564,15 @@ def targets_table(rows: list[dict]) -> str:
     )
 
 
+def durations(results: dict) -> str:
+    """How long the run took, and each suite: `31.0 min (serving 22.5, coldstart 1.2, ...)`."""
+    suites = ", ".join(f"{name} {seconds / 60:.1f}" for name, seconds in results.get("suite_seconds", {}).items())
+    return f"{results['seconds'] / 60:.1f} min" + (f" ({suites})" if suites else "")
+
+
 def markdown(results: dict) -> str:
     parts = [
+        f"The run took {durations(results)}." if "seconds" in results else "",
         targets_table(targets(results)),
         serving_table(results),
         servers_table(results),

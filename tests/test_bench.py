@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import statistics
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -682,3 +683,22 @@ def test_a_peer_runs_at_the_sizing_its_sweep_chose_and_records_both(monkeypatch,
     args.peer_sizing = ["2x2"]  # one sizing: no sweep
     assert bench_main.run_peer(args, tmp_path, "rayserve", {"2MP": tmp_path / "2MP.jpg"}, tmp_path, []).sizing == "2x2"
     assert swept == [] and "PEER_WORKERS=2 PEER_THREADS=2" in ran[-1].notes
+
+
+def test_run_suites_records_how_long_each_chosen_suite_took(monkeypatch, tmp_path):
+    import bench.__main__ as bench_main
+
+    def slow_cold_starts(args, work):
+        time.sleep(0.05)
+        raise RuntimeError("no docker")  # a failed suite still has its duration
+
+    monkeypatch.setattr(bench_main, "machine", lambda: {"summary": "test"})
+    monkeypatch.setattr(bench_main, "run_cold_starts", slow_cold_starts)
+    monkeypatch.setattr(bench_main.sizes, "run", lambda: [])
+    args = bench_main.parse_args(["--only", "coldstart,sizes", "--work", str(tmp_path), "--out", str(tmp_path)])
+    results = bench_main.run_suites(args, "test")
+    assert set(results["suite_seconds"]) == {"coldstart", "sizes"}
+    assert results["suite_seconds"]["coldstart"] >= 0.05 and results["failures"] == ["coldstart: no docker"]
+    results |= {"seconds": 90.0, "suite_seconds": {"coldstart": 60.0, "sizes": 30.0}}
+    assert report.durations(results) == "1.5 min (coldstart 1.0, sizes 0.5)"
+    assert report.markdown(results).startswith("The run took 1.5 min (coldstart 1.0, sizes 0.5).")

@@ -170,12 +170,14 @@ def _load(path: Path) -> dict | None:
 
 
 def _run_line(results: dict) -> str:
-    """When, where and how a run was made, for the line above its tables."""
+    """When, where and how a run was made, and how long it took, for the line above its tables."""
+    from bench import report
+
     machine = results["machine"]
     return (
         f"Run started {machine['started_utc']} UTC on {machine['cpu']}, {machine['cores']} cores, "
         f"{machine['memory_gib']} GiB (load average {machine['load_average_at_start'][0]} at the start), "
-        f"Docker {machine['docker'].split('+')[0]}; {results['seconds']:.0f} s. "
+        f"Docker {machine['docker'].split('+')[0]}; it took {report.durations(results)}. "
         f"Command: `{results['command'].split('# = ')[-1].strip()}`."
     )
 
