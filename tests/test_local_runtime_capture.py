@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import random
 import re
+from pathlib import Path
 
 import boto3
 import pytest
@@ -97,7 +98,7 @@ def test_the_sampling_percentage_is_honoured(tmp_path):
     assert not any(none.offer(b"img", "image/png", b"{}", "application/json") for _ in range(200))
     [path] = writer.flush()
     assert path.startswith(str(tmp_path / "dogs" / "AllTraffic"))
-    assert len(open(path).read().splitlines()) == taken
+    assert len(Path(path).read_text().splitlines()) == taken
 
 
 def test_a_folder_destination_gets_one_file_per_hour(tmp_path):
@@ -118,7 +119,7 @@ def test_a_folder_destination_gets_one_file_per_hour(tmp_path):
         str(tmp_path / "dogs/AllTraffic/2026/03/04/06"),
     ]
     assert paths[0].rsplit("/", 1)[1].startswith("59-58-123-")
-    [line] = open(paths[0]).read().splitlines()
+    [line] = Path(paths[0]).read_text().splitlines()
     record = json.loads(line)
     assert record["eventMetadata"]["inferenceTime"] == "2026-03-04T05:59:58Z"
     assert record["captureData"]["endpointOutput"] == {
