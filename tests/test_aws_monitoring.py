@@ -372,3 +372,13 @@ def test_runtime_within_frequency_rule(aws):
         )
         == []
     )
+
+
+def test_status_goes_on_where_the_service_lacks_the_monitoring_calls(aws, capsys):
+    """moto_server answers DescribeMonitoringSchedule with a 500 (as any emulator lacking it might):
+    status and teardown note it and go on."""
+    from botocore.config import Config
+
+    sm = boto3.client("sagemaker", config=Config(retries={"total_max_attempts": 1}))  # not the fake's
+    assert schedules._find_owned(sm, "anything") is None
+    assert "note: monitoring schedules unknown: DescribeMonitoringSchedule answered 500" in capsys.readouterr().out

@@ -452,9 +452,9 @@ ALARM = f"{CLOUDWATCH_API}/API_PutMetricAlarm.html"
 SCHEDULE_CONFIG = f"{SAGEMAKER_API}/API_MonitoringScheduleConfig.html"
 SCHEDULE_EXPRESSION = f"{SAGEMAKER_API}/API_ScheduleConfig.html"
 MONITORING_STOP = f"{SAGEMAKER_API}/API_MonitoringStoppingCondition.html"
-MONITORING_RULES = [
-    Rule(operation, rule.__name__, source, rule)
-    for operation in ("CreateMonitoringSchedule", "UpdateMonitoringSchedule")
+MONITORING_RULES = [  # UpdateMonitoringSchedule takes the same config: its rules are named update_...
+    Rule(operation, f"{prefix}{rule.__name__}", source, rule)
+    for operation, prefix in (("CreateMonitoringSchedule", ""), ("UpdateMonitoringSchedule", "update_"))
     for rule, source in (
         (one_job_definition, SCHEDULE_CONFIG),
         (schedule_expression_form, SCHEDULE_EXPRESSION),
