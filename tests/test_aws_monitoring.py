@@ -38,6 +38,7 @@ def test_deploy_capture_sets_the_data_capture_config(aws, capsys):
     out = byoc(capsys, *deploy_args("cap1", "--capture", "20"))
     assert "capturing 20 % of requests to s3://byoc-models/byoc/cap1/capture" in out
     assert "watch it for drift: byoc monitor schedule --name cap1 --every hour" in out
+    assert "note: the execution role must write" not in out  # the default is under byoc/cap1/
     config, _ = described_config("cap1")
     assert config["DataCaptureConfig"] == {
         "EnableCapture": True,
@@ -50,8 +51,10 @@ def test_deploy_capture_sets_the_data_capture_config(aws, capsys):
     }
 
     seed_model("cap2")
-    byoc(capsys, *deploy_args("cap2", "--capture", "100", "--capture-output", "s3://elsewhere/cap/"))
+    out = byoc(capsys, *deploy_args("cap2", "--capture", "100", "--capture-output", "s3://elsewhere/cap/"))
     assert described_config("cap2")[0]["DataCaptureConfig"]["DestinationS3Uri"] == "s3://elsewhere/cap"
+    assert "data capture: 100 % of the requests and their answers to s3://elsewhere/cap/cap2/AllTraffic/" in out
+    assert "note: the execution role must write s3://elsewhere/cap/" in out
 
 
 @pytest.mark.parametrize(

@@ -382,6 +382,8 @@ def deploy(aws: Aws, spec: DeploySpec, wait: bool = True, poll: float = 30, opti
         describe_serverless(spec, spec.serverless)
     elif spec.multi_model:
         describe_multi_model(spec)
+    if spec.capture:
+        describe_capture(spec, spec.capture)
     return endpoint
 
 
@@ -528,6 +530,20 @@ def check_updatable(sm, endpoint: dict, spec: DeploySpec) -> None:
             f"endpoint {name} runs on instances, and SageMaker cannot update an instance-backed endpoint to "
             f"serverless: run `byoc teardown --name {name}` first, then deploy it with --serverless "
             "(or use another --name)"
+        )
+
+
+def describe_capture(spec: DeploySpec, capture: CaptureSpec) -> None:
+    """Where the captured requests go, and whether the execution role may write there."""
+    say(
+        f"data capture: {capture.percent} % of the requests and their answers to "
+        f"{capture.destination.rstrip('/')}/{spec.name}/{VARIANT}/yyyy/mm/dd/hh/"
+    )
+    prefix = output_prefix(spec.name)
+    if not capture.destination.removeprefix("s3://").partition("/")[2].startswith(f"{prefix}/"):
+        say(
+            f"  note: the execution role must write {capture.destination} (the role `byoc sagemaker-role` makes "
+            f"writes {prefix}/)"
         )
 
 

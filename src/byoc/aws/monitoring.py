@@ -245,7 +245,8 @@ def schedule(aws: Aws, name: str, every: str = "hour", image: str | None = None,
     watch = alarms.drift_alarms(name, schedule_name(name), PERIOD_SECONDS[every])
     existing = _owned_schedule(sm, name)
     # every request checked, and the baseline read, before anything is created
-    validator.check_all([(sm, "CreateMonitoringSchedule", request)])
+    cw = aws.client("cloudwatch")
+    validator.check_all([(sm, "CreateMonitoringSchedule", request), *((cw, "PutMetricAlarm", a) for a in watch)])
     alarms.check_ours(aws, name, watch)
     baseline = read_baseline(s3, model_data)
     upload_baseline(s3, places, baseline)
