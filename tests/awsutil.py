@@ -75,16 +75,25 @@ def moto_account_limit(lam, quota: int = 1000) -> dict:
 
 
 @pytest.fixture
-def aws(moto_server, monkeypatch):
-    """Environment pointing boto3 at the module's moto_server; yields its URL."""
+def aws(moto_server, monkeypatch, request):
+    """Environment pointing boto3 at the module's moto_server; yields its URL. The monitoring schedule
+    calls moto lacks are answered by tests.helpers.monitoring (the test's `monitoring` fixture)."""
     from byoc.aws import lambda_deploy
+    from tests.helpers.monitoring import FakeMonitoring
 
     for key in [k for k in os.environ if k.startswith("AWS_")]:
         monkeypatch.delenv(key)
     for key, value in aws_env(moto_server).items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(lambda_deploy, "account_limit", moto_account_limit)
+    request.node.monitoring = FakeMonitoring().installed(monkeypatch)
     yield moto_server
+
+
+@pytest.fixture
+def monitoring(aws, request):
+    """The monitoring schedules and executions this test's CLI clients see (tests.helpers.monitoring)."""
+    return request.node.monitoring
 
 
 def byoc(capsys, *argv: str) -> str:

@@ -192,6 +192,22 @@ def _update(**extra) -> dict:
     return {"EndpointName": "e", "EndpointConfigName": "c", **extra}
 
 
+def _schedule(operation: str, path: str | None = None, value=None) -> dict:
+    """A monitoring schedule request as `byoc monitor schedule` makes it (hourly), with one change."""
+    from byoc.aws import monitoring
+
+    request = monitoring.schedule_request(
+        "dogs",
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-serve-cpu:latest",
+        "arn:aws:iam::123456789012:role/byoc/byoc-dogs-monitor",
+        monitoring.Places("s3://b/byoc/dogs/capture", "b", "byoc/dogs/monitoring"),
+        "hour",
+    )
+    if operation == "UpdateMonitoringSchedule":
+        request.pop("Tags")
+    return _with(request, f"MonitoringScheduleConfig.{path}", value) if path else request
+
+
 # rule name -> (service, operation, breaking request, keeping request)
 CASES = {
     "spot_wait": (
@@ -372,6 +388,15 @@ CASES = {
         {"ImageId": "ami-1", "MinCount": 2, "MaxCount": 1},
         {"ImageId": "ami-1", "MinCount": 1, "MaxCount": 1},
     ),
+    **{
+        f"{prefix}{name}": ("sagemaker", operation, _schedule(operation, path, value), _schedule(operation))
+        for operation, prefix in (("CreateMonitoringSchedule", ""), ("UpdateMonitoringSchedule", "update_"))
+        for name, path, value in (
+            ("one_job_definition", "MonitoringJobDefinitionName", "dogs-job"),
+            ("schedule_expression_form", "ScheduleConfig.ScheduleExpression", "rate(1 hour)"),
+            ("runtime_within_frequency", "MonitoringJobDefinition.StoppingCondition.MaxRuntimeInSeconds", 7200),
+        )
+    },
 }
 CROSS_CALL = {"min_zero_only_async"}  # tested below, with the calls it spans
 

@@ -2,8 +2,10 @@
 
 Per endpoint NAME (`byoc deploy`): server errors (Invocation5XXErrors), p99 ModelLatency over a
 threshold, CPU and memory for instance-backed endpoints, the age of the oldest queued request for
-asynchronous ones. Per Lambda function (`byoc lambda-deploy`): Errors and Throttles. Each is named
-byoc-NAME-..., tagged byoc:name=NAME; the endpoint's are the rollback alarms of its updates
+asynchronous ones. Per monitoring schedule (`byoc monitor schedule`): the drift measures its
+monitoring jobs publish (class distribution, low-confidence share). Per Lambda function
+(`byoc lambda-deploy`): Errors and Throttles. Each is named byoc-NAME-..., tagged byoc:name=NAME;
+the endpoint's are the rollback alarms of its updates
 (`byoc.aws.rollout`). `--alarm-topic ARN` notifies an SNS topic; `--alarm-email ADDR` creates the
 topic byoc-NAME-alarms (tagged, removed by teardown) and subscribes the address.
 
@@ -145,6 +147,48 @@ def endpoint_alarms(name: str, kind: Kind, instance_type: str | None, latency_ms
 
 
 ENDPOINT_ALARMS = ("5xx-errors", "model-latency-p99", "cpu", "memory", "queue-age")  # what endpoint_alarms names
+
+
+def drift_alarms(name: str, schedule: str, period: int) -> list[dict]:
+    """The PutMetricAlarm requests (less actions and tags) on the drift metrics schedule SCHEDULE's
+    monitoring jobs publish for endpoint NAME, one datapoint per run (every `period` seconds). Not
+    rollback alarms: drift is the data's, measured hours after an update."""
+    from byoc.aws import monitoring  # the metric names are the monitoring contract's
+
+    dims = [
+        {"Name": monitoring.ENDPOINT_DIMENSION, "Value": name},
+        {"Name": monitoring.SCHEDULE_DIMENSION, "Value": schedule},
+    ]
+    watched = (
+        (
+            "drift-class-distribution",
+            monitoring.CLASS_DRIFT_METRIC,
+            monitoring.CLASS_DRIFT_ALARM,
+            "the predicted classes drift from the baseline (PSI)",
+        ),
+        (
+            "drift-low-confidence",
+            monitoring.LOW_CONFIDENCE_METRIC,
+            monitoring.LOW_CONFIDENCE_ALARM,
+            "the share of low-confidence answers is high",
+        ),
+    )
+    return [
+        {
+            **_alarm(
+                alarm_name(name, what),
+                monitoring.METRIC_NAMESPACE,
+                metric,
+                dims,
+                threshold,
+                f"endpoint {name}: {text}, over {threshold:g}",
+                statistic="Maximum",
+                periods=1,
+            ),
+            "Period": period,
+        }
+        for what, metric, threshold, text in watched
+    ]
 
 
 def owned_endpoint_alarms(aws: Aws, name: str) -> list[str]:

@@ -13,6 +13,7 @@ auto scaling; and the public Function URL statements it added, whose pair `unfin
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -379,6 +380,55 @@ def forget() -> None:
     SEEN.public_url.clear()
 
 
+# --- SageMaker Model Monitor ---
+
+# ScheduleConfig.ScheduleExpression: hourly, daily at an hour, every N hours from an hour, or NOW (one run)
+SCHEDULE_FORMS = (
+    (re.compile(r"^cron\(0 \* \? \* \* \*\)$"), lambda m: 3600),
+    (re.compile(r"^cron\(0 ([01]?\d|2[0-3]) \? \* \* \*\)$"), lambda m: 86400),
+    (re.compile(r"^cron\(0 ([01]?\d|2[0-3])/([1-9]|1\d|2[0-4]) \? \* \* \*\)$"), lambda m: 3600 * int(m[2])),
+    (re.compile(r"^NOW$"), lambda m: 86400),
+)
+
+
+def _schedule_period(expression: str) -> int | None:
+    """Seconds between two runs of a ScheduleExpression of an accepted form; None for any other."""
+    for form, period in SCHEDULE_FORMS:
+        match = form.match(expression)
+        if match:
+            return period(match)
+    return None
+
+
+def one_job_definition(params: dict, _client) -> Iterator[Breach]:
+    """A schedule runs either an inline MonitoringJobDefinition or a named job definition, not both."""
+    config = params.get("MonitoringScheduleConfig", {})
+    if ("MonitoringJobDefinition" in config) == ("MonitoringJobDefinitionName" in config):
+        yield "MonitoringScheduleConfig", "give exactly one of MonitoringJobDefinition and MonitoringJobDefinitionName"
+
+
+def schedule_expression_form(params: dict, _client) -> Iterator[Breach]:
+    """ScheduleExpression is cron(0 * ? * * *), cron(0 H ? * * *), cron(0 H/N ? * * *) or NOW."""
+    expression = params.get("MonitoringScheduleConfig", {}).get("ScheduleConfig", {}).get("ScheduleExpression")
+    if expression is not None and _schedule_period(expression) is None:
+        yield (
+            "MonitoringScheduleConfig.ScheduleConfig.ScheduleExpression",
+            f"{expression!r} is not hourly cron(0 * ? * * *), daily cron(0 H ? * * *), cron(0 H/N ? * * *) or NOW",
+        )
+
+
+def runtime_within_frequency(params: dict, _client) -> Iterator[Breach]:
+    """A monitoring job's MaxRuntimeInSeconds does not exceed the schedule's frequency (3600 s hourly)."""
+    config = params.get("MonitoringScheduleConfig", {})
+    runtime = config.get("MonitoringJobDefinition", {}).get("StoppingCondition", {}).get("MaxRuntimeInSeconds")
+    period = _schedule_period(config.get("ScheduleConfig", {}).get("ScheduleExpression", ""))
+    if runtime is not None and period is not None and runtime > period:
+        yield (
+            "MonitoringScheduleConfig.MonitoringJobDefinition.StoppingCondition.MaxRuntimeInSeconds",
+            f"{runtime} is over the schedule's {period} s between runs",
+        )
+
+
 # --- EC2 ---
 
 
@@ -399,6 +449,18 @@ UPDATE = f"{SAGEMAKER_API}/API_UpdateEndpoint.html"
 ADD_PERMISSION = "https://docs.aws.amazon.com/lambda/latest/api/API_AddPermission.html"
 REGISTER = f"{AUTOSCALING_API}/API_RegisterScalableTarget.html"
 ALARM = f"{CLOUDWATCH_API}/API_PutMetricAlarm.html"
+SCHEDULE_CONFIG = f"{SAGEMAKER_API}/API_MonitoringScheduleConfig.html"
+SCHEDULE_EXPRESSION = f"{SAGEMAKER_API}/API_ScheduleConfig.html"
+MONITORING_STOP = f"{SAGEMAKER_API}/API_MonitoringStoppingCondition.html"
+MONITORING_RULES = [  # UpdateMonitoringSchedule takes the same config: its rules are named update_...
+    Rule(operation, f"{prefix}{rule.__name__}", source, rule)
+    for operation, prefix in (("CreateMonitoringSchedule", ""), ("UpdateMonitoringSchedule", "update_"))
+    for rule, source in (
+        (one_job_definition, SCHEDULE_CONFIG),
+        (schedule_expression_form, SCHEDULE_EXPRESSION),
+        (runtime_within_frequency, MONITORING_STOP),
+    )
+]
 
 RULES: list[Rule] = [
     Rule("CreateTrainingJob", "spot_wait", SPOT, spot_wait),
@@ -446,6 +508,7 @@ RULES: list[Rule] = [
         "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_RunInstances.html",
         min_count_at_most_max,
     ),
+    *MONITORING_RULES,
 ]
 
 

@@ -1,5 +1,5 @@
 """The AWS subcommands of `byoc`: data, sagemaker-role, train-job, tune, ec2-train, batch-transform, deploy,
-rollback, autoscale, predict, models, lambda-deploy, status, stop, teardown.
+rollback, autoscale, predict, models, lambda-deploy, monitor schedule, status, stop, teardown.
 
 Each is idempotent (run it again to resume or to converge) and prints what it does.
 """
@@ -19,6 +19,7 @@ from byoc.aws import (
     interrupt,
     jobs,
     lambda_deploy,
+    monitoring,
     next_steps,
     preflight,
     rollout,
@@ -114,6 +115,7 @@ def register(sub) -> None:
     _register_transform(sub)
     _register_predict(sub)
     _register_models(sub)
+    monitoring.register_group(sub)
     for command, helptext, handler in (
         ("status", "what exists for NAME, its state and hourly cost", _status),
         ("stop", "stop NAME's running training, tuning and transform jobs (endpoints keep running)", _stop),
@@ -411,6 +413,7 @@ def _register_deploy(sub) -> None:
         help="--async: requests one instance works on at once (default: SageMaker's choice)",
     )
     _deploy_kind_options(p)
+    _capture_options(p)
     _rollout_options(p)
     _alarm_options(p, latency=True)
     p.add_argument("--no-wait", dest="wait", action="store_false", help="start and return")
@@ -588,6 +591,8 @@ def _deploy(aws, args) -> int:
         serverless=_spec(endpoint.ServerlessSpec, args) if args.serverless else None,
         instance_type=args.instance_type or DEFAULT_INSTANCE_TYPE,
         instance_count=1 if args.instance_count is None else args.instance_count,
+        capture=_capture(args),
+        keep_capture=not args.no_capture,
     )
     endpoint.model_request(spec)  # the settings' own checks before those that read the account
     preflight.deploy(aws, spec, args.skip_checks)
@@ -859,6 +864,42 @@ def _deploy_kind_options(p: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="--serverless: copies kept warm (no cold start), 1 to --max-concurrency; billed by the hour",
+    )
+
+
+def _capture_options(p: argparse.ArgumentParser) -> None:
+    """deploy's data capture: what `byoc monitor schedule` reads."""
+    p.add_argument(
+        "--capture",
+        type=int,
+        metavar="PCT",
+        help="data capture: SageMaker writes PCT %% (0 to 100) of the requests and their answers to S3, "
+        "images base64, answers as JSON (what `byoc monitor schedule` reads); not with --serverless. "
+        "An update without it keeps the endpoint's capture",
+    )
+    p.add_argument(
+        "--capture-output",
+        metavar="S3URI",
+        help="--capture: where (default s3://BUCKET/byoc/NAME/capture, BUCKET the model's); SageMaker adds "
+        "ENDPOINT/VARIANT/yyyy/mm/dd/hh/",
+    )
+    p.add_argument("--no-capture", action="store_true", help="stop the endpoint's data capture")
+
+
+def _capture(args: argparse.Namespace) -> endpoint.CaptureSpec | None:
+    """The CaptureSpec of --capture/--capture-output, checked before any AWS call."""
+    if args.capture is None:
+        if args.capture_output is not None:
+            raise ConfigError("--capture-output: only with --capture PCT")
+        return None
+    if args.no_capture:
+        raise ConfigError("--capture and --no-capture: pick one")
+    if args.serverless:
+        # the feature exclusions of https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints.html
+        raise ConfigError("--capture: SageMaker does not capture data on serverless endpoints; deploy on instances")
+    model_data = args.multi_model or args.model_data or ""
+    return endpoint.CaptureSpec(
+        args.capture, args.capture_output or endpoint.default_capture_uri(model_data, args.name)
     )
 
 

@@ -3,7 +3,8 @@
 Real-time by default; with an `AsyncSpec`, an asynchronous endpoint (requests queued, inputs read
 from and results written to S3); with `multi_model`, a multi-model endpoint (every model.tar.gz under
 an S3 prefix, loaded on demand, picked per request by TargetModel); with a `ServerlessSpec`, a
-serverless endpoint (no instances: memory and concurrency, billed per request).
+serverless endpoint (no instances: memory and concurrency, billed per request). With a `CaptureSpec`,
+SageMaker writes a sample of the requests and answers to S3 (data capture, what Model Monitor reads).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import enum
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from botocore.exceptions import ClientError
 
@@ -129,6 +130,53 @@ class ServerlessSpec:
         return config
 
 
+# Data capture (https://docs.aws.amazon.com/sagemaker/latest/dg/model-monitor-data-capture-endpoint.html,
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DataCaptureConfig.html): without a
+# CaptureContentTypeHeader SageMaker base64-encodes every payload; naming the JSON types keeps the
+# classifier's answers readable as JSON ("encoding": "JSON") while images stay base64.
+CAPTURE_JSON_TYPES = ("application/json",)
+CAPTURE_MODES = ("Input", "Output")
+
+
+@dataclass
+class CaptureSpec:
+    """DataCaptureConfig: the share of requests SageMaker writes, with their answers, and where."""
+
+    percent: int  # InitialSamplingPercentage, 0 to 100
+    destination: str  # s3:// prefix; SageMaker adds ENDPOINT/VARIANT/yyyy/mm/dd/hh/ under it
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.percent <= 100:
+            raise ConfigError(f"--capture must be a percentage of requests, 0 to 100, got {self.percent}")
+        if not S3_URI.match(self.destination) or not self.destination.removeprefix("s3://").split("/")[0]:
+            raise ConfigError(f"--capture-output must be an s3://BUCKET/PREFIX URI, got {self.destination!r}")
+
+    def request(self) -> dict:
+        """The DataCaptureConfig of CreateEndpointConfig."""
+        return {
+            "EnableCapture": True,
+            "InitialSamplingPercentage": self.percent,
+            "DestinationS3Uri": self.destination.rstrip("/"),
+            "CaptureOptions": [{"CaptureMode": mode} for mode in CAPTURE_MODES],
+            "CaptureContentTypeHeader": {"JsonContentTypes": list(CAPTURE_JSON_TYPES)},
+        }
+
+    @classmethod
+    def of(cls, config: dict | None) -> CaptureSpec | None:
+        """The capture a DescribeEndpointConfig answer asks for (None: none, or switched off)."""
+        capture = (config or {}).get("DataCaptureConfig")
+        if not capture or capture.get("EnableCapture") is False:
+            return None
+        return cls(capture["InitialSamplingPercentage"], capture["DestinationS3Uri"])
+
+
+def default_capture_uri(model_data: str, name: str) -> str:
+    """Where capture goes unless --capture-output says: beside NAME's outputs in the model's bucket
+    (s3://BUCKET/byoc/NAME/capture), which the execution role `byoc sagemaker-role` makes may write."""
+    bucket = model_data.removeprefix("s3://").split("/", 1)[0]
+    return f"s3://{bucket}/{output_prefix(name)}/capture"
+
+
 @dataclass
 class DeploySpec:
     name: str
@@ -143,6 +191,8 @@ class DeploySpec:
     asynchronous: AsyncSpec | None = None  # None: a real-time endpoint
     multi_model: bool = False
     serverless: ServerlessSpec | None = None  # None: instance-backed
+    capture: CaptureSpec | None = None  # None: no data capture (an update keeps the endpoint's: `kept_capture`)
+    keep_capture: bool = True  # without `capture`, an update keeps the capture the endpoint has (False: stop it)
 
     def __post_init__(self) -> None:
         kinds = [
@@ -156,6 +206,10 @@ class DeploySpec:
         ]
         if len(kinds) > 1:
             raise ConfigError(f"{' and '.join(kinds)}: pick one kind of endpoint")
+        if self.capture and self.serverless:
+            # "Serverless Inference does not support ... data capture" (feature exclusions,
+            # https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints.html)
+            raise ConfigError("--capture: SageMaker does not capture data on serverless endpoints; deploy on instances")
         if self.multi_model and ACCELERATED_INSTANCE.match(self.instance_type):
             raise ConfigError(
                 f"--multi-model runs on CPU instances only (ml.m5, ml.c5, ...): SageMaker hosts GPU and "
@@ -248,6 +302,8 @@ def config_request(spec: DeploySpec, model_name: str) -> dict:
     body: dict = {"ProductionVariants": [variant]}
     if spec.asynchronous:  # absent for real-time, so real-time configs keep the names they had
         body["AsyncInferenceConfig"] = spec.asynchronous.request()
+    if spec.capture:  # likewise absent without capture
+        body["DataCaptureConfig"] = spec.capture.request()
     return {"EndpointConfigName": f"{spec.name}-c-{digest(body)}", **body, "Tags": tags_list(spec.name)}
 
 
@@ -278,6 +334,7 @@ def deploy(aws: Aws, spec: DeploySpec, wait: bool = True, poll: float = 30, opti
         check_serverless_image(aws, spec.image)
     sm = aws.client("sagemaker")
     endpoint = find(sm.describe_endpoint, EndpointName=spec.name)
+    spec = kept_capture(sm, endpoint, spec)
     model = model_request(spec)
     config = config_request(spec, model["ModelName"])
     config_name = config["EndpointConfigName"]
@@ -325,7 +382,25 @@ def deploy(aws: Aws, spec: DeploySpec, wait: bool = True, poll: float = 30, opti
         describe_serverless(spec, spec.serverless)
     elif spec.multi_model:
         describe_multi_model(spec)
+    if spec.capture:
+        describe_capture(spec, spec.capture)
     return endpoint
+
+
+def kept_capture(sm, endpoint: dict | None, spec: DeploySpec) -> DeploySpec:
+    """The spec with the running endpoint's data capture when the update names none: a new model or
+    setting must not silently stop the capture a monitoring schedule reads (--no-capture stops it)."""
+    if endpoint is None or spec.capture is not None or not spec.keep_capture or spec.serverless:
+        return spec
+    running = find(sm.describe_endpoint_config, EndpointConfigName=endpoint["EndpointConfigName"])
+    capture = CaptureSpec.of(running)
+    if capture is None:
+        return spec
+    say(
+        f"endpoint {spec.name} captures {capture.percent} % of requests to {capture.destination}: kept "
+        "(--no-capture stops it)"
+    )
+    return replace(spec, capture=capture)
 
 
 def _create_model(sm, spec: DeploySpec, model: dict) -> None:
@@ -380,6 +455,8 @@ def _config_line(spec: DeploySpec) -> str:
         return f"serverless, {_serverless_line(spec.serverless)}"
     kind = f", asynchronous, results to {spec.asynchronous.output}" if spec.asynchronous else ""
     kind += ", multi-model" if spec.multi_model else ""
+    if spec.capture:
+        kind += f", capturing {spec.capture.percent} % of requests to {spec.capture.destination}"
     return (
         f"{spec.instance_count} x {spec.instance_type}, "
         f"container startup health check timeout {spec.startup_timeout} s{kind}"
@@ -453,6 +530,20 @@ def check_updatable(sm, endpoint: dict, spec: DeploySpec) -> None:
             f"endpoint {name} runs on instances, and SageMaker cannot update an instance-backed endpoint to "
             f"serverless: run `byoc teardown --name {name}` first, then deploy it with --serverless "
             "(or use another --name)"
+        )
+
+
+def describe_capture(spec: DeploySpec, capture: CaptureSpec) -> None:
+    """Where the captured requests go, and whether the execution role may write there."""
+    say(
+        f"data capture: {capture.percent} % of the requests and their answers to "
+        f"{capture.destination.rstrip('/')}/{spec.name}/{VARIANT}/yyyy/mm/dd/hh/"
+    )
+    prefix = output_prefix(spec.name)
+    if not capture.destination.removeprefix("s3://").partition("/")[2].startswith(f"{prefix}/"):
+        say(
+            f"  note: the execution role must write {capture.destination} (the role `byoc sagemaker-role` makes "
+            f"writes {prefix}/)"
         )
 
 

@@ -43,6 +43,8 @@ def after_deploy(spec: DeploySpec) -> None:
             f"  scale it: byoc autoscale --name {name} --min 1 --max 4 --max-rps RPS "
             "(RPS: the requests/s one instance sustains)"
         )
+    if spec.capture and spec.kind is not Kind.MULTI_MODEL:
+        say(f"  watch it for drift: byoc monitor schedule --name {name} --every hour")
 
 
 def after_lambda(function: str, alias: str, url: str | None, auth: str, region: str) -> None:

@@ -214,3 +214,74 @@ def ec2_training(
             },
         ],
     }
+
+
+def model_monitoring(
+    arn: Callable[[str, str], str],
+    capture_bucket_arn: str,
+    capture_prefix: str,
+    bucket_arn: str,
+    monitoring_prefix: str,
+    repository: str,
+    namespace: str,
+) -> dict:
+    """What a Model Monitor job of one endpoint needs and no more: list and read that endpoint's
+    capture files (CAPTURE/ENDPOINT/...) and the baseline, write its reports, pull the monitoring
+    image, write the processing job's logs, and put metrics in the one namespace its drift metrics
+    go to (cloudwatch:namespace; PutMetricData has no resource-level permission).
+    """
+    capture, own = capture_prefix.strip("/"), monitoring_prefix.strip("/")
+    baseline, reports = f"{own}/baseline", f"{own}/reports"
+    listed = [("ListCapture", capture_bucket_arn, capture), ("ListBaseline", bucket_arn, baseline)]
+    return {
+        "Version": VERSION,
+        "Statement": [
+            *(
+                {
+                    "Sid": sid,
+                    "Effect": "Allow",
+                    "Action": "s3:ListBucket",
+                    "Resource": bucket,
+                    "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/*", prefix]}},
+                }
+                for sid, bucket, prefix in listed
+            ),
+            {
+                "Sid": "ReadCaptureAndBaseline",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": [f"{capture_bucket_arn}/{capture}/*", f"{bucket_arn}/{baseline}/*"],
+            },
+            {
+                "Sid": "WriteReports",
+                "Effect": "Allow",
+                "Action": "s3:PutObject",
+                "Resource": f"{bucket_arn}/{reports}/*",
+            },
+            {
+                "Sid": "PullMonitoringImage",
+                "Effect": "Allow",
+                "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+                "Resource": arn("ecr", f"repository/{repository}"),
+            },
+            {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+            {
+                "Sid": "WriteProcessingLogs",
+                "Effect": "Allow",
+                "Action": [
+                    "logs:CreateLogGroup",
+                    "logs:CreateLogStream",
+                    "logs:DescribeLogStreams",
+                    "logs:PutLogEvents",
+                ],
+                "Resource": [arn("logs", "log-group:/aws/sagemaker/ProcessingJobs*")],
+            },
+            {
+                "Sid": "PutDriftMetrics",
+                "Effect": "Allow",
+                "Action": "cloudwatch:PutMetricData",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"cloudwatch:namespace": namespace}},
+            },
+        ],
+    }

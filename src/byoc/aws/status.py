@@ -7,7 +7,7 @@ import re
 
 from botocore.exceptions import ClientError
 
-from byoc.aws import autoscale, ec2_train, iam, pricing, target_models
+from byoc.aws import autoscale, ec2_train, iam, monitoring, pricing, target_models
 from byoc.aws.alarms import line as alarm_line
 from byoc.aws.endpoint import VARIANT, Kind, kind_of, multi_model_prefix, running_model
 from byoc.aws.inventory import owned_alarms, owned_configs, owned_functions, owned_models
@@ -26,6 +26,7 @@ def status(aws: Aws, name: str) -> dict:
         found.update(_endpoint(aws, endpoint, costs))
     else:
         say("  endpoint: none")
+    found.update(monitoring.status_lines(aws, name))
     configs, models = owned_configs(sm, name), owned_models(sm, name)
     say(f"  endpoint configs: {len(configs)}; models: {len(models)}")
     found.update(endpoint_configs=configs, models=models)
@@ -53,7 +54,7 @@ def status(aws: Aws, name: str) -> dict:
     for fn in functions:
         _lambda_line(lam, fn, costs)
     found["functions"] = [f["FunctionName"] for f in functions]
-    for purpose in ("sagemaker", "lambda", "ec2"):
+    for purpose in ("sagemaker", "lambda", "ec2", monitoring.ROLE_PURPOSE):
         role = find(aws.client("iam").get_role, RoleName=iam.role_name(name, purpose))
         say(f"  IAM role {iam.role_name(name, purpose)}: {'exists' if role else 'none'}")
         found[f"{purpose}_role"] = bool(role)

@@ -9,15 +9,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from byoc.aws import alarms, autoscale, ec2_train, iam, waiting
+from byoc.aws import alarms, autoscale, ec2_train, iam, monitoring, waiting
 from byoc.aws.endpoint import BUSY, multi_model_prefix
 from byoc.aws.inventory import owned_alarms, owned_configs, owned_functions, owned_log_groups, owned_models
 from byoc.aws.session import Aws, find, owned, paginate, say
 
 
 def plan(aws: Aws, name: str, poll: float = 15) -> list[tuple[str, Callable[[], object]]]:
-    """(what, delete) pairs in a safe order: alarms before the scaling they start, scaling before the
-    endpoint, the endpoint before its configs."""
+    """(what, delete) pairs in a safe order: alarms before the scaling they start, scaling and the
+    monitoring schedule before the endpoint, the endpoint before its configs."""
     sm, lam, logs, cw = (aws.client(s) for s in ("sagemaker", "lambda", "logs", "cloudwatch"))
     steps: list[tuple[str, Callable[[], object]]] = []
     for alarm in owned_alarms(cw, name):
@@ -37,6 +37,7 @@ def plan(aws: Aws, name: str, poll: float = 15) -> list[tuple[str, Callable[[], 
                 lambda: autoscale.remove(aws, name),
             )
         )
+    steps += monitoring.teardown_steps(aws, name, poll)  # a monitored endpoint goes after its schedule
     if ours:
         steps.append((f"endpoint {name}", lambda: _delete_endpoint(sm, name, poll)))
     for config in owned_configs(sm, name):
@@ -58,7 +59,7 @@ def plan(aws: Aws, name: str, poll: float = 15) -> list[tuple[str, Callable[[], 
         steps.append((f"SNS topic {topic}", functools.partial(aws.client("sns").delete_topic, TopicArn=topic)))
     steps += ec2_train.teardown_steps(aws, name, poll)  # instances first: their group and profile are in use
     client = aws.client("iam")
-    for role in (iam.role_name(name, "lambda"), iam.role_name(name, "sagemaker")):
+    for role in (iam.role_name(name, p) for p in ("lambda", "sagemaker", monitoring.ROLE_PURPOSE)):
         found = find(client.get_role, RoleName=role)
         if found and owned(found["Role"].get("Tags"), name):
             steps.append((f"IAM role {role} and its inline policy", functools.partial(iam.delete_role, client, role)))

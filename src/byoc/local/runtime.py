@@ -11,7 +11,9 @@ at once, and has N workers read the input from S3, call the container and write 
 does; S3 is whatever the environment names (AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL for a local
 emulator such as moto_server). A multi-model endpoint (`--model-store`, `--models-dir`) answers
 InvokeEndpoint with TargetModel by loading that model into its container on first use
-(byoc.local.model_store). Nothing here imports torch.
+(byoc.local.model_store). With `--capture NAME=PCT`, a sample of an endpoint's answered requests is
+written in SageMaker's data capture files (byoc.local.capture) to `--capture-output`. Nothing here
+imports torch.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from byoc.core.errors import ConfigError
+from byoc.local.capture import CaptureConfig, CaptureWriter
 from byoc.local.model_store import (
     TARGET_MODEL,
     InvalidModelData,
@@ -193,6 +196,7 @@ class Runtime:
         async_endpoints: dict[str, AsyncConfig] | None = None,
         s3: Any = None,
         multi_models: dict[str, MultiModelConfig] | None = None,
+        capture: dict[str, CaptureConfig] | None = None,
     ):
         self.endpoints = dict(endpoints)
         self.timeout = timeout
@@ -205,8 +209,14 @@ class Runtime:
         multi_models = dict(multi_models or {})
         check_endpoints(multi_models, self.endpoints, self.async_endpoints)
         self.clock: Callable[[], float] = time.monotonic  # RequestTTLSeconds is measured on it
-        needs_s3 = self.async_endpoints or any(c.store.startswith("s3://") for c in multi_models.values())
+        capture = dict(capture or {})
+        needs_s3 = (
+            self.async_endpoints
+            or any(c.store.startswith("s3://") for c in multi_models.values())
+            or any(c.destination.startswith("s3://") for c in capture.values())
+        )
         self.s3 = s3 if s3 is not None or not needs_s3 else s3_client()
+        self.captures = {name: CaptureWriter(name, config, self.s3) for name, config in capture.items()}
         self.multi_models = {
             name: MultiModelEndpoint(self.endpoints[name], open_store(c.store, self.s3), c.models_dir, timeout)
             for name, c in multi_models.items()
@@ -216,9 +226,12 @@ class Runtime:
         }
 
     def close(self) -> None:
-        """Stop the asynchronous workers once they finish what they are doing (queued requests are dropped)."""
+        """Stop the asynchronous workers once they finish what they are doing (queued requests are dropped),
+        and write the captured requests still pending."""
         for workers in self._queues.values():
             workers.close()
+        for writer in self.captures.values():
+            writer.flush()
 
     def invoke(self, name: str, body: bytes, headers: dict[str, str], target_model: str | None = None) -> Reply:
         """Forward one invocation to the endpoint's container (to model `target_model` of a multi-model
@@ -271,6 +284,8 @@ class Runtime:
         }
         if reply_headers.get("X-Amzn-SageMaker-Custom-Attributes"):
             out["X-Amzn-SageMaker-Custom-Attributes"] = reply_headers["X-Amzn-SageMaker-Custom-Attributes"]
+        if name in self.captures:  # answered requests only, as SageMaker captures them
+            self.captures[name].offer(body, forward["Content-Type"], reply_body, out["Content-Type"])
         return Reply(200, reply_body, out)
 
     def _no_response(self, name: str) -> str:
@@ -590,11 +605,15 @@ def make_server(
     async_endpoints: dict[str, AsyncConfig] | None = None,
     s3: Any = None,
     multi_models: dict[str, MultiModelConfig] | None = None,
+    capture: dict[str, CaptureConfig] | None = None,
 ) -> RuntimeServer:
     """A server on 127.0.0.1:port (0 picks a free port) for `endpoints` (name -> container URL), some of
     them asynchronous (`async_endpoints`; `s3`: the client for their inputs and results and for s3://
-    model stores, default from the environment), some multi-model (`multi_models`)."""
-    runtime = Runtime(endpoints, timeout, async_endpoints=async_endpoints, s3=s3, multi_models=multi_models)
+    model stores, default from the environment), some multi-model (`multi_models`), some capturing
+    (`capture`)."""
+    runtime = Runtime(
+        endpoints, timeout, async_endpoints=async_endpoints, s3=s3, multi_models=multi_models, capture=capture
+    )
     return RuntimeServer(("127.0.0.1", port), runtime)
 
 
@@ -605,10 +624,11 @@ def start_in_thread(
     async_endpoints: dict[str, AsyncConfig] | None = None,
     s3: Any = None,
     multi_models: dict[str, MultiModelConfig] | None = None,
+    capture: dict[str, CaptureConfig] | None = None,
 ):
     """(server, base URL) with the server running in a daemon thread; call server.shutdown() and
     server.server_close() to stop."""
-    server = make_server(endpoints, port, timeout, async_endpoints, s3, multi_models)
+    server = make_server(endpoints, port, timeout, async_endpoints, s3, multi_models, capture)
     threading.Thread(target=server.serve_forever, name="local-runtime", daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
@@ -644,6 +664,17 @@ def parse_async(
     if orphans:
         raise ConfigError(f"--async-failure {orphans[0]}=...: {orphans[0]} has no --async-output (not asynchronous)")
     return {name: AsyncConfig(uri, fail.get(name, uri), concurrency) for name, uri in out.items()}
+
+
+def parse_capture(percents: list[str], outputs: list[str], endpoints: dict[str, str]) -> dict[str, CaptureConfig]:
+    """--capture NAME=PCT and --capture-output NAME=DEST -> {NAME: CaptureConfig}; each needs the other."""
+    given = endpoint_pairs(percents, "--capture", "PCT (0 to 100)", endpoints, lambda v: v.isdigit())
+    where = endpoint_pairs(outputs, "--capture-output", "s3://BUCKET/PREFIX or a folder", endpoints, bool)
+    lonely = sorted(set(given) ^ set(where))
+    if lonely:
+        flag = "--capture-output" if lonely[0] in given else "--capture"
+        raise ConfigError(f"endpoint {lonely[0]}: {flag} {lonely[0]}=... is missing (capture needs both)")
+    return {name: CaptureConfig(int(pct), where[name]) for name, pct in given.items()}
 
 
 def register(sub) -> None:
@@ -707,6 +738,21 @@ def register(sub) -> None:
         help="where NAME's models are unpacked: the host directory its container mounts at /opt/ml/models "
         "(docker run -v HOST_DIR:/opt/ml/models -e SAGEMAKER_MULTI_MODEL=true ...)",
     )
+    p.add_argument(
+        "--capture",
+        action="append",
+        default=[],
+        metavar="NAME=PCT",
+        help="data capture: write PCT %% of NAME's answered requests, with the answers, in SageMaker's capture "
+        "files (ENDPOINT/VARIANT/yyyy/mm/dd/hh/*.jsonl) under --capture-output (repeatable)",
+    )
+    p.add_argument(
+        "--capture-output",
+        action="append",
+        default=[],
+        metavar="NAME=DEST",
+        help="where NAME's capture files go: s3://BUCKET/PREFIX (S3 from the environment) or a folder",
+    )
     p.set_defaults(func=run)
 
 
@@ -727,8 +773,11 @@ def run(args) -> int:
     endpoints = parse_endpoints(args.endpoint)
     async_endpoints = parse_async(args.async_output, args.async_failure, args.async_concurrency, endpoints)
     multi_models = parse_multi_model(args.model_store, args.models_dir, endpoints)
+    capture = parse_capture(args.capture, args.capture_output, endpoints)
     try:
-        server = make_server(endpoints, args.port, args.timeout, async_endpoints, multi_models=multi_models)
+        server = make_server(
+            endpoints, args.port, args.timeout, async_endpoints, multi_models=multi_models, capture=capture
+        )
     except OSError as exc:
         raise ConfigError(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror}") from None
     url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -738,6 +787,8 @@ def run(args) -> int:
         print(f"S3 for asynchronous inputs and results: {server.runtime.s3.meta.endpoint_url}")
     if any(c.store.startswith("s3://") for c in multi_models.values()):
         print(f"S3 for model stores: {server.runtime.s3.meta.endpoint_url}")
+    for name, config in capture.items():
+        print(f"capturing {config.percent} % of {name}'s requests to {config.destination}/{name}/{VARIANT}/")
     print(f"SageMaker Runtime on {url}: export AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url}", flush=True)
     try:
         server.serve_forever()
