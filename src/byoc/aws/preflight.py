@@ -427,6 +427,33 @@ def training(aws: Aws, spec: JobSpec, command: str, skip: bool) -> None:
     run(command, checks, skip)
 
 
+def isolation_weights(operation: str, request: dict) -> None:
+    """Refuse a training or tuning job that runs network-isolated (EnableNetworkIsolation: no outbound
+    traffic from the container, https://docs.aws.amazon.com/sagemaker/latest/dg/mkt-algo-model-internet-free.html),
+    starts from pretrained weights, and has no `weights` channel: its container could not download them and
+    would fail minutes into a billed job. Checks the final request, whatever set its fields; --skip-checks
+    does not skip it (the job cannot succeed)."""
+    definitions = [request]
+    if operation == "CreateHyperParameterTuningJob":
+        definitions = [d for d in [request.get("TrainingJobDefinition"), *request.get("TrainingJobDefinitions", [])] if d]
+    for definition in definitions:
+        hyperparameters = definition.get("HyperParameters", definition.get("StaticHyperParameters", {}))
+        channels = {c["ChannelName"] for c in definition.get("InputDataConfig", [])}
+        if definition.get("EnableNetworkIsolation") and _pretrained(hyperparameters) and "weights" not in channels:
+            arch = hyperparameters.get("arch", "resnet50")
+            raise PreflightFailed(
+                f"{operation}: network isolation with pretrained=true needs the pretrained weights as the 'weights' "
+                f"channel, and there is none: run `byoc weights upload --arch {arch}` first, or set --no-pretrained"
+            )
+
+
+def _pretrained(hyperparameters: dict[str, str]) -> bool:
+    """The job's `pretrained` as the training image reads it (its default when absent)."""
+    from byoc.training.contract import TrainConfig  # no torch: the hyperparameters' own rules
+
+    return TrainConfig.from_dict({k: v for k, v in hyperparameters.items() if k == "pretrained"}).pretrained
+
+
 def ec2(aws: Aws, spec: Ec2Spec, skip: bool) -> None:
     """ec2-train: bucket, data layout, --arch, image (the instance's role is the command's own)."""
     s3 = _Buckets(aws, {"--data": spec.data})
