@@ -435,7 +435,9 @@ def isolation_weights(operation: str, request: dict) -> None:
     does not skip it (the job cannot succeed)."""
     definitions = [request]
     if operation == "CreateHyperParameterTuningJob":
-        definitions = [d for d in [request.get("TrainingJobDefinition"), *request.get("TrainingJobDefinitions", [])] if d]
+        definitions = [
+            d for d in [request.get("TrainingJobDefinition"), *request.get("TrainingJobDefinitions", [])] if d
+        ]
     for definition in definitions:
         hyperparameters = definition.get("HyperParameters", definition.get("StaticHyperParameters", {}))
         channels = {c["ChannelName"] for c in definition.get("InputDataConfig", [])}

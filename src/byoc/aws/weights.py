@@ -51,9 +51,7 @@ def _upload(aws: Aws, args) -> int:
     return 0
 
 
-def upload(
-    aws: Aws, name: str, arch: str, bucket: str, file: Path | None = None, work_dir: Path | None = None
-) -> str:
+def upload(aws: Aws, name: str, arch: str, bucket: str, file: Path | None = None, work_dir: Path | None = None) -> str:
     """The whole `byoc weights upload`: the file (downloaded unless given), checked, uploaded, and any
     other weights file under the prefix removed (a job's channel holds one). Returns the channel's URI."""
     found = architectures.problem(arch)

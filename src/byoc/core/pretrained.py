@@ -32,7 +32,10 @@ FILES: dict[str, tuple[str, ...]] = {
     "densenet169": ("densenet169-b2777c0a.pth",),
     "densenet201": ("densenet201-c1103571.pth",),
     "efficientnet_b0": ("efficientnet_b0_rwightman-7f5810bc.pth",),
-    "efficientnet_b1": ("efficientnet_b1-c27df63c.pth", "efficientnet_b1_rwightman-bac287d4.pth",),
+    "efficientnet_b1": (
+        "efficientnet_b1-c27df63c.pth",
+        "efficientnet_b1_rwightman-bac287d4.pth",
+    ),
     "efficientnet_b2": ("efficientnet_b2_rwightman-c35c1473.pth",),
     "efficientnet_b3": ("efficientnet_b3_rwightman-b3899882.pth",),
     "efficientnet_b4": ("efficientnet_b4_rwightman-23ab8bcd.pth",),
@@ -49,32 +52,102 @@ FILES: dict[str, tuple[str, ...]] = {
     "mnasnet0_75": ("mnasnet0_75-7090bc5f.pth",),
     "mnasnet1_0": ("mnasnet1.0_top1_73.512-f206786ef8.pth",),
     "mnasnet1_3": ("mnasnet1_3-a4c69d6f.pth",),
-    "mobilenet_v2": ("mobilenet_v2-7ebf99e0.pth", "mobilenet_v2-b0353104.pth",),
-    "mobilenet_v3_large": ("mobilenet_v3_large-5c1a4163.pth", "mobilenet_v3_large-8738ca79.pth",),
+    "mobilenet_v2": (
+        "mobilenet_v2-7ebf99e0.pth",
+        "mobilenet_v2-b0353104.pth",
+    ),
+    "mobilenet_v3_large": (
+        "mobilenet_v3_large-5c1a4163.pth",
+        "mobilenet_v3_large-8738ca79.pth",
+    ),
     "mobilenet_v3_small": ("mobilenet_v3_small-047dcff4.pth",),
-    "regnet_x_16gf": ("regnet_x_16gf-ba3796d7.pth", "regnet_x_16gf-2007eb11.pth",),
-    "regnet_x_1_6gf": ("regnet_x_1_6gf-a12f2b72.pth", "regnet_x_1_6gf-e3633e7f.pth",),
-    "regnet_x_32gf": ("regnet_x_32gf-6eb8fdc6.pth", "regnet_x_32gf-9d47f8d0.pth",),
-    "regnet_x_3_2gf": ("regnet_x_3_2gf-7071aa85.pth", "regnet_x_3_2gf-f342aeae.pth",),
-    "regnet_x_400mf": ("regnet_x_400mf-62229a5f.pth", "regnet_x_400mf-adf1edd5.pth",),
-    "regnet_x_800mf": ("regnet_x_800mf-94a99ebd.pth", "regnet_x_800mf-ad17e45c.pth",),
-    "regnet_x_8gf": ("regnet_x_8gf-2b70d774.pth", "regnet_x_8gf-03ceed89.pth",),
-    "regnet_y_128gf": ("regnet_y_128gf_swag-c8ce3e52.pth", "regnet_y_128gf_lc_swag-cbe8ce12.pth",),
-    "regnet_y_16gf": ("regnet_y_16gf-3e4a00f9.pth", "regnet_y_16gf-9e6ed7dd.pth", "regnet_y_16gf_swag-43afe44d.pth", "regnet_y_16gf_lc_swag-f3ec0043.pth",),
-    "regnet_y_1_6gf": ("regnet_y_1_6gf-0d7bc02a.pth", "regnet_y_1_6gf-b11a554e.pth",),
-    "regnet_y_32gf": ("regnet_y_32gf-8db6d4b5.pth", "regnet_y_32gf-4dee3f7a.pth", "regnet_y_32gf_swag-04fdfa75.pth", "regnet_y_32gf_lc_swag-e1583746.pth",),
-    "regnet_y_3_2gf": ("regnet_y_3_2gf-9180c971.pth", "regnet_y_3_2gf-b5a9779c.pth",),
-    "regnet_y_400mf": ("regnet_y_400mf-e6988f5f.pth", "regnet_y_400mf-c65dace8.pth",),
-    "regnet_y_800mf": ("regnet_y_800mf-58fc7688.pth", "regnet_y_800mf-1b27b58c.pth",),
-    "regnet_y_8gf": ("regnet_y_8gf-dc2b1b54.pth", "regnet_y_8gf-d0d0e4a8.pth",),
-    "resnet101": ("resnet101-cd907fc2.pth", "resnet101-63fe2227.pth",),
-    "resnet152": ("resnet152-f82ba261.pth", "resnet152-394f9c45.pth",),
+    "regnet_x_16gf": (
+        "regnet_x_16gf-ba3796d7.pth",
+        "regnet_x_16gf-2007eb11.pth",
+    ),
+    "regnet_x_1_6gf": (
+        "regnet_x_1_6gf-a12f2b72.pth",
+        "regnet_x_1_6gf-e3633e7f.pth",
+    ),
+    "regnet_x_32gf": (
+        "regnet_x_32gf-6eb8fdc6.pth",
+        "regnet_x_32gf-9d47f8d0.pth",
+    ),
+    "regnet_x_3_2gf": (
+        "regnet_x_3_2gf-7071aa85.pth",
+        "regnet_x_3_2gf-f342aeae.pth",
+    ),
+    "regnet_x_400mf": (
+        "regnet_x_400mf-62229a5f.pth",
+        "regnet_x_400mf-adf1edd5.pth",
+    ),
+    "regnet_x_800mf": (
+        "regnet_x_800mf-94a99ebd.pth",
+        "regnet_x_800mf-ad17e45c.pth",
+    ),
+    "regnet_x_8gf": (
+        "regnet_x_8gf-2b70d774.pth",
+        "regnet_x_8gf-03ceed89.pth",
+    ),
+    "regnet_y_128gf": (
+        "regnet_y_128gf_swag-c8ce3e52.pth",
+        "regnet_y_128gf_lc_swag-cbe8ce12.pth",
+    ),
+    "regnet_y_16gf": (
+        "regnet_y_16gf-3e4a00f9.pth",
+        "regnet_y_16gf-9e6ed7dd.pth",
+        "regnet_y_16gf_swag-43afe44d.pth",
+        "regnet_y_16gf_lc_swag-f3ec0043.pth",
+    ),
+    "regnet_y_1_6gf": (
+        "regnet_y_1_6gf-0d7bc02a.pth",
+        "regnet_y_1_6gf-b11a554e.pth",
+    ),
+    "regnet_y_32gf": (
+        "regnet_y_32gf-8db6d4b5.pth",
+        "regnet_y_32gf-4dee3f7a.pth",
+        "regnet_y_32gf_swag-04fdfa75.pth",
+        "regnet_y_32gf_lc_swag-e1583746.pth",
+    ),
+    "regnet_y_3_2gf": (
+        "regnet_y_3_2gf-9180c971.pth",
+        "regnet_y_3_2gf-b5a9779c.pth",
+    ),
+    "regnet_y_400mf": (
+        "regnet_y_400mf-e6988f5f.pth",
+        "regnet_y_400mf-c65dace8.pth",
+    ),
+    "regnet_y_800mf": (
+        "regnet_y_800mf-58fc7688.pth",
+        "regnet_y_800mf-1b27b58c.pth",
+    ),
+    "regnet_y_8gf": (
+        "regnet_y_8gf-dc2b1b54.pth",
+        "regnet_y_8gf-d0d0e4a8.pth",
+    ),
+    "resnet101": (
+        "resnet101-cd907fc2.pth",
+        "resnet101-63fe2227.pth",
+    ),
+    "resnet152": (
+        "resnet152-f82ba261.pth",
+        "resnet152-394f9c45.pth",
+    ),
     "resnet18": ("resnet18-f37072fd.pth",),
     "resnet34": ("resnet34-b627a593.pth",),
-    "resnet50": ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth",),
-    "resnext101_32x8d": ("resnext101_32x8d-110c445d.pth", "resnext101_32x8d-8ba56ff5.pth",),
+    "resnet50": (
+        "resnet50-11ad3fa6.pth",
+        "resnet50-0676ba61.pth",
+    ),
+    "resnext101_32x8d": (
+        "resnext101_32x8d-110c445d.pth",
+        "resnext101_32x8d-8ba56ff5.pth",
+    ),
     "resnext101_64x4d": ("resnext101_64x4d-173b62eb.pth",),
-    "resnext50_32x4d": ("resnext50_32x4d-1a0047aa.pth", "resnext50_32x4d-7cdf4587.pth",),
+    "resnext50_32x4d": (
+        "resnext50_32x4d-1a0047aa.pth",
+        "resnext50_32x4d-7cdf4587.pth",
+    ),
     "shufflenet_v2_x0_5": ("shufflenetv2_x0.5-f707e7126e.pth",),
     "shufflenet_v2_x1_0": ("shufflenetv2_x1-5666bf0f80.pth",),
     "shufflenet_v2_x1_5": ("shufflenetv2_x1_5-3c479a10.pth",),
@@ -91,17 +164,37 @@ FILES: dict[str, tuple[str, ...]] = {
     "vgg11_bn": ("vgg11_bn-6002323d.pth",),
     "vgg13": ("vgg13-19584684.pth",),
     "vgg13_bn": ("vgg13_bn-abd245e5.pth",),
-    "vgg16": ("vgg16-397923af.pth", "vgg16_features-amdegroot-88682ab5.pth",),
+    "vgg16": (
+        "vgg16-397923af.pth",
+        "vgg16_features-amdegroot-88682ab5.pth",
+    ),
     "vgg16_bn": ("vgg16_bn-6c64b313.pth",),
     "vgg19": ("vgg19-dcbb9e9d.pth",),
     "vgg19_bn": ("vgg19_bn-c79401a0.pth",),
-    "vit_b_16": ("vit_b_16-c867db91.pth", "vit_b_16_swag-9ac1b537.pth", "vit_b_16_lc_swag-4e70ced5.pth",),
+    "vit_b_16": (
+        "vit_b_16-c867db91.pth",
+        "vit_b_16_swag-9ac1b537.pth",
+        "vit_b_16_lc_swag-4e70ced5.pth",
+    ),
     "vit_b_32": ("vit_b_32-d86f8d99.pth",),
-    "vit_h_14": ("vit_h_14_swag-80465313.pth", "vit_h_14_lc_swag-c1eb923e.pth",),
-    "vit_l_16": ("vit_l_16-852ce7e3.pth", "vit_l_16_swag-4f3808c9.pth", "vit_l_16_lc_swag-4d563306.pth",),
+    "vit_h_14": (
+        "vit_h_14_swag-80465313.pth",
+        "vit_h_14_lc_swag-c1eb923e.pth",
+    ),
+    "vit_l_16": (
+        "vit_l_16-852ce7e3.pth",
+        "vit_l_16_swag-4f3808c9.pth",
+        "vit_l_16_lc_swag-4d563306.pth",
+    ),
     "vit_l_32": ("vit_l_32-c7638314.pth",),
-    "wide_resnet101_2": ("wide_resnet101_2-d733dc28.pth", "wide_resnet101_2-32ee1156.pth",),
-    "wide_resnet50_2": ("wide_resnet50_2-9ba9bcbe.pth", "wide_resnet50_2-95faca4d.pth",),
+    "wide_resnet101_2": (
+        "wide_resnet101_2-d733dc28.pth",
+        "wide_resnet101_2-32ee1156.pth",
+    ),
+    "wide_resnet50_2": (
+        "wide_resnet50_2-9ba9bcbe.pth",
+        "wide_resnet50_2-95faca4d.pth",
+    ),
 }
 _ARCH_OF = {file: arch for arch, files in FILES.items() for file in files}
 
@@ -139,7 +232,10 @@ def problem(path: Path, arch: str) -> str | None:
         return f"{path.name} is torchvision's {published} weights, not {arch}'s (expected {FILES[arch][0]})"
     match = HASH_IN_NAME.search(path.name)
     if match and not sha256(path).startswith(match[1]):
-        return f"{path.name}: its SHA-256 does not start with {match[1]} as torchvision published it (a damaged or other file)"
+        return (
+            f"{path.name}: its SHA-256 does not start with {match[1]} as torchvision published it "
+            "(a damaged or other file)"
+        )
     return None
 
 
