@@ -4,6 +4,7 @@ test through tests/aws_requests.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -192,6 +193,16 @@ def _update(**extra) -> dict:
     return {"EndpointName": "e", "EndpointConfigName": "c", **extra}
 
 
+def _bucket_encryption(default: dict) -> dict:
+    return {
+        "Bucket": "b",
+        "ServerSideEncryptionConfiguration": {"Rules": [{"ApplyServerSideEncryptionByDefault": default}]},
+    }
+
+
+LATEST_EXCLUDED = {"imageTagMutabilityExclusionFilters": [{"filterType": "WILDCARD", "filter": "latest"}]}
+
+
 # rule name -> (service, operation, breaking request, keeping request)
 CASES = {
     "spot_wait": (
@@ -371,6 +382,36 @@ CASES = {
         "RunInstances",
         {"ImageId": "ami-1", "MinCount": 2, "MaxCount": 1},
         {"ImageId": "ami-1", "MinCount": 1, "MaxCount": 1},
+    ),
+    "bucket_key_only_with_kms": (
+        "s3",
+        "PutBucketEncryption",
+        _bucket_encryption({"SSEAlgorithm": "AES256", "KMSMasterKeyID": "alias/data"}),
+        _bucket_encryption({"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "alias/data"}),
+    ),
+    "bucket_policy_size": (
+        "s3",
+        "PutBucketPolicy",
+        {"Bucket": "b", "Policy": json.dumps({"Statement": [{"Sid": "x" * (20 * 1024)}]})},
+        {"Bucket": "b", "Policy": json.dumps({"Statement": [{"Sid": "x" * 100}]})},
+    ),
+    "repository_key_only_with_kms": (
+        "ecr",
+        "CreateRepository",
+        {"repositoryName": "r", "encryptionConfiguration": {"encryptionType": "AES256", "kmsKey": "alias/images"}},
+        {"repositoryName": "r", "encryptionConfiguration": {"encryptionType": "KMS", "kmsKey": "alias/images"}},
+    ),
+    "exclusion_filters_with_exclusion_mutability": (
+        "ecr",
+        "CreateRepository",
+        {"repositoryName": "r", "imageTagMutability": "IMMUTABLE_WITH_EXCLUSION"},
+        {"repositoryName": "r", "imageTagMutability": "IMMUTABLE_WITH_EXCLUSION", **LATEST_EXCLUDED},
+    ),
+    "tag_mutability_exclusion_filters": (
+        "ecr",
+        "PutImageTagMutability",
+        {"repositoryName": "r", "imageTagMutability": "IMMUTABLE", **LATEST_EXCLUDED},
+        {"repositoryName": "r", "imageTagMutability": "IMMUTABLE_WITH_EXCLUSION", **LATEST_EXCLUDED},
     ),
 }
 CROSS_CALL = {"min_zero_only_async"}  # tested below, with the calls it spans
