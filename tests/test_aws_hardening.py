@@ -49,6 +49,8 @@ def test_a_new_bucket_is_encrypted_private_and_tls_only(aws):
             "Condition": {"Bool": {"aws:SecureTransport": "false"}},
         }
     ]
+    s3.put_object(Bucket="hard-new", Key="data/x", Body=b"x")  # over TLS (as moto is run: tests/helpers/moto_https.py)
+    assert s3.get_object(Bucket="hard-new", Key="data/x")["Body"].read() == b"x"
 
 
 def test_a_kms_key_hardens_an_existing_bucket_and_keeps_its_policy(aws):
