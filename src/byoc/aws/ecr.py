@@ -94,9 +94,9 @@ def mutability(immutable: bool) -> dict:
 
 
 def ensure_repository(aws: Aws, repo: str, kms_key: str | None = None, immutable: bool = False) -> dict:
-    """The repository, created as `repository_request` says when missing. One that exists gets the tag
-    mutability asked for; its encryption cannot change after creation, so a repository encrypted otherwise
-    than asked is refused with what to do (AwsError), never silently kept."""
+    """The repository, created as `repository_request` says when missing (scripts/build_push.sh sends the
+    same request). One that exists gets immutable tags when asked; its encryption cannot change after
+    creation, so a repository encrypted otherwise than asked is refused with what to do (AwsError)."""
     client = aws.client("ecr")
     found = find(client.describe_repositories, repositoryNames=[repo])
     if found is None:
@@ -113,7 +113,8 @@ def ensure_repository(aws: Aws, repo: str, kms_key: str | None = None, immutable
             f"not {kms_key}; ECR sets a repository's encryption at creation only: delete the repository "
             "(its images with it) and push again, or use its key"
         )
-    client.put_image_tag_mutability(repositoryName=repo, **mutability(immutable))
+    if immutable:  # never made mutable again here: an owner's immutable tags stay
+        client.put_image_tag_mutability(repositoryName=repo, **mutability(immutable))
     return repository
 
 
