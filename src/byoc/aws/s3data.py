@@ -107,10 +107,14 @@ def ensure_bucket(aws: Aws, bucket: str, kms_key: str | None = None) -> None:
 
 
 def harden(aws: Aws, bucket: str, kms_key: str | None = None) -> None:
-    """Default encryption (SSE-KMS with `kms_key`, else SSE-S3), every kind of public access blocked, and a
-    bucket policy statement that refuses requests without TLS, added to the bucket's policy."""
+    """Default encryption (SSE-KMS with `kms_key`, else SSE-S3), a bucket policy statement that refuses
+    requests without TLS, added to the bucket's policy, and every kind of public access blocked (after the
+    policy: with BlockPublicPolicy on, S3 would refuse to store a policy of the owner's that grants public
+    access, and the block makes such a grant void anyway)."""
     s3 = aws.client("s3")
     s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=encryption(kms_key))
+    policy = with_tls_only(current_policy(s3, bucket), f"arn:{aws.partition}:s3:::{bucket}")
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
     # https://docs.aws.amazon.com/AmazonS3/latest/userguide/access-control-block-public-access.html
     s3.put_public_access_block(
         Bucket=bucket,
@@ -121,8 +125,6 @@ def harden(aws: Aws, bucket: str, kms_key: str | None = None) -> None:
             "RestrictPublicBuckets": True,
         },
     )
-    policy = with_tls_only(current_policy(s3, bucket), f"arn:{aws.partition}:s3:::{bucket}")
-    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
     say(
         f"  s3://{bucket}: default encryption {'SSE-KMS with ' + kms_key if kms_key else 'SSE-S3'}, "
         "public access blocked, requests without TLS refused"

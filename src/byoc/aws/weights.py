@@ -10,8 +10,10 @@ import importlib.util
 import urllib.request
 from pathlib import Path
 
+from botocore.exceptions import ClientError
+
 from byoc.aws import s3data, sagemaker_role
-from byoc.aws.session import Aws, paginate, say
+from byoc.aws.session import Aws, error_code, paginate, say
 from byoc.core import architectures, pretrained
 from byoc.core.errors import ConfigError
 from byoc.training.contract import TrainConfig
@@ -148,7 +150,12 @@ def channel(aws: Aws, name: str, output: str, hyperparameters: dict[str, str]) -
         return None
     bucket = output.removeprefix("s3://").split("/", 1)[0]
     key_prefix = f"{prefix(name, config.arch)}/"
-    listed = aws.client("s3").list_objects_v2(Bucket=bucket, Prefix=key_prefix, MaxKeys=10).get("Contents", [])
+    try:
+        listed = aws.client("s3").list_objects_v2(Bucket=bucket, Prefix=key_prefix, MaxKeys=10).get("Contents", [])
+    except ClientError as exc:  # the pre-flight checks report the bucket (unless skipped: then the job shall try)
+        if error_code(exc) in ("NoSuchBucket", "AccessDenied", "403", "404"):
+            return None
+        raise
     if not any(o["Key"].endswith(pretrained.SUFFIXES) for o in listed):
         return None
     uri = f"s3://{bucket}/{key_prefix}"
