@@ -146,7 +146,8 @@ def test_isolation_with_pretrained_and_no_weights_channel_is_refused():
         preflight.isolation_weights("CreateTrainingJob", request)
     assert str(refused.value) == (
         "CreateTrainingJob: network isolation with pretrained=true needs the pretrained weights as the 'weights' "
-        "channel, and there is none: run `byoc weights upload --arch resnet18` first, or set --no-pretrained"
+        "channel, and there is none: run `byoc weights upload --name iso --arch resnet18 --bucket BUCKET` first, "
+        "or set --no-pretrained"
     )
     with_weights = _isolated(jobs.training_request(_spec(weights=f"s3://{BUCKET}/byoc/iso/weights/resnet18")))
     preflight.isolation_weights("CreateTrainingJob", with_weights)

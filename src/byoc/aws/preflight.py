@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from byoc.aws import ecr, iam, target_models
-from byoc.aws.session import Aws, error_code, find, owned, paginate, say
+from byoc.aws.session import NAME_TAG, Aws, error_code, find, owned, paginate, say
 from byoc.core import architectures
 from byoc.core.data_layout import SPLIT_DIR_NAMES
 from byoc.core.errors import ConfigError
@@ -443,9 +443,11 @@ def isolation_weights(operation: str, request: dict) -> None:
         channels = {c["ChannelName"] for c in definition.get("InputDataConfig", [])}
         if definition.get("EnableNetworkIsolation") and _pretrained(hyperparameters) and "weights" not in channels:
             arch = hyperparameters.get("arch", "resnet50")
+            name = next((t["Value"] for t in request.get("Tags", []) if t["Key"] == NAME_TAG), "NAME")
             raise PreflightFailed(
                 f"{operation}: network isolation with pretrained=true needs the pretrained weights as the 'weights' "
-                f"channel, and there is none: run `byoc weights upload --arch {arch}` first, or set --no-pretrained"
+                f"channel, and there is none: run `byoc weights upload --name {name} --arch {arch} --bucket BUCKET` "
+                "first, or set --no-pretrained"
             )
 
 
