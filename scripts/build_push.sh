@@ -3,6 +3,7 @@
 #
 # usage: scripts/build_push.sh [--region R] [--account A] [--registry HOST] [--tag T]
 #                              [--images "train serve serve-cpu"] [--no-build] [--no-smoke]
+#                              [--kms-key KEY] [--immutable-tags]
 #
 #   --region     AWS region (default: AWS_REGION / AWS_DEFAULT_REGION / the CLI profile's)
 #   --account    registry account (default: the caller's, from `aws sts get-caller-identity`)
@@ -19,8 +20,15 @@
 #                otherwise runs on the images about to be pushed before anything is pushed; it
 #                needs a training image and a serving image among --images (or byoc-train:latest
 #                on this machine) and is skipped, saying so, for an --images list of neither
+#   --kms-key    a repository created by this run is encrypted with this KMS key (ARN, ID or alias);
+#                ECR sets a repository's encryption at creation only, so an existing repository
+#                encrypted otherwise is an error (default: ECR's AES256)
+#   --immutable-tags
+#                no tag but `latest` can be moved once pushed (IMMUTABLE_WITH_EXCLUSION; jobs and
+#                models name images by digest, and `latest` follows each push)
 #
-# Repositories are created when missing, with scan on push. Login uses
+# Repositories are created when missing, with scan on push (the request byoc.aws.ecr.repository_request
+# builds). Login uses
 # `aws ecr get-login-password` (the AWS CLI honours AWS_PROFILE and AWS_ENDPOINT_URL).
 # DOCKER names the container CLI (default docker).
 set -euo pipefail
@@ -30,7 +38,7 @@ die() { echo "error: $*" >&2; exit 1; }
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
 region="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
-account="" registry="" tag="" build=1 smoke=1
+account="" registry="" tag="" build=1 smoke=1 kms_key="" immutable=0
 images="${BYOC_PUSH_IMAGES:-train serve serve-cpu}"
 DOCKER="${DOCKER:-docker}"
 while [ $# -gt 0 ]; do
@@ -42,6 +50,8 @@ while [ $# -gt 0 ]; do
         --images) images="${2:?--images needs a value}"; shift 2 ;;
         --no-build) build=0; shift ;;
         --no-smoke) smoke=0; shift ;;
+        --kms-key) kms_key="${2:?--kms-key needs a value}"; shift 2 ;;
+        --immutable-tags) immutable=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown option $1" ;;
     esac
@@ -122,16 +132,31 @@ if [ "$smoke" = 1 ]; then
     fi
 fi
 
+mutability=(--image-tag-mutability MUTABLE)
+[ "$immutable" = 0 ] || mutability=(--image-tag-mutability IMMUTABLE_WITH_EXCLUSION
+    --image-tag-mutability-exclusion-filters filterType=WILDCARD,filter=latest)
+encryption=(--encryption-configuration encryptionType=AES256)
+if [ -n "$kms_key" ]; then
+    key_arn="$(aws_ kms describe-key --key-id "$kms_key" --query KeyMetadata.Arn --output text)" \
+        || die "--kms-key $kms_key: no such KMS key in $region that you may describe"
+    encryption=(--encryption-configuration "encryptionType=KMS,kmsKey=$key_arn")
+fi
 for pair in "${pairs[@]}"; do
     repo="${pair#*=}"
-    if aws_ ecr describe-repositories --registry-id "$account" --repository-names "$repo" >/dev/null 2>&1; then
+    if actual="$(aws_ ecr describe-repositories --registry-id "$account" --repository-names "$repo" \
+            --query 'repositories[0].encryptionConfiguration.[encryptionType,kmsKey]' --output text 2>/dev/null)"; then
+        if [ -n "$kms_key" ] && [ "$actual" != "KMS	$key_arn" ]; then
+            die "ECR repository $repo exists encrypted otherwise ($actual), not with $key_arn; ECR sets a repository's encryption at creation only: delete it (its images with it) and push again, or drop --kms-key"
+        fi
         echo "== ECR repository $repo exists; making sure scan on push is on"
         aws_ ecr put-image-scanning-configuration --registry-id "$account" --repository-name "$repo" \
             --image-scanning-configuration scanOnPush=true >/dev/null
+        [ "$immutable" = 0 ] || aws_ ecr put-image-tag-mutability --registry-id "$account" \
+            --repository-name "$repo" "${mutability[@]}" >/dev/null
     else
-        echo "== creating ECR repository $repo (scan on push)"
+        echo "== creating ECR repository $repo (scan on push${kms_key:+, KMS key $key_arn}$([ "$immutable" = 0 ] || echo ', immutable tags but latest'))"
         aws_ ecr create-repository --registry-id "$account" --repository-name "$repo" \
-            --image-scanning-configuration scanOnPush=true --image-tag-mutability MUTABLE >/dev/null
+            --image-scanning-configuration scanOnPush=true "${mutability[@]}" "${encryption[@]}" >/dev/null
     fi
 done
 

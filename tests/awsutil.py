@@ -19,7 +19,8 @@ import pytest
 
 from tests import netutil
 
-MOTO = Path(sys.executable).with_name("moto_server")
+# moto_server, judging bucket policies as real S3 does for byoc's HTTPS requests (see the helper)
+MOTO_HTTPS = Path(__file__).resolve().parent / "helpers" / "moto_https.py"
 ROLE = "arn:aws:iam::123456789012:role/byoc-test-sagemaker"
 REGION = "us-east-1"
 # The repositories scripts/build_push.sh pushes (byoc.aws.ecr, byoc.aws.endpoint.SERVE_CPU_REPO).
@@ -52,7 +53,10 @@ def moto_server():
     """A moto_server process on the loopback port it chose (-p 0, read from its "Running on" line); yields
     its URL once it answers."""
     proc = subprocess.Popen(
-        [str(MOTO), "-H", "127.0.0.1", "-p", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, str(MOTO_HTTPS), "-H", "127.0.0.1", "-p", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         output = netutil.Output(proc.stdout)  # also keeps reading its request log, so the pipe never fills

@@ -4,6 +4,7 @@ test through tests/aws_requests.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -208,6 +209,16 @@ def _schedule(operation: str, path: str | None = None, value=None) -> dict:
     return _with(request, f"MonitoringScheduleConfig.{path}", value) if path else request
 
 
+def _bucket_encryption(default: dict) -> dict:
+    return {
+        "Bucket": "b",
+        "ServerSideEncryptionConfiguration": {"Rules": [{"ApplyServerSideEncryptionByDefault": default}]},
+    }
+
+
+LATEST_EXCLUDED = {"imageTagMutabilityExclusionFilters": [{"filterType": "WILDCARD", "filter": "latest"}]}
+
+
 # rule name -> (service, operation, breaking request, keeping request)
 CASES = {
     "spot_wait": (
@@ -397,6 +408,36 @@ CASES = {
             ("runtime_within_frequency", "MonitoringJobDefinition.StoppingCondition.MaxRuntimeInSeconds", 7200),
         )
     },
+    "bucket_key_only_with_kms": (
+        "s3",
+        "PutBucketEncryption",
+        _bucket_encryption({"SSEAlgorithm": "AES256", "KMSMasterKeyID": "alias/data"}),
+        _bucket_encryption({"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "alias/data"}),
+    ),
+    "bucket_policy_size": (
+        "s3",
+        "PutBucketPolicy",
+        {"Bucket": "b", "Policy": json.dumps({"Statement": [{"Sid": "x" * (20 * 1024)}]})},
+        {"Bucket": "b", "Policy": json.dumps({"Statement": [{"Sid": "x" * 100}]})},
+    ),
+    "repository_key_only_with_kms": (
+        "ecr",
+        "CreateRepository",
+        {"repositoryName": "r", "encryptionConfiguration": {"encryptionType": "AES256", "kmsKey": "alias/images"}},
+        {"repositoryName": "r", "encryptionConfiguration": {"encryptionType": "KMS", "kmsKey": "alias/images"}},
+    ),
+    "exclusion_filters_with_exclusion_mutability": (
+        "ecr",
+        "CreateRepository",
+        {"repositoryName": "r", "imageTagMutability": "IMMUTABLE_WITH_EXCLUSION"},
+        {"repositoryName": "r", "imageTagMutability": "IMMUTABLE_WITH_EXCLUSION", **LATEST_EXCLUDED},
+    ),
+    "tag_mutability_exclusion_filters": (
+        "ecr",
+        "PutImageTagMutability",
+        {"repositoryName": "r", "imageTagMutability": "IMMUTABLE", **LATEST_EXCLUDED},
+        {"repositoryName": "r", "imageTagMutability": "IMMUTABLE_WITH_EXCLUSION", **LATEST_EXCLUDED},
+    ),
 }
 CROSS_CALL = {"min_zero_only_async"}  # tested below, with the calls it spans
 

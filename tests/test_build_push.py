@@ -14,6 +14,7 @@ from tests import dockerutil as du
 from tests.awsutil import aws_env
 
 SCRIPT = du.REPO / "scripts" / "build_push.sh"
+KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 pytestmark = pytest.mark.container
 
 
@@ -71,6 +72,30 @@ def test_build_push_creates_repo_logs_in_tags_and_pushes(moto_server, registry, 
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"ECR repository {tiny_image} exists" in second.stdout
     assert [r["repositoryName"] for r in ecr.describe_repositories()["repositories"]].count(tiny_image) == 1
+
+
+def test_build_push_creates_repositories_with_the_key_and_immutable_tags(moto_server, registry, tiny_image, tmp_path):
+    """The repository as byoc.aws.ecr.repository_request describes it: the script and the module cannot drift."""
+    from byoc.aws import ecr as byoc_ecr
+
+    env = aws_env(moto_server)
+    kms = boto3.client("kms", endpoint_url=moto_server, region_name="us-east-1", **KEYS)
+    key = kms.create_key(Description="byoc images")["KeyMetadata"]["Arn"]
+    repo = f"{tiny_image}-sealed"
+    args = ("--no-build", "--no-smoke", "--images", f"{tiny_image}:latest={repo}", "--registry", registry)
+    proc = run_script(*args, "--region", "us-east-1", "--kms-key", key, "--immutable-tags", env=env, tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"creating ECR repository {repo} (scan on push, KMS key {key}, immutable tags but latest)" in proc.stdout
+    ecr = boto3.client("ecr", endpoint_url=moto_server, region_name="us-east-1", **KEYS)
+    made = ecr.describe_repositories(repositoryNames=[repo])["repositories"][0]
+    asked = byoc_ecr.repository_request(repo, key, immutable=True)
+    assert {k: made[k] for k in asked if k != "repositoryName"} == {
+        k: v for k, v in asked.items() if k != "repositoryName"
+    }
+
+    other = kms.create_key(Description="another")["KeyMetadata"]["Arn"]
+    proc = run_script(*args, "--region", "us-east-1", "--kms-key", other, env=env, tmp_path=tmp_path)
+    assert proc.returncode == 1 and "encryption at creation only" in proc.stderr
 
 
 def test_build_push_explains_missing_docker_and_credentials(moto_server, tmp_path):

@@ -122,6 +122,28 @@ def test_train_one_host_lays_out_opt_ml_as_sagemaker_and_writes_the_model(one_ho
 
 
 @container
+def test_train_with_a_weights_file_loads_it_without_network(train_image, small_data, tmp_path):
+    import torch
+    from torchvision import models
+
+    weights = tmp_path / "mine.pth"
+    torch.save(models.get_model("resnet18", weights=None).state_dict(), weights)
+    output = tmp_path / "out"
+    hps = _hp_flags({**FAST, "pretrained": "true"})
+    args = ("local", "train", "--data", str(small_data), "--output", str(output), "--network", "none")
+    proc = byoc(*args, "--weights", str(weights), *hps)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "loaded pretrained resnet18 weights from /opt/ml/input/data/weights/mine.pth" in proc.stdout
+    config = json.loads((output / "hosts" / "algo-1" / "input" / "config" / "inputdataconfig.json").read_text())
+    assert sorted(config) == ["training", "weights"]
+
+
+def test_a_missing_weights_file_is_one_line(small_data, tmp_path):
+    proc = byoc("local", "train", "--data", str(small_data), "--weights", str(tmp_path / "none.pth"))
+    _one_error_line(proc, f"--weights {tmp_path / 'none.pth'}: no such file")
+
+
+@container
 def test_train_two_hosts_runs_ddp_across_two_containers(train_image, small_data, tmp_path):
     output = tmp_path / "out"
     proc = byoc(

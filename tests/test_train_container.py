@@ -157,6 +157,41 @@ def test_pretrained_without_network_suggests_fix(train_image, tiny_data, tmp_pat
     assert "pretrained=false" in reason and "weights" in reason
 
 
+def _weights_folder(tmp_path, filename: str, arch: str = "resnet18"):
+    """A folder holding one state dict of `arch` as `filename` (what `byoc weights upload` puts on S3)."""
+    import torch
+    from torchvision import models
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    torch.save(models.get_model(arch, weights=None).state_dict(), folder / filename)
+    return folder
+
+
+def test_pretrained_weights_come_from_the_weights_channel_without_network(train_image, tiny_data, tmp_path):
+    """--network none: the only way to pretrained weights is the 'weights' channel."""
+    weights = _weights_folder(tmp_path, "resnet18-own.pth")
+    hps = {"pretrained": "true", "epochs": "1"}
+    root = du.make_opt_ml(tmp_path / "opt_ml", {**FAST, **hps}, {"training": tiny_data, "weights": weights})
+    proc = du.train_container(root)
+    log = _log(proc)
+    assert proc.returncode == 0, log[-3000:]
+    assert "loaded pretrained resnet18 weights from /opt/ml/input/data/weights/resnet18-own.pth" in log
+    assert (root / "output" / "success").exists()
+
+
+def test_another_architectures_weights_file_fails_with_reason(train_image, tiny_data, tmp_path):
+    published = "resnet34-b627a593.pth"  # torchvision's file for resnet34, not for the job's resnet18
+    weights = _weights_folder(tmp_path, published, "resnet34")
+    root = du.make_opt_ml(
+        tmp_path / "opt_ml", {**FAST, "pretrained": "true"}, {"training": tiny_data, "weights": weights}
+    )
+    proc = du.train_container(root)
+    assert proc.returncode != 0
+    reason = (root / "output" / "failure").read_text()
+    assert reason.startswith(f"ConfigError: the 'weights' channel: {published} is torchvision's resnet34 weights")
+
+
 def test_cli_overrides_and_no_config_files(train_image, tiny_data, tmp_path):
     """EC2/laptop use: only the data is mounted; options on the command line."""
     data = tmp_path / "data"

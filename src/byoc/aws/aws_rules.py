@@ -438,6 +438,49 @@ def min_count_at_most_max(params: dict, _client) -> Iterator[Breach]:
         yield "MinCount", f"{params['MinCount']} is over MaxCount {params['MaxCount']}"
 
 
+# --- S3 and ECR: the bucket and the repositories byoc hardens (byoc.aws.s3data, byoc.aws.ecr) ---
+
+
+def bucket_key_only_with_kms(params: dict, _client) -> Iterator[Breach]:
+    """PutBucketEncryption: KMSMasterKeyID is allowed only with SSEAlgorithm aws:kms or aws:kms:dsse."""
+    for i, rule in enumerate(params.get("ServerSideEncryptionConfiguration", {}).get("Rules", [])):
+        default = rule.get("ApplyServerSideEncryptionByDefault", {})
+        if "KMSMasterKeyID" in default and default.get("SSEAlgorithm") not in ("aws:kms", "aws:kms:dsse"):
+            at = f"ServerSideEncryptionConfiguration.Rules[{i}].ApplyServerSideEncryptionByDefault.KMSMasterKeyID"
+            yield at, f"only with SSEAlgorithm aws:kms or aws:kms:dsse, not {default.get('SSEAlgorithm')}"
+
+
+BUCKET_POLICY_MAX_BYTES = 20 * 1024
+
+
+def bucket_policy_size(params: dict, _client) -> Iterator[Breach]:
+    """PutBucketPolicy: a bucket policy is at most 20 KB."""
+    size = len(str(params.get("Policy", "")).encode())
+    if size > BUCKET_POLICY_MAX_BYTES:
+        yield "Policy", f"{size} bytes, over the 20 KB a bucket policy may hold"
+
+
+def repository_key_only_with_kms(params: dict, _client) -> Iterator[Breach]:
+    """CreateRepository: encryptionConfiguration.kmsKey only with encryptionType KMS or KMS_DSSE."""
+    encryption = params.get("encryptionConfiguration", {})
+    if "kmsKey" in encryption and encryption.get("encryptionType") not in ("KMS", "KMS_DSSE"):
+        yield (
+            "encryptionConfiguration.kmsKey",
+            f"only with encryptionType KMS or KMS_DSSE, not {encryption.get('encryptionType')}",
+        )
+
+
+def exclusion_filters_with_exclusion_mutability(params: dict, _client) -> Iterator[Breach]:
+    """CreateRepository, PutImageTagMutability: exclusion filters go with, and only with, a *_WITH_EXCLUSION
+    mutability."""
+    mutability = params.get("imageTagMutability", "MUTABLE")
+    filters = params.get("imageTagMutabilityExclusionFilters")
+    if mutability.endswith("_WITH_EXCLUSION") and not filters:
+        yield "imageTagMutabilityExclusionFilters", f"required with imageTagMutability {mutability}"
+    if filters and not mutability.endswith("_WITH_EXCLUSION"):
+        yield "imageTagMutabilityExclusionFilters", f"only with a *_WITH_EXCLUSION imageTagMutability, not {mutability}"
+
+
 SPOT = f"{SAGEMAKER_API}/API_StoppingCondition.html"
 TUNING = f"{SAGEMAKER_API}/API_HyperParameterTuningJobConfig.html"
 HYPERBAND = f"{SAGEMAKER_API}/API_HyperbandStrategyConfig.html"
@@ -461,6 +504,9 @@ MONITORING_RULES = [  # UpdateMonitoringSchedule takes the same config: its rule
         (runtime_within_frequency, MONITORING_STOP),
     )
 ]
+
+S3_API = "https://docs.aws.amazon.com/AmazonS3/latest/API"
+ECR_TAGS = "https://docs.aws.amazon.com/AmazonECR/latest/userguide/image-tag-mutability.html"
 
 RULES: list[Rule] = [
     Rule("CreateTrainingJob", "spot_wait", SPOT, spot_wait),
@@ -502,6 +548,36 @@ RULES: list[Rule] = [
     ),
     Rule("AddPermission", "url_auth_type_only_for_url", ADD_PERMISSION, url_auth_type_only_for_url),
     Rule("AddPermission", "invoked_via_url_only_for_invoke", ADD_PERMISSION, invoked_via_url_only_for_invoke),
+    Rule(
+        "PutBucketEncryption",
+        "bucket_key_only_with_kms",
+        f"{S3_API}/API_ServerSideEncryptionByDefault.html",
+        bucket_key_only_with_kms,
+    ),
+    Rule(
+        "PutBucketPolicy",
+        "bucket_policy_size",
+        "https://docs.aws.amazon.com/AmazonS3/latest/userguide/using-iam-policies.html",
+        bucket_policy_size,
+    ),
+    Rule(
+        "CreateRepository",
+        "repository_key_only_with_kms",
+        "https://docs.aws.amazon.com/AmazonECR/latest/APIReference/API_EncryptionConfiguration.html",
+        repository_key_only_with_kms,
+    ),
+    Rule(
+        "CreateRepository",
+        "exclusion_filters_with_exclusion_mutability",
+        ECR_TAGS,
+        exclusion_filters_with_exclusion_mutability,
+    ),
+    Rule(
+        "PutImageTagMutability",
+        "tag_mutability_exclusion_filters",
+        ECR_TAGS,
+        exclusion_filters_with_exclusion_mutability,
+    ),
     Rule(
         "RunInstances",
         "min_count_at_most_max",

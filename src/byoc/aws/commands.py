@@ -1,5 +1,5 @@
 """The AWS subcommands of `byoc`: data, sagemaker-role, train-job, tune, ec2-train, batch-transform, deploy,
-rollback, autoscale, predict, models, lambda-deploy, monitor schedule, status, stop, teardown.
+rollback, autoscale, predict, models, lambda-deploy, weights, monitor schedule, status, stop, teardown.
 
 Each is idempotent (run it again to resume or to converge) and prints what it does.
 """
@@ -29,6 +29,7 @@ from byoc.aws import (
     status,
     target_models,
     teardown,
+    weights,
 )
 from byoc.core.cli_kit import hidden_alias
 from byoc.core.errors import ConfigError
@@ -116,6 +117,7 @@ def register(sub) -> None:
     _register_predict(sub)
     _register_models(sub)
     monitoring.register_group(sub)
+    weights.register(sub)
     for command, helptext, handler in (
         ("status", "what exists for NAME, its state and hourly cost", _status),
         ("stop", "stop NAME's running training, tuning and transform jobs (endpoints keep running)", _stop),
@@ -233,7 +235,8 @@ def _job_spec(aws, args, command: str) -> jobs.JobSpec:
     )
     jobs.definition(spec)  # the settings' own checks before those that read the account
     preflight.training(aws, spec, command, args.skip_checks)
-    return dataclasses.replace(spec, image=ecr.pinned(aws, spec.image))
+    found = weights.channel(aws, args.name, spec.output, hyperparameters)
+    return dataclasses.replace(spec, image=ecr.pinned(aws, spec.image), weights=found)
 
 
 def _data_uri(data: str) -> str:

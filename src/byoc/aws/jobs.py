@@ -6,7 +6,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from byoc.aws import metrics, validator, waiting
+from byoc.aws import metrics, preflight, validator, waiting
 from byoc.aws.logtail import LogTail
 from byoc.aws.session import Aws, AwsError, digest, find, owned, say, tags_list
 from byoc.core import gpu_support
@@ -34,6 +34,7 @@ class JobSpec:
     max_wait: int = 0  # spot only; 0: twice max_run
     hyperparameters: dict[str, str] = field(default_factory=dict)
     resume_from: str | None = None  # s3:// checkpoint prefix of an earlier job to start from (resume_source)
+    weights: str | None = None  # s3:// prefix of the pretrained weights file, the `weights` channel (byoc.aws.weights)
 
 
 def hyperparameters(values: dict[str, object]) -> dict[str, str]:
@@ -90,12 +91,30 @@ def definition(spec: JobSpec) -> dict:
         },
         "StoppingCondition": stopping,
     }
+    if spec.weights:
+        request["InputDataConfig"].append(weights_channel(spec.weights))
     if spec.spot:
         stopping["MaxWaitTimeInSeconds"] = spec.max_wait or 2 * spec.max_run
         if stopping["MaxWaitTimeInSeconds"] < spec.max_run:
             raise ConfigError("--max-wait must be >= --max-run (it includes the time waiting for spot capacity)")
         request["EnableManagedSpotTraining"] = True
     return request
+
+
+def weights_channel(uri: str) -> dict:
+    """The `weights` channel: the pretrained weights file, copied to /opt/ml/input/data/weights before the
+    job starts (File mode), so the training image never downloads them (byoc.training.model)."""
+    return {
+        "ChannelName": "weights",
+        "DataSource": {
+            "S3DataSource": {
+                "S3DataType": "S3Prefix",
+                "S3Uri": _s3(uri, "the weights channel") + "/",
+                "S3DataDistributionType": "FullyReplicated",
+            }
+        },
+        "InputMode": "File",
+    }
 
 
 def checkpoint_uri(output: str, job_name: str) -> str:
@@ -130,6 +149,7 @@ def train(
     """Start the training job (or find the one these settings already started), follow it, report metrics."""
     sm = aws.client("sagemaker")
     request = training_request(spec, job_name)
+    preflight.isolation_weights("CreateTrainingJob", request)
     validator.check(sm, "CreateTrainingJob", request)  # refused before it is announced or started
     name = request["TrainingJobName"]
     hps = " ".join(f"{k}={v}" for k, v in sorted(spec.hyperparameters.items()))
@@ -311,6 +331,7 @@ def tune(
     """Start the tuning job (or follow the one these settings already started); print the best job."""
     sm = aws.client("sagemaker")
     request = tuning_request(spec, tuning, tuning_name)
+    preflight.isolation_weights("CreateHyperParameterTuningJob", request)
     validator.check(sm, "CreateHyperParameterTuningJob", request)  # refused before it is announced or started
     name = request["HyperParameterTuningJobName"]
     announce = [

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from byoc.aws import ecr, iam, target_models
-from byoc.aws.session import Aws, error_code, find, owned, paginate, say
+from byoc.aws.session import NAME_TAG, Aws, error_code, find, owned, paginate, say
 from byoc.core import architectures
 from byoc.core.data_layout import SPLIT_DIR_NAMES
 from byoc.core.errors import ConfigError
@@ -425,6 +425,37 @@ def training(aws: Aws, spec: JobSpec, command: str, skip: bool) -> None:
         "role": lambda: role(aws, spec.role, spec.name, {"--data": spec.data}),
     }
     run(command, checks, skip)
+
+
+def isolation_weights(operation: str, request: dict) -> None:
+    """Refuse a training or tuning job that runs network-isolated (EnableNetworkIsolation: no outbound
+    traffic from the container, https://docs.aws.amazon.com/sagemaker/latest/dg/mkt-algo-model-internet-free.html),
+    starts from pretrained weights, and has no `weights` channel: its container could not download them and
+    would fail minutes into a billed job. Checks the final request, whatever set its fields; --skip-checks
+    does not skip it (the job cannot succeed)."""
+    definitions = [request]
+    if operation == "CreateHyperParameterTuningJob":
+        definitions = [
+            d for d in [request.get("TrainingJobDefinition"), *request.get("TrainingJobDefinitions", [])] if d
+        ]
+    for definition in definitions:
+        hyperparameters = definition.get("HyperParameters", definition.get("StaticHyperParameters", {}))
+        channels = {c["ChannelName"] for c in definition.get("InputDataConfig", [])}
+        if definition.get("EnableNetworkIsolation") and _pretrained(hyperparameters) and "weights" not in channels:
+            arch = hyperparameters.get("arch", "resnet50")
+            name = next((t["Value"] for t in request.get("Tags", []) if t["Key"] == NAME_TAG), "NAME")
+            raise PreflightFailed(
+                f"{operation}: network isolation with pretrained=true needs the pretrained weights as the 'weights' "
+                f"channel, and there is none: run `byoc weights upload --name {name} --arch {arch} --bucket BUCKET` "
+                "first, or set --no-pretrained"
+            )
+
+
+def _pretrained(hyperparameters: dict[str, str]) -> bool:
+    """The job's `pretrained` as the training image reads it (its default when absent)."""
+    from byoc.training.contract import TrainConfig  # no torch: the hyperparameters' own rules
+
+    return TrainConfig.from_dict({k: v for k, v in hyperparameters.items() if k == "pretrained"}).pretrained
 
 
 def ec2(aws: Aws, spec: Ec2Spec, skip: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import shutil
 import urllib.parse
 import urllib.request
@@ -21,6 +22,8 @@ from byoc.core.errors import DataError
 # The archive the reference (Udacity dog-project) notebook downloads: 133 breeds, ~1.1 GB.
 DOG_IMAGES_URL = "https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip"
 SPLITS = ("train", "valid", "test")
+# byoc's statement in a bucket's policy: found again by it, so a rerun replaces it and no other.
+TLS_ONLY_SID = "byoc-deny-insecure-transport"
 # Images are far below this, so each is one PUT (s3_sha256 follows the part size above it).
 TRANSFER = TransferConfig(multipart_threshold=512 * 1024 * 1024, use_threads=False)
 
@@ -80,20 +83,95 @@ def local_files(root: Path) -> list[Path]:
     return files
 
 
-def ensure_bucket(aws: Aws, bucket: str) -> None:
+def ensure_bucket(aws: Aws, bucket: str, kms_key: str | None = None) -> None:
+    """The bucket, created in this region when missing, and then hardened (`harden`). A bucket that
+    exists is hardened only when given a KMS key: its encryption, policy and public access are its
+    owner's settings otherwise."""
     s3 = aws.client("s3")
     try:
         s3.head_bucket(Bucket=bucket)
-        return
     except ClientError as exc:
         if error_code(exc) in ("403", "AccessDenied"):
             raise AwsError(f"bucket {bucket} exists but this account cannot use it; pick another --bucket") from exc
         if error_code(exc) not in ("404", "NoSuchBucket", "NotFound"):
             raise
+    else:
+        if kms_key:
+            harden(aws, bucket, kms_key)
+        return
     say(f"creating bucket s3://{bucket} in {aws.region}")
     kwargs = {} if aws.region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": aws.region}}
     s3.create_bucket(Bucket=bucket, **kwargs)
     s3.get_waiter("bucket_exists").wait(Bucket=bucket)
+    harden(aws, bucket, kms_key)
+
+
+def harden(aws: Aws, bucket: str, kms_key: str | None = None) -> None:
+    """Default encryption (SSE-KMS with `kms_key`, else SSE-S3), a bucket policy statement that refuses
+    requests without TLS, added to the bucket's policy, and every kind of public access blocked (after the
+    policy: with BlockPublicPolicy on, S3 would refuse to store a policy of the owner's that grants public
+    access, and the block makes such a grant void anyway)."""
+    s3 = aws.client("s3")
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=encryption(kms_key))
+    policy = with_tls_only(current_policy(s3, bucket), f"arn:{aws.partition}:s3:::{bucket}")
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    # https://docs.aws.amazon.com/AmazonS3/latest/userguide/access-control-block-public-access.html
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    say(
+        f"  s3://{bucket}: default encryption {'SSE-KMS with ' + kms_key if kms_key else 'SSE-S3'}, "
+        "public access blocked, requests without TLS refused"
+    )
+
+
+def encryption(kms_key: str | None) -> dict:
+    """PutBucketEncryption's configuration: SSE-KMS with `kms_key` and an S3 Bucket Key (fewer KMS requests,
+    https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucket-key.html), or SSE-S3 without one."""
+    if kms_key is None:
+        return {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
+    return {
+        "Rules": [
+            {
+                "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": kms_key},
+                "BucketKeyEnabled": True,
+            }
+        ]
+    }
+
+
+def current_policy(s3, bucket: str) -> dict:
+    """The bucket's policy document, or an empty one when it has none."""
+    try:
+        return json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    except ClientError as exc:
+        if error_code(exc) != "NoSuchBucketPolicy":
+            raise
+        return {"Version": "2012-10-17", "Statement": []}
+
+
+def with_tls_only(policy: dict, bucket_arn: str) -> dict:
+    """`policy` with byoc's statement denying every request made without TLS (aws:SecureTransport false,
+    https://docs.aws.amazon.com/AmazonS3/latest/userguide/security-best-practices.html#transit), in place of
+    an earlier copy of it; every other statement is kept as it is."""
+    statements = policy.get("Statement", [])
+    statements = [statements] if isinstance(statements, dict) else list(statements)
+    kept = [s for s in statements if s.get("Sid") != TLS_ONLY_SID]
+    deny = {
+        "Sid": TLS_ONLY_SID,
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": [bucket_arn, f"{bucket_arn}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+    return {**policy, "Version": policy.get("Version", "2012-10-17"), "Statement": [*kept, deny]}
 
 
 def _md5(path: Path) -> str:

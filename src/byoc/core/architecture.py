@@ -45,3 +45,23 @@ def build(arch: str, num_classes: int) -> nn.Module:
     name, linear = _last_linear(model)
     _set_submodule(model, name, nn.Linear(linear.in_features, num_classes))
     return model
+
+
+def pretrained_fit(model: nn.Module, state: object) -> tuple[dict, list[str]]:
+    """(the tensors of `state` that `model` takes, the model's tensors it lacks or holds in another shape).
+
+    The classifier head is left out of both: it is replaced for the dataset's classes, so its pretrained
+    weights never fit. A checkpoint that wraps its weights in {"state_dict": ...} is unwrapped."""
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        return {}, ["(the file holds no state dict)"]
+    head = head_name(model) + "."
+    own = model.state_dict()
+    usable = {
+        k: v
+        for k, v in state.items()
+        if not k.startswith(head) and k in own and getattr(v, "shape", None) == own[k].shape
+    }
+    missing = [k for k in own if k not in usable and not k.startswith(head)]
+    return usable, missing

@@ -36,11 +36,16 @@ def input_data_config(channels: tuple[str, ...] = (CHANNEL,)) -> dict:
 
 
 def documents(
-    host: str, hosts: list[str], values: Mapping[str, object], instance_type: str, interface: str
+    host: str,
+    hosts: list[str],
+    values: Mapping[str, object],
+    instance_type: str,
+    interface: str,
+    channels: tuple[str, ...] = (CHANNEL,),
 ) -> dict[str, str]:
     """The three files by name, as JSON text."""
     return {
         "hyperparameters.json": json.dumps(hyperparameters(values), sort_keys=True),
         "resourceconfig.json": json.dumps(resource_config(host, hosts, instance_type, interface)),
-        "inputdataconfig.json": json.dumps(input_data_config()),
+        "inputdataconfig.json": json.dumps(input_data_config(channels)),
     }

@@ -85,8 +85,11 @@ class TrainSpec:
     image: str = TRAIN_IMAGE
     shm_size: str | None = None  # default: containers.shm_size
     network: dc.Network = dc.Network.AUTO
+    weights: Path | None = None  # a pretrained weights file, the job's `weights` channel
 
     def __post_init__(self) -> None:
+        if self.weights is not None and not self.weights.is_file():
+            raise ConfigError(f"--weights {self.weights}: no such file")
         if self.hosts < 1:
             raise ConfigError(f"--hosts {self.hosts}: must be 1 or more")
         if self.network is dc.Network.NONE and self.hosts > 1:
@@ -129,7 +132,7 @@ def train(spec: TrainSpec, follower: dc.LogFollower | None = None) -> TrainResul
         dc.remove_tree(client, spec.image, stale)
     spec.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     interface = "eth0" if network is dc.Network.BRIDGE else "lo"
-    dirs = opt_ml.lay_out(output, hosts, spec.hyperparameters, interface)
+    dirs = opt_ml.lay_out(output, hosts, spec.hyperparameters, interface, weights=spec.weights is not None)
     follower = follower or dc.LogFollower()
     started = time.monotonic()
     with dc.job_network(client, network, job) as network_name:
@@ -169,7 +172,9 @@ def _start_host(
         "name": f"{job}-{dirs.host}",
         "hostname": dirs.host,
         "labels": {dc.LABEL: job},
-        "volumes": dirs.volumes(spec.data.resolve(), spec.checkpoint_dir),
+        "volumes": dirs.volumes(
+            spec.data.resolve(), spec.checkpoint_dir, spec.weights.resolve() if spec.weights else None
+        ),
         "shm_size": spec.shm_size or dc.shm_size(client, len(hosts)),
         "device_requests": gpus.requests,
         "environment": {"TRAINING_JOB_NAME": job},
@@ -528,6 +533,13 @@ def _register_train(commands) -> None:
     p.add_argument("--output", type=Path, default=Path("byoc-local-train"), help="model/ and output/ go here")
     p.add_argument("--image", default=TRAIN_IMAGE, help=f"training image (default {TRAIN_IMAGE})")
     p.add_argument("--shm-size", type=_typed(dc.parse_size), help="/dev/shm per container (default: 1/4 of memory)")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        metavar="FILE",
+        help="pretrained weights (torchvision's .pth for --arch, or a state dict of your own) as the job's "
+        "'weights' channel: with --pretrained the job loads them instead of downloading",
+    )
     add_network(p)
     hp_args.add_options(p)
     p.set_defaults(func=_train_command)
@@ -544,6 +556,7 @@ def _train_command(args) -> int:
         image=args.image,
         shm_size=args.shm_size,
         network=args.network,
+        weights=args.weights,
     )
     result = train(spec)
     report_training(result, spec)

@@ -22,6 +22,7 @@ from byoc.core.errors import DataError
 from byoc.core.training_config import CHANNEL
 
 INSTANCE_TYPE = "local"
+WEIGHTS = "weights"  # the channel of pretrained weights (byoc.training.train.weights_file)
 
 
 def host_names(count: int) -> list[str]:
@@ -37,15 +38,19 @@ class HostDirs:
     model: Path
     output: Path
 
-    def volumes(self, data: Path, checkpoints: Path) -> dict[str, dict[str, str]]:
-        """The SDK's `volumes`: this host's /opt/ml, the data read-only as the training channel."""
-        return {
+    def volumes(self, data: Path, checkpoints: Path, weights: Path | None = None) -> dict[str, dict[str, str]]:
+        """The SDK's `volumes`: this host's /opt/ml, the data read-only as the training channel, and a
+        pretrained weights file, read-only, alone in the `weights` channel."""
+        volumes = {
             str(self.config): {"bind": "/opt/ml/input/config", "mode": "rw"},
             str(data): {"bind": f"/opt/ml/input/data/{CHANNEL}", "mode": "ro"},
             str(self.model): {"bind": "/opt/ml/model", "mode": "rw"},
             str(self.output): {"bind": "/opt/ml/output", "mode": "rw"},
             str(checkpoints): {"bind": "/opt/ml/checkpoints", "mode": "rw"},
         }
+        if weights is not None:
+            volumes[str(weights)] = {"bind": f"/opt/ml/input/data/{WEIGHTS}/{weights.name}", "mode": "ro"}
+        return volumes
 
 
 def check_data(root: Path) -> None:
@@ -67,9 +72,12 @@ def check_data(root: Path) -> None:
             raise DataError(f"--data: {folder} has no class folders with images (e.g. {folder}/001.cat/1.jpg)")
 
 
-def lay_out(output: Path, hosts: list[str], hyperparameters: dict[str, str], interface: str) -> list[HostDirs]:
-    """Every host's folders under `output`, with its three config files; empty model/ and output/,
-    as a SageMaker job starts with."""
+def lay_out(
+    output: Path, hosts: list[str], hyperparameters: dict[str, str], interface: str, weights: bool = False
+) -> list[HostDirs]:
+    """Every host's folders under `output`, with its three config files (the `weights` channel among the
+    channels when the job has one); empty model/ and output/, as a SageMaker job starts with."""
+    channels = (CHANNEL, WEIGHTS) if weights else (CHANNEL,)
     dirs = []
     for host in hosts:
         own = output / "hosts" / host
@@ -82,7 +90,8 @@ def lay_out(output: Path, hosts: list[str], hyperparameters: dict[str, str], int
         )
         for folder in (found.config, found.model, found.output / "data"):
             folder.mkdir(parents=True, exist_ok=True)
-        for name, text in training_config.documents(host, hosts, hyperparameters, INSTANCE_TYPE, interface).items():
+        documents = training_config.documents(host, hosts, hyperparameters, INSTANCE_TYPE, interface, channels)
+        for name, text in documents.items():
             (found.config / name).write_text(text)
         dirs.append(found)
     return dirs

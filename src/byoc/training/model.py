@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from torchvision import models
 
-from byoc.core.architecture import build, head_name
+from byoc.core import pretrained
+from byoc.core.architecture import build, head_name, pretrained_fit
 from byoc.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -18,10 +19,7 @@ log = logging.getLogger(__name__)
 
 def _load_pretrained(model: nn.Module, arch: str, weights_file: Path | None) -> None:
     if weights_file is not None:
-        state = torch.load(weights_file, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-        source = str(weights_file)
+        state, source = _channel_state(weights_file, arch), str(weights_file)
     else:
         weights = models.get_model_weights(arch).DEFAULT
         try:
@@ -30,14 +28,11 @@ def _load_pretrained(model: nn.Module, arch: str, weights_file: Path | None) -> 
             raise ConfigError(
                 f"could not download the pretrained {arch} weights ({type(exc).__name__}: {exc}). "
                 "Without network access set the hyperparameter pretrained=false, or add a channel "
-                "named 'weights' holding a .pth state dict for this architecture."
+                "named 'weights' holding a .pth state dict for this architecture "
+                f"(`byoc weights upload --arch {arch}` puts torchvision's there)."
             ) from exc
         source = weights.url
-    head = head_name(model)
-    own = model.state_dict()
-    # The head is replaced for our classes, so its pretrained weights never fit.
-    usable = {k: v for k, v in state.items() if not k.startswith(head + ".") and k in own and own[k].shape == v.shape}
-    missing = [k for k in own if k not in usable and not k.startswith(head + ".")]
+    usable, missing = pretrained_fit(model, state)
     if missing:
         raise ConfigError(
             f"the pretrained weights from {source} do not fit {arch}: {len(missing)} tensors missing "
@@ -45,6 +40,21 @@ def _load_pretrained(model: nn.Module, arch: str, weights_file: Path | None) -> 
         )
     model.load_state_dict(usable, strict=False)
     log.info("loaded pretrained %s weights from %s", arch, source)
+
+
+def _channel_state(weights_file: Path, arch: str) -> object:
+    """The 'weights' channel's file, loaded without running pickled code, once its name and bytes are
+    those torchvision published for `arch` (byoc.core.pretrained); a file of another name is judged by
+    its tensors alone."""
+    found = pretrained.problem(weights_file, arch)
+    if found:
+        raise ConfigError(f"the 'weights' channel: {found}")
+    try:
+        return torch.load(weights_file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for pickled code, RuntimeError for a damaged archive, ...
+        raise ConfigError(
+            f"the 'weights' channel: {weights_file.name} does not load as a state dict ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def create(

@@ -157,6 +157,9 @@ def weights_file(job: Job) -> Path | None:
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix in (".pth", ".pt"))
     if not files:
         raise ConfigError(f"the 'weights' channel {folder} holds no .pth or .pt file")
+    if len(files) > 1:  # which one the job started from would be a guess
+        names = ", ".join(p.name for p in files)
+        raise ConfigError(f"the 'weights' channel {folder} holds {len(files)} weights files ({names}): keep one")
     return files[0]
 
 
