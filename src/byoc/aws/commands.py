@@ -24,6 +24,7 @@ from byoc.aws import (
     rollout,
     s3data,
     sagemaker_role,
+    security,
     session,
     status,
     target_models,
@@ -114,6 +115,7 @@ def register(sub) -> None:
     _register_transform(sub)
     _register_predict(sub)
     _register_models(sub)
+    security.register(sub, _command)
     for command, helptext, handler in (
         ("status", "what exists for NAME, its state and hourly cost", _status),
         ("stop", "stop NAME's running training, tuning and transform jobs (endpoints keep running)", _stop),
@@ -228,6 +230,7 @@ def _job_spec(aws, args, command: str) -> jobs.JobSpec:
         role=args.role or sagemaker_role.default_arn(aws, args.name),
         output=args.output or f"s3://{bucket}/{sagemaker_role.output_prefix(args.name)}",
         hyperparameters=hyperparameters,
+        security=security.load(aws, args.name, bucket),
     )
     jobs.definition(spec)  # the settings' own checks before those that read the account
     preflight.training(aws, spec, command, args.skip_checks)
@@ -319,6 +322,7 @@ def _ec2_train(aws, args) -> int:
         args,
         image=args.image or ecr.image_uri(aws, ecr.TRAIN_REPO),
         hyperparameters=hyperparameters,
+        security=security.load(aws, args.name, _data_uri(args.data).removeprefix("s3://").split("/", 1)[0]),
     )
     spec.check()  # the settings' own checks before those that read the account
     preflight.ec2(aws, spec, args.skip_checks)
@@ -588,6 +592,7 @@ def _deploy(aws, args) -> int:
         serverless=_spec(endpoint.ServerlessSpec, args) if args.serverless else None,
         instance_type=args.instance_type or DEFAULT_INSTANCE_TYPE,
         instance_count=1 if args.instance_count is None else args.instance_count,
+        security=security.load(aws, args.name),
     )
     endpoint.model_request(spec)  # the settings' own checks before those that read the account
     preflight.deploy(aws, spec, args.skip_checks)
@@ -626,6 +631,7 @@ def _lambda_deploy(aws, args) -> int:
         args,
         source=args.source or lambda_deploy.default_source(),
         environment=_pairs(args.env, "--env"),
+        security=security.load(aws, args.name),
     )
     lambda_deploy.validate(spec)  # the settings' own checks before those that read the account
     lambda_deploy.package(spec.source)
@@ -750,6 +756,7 @@ def _batch_transform(args) -> int:
             role=args.role or sagemaker_role.default_arn(aws, args.name),
             content_type=args.content_type or bt.X_IMAGE,
             batch_strategy=strategy,
+            security=security.load(aws, args.name),
         )
         transform_job.transform_request(spec, "model")  # the settings' own checks first
         preflight.transform(aws, spec, args.skip_checks)

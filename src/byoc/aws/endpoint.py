@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from byoc.aws import ecr, pricing, validator, waiting
 from byoc.aws.sagemaker_role import output_prefix
+from byoc.aws.security import Profile, apply_endpoint_config, apply_model
 from byoc.aws.session import Aws, AwsError, digest, error_code, find, owned, say, tags_list
 from byoc.core import gpu_support
 from byoc.core.errors import ConfigError
@@ -143,6 +144,7 @@ class DeploySpec:
     asynchronous: AsyncSpec | None = None  # None: a real-time endpoint
     multi_model: bool = False
     serverless: ServerlessSpec | None = None  # None: instance-backed
+    security: Profile | None = None  # NAME's security profile (byoc.aws.security)
 
     def __post_init__(self) -> None:
         kinds = [
@@ -225,7 +227,9 @@ def model_request(spec: DeploySpec) -> dict:
     }
     if spec.multi_model:  # absent otherwise, so single-model endpoints keep the names they had
         container["Mode"] = "MultiModel"
-    body = {"PrimaryContainer": container, "ExecutionRoleArn": spec.role}
+    body = apply_model(
+        {"PrimaryContainer": container, "ExecutionRoleArn": spec.role}, spec.security, bool(spec.serverless)
+    )
     return {"ModelName": f"{spec.name}-m-{digest(body)}", **body, "Tags": tags_list(spec.name)}
 
 
@@ -248,6 +252,7 @@ def config_request(spec: DeploySpec, model_name: str) -> dict:
     body: dict = {"ProductionVariants": [variant]}
     if spec.asynchronous:  # absent for real-time, so real-time configs keep the names they had
         body["AsyncInferenceConfig"] = spec.asynchronous.request()
+    apply_endpoint_config(body, spec.security, None if spec.serverless else spec.instance_type)
     return {"EndpointConfigName": f"{spec.name}-c-{digest(body)}", **body, "Tags": tags_list(spec.name)}
 
 
