@@ -15,8 +15,8 @@ import functools
 import json
 import re
 from collections.abc import Callable
-from typing import Any
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from botocore.exceptions import ClientError
 
