@@ -622,6 +622,7 @@ def register(sub, command: Callable) -> None:
     p = sub.add_parser("security", help="NAME's security profile: private subnets, KMS key, network isolation")
     actions = p.add_subparsers(dest="security_command", metavar="ACTION", required=True)
     s = command(actions, "set", "set (or change) the profile every command applies", _set)
+    s.set_defaults(func=_flags_first(s.get_default("func")))
     s.add_argument("--bucket", help="where the profile is stored (default: the bucket of `byoc sagemaker-role`)")
     s.add_argument("--subnets", nargs="+", metavar="SUBNET", help="private subnets (1-16) jobs and endpoints run in")
     s.add_argument("--security-groups", nargs="+", metavar="SG", help="security groups (1-5) for them")
@@ -636,6 +637,16 @@ def register(sub, command: Callable) -> None:
     s.add_argument("--encrypt-inter-container", action="store_true", help="encrypt traffic between training hosts")
     command(actions, "show", "print the profile", _show)
     command(actions, "clear", "remove the profile (what it created stays until teardown)", _clear)
+
+
+def _flags_first(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """`run`, once the flags' own checks pass (before any AWS call, credentials included)."""
+
+    def checked(args: argparse.Namespace) -> int:
+        _check_flags(args)
+        return run(args)
+
+    return checked
 
 
 def _set(aws: Aws, args: argparse.Namespace) -> int:
