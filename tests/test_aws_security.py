@@ -230,3 +230,177 @@ def test_serverless_is_refused_with_a_private_profile():
     )
     with pytest.raises(validator.ConfigError, match="serverless"):
         endpoint.model_request(spec)
+
+
+# --- every creating call of a NAME with a profile ---
+
+
+def _lacking(operation: str, request: dict, profile: security.Profile) -> list[str]:
+    """The profile's fields a creating request lacks (empty: it carries them all)."""
+    key, vpc = profile.kms_key, profile.vpc_config()
+    need: dict[str, object] = {}
+    job = request.get("TrainingJobDefinition", request)
+    if operation in ("CreateTrainingJob", "CreateHyperParameterTuningJob"):
+        need = {
+            "VpcConfig": (job.get("VpcConfig"), vpc),
+            "EnableNetworkIsolation": (job.get("EnableNetworkIsolation"), True),
+            "EnableInterContainerTrafficEncryption": (job.get("EnableInterContainerTrafficEncryption"), True),
+            "OutputDataConfig.KmsKeyId": (job["OutputDataConfig"].get("KmsKeyId"), key),
+            "ResourceConfig.VolumeKmsKeyId": (job["ResourceConfig"].get("VolumeKmsKeyId"), key),
+        }
+    elif operation == "CreateModel":
+        need = {
+            "VpcConfig": (request.get("VpcConfig"), vpc),
+            "EnableNetworkIsolation": (request.get("EnableNetworkIsolation"), True),
+        }
+    elif operation == "CreateEndpointConfig":
+        need = {"KmsKeyId": (request.get("KmsKeyId"), key)}
+        if "AsyncInferenceConfig" in request:
+            need["AsyncOutput.KmsKeyId"] = (request["AsyncInferenceConfig"]["OutputConfig"].get("KmsKeyId"), key)
+    elif operation == "CreateTransformJob":
+        need = {
+            "TransformOutput.KmsKeyId": (request["TransformOutput"].get("KmsKeyId"), key),
+            "TransformResources.VolumeKmsKeyId": (request["TransformResources"].get("VolumeKmsKeyId"), key),
+        }
+    elif operation == "CreateFunction":
+        lambda_vpc = {"SubnetIds": vpc["Subnets"], "SecurityGroupIds": vpc["SecurityGroupIds"]}  # type: ignore[index]
+        need = {"VpcConfig": (request.get("VpcConfig"), lambda_vpc), "KMSKeyArn": (request.get("KMSKeyArn"), key)}
+    elif operation == "RunInstances":
+        (interface,) = request.get("NetworkInterfaces") or [{}]
+        ebs = request["BlockDeviceMappings"][0]["Ebs"]
+        need = {
+            "subnet": (interface.get("SubnetId") in profile.subnets, True),
+            "Groups": (interface.get("Groups"), list(profile.security_groups)),
+            "AssociatePublicIpAddress": (interface.get("AssociatePublicIpAddress"), False),
+            "Ebs.Encrypted": (ebs.get("Encrypted"), True),
+            "Ebs.KmsKeyId": (ebs.get("KmsKeyId"), key),
+        }
+    return [field for field, (have, want) in need.items() if have != want]
+
+
+CREATING = (
+    "CreateTrainingJob",
+    "CreateHyperParameterTuningJob",
+    "CreateModel",
+    "CreateEndpointConfig",
+    "CreateTransformJob",
+    "CreateFunction",
+    "RunInstances",
+)
+
+
+def _private_profile(capsys, name: str, net: dict) -> security.Profile:
+    role(capsys, name)
+    byoc(
+        capsys,
+        "security",
+        "set",
+        "--name",
+        name,
+        "--subnets",
+        *net["private"],
+        "--security-groups",
+        net["group"],
+        "--kms-key",
+        "create",
+        "--network-isolation",
+        "--encrypt-inter-container",
+    )
+    profile = security.load(session(), name)
+    assert profile is not None
+    return profile
+
+
+def test_every_creating_call_of_a_name_with_a_profile_carries_its_fields(aws, capsys, monkeypatch):
+    from byoc.aws import ec2_train
+
+    sent: list[tuple[str, dict]] = []
+    check = validator.check
+
+    def recording(client, operation, params):
+        sent.append((operation, params))
+        return check(client, operation, params)
+
+    monkeypatch.setattr(validator, "check", recording)
+    monkeypatch.setattr(ec2_train, "AMI_PARAMETER", "/byoc-test/dlami/ami-id")
+    ami = boto3.client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    boto3.client("ssm").put_parameter(Name="/byoc-test/dlami/ami-id", Value=ami, Type="String", Overwrite=True)
+    net = network()
+    name = "sec-walk"
+    profile = _private_profile(capsys, name, net)
+    data = f"s3://{BUCKET}/dogImages"
+    model = f"s3://{BUCKET}/byoc/{name}/model.tar.gz"
+    job = ("--name", name, "--data", data, "--instance-type", "ml.m5.xlarge", "--hp", "pretrained=false")
+    byoc(capsys, "train-job", *job, "--instance-count", "2", "--no-wait", "--skip-checks")
+    byoc(capsys, "tune", *job, "--max-jobs", "2", "--max-parallel", "1", "--no-wait", "--skip-checks")
+    byoc(capsys, "deploy", "--name", name, "--model-data", model, "--poll", "0.05")
+    byoc(
+        capsys,
+        "batch-transform",
+        "--name",
+        name,
+        "--model-data",
+        model,
+        "--input",
+        f"s3://{BUCKET}/in/",
+        "--output",
+        f"s3://{BUCKET}/out/",
+        "--no-wait",
+        "--skip-checks",
+    )
+    byoc(capsys, "lambda-deploy", "--name", name, "--function", f"{name}-classify", "--poll", "0.05")
+    byoc(capsys, "ec2-train", "--name", name, "--data", data, "--hp", "pretrained=false", "--no-wait")
+    other = _private_profile(capsys, "sec-async", net)
+    byoc(
+        capsys,
+        "deploy",
+        "--name",
+        "sec-async",
+        "--model-data",
+        f"s3://{BUCKET}/byoc/sec-async/model.tar.gz",
+        "--async",
+        "--async-output",
+        f"s3://{BUCKET}/byoc/sec-async/results/",
+        "--poll",
+        "0.05",
+    )
+
+    creating = [(op, params) for op, params in sent if op in CREATING]
+    assert {op for op, _ in creating} == set(CREATING)  # the walk reached every kind of creating call
+    for op, params in creating:
+        owner = (
+            other if params.get("EndpointConfigName", params.get("ModelName", "")).startswith("sec-async") else profile
+        )
+        assert _lacking(op, params, owner) == [], (op, params)
+    assert any("AsyncInferenceConfig" in p for op, p in creating if op == "CreateEndpointConfig")
+
+    # the roles carry the profile's permissions
+    iam = boto3.client("iam")
+    for role_name in (f"byoc-{name}-sagemaker", f"byoc-{name}-lambda"):
+        policy = iam.get_role_policy(RoleName=role_name, PolicyName=security.SECURITY_POLICY)["PolicyDocument"]
+        assert profile.kms_key in json.dumps(policy)
+    assert "security profile (s3://" in byoc(capsys, "status", "--name", name)
+
+    # teardown: the key byoc created is scheduled for deletion and its alias removed; the profile goes
+    out = byoc(capsys, "teardown", "--name", name, "--poll", "0.05")
+    assert f"deleting KMS key {profile.kms_key}" in out
+    kms = boto3.client("kms")
+    assert kms.describe_key(KeyId=profile.kms_key)["KeyMetadata"]["KeyState"] == "PendingDeletion"
+    assert security.key_alias(name) not in {a["AliasName"] for a in kms.list_aliases()["Aliases"]}
+    assert "byoc/sec-walk/security.json" not in {
+        o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="byoc/sec-walk/").get("Contents", [])
+    }
+
+
+def test_teardown_keeps_a_customer_key(aws, capsys):
+    kms = boto3.client("kms")
+    key = kms.create_key(Description="the customer's own")["KeyMetadata"]
+    kms.create_alias(AliasName="alias/customer-own", TargetKeyId=key["KeyId"])
+    role(capsys, "sec-own")
+    byoc(capsys, "security", "set", "--name", "sec-own", "--kms-key", "alias/customer-own")
+    profile = security.load(session(), "sec-own")
+    assert profile is not None and profile.kms_key == key["Arn"] and not profile.created_key  # alias resolved
+    out = byoc(capsys, "teardown", "--name", "sec-own", "--poll", "0.05")
+    assert f"keeping KMS key {key['Arn']}" in out
+    assert kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["KeyState"] == "Enabled"
+    assert security.load(session(), "sec-own") is None

@@ -701,7 +701,7 @@ def teardown_steps(aws: Aws, name: str) -> list[tuple[str, Callable[[], object]]
 
         def schedule(key: str = key) -> None:
             kms.delete_alias(AliasName=key_alias(name))
-            kms.schedule_key_deletion(KeyId=key, PendingWindowInDays=KEY_DELETION_DAYS)
+            kms.schedule_key_deletion(KeyId=key.rsplit("/", 1)[1], PendingWindowInDays=KEY_DELETION_DAYS)
 
         steps.append(
             (f"KMS key {key} (alias {key_alias(name)} removed, deletion in {KEY_DELETION_DAYS} days)", schedule)
