@@ -404,3 +404,58 @@ def test_teardown_keeps_a_customer_key(aws, capsys):
     assert f"keeping KMS key {key['Arn']}" in out
     assert kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["KeyState"] == "Enabled"
     assert security.load(session(), "sec-own") is None
+
+
+def test_set_again_changes_only_what_it_names_and_roles_keep_the_policy_on_rerun(aws, capsys):
+    net = network()
+    role(capsys, "sec-rerun")
+    byoc(capsys, "security", "set", "--name", "sec-rerun", "--kms-key", "create")
+    first = security.load(session(), "sec-rerun")
+    assert first is not None and first.created_key and not first.subnets
+    out = byoc(
+        capsys,
+        "security",
+        "set",
+        "--name",
+        "sec-rerun",
+        "--kms-key",
+        "create",
+        "--subnets",
+        *net["private"],
+        "--security-groups",
+        net["group"],
+    )
+    assert f"KMS key {first.kms_key} (alias/byoc/sec-rerun) exists" in out  # the same key, not a second one
+    second = security.load(session(), "sec-rerun")
+    assert second is not None and second.kms_key == first.kms_key and second.subnets == tuple(net["private"])
+    # a rerun of sagemaker-role converges the role to its generated policies, the profile's among them
+    byoc(capsys, "sagemaker-role", "--name", "sec-rerun", "--bucket", BUCKET)
+    iam = boto3.client("iam")
+    names = iam.list_role_policies(RoleName="byoc-sec-rerun-sagemaker")["PolicyNames"]
+    assert security.SECURITY_POLICY in names
+    document = iam.get_role_policy(RoleName="byoc-sec-rerun-sagemaker", PolicyName=security.SECURITY_POLICY)
+    assert document["PolicyDocument"] == policies.sagemaker_security(
+        session().arn, REGION, list(second.subnets), list(second.security_groups), second.kms_key
+    )
+    assert "subnets " + ", ".join(net["private"]) in byoc(capsys, "security", "show", "--name", "sec-rerun")
+    # clear: the profile and the roles' policy go; the key stays until teardown
+    out = byoc(capsys, "security", "clear", "--name", "sec-rerun")
+    assert "kept until `byoc teardown --name sec-rerun`" in out
+    assert security.load(session(), "sec-rerun") is None
+    assert security.SECURITY_POLICY not in iam.list_role_policies(RoleName="byoc-sec-rerun-sagemaker")["PolicyNames"]
+    assert boto3.client("kms").describe_key(KeyId=first.kms_key)["KeyMetadata"]["KeyState"] == "Enabled"
+    assert "has no security profile" in byoc(capsys, "security", "show", "--name", "sec-rerun")
+
+
+def test_a_profile_needs_a_bucket_and_flags_that_fit_together(aws, capsys):
+    assert main(["security", "set", "--name", "sec-none", "--network-isolation"]) == 1
+    assert "sagemaker-role" in capsys.readouterr().err  # no role, no --bucket: nowhere to store it
+    for argv, message in (
+        (["--subnets", "subnet-0123abcd"], "--subnets needs --security-groups"),
+        (["--vpc", "auto", "--subnets", "subnet-0123abcd", "--security-groups", "sg-0123abcd"], "pick one"),
+        (["--subnets", "private-a", "--security-groups", "sg-0123abcd"], "not an ID of that kind"),
+        (["--create-s3-endpoint"], "goes with --vpc"),
+        (["--vpc", "default"], "auto, or a VPC ID"),
+    ):
+        assert main(["security", "set", "--name", "sec-none", *argv]) == 1
+        assert message in capsys.readouterr().err
