@@ -4,6 +4,7 @@ profile's fields, the roles' exact permissions, status and teardown."""
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.request
 
@@ -376,9 +377,15 @@ def test_every_creating_call_of_a_name_with_a_profile_carries_its_fields(aws, ca
 
     # the roles carry the profile's permissions
     iam = boto3.client("iam")
-    for role_name in (f"byoc-{name}-sagemaker", f"byoc-{name}-lambda"):
-        policy = iam.get_role_policy(RoleName=role_name, PolicyName=security.SECURITY_POLICY)["PolicyDocument"]
+    for role_name, policy_name in (
+        (f"byoc-{name}-sagemaker", security.SECURITY_POLICY),
+        (f"byoc-{name}-lambda", security.SECURITY_POLICY),
+        (f"byoc-{name}-ec2", ec2_train.INLINE_POLICY),  # its uploads are encrypted with the key (user data)
+    ):
+        policy = iam.get_role_policy(RoleName=role_name, PolicyName=policy_name)["PolicyDocument"]
         assert profile.kms_key in json.dumps(policy)
+    (launch,) = [p for op, p in creating if op == "RunInstances"]
+    assert f"export BYOC_KMS_KEY={profile.kms_key}" in base64.b64decode(launch["UserData"]).decode()
     assert "security profile (s3://" in byoc(capsys, "status", "--name", name)
 
     # teardown: the key byoc created is scheduled for deletion and its alias removed; the profile goes

@@ -261,6 +261,8 @@ def instance_policy(aws: Aws, spec: Ec2Spec) -> dict:
         output_prefix(spec.name),
         [aws.arn("ecr", f"repository/{repository}")] if repository else [],
         aws.arn("logs", f"log-group:{log_group(spec.name)}"),
+        spec.security.kms_key if spec.security else None,
+        aws.region,
     )
 
 
@@ -313,6 +315,7 @@ def user_data_settings(aws: Aws, spec: Ec2Spec, job: str) -> dict[str, str]:
         "BYOC_SPOT": "1" if spec.spot else "0",
         "BYOC_INSTANCE_TYPE": spec.instance_type,
         "BYOC_GPU": "1" if is_gpu(spec.instance_type) else "0",  # the script fails when nvidia-smi does not answer
+        **({"BYOC_KMS_KEY": spec.security.kms_key} if spec.security and spec.security.kms_key else {}),
         **sagemaker_config(spec.instance_type, spec.hyperparameters),
     }
 

@@ -168,6 +168,8 @@ def ec2_training(
     job_prefix: str,
     repository_arns: list[str],
     log_group_arn: str,
+    key_arn: str | None = None,
+    region: str = "",
 ) -> dict:
     """What the `byoc ec2-train` instance needs and no more: read the data prefix, read and write its
     own job prefix (checkpoints down and up, the model, metrics and failure file), pull the training
@@ -212,8 +214,25 @@ def ec2_training(
                 "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
                 "Resource": log_stream_arns(log_group_arn),
             },
+            *_s3_key_statements(key_arn, region),
         ],
     }
+
+
+def _s3_key_statements(key_arn: str | None, region: str) -> list[dict]:
+    """With a security profile's key: S3 encrypts the instance's uploads with it (GenerateDataKey) and
+    decrypts its downloads (Decrypt), on the instance role's behalf only through S3."""
+    if not key_arn:
+        return []
+    return [
+        {
+            "Sid": "UseProfileKeyThroughS3",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": key_arn,
+            "Condition": _via(region, "s3"),
+        }
+    ]
 
 
 # --- the security profile's controls (byoc.aws.security): one more inline policy, only with a profile ---
