@@ -430,7 +430,7 @@ def key_format(value: str) -> str:
     """Which of KMS's four identifier formats `value` is in; a one-line error for none (KMS_FORMATS)."""
     for kind, pattern in KEY_FORMATS.items():
         if pattern.match(value):
-            if value.split("alias/", 1)[-1].startswith("aws/") and "alias/" in value:
+            if re.search(r"(^|:)alias/aws/", value):
                 raise ConfigError(
                     f"--kms-key {value}: an AWS managed key's policy lets only its own service use it; name a "
                     "customer managed key, or --kms-key create"
