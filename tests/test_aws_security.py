@@ -215,7 +215,17 @@ def test_each_control_adds_only_its_own_statements_and_none_without_a_profile():
         }
     ]
     assert findings(lam) == []
-    assert security.role_policies(None, None, "sagemaker") == {}  # type: ignore[arg-type]
+    assert security.role_policies(None, "n", None, "sagemaker") == {}  # type: ignore[arg-type]
+    deny = policies.sagemaker_security(_arn, REGION, [], [], None, "arn:aws:s3:::b/byoc/n/security.json")
+    assert deny["Statement"] == [
+        {
+            "Sid": "ProfileIsReadOnly",
+            "Effect": "Deny",
+            "Action": ["s3:DeleteObject", "s3:PutObject"],
+            "Resource": "arn:aws:s3:::b/byoc/n/security.json",
+        }
+    ]
+    assert findings(deny) == []
 
 
 def test_serverless_is_refused_with_a_private_profile():
@@ -442,7 +452,12 @@ def test_set_again_changes_only_what_it_names_and_roles_keep_the_policy_on_rerun
     assert security.SECURITY_POLICY in names
     document = iam.get_role_policy(RoleName="byoc-sec-rerun-sagemaker", PolicyName=security.SECURITY_POLICY)
     assert document["PolicyDocument"] == policies.sagemaker_security(
-        session().arn, REGION, list(second.subnets), list(second.security_groups), second.kms_key
+        session().arn,
+        REGION,
+        list(second.subnets),
+        list(second.security_groups),
+        second.kms_key,
+        f"arn:aws:s3:::{BUCKET}/byoc/sec-rerun/security.json",
     )
     assert "subnets " + ", ".join(net["private"]) in byoc(capsys, "security", "show", "--name", "sec-rerun")
     # clear: the profile and the roles' policy go; the key stays until teardown

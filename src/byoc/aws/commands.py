@@ -1,5 +1,5 @@
 """The AWS subcommands of `byoc`: data, sagemaker-role, train-job, tune, ec2-train, batch-transform, deploy,
-rollback, autoscale, predict, models, lambda-deploy, status, stop, teardown.
+rollback, autoscale, predict, models, lambda-deploy, security, status, stop, teardown.
 
 Each is idempotent (run it again to resume or to converge) and prints what it does.
 """

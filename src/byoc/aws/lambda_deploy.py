@@ -184,7 +184,7 @@ def deploy(aws: Aws, spec: LambdaSpec, poll: float = 5) -> dict:
             INLINE_POLICY: policies.lambda_invoke(
                 endpoint_arn(aws, spec.name), group, [f"arn:{aws.partition}:s3:::{b}/*" for b in spec.read_buckets]
             ),
-            **role_policies(aws, spec.security, "lambda"),
+            **role_policies(aws, spec.name, spec.security, "lambda"),
         },
         f"byoc {spec.name}: Lambda {spec.function} may invoke endpoint {spec.name} and write its own logs",
     )

@@ -298,7 +298,12 @@ def _via(region: str, *services: str) -> dict:
 
 
 def sagemaker_security(
-    arn: Callable[[str, str], str], region: str, subnets: list[str], groups: list[str], key_arn: str | None
+    arn: Callable[[str, str], str],
+    region: str,
+    subnets: list[str],
+    groups: list[str],
+    key_arn: str | None,
+    profile_object: str | None = None,
 ) -> dict:
     """The SageMaker execution role's permissions for a profile: VPC mode's network interfaces, and the
     key on its ARN only: Decrypt and GenerateDataKey through S3 and SageMaker (S3's SSE-KMS reads with
@@ -323,6 +328,15 @@ def sagemaker_security(
             },
             {"Sid": "DescribeProfileKey", "Effect": "Allow", "Action": "kms:DescribeKey", "Resource": key_arn},
         ]
+    if profile_object:  # the role writes under byoc/NAME/, where the profile is: never the profile itself
+        statements.append(
+            {
+                "Sid": "ProfileIsReadOnly",
+                "Effect": "Deny",
+                "Action": ["s3:DeleteObject", "s3:PutObject"],
+                "Resource": profile_object,
+            }
+        )
     return {"Version": VERSION, "Statement": statements}
 
 

@@ -35,7 +35,7 @@ def ensure(aws: Aws, name: str, bucket: str, data_prefixes: list[str]) -> str:
         name,
         iam.role_name(name, "sagemaker"),
         policies.trust("sagemaker.amazonaws.com"),
-        {INLINE_POLICY: document, **security.role_policies(aws, security.load(aws, name, bucket), "sagemaker")},
+        {INLINE_POLICY: document, **security.role_policies(aws, name, security.load(aws, name, bucket), "sagemaker")},
         f"byoc {name}: SageMaker jobs and endpoints reading s3://{bucket} and writing "
         f"s3://{bucket}/{output_prefix(name)}",
     )

@@ -248,13 +248,20 @@ def lambda_settings(profile: Profile | None) -> dict:
 # --- the roles' permissions for the profile ---
 
 
-def role_policies(aws: Aws, profile: Profile | None, purpose: str) -> dict[str, dict]:
-    """{SECURITY_POLICY: document} for role `purpose` (sagemaker or lambda) of a NAME with `profile`; {}
-    without one, or when its controls need no permission."""
+def role_policies(aws: Aws, name: str, profile: Profile | None, purpose: str) -> dict[str, dict]:
+    """{SECURITY_POLICY: document} for role `purpose` (sagemaker or lambda) of NAME with `profile`; {}
+    without one, or when its controls need no permission. The execution role may write under
+    byoc/NAME/, where the profile lives, so its policy denies writing the profile: a job's container
+    cannot loosen what later commands apply."""
     if profile is None:
         return {}
-    make: Callable = policies.sagemaker_security if purpose == "sagemaker" else policies.lambda_security
-    document = make(aws.arn, aws.region, list(profile.subnets), list(profile.security_groups), profile.kms_key)
+    network = (aws.arn, aws.region, list(profile.subnets), list(profile.security_groups), profile.kms_key)
+    if purpose == "sagemaker":
+        document = policies.sagemaker_security(
+            *network, profile_object=f"arn:{aws.partition}:s3:::{profile.bucket}/{profile_key(name)}"
+        )
+    else:
+        document = policies.lambda_security(*network)
     return {SECURITY_POLICY: document} if document["Statement"] else {}
 
 
@@ -267,7 +274,7 @@ def update_roles(aws: Aws, name: str, profile: Profile | None) -> None:
         found = find(client.get_role, RoleName=role)
         if found is None or not owned(found["Role"].get("Tags"), name):
             continue
-        wanted = role_policies(aws, profile, purpose)
+        wanted = role_policies(aws, name, profile, purpose)
         if wanted:
             say(f"IAM role {role}: inline policy {SECURITY_POLICY} for the profile's controls")
             client.put_role_policy(
