@@ -675,8 +675,13 @@ def _clear(aws: Aws, args: argparse.Namespace) -> int:
 
 
 def status_lines(aws: Aws, name: str) -> Profile | None:
-    """`byoc status`'s security part."""
-    profile = load(aws, name)
+    """`byoc status`'s security part (a profile these credentials cannot read is said, not fatal: status
+    reports; the commands that create refuse to run without it)."""
+    try:
+        profile = load(aws, name)
+    except AwsError as exc:
+        say(f"  security profile: {exc}")
+        return None
     if profile is None:
         say("  security profile: none")
         return None
