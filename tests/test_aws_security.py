@@ -481,3 +481,29 @@ def test_a_profile_needs_a_bucket_and_flags_that_fit_together(aws, capsys):
     ):
         assert main(["security", "set", "--name", "sec-none", *argv]) == 1
         assert message in capsys.readouterr().err
+
+
+def test_an_unreadable_profile_stops_a_creating_command_and_status_reports_it(capsys):
+    from botocore.stub import Stubber
+
+    from byoc.aws.session import AwsError
+    from tests.helpers.ec2 import fake_aws
+
+    iam, s3 = (boto3.client(s, region_name=REGION) for s in ("iam", "s3"))
+    document = {"Statement": [{"Sid": "WriteOutputs", "Resource": "arn:aws:s3:::b/byoc/n/*"}]}
+    with Stubber(iam) as iam_stub, Stubber(s3) as s3_stub:
+        for _ in range(2):
+            iam_stub.add_response(
+                "get_role_policy",
+                {
+                    "RoleName": "byoc-n-sagemaker",
+                    "PolicyName": "byoc-training-and-hosting",
+                    "PolicyDocument": json.dumps(document),
+                },
+            )
+            s3_stub.add_client_error("get_object", "AccessDenied", http_status_code=403)
+        aws = fake_aws(iam=iam, s3=s3)
+        with pytest.raises(AwsError, match="cannot read the security profile s3://b/byoc/n/security.json"):
+            security.load(aws, "n")  # never "no profile": the job would run outside it
+        assert security.status_lines(aws, "n") is None
+    assert "security profile: cannot read" in capsys.readouterr().out
