@@ -460,6 +460,11 @@ def test_set_again_changes_only_what_it_names_and_roles_keep_the_policy_on_rerun
         f"arn:aws:s3:::{BUCKET}/byoc/sec-rerun/security.json",
     )
     assert "subnets " + ", ".join(net["private"]) in byoc(capsys, "security", "show", "--name", "sec-rerun")
+    byoc(capsys, "security", "set", "--name", "sec-rerun", "--network-isolation")
+    assert security.load(session(), "sec-rerun").network_isolation  # type: ignore[union-attr]
+    byoc(capsys, "security", "set", "--name", "sec-rerun", "--no-network-isolation")
+    third = security.load(session(), "sec-rerun")
+    assert third is not None and not third.network_isolation and third.kms_key == first.kms_key
     # clear: the profile and the roles' policy go; the key stays until teardown
     out = byoc(capsys, "security", "clear", "--name", "sec-rerun")
     assert "kept until `byoc teardown --name sec-rerun`" in out

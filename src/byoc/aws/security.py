@@ -585,8 +585,10 @@ def set_profile(aws: Aws, args: argparse.Namespace) -> Profile:
         subnets=tuple(subnets),
         security_groups=tuple(groups),
         kms_key=key,
-        network_isolation=args.network_isolation or old.network_isolation,
-        encrypt_inter_container=args.encrypt_inter_container or old.encrypt_inter_container,
+        network_isolation=old.network_isolation if args.network_isolation is None else args.network_isolation,
+        encrypt_inter_container=(
+            old.encrypt_inter_container if args.encrypt_inter_container is None else args.encrypt_inter_container
+        ),
         created_key=created_key,
         vpc=vpc,
         s3_endpoint=endpoint,
@@ -640,8 +642,16 @@ def register(sub, command: Callable) -> None:
     s.add_argument(
         "--kms-key", metavar="KEY|create", help="key ID, key ARN, alias/NAME or alias ARN; create: a new key"
     )
-    s.add_argument("--network-isolation", action="store_true", help="containers get no network (weights as a channel)")
-    s.add_argument("--encrypt-inter-container", action="store_true", help="encrypt traffic between training hosts")
+    s.add_argument(
+        "--network-isolation",
+        action=argparse.BooleanOptionalAction,
+        help="containers get no network (weights as a channel); --no-network-isolation turns it off",
+    )
+    s.add_argument(
+        "--encrypt-inter-container",
+        action=argparse.BooleanOptionalAction,
+        help="encrypt traffic between training hosts; --no-encrypt-inter-container turns it off",
+    )
     command(actions, "show", "print the profile", _show)
     command(actions, "clear", "remove the profile (what it created stays until teardown)", _clear)
 
