@@ -472,6 +472,8 @@ def test_set_again_changes_only_what_it_names_and_roles_keep_the_policy_on_rerun
     assert security.SECURITY_POLICY not in iam.list_role_policies(RoleName="byoc-sec-rerun-sagemaker")["PolicyNames"]
     assert boto3.client("kms").describe_key(KeyId=first.kms_key)["KeyMetadata"]["KeyState"] == "Enabled"
     assert "has no security profile" in byoc(capsys, "security", "show", "--name", "sec-rerun")
+    assert main(["security", "set", "--name", "sec-rerun", "--bucket", "another-bucket", "--network-isolation"]) == 1
+    assert f"execution role uses {BUCKET}" in capsys.readouterr().err
 
 
 def test_a_profile_needs_a_bucket_and_flags_that_fit_together(aws, capsys):

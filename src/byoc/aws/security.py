@@ -555,7 +555,10 @@ def _check_flags(args: argparse.Namespace) -> None:
 def set_profile(aws: Aws, args: argparse.Namespace) -> Profile:
     """`byoc security set`: check the flags and what they name, store the profile, update the roles."""
     _check_flags(args)
-    bucket = args.bucket or role_bucket(aws, args.name)
+    bucket, owner = args.bucket, role_bucket(aws, args.name)
+    if bucket and owner and bucket != owner:  # every command looks in the role's bucket first
+        raise ConfigError(f"--bucket {bucket}: {args.name}'s execution role uses {owner}; the profile goes there")
+    bucket = bucket or owner
     if not bucket:
         raise ConfigError(
             f"no bucket for {args.name}: run `byoc sagemaker-role --name {args.name} --bucket BUCKET` first, "
