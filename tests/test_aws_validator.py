@@ -160,6 +160,11 @@ TARGET = {
     "ScalableDimension": POLICY["ScalableDimension"],
 }
 PERMISSION = {"FunctionName": "f", "StatementId": "s", "Principal": "123456789012"}
+KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+VPC_GOOD = {"Subnets": ["subnet-0123abcd"], "SecurityGroupIds": ["sg-0123abcd"]}
+VPC_BAD_GROUP = {"Subnets": ["subnet-0123abcd"], "SecurityGroupIds": ["default"]}
+G4DN_KEY = {"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 10, "VolumeKmsKeyId": KEY_ARN}
+INTERFACE = {"DeviceIndex": 0, "SubnetId": "subnet-0123abcd", "AssociatePublicIpAddress": False}
 TRANSFORM = {
     "TransformJobName": "t",
     "ModelName": "m",
@@ -437,6 +442,99 @@ CASES = {
         "PutImageTagMutability",
         {"repositoryName": "r", "imageTagMutability": "IMMUTABLE", **LATEST_EXCLUDED},
         {"repositoryName": "r", "imageTagMutability": "IMMUTABLE_WITH_EXCLUSION", **LATEST_EXCLUDED},
+    ),
+    # the security profile's fields (byoc.aws.security)
+    "training_vpc_ids": (
+        "sagemaker",
+        "CreateTrainingJob",
+        {**TRAINING_JOB, "VpcConfig": {"Subnets": ["private-a"], "SecurityGroupIds": ["sg-0123abcd"]}},
+        {**TRAINING_JOB, "VpcConfig": {"Subnets": ["subnet-0123abcd"], "SecurityGroupIds": ["sg-0123abcd"]}},
+    ),
+    "tuning_vpc_ids": (
+        "sagemaker",
+        "CreateHyperParameterTuningJob",
+        {**TUNING_JOB, "TrainingJobDefinition": {**TUNING_JOB["TrainingJobDefinition"], "VpcConfig": VPC_BAD_GROUP}},
+        {**TUNING_JOB, "TrainingJobDefinition": {**TUNING_JOB["TrainingJobDefinition"], "VpcConfig": VPC_GOOD}},
+    ),
+    "model_vpc_ids": (
+        "sagemaker",
+        "CreateModel",
+        {**model(), "VpcConfig": VPC_BAD_GROUP},
+        {**model(), "VpcConfig": VPC_GOOD},
+    ),
+    "training_volume_key": (
+        "sagemaker",
+        "CreateTrainingJob",
+        {**TRAINING_JOB, "ResourceConfig": {**TRAINING_JOB["ResourceConfig"], "VolumeKmsKeyId": "alias/mine"}},
+        {**TRAINING_JOB, "ResourceConfig": {**TRAINING_JOB["ResourceConfig"], "VolumeKmsKeyId": KEY_ARN}},
+    ),
+    "tuning_volume_key": (
+        "sagemaker",
+        "CreateHyperParameterTuningJob",
+        {**TUNING_JOB, "TrainingJobDefinition": {**TUNING_JOB["TrainingJobDefinition"], "ResourceConfig": G4DN_KEY}},
+        {
+            **TUNING_JOB,
+            "TrainingJobDefinition": {
+                **TUNING_JOB["TrainingJobDefinition"],
+                "ResourceConfig": {**G4DN_KEY, "InstanceType": "ml.m5.xlarge"},
+            },
+        },
+    ),
+    "transform_volume_key": (
+        "sagemaker",
+        "CreateTransformJob",
+        {
+            **TRANSFORM,
+            "TransformResources": {"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1, "VolumeKmsKeyId": KEY_ARN},
+        },
+        {
+            **TRANSFORM,
+            "TransformResources": {"InstanceType": "ml.c5.xlarge", "InstanceCount": 1, "VolumeKmsKeyId": KEY_ARN},
+        },
+    ),
+    "endpoint_key_local_storage": (
+        "sagemaker",
+        "CreateEndpointConfig",
+        {
+            "EndpointConfigName": "c",
+            "ProductionVariants": [{**VARIANT, "InstanceType": "ml.g5.xlarge"}],
+            "KmsKeyId": KEY_ARN,
+        },
+        {"EndpointConfigName": "c", "ProductionVariants": [VARIANT], "KmsKeyId": KEY_ARN},
+    ),
+    "alias_not_aws": (
+        "kms",
+        "CreateAlias",
+        {"AliasName": "alias/aws/mine", "TargetKeyId": "k"},
+        {"AliasName": "alias/byoc/mine", "TargetKeyId": "k"},
+    ),
+    "key_deletion_window": (
+        "kms",
+        "ScheduleKeyDeletion",
+        {"KeyId": "k", "PendingWindowInDays": 3},
+        {"KeyId": "k", "PendingWindowInDays": 30},
+    ),
+    "interface_owns_network": (
+        "ec2",
+        "RunInstances",
+        {"ImageId": "ami-1", "MinCount": 1, "MaxCount": 1, "SubnetId": "subnet-1", "NetworkInterfaces": [INTERFACE]},
+        {"ImageId": "ami-1", "MinCount": 1, "MaxCount": 1, "NetworkInterfaces": [INTERFACE]},
+    ),
+    "ebs_key_needs_encrypted": (
+        "ec2",
+        "RunInstances",
+        {
+            "ImageId": "ami-1",
+            "MinCount": 1,
+            "MaxCount": 1,
+            "BlockDeviceMappings": [{"DeviceName": "/dev/sda1", "Ebs": {"KmsKeyId": KEY_ARN}}],
+        },
+        {
+            "ImageId": "ami-1",
+            "MinCount": 1,
+            "MaxCount": 1,
+            "BlockDeviceMappings": [{"DeviceName": "/dev/sda1", "Ebs": {"KmsKeyId": KEY_ARN, "Encrypted": True}}],
+        },
     ),
 }
 CROSS_CALL = {"min_zero_only_async"}  # tested below, with the calls it spans

@@ -429,6 +429,109 @@ def runtime_within_frequency(params: dict, _client) -> Iterator[Breach]:
         )
 
 
+# --- the security profile's fields (byoc.aws.security) ---
+
+# EC2 IDs are the type's prefix and 8 or 17 hex digits (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/resource-ids.html);
+# VpcConfig's own pattern, [-0-9a-zA-Z]+, takes any word.
+VPC_IDS = {
+    "Subnets": re.compile(r"^subnet-([0-9a-f]{8}|[0-9a-f]{17})$"),
+    "SecurityGroupIds": re.compile(r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$"),
+}
+KEY_ID_OR_ARN = re.compile(
+    r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/)?([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})$"
+)
+
+
+def _vpc_ids(config: dict | None, at: str) -> Iterator[Breach]:
+    for member, pattern in VPC_IDS.items():
+        for i, value in enumerate((config or {}).get(member, [])):
+            if not pattern.match(value):
+                yield f"{at}VpcConfig.{member}[{i}]", f"{value!r} is not an ID of that kind ({pattern.pattern})"
+
+
+def training_vpc_ids(params: dict, _client) -> Iterator[Breach]:
+    """VpcConfig names subnets (subnet-...) and security groups (sg-...)."""
+    yield from _vpc_ids(params.get("VpcConfig"), "")
+
+
+def tuning_vpc_ids(params: dict, _client) -> Iterator[Breach]:
+    """The same for a tuning job's training jobs."""
+    yield from _vpc_ids(params.get("TrainingJobDefinition", {}).get("VpcConfig"), "TrainingJobDefinition.")
+
+
+def model_vpc_ids(params: dict, _client) -> Iterator[Breach]:
+    """The same for a model."""
+    yield from _vpc_ids(params.get("VpcConfig"), "")
+
+
+def _local_storage_key(resources: dict, key: str, at: str) -> Iterator[Breach]:
+    from byoc.aws.security import has_instance_store
+
+    itype = resources.get("InstanceType", "")
+    if key in resources and has_instance_store(itype):
+        yield f"{at}.{key}", f"not allowed on {itype}, whose local storage is encrypted by the instance"
+
+
+def training_volume_key(params: dict, _client) -> Iterator[Breach]:
+    """VolumeKmsKeyId: not on an instance type with local storage; a key ID or key ARN only."""
+    resources = params.get("ResourceConfig", {})
+    yield from _local_storage_key(resources, "VolumeKmsKeyId", "ResourceConfig")
+    if "VolumeKmsKeyId" in resources and not KEY_ID_OR_ARN.match(resources["VolumeKmsKeyId"]):
+        yield "ResourceConfig.VolumeKmsKeyId", "must be a key ID or a key ARN (no alias)"
+
+
+def tuning_volume_key(params: dict, _client) -> Iterator[Breach]:
+    """The same for a tuning job's training jobs."""
+    resources = params.get("TrainingJobDefinition", {}).get("ResourceConfig", {})
+    yield from _local_storage_key(resources, "VolumeKmsKeyId", "TrainingJobDefinition.ResourceConfig")
+
+
+def transform_volume_key(params: dict, _client) -> Iterator[Breach]:
+    """TransformResources.VolumeKmsKeyId: not on an instance type with local storage."""
+    yield from _local_storage_key(params.get("TransformResources", {}), "VolumeKmsKeyId", "TransformResources")
+
+
+def endpoint_key_local_storage(params: dict, _client) -> Iterator[Breach]:
+    """KmsKeyId: not when any variant's instance type has local storage (CreateEndpointConfig fails)."""
+    from byoc.aws.security import has_instance_store
+
+    if "KmsKeyId" not in params:
+        return
+    for at, variant in _variants(params):
+        itype = variant.get("InstanceType", "")
+        if has_instance_store(itype):
+            yield f"{at}.InstanceType", f"{itype} has local storage, encrypted by the instance: no KmsKeyId with it"
+
+
+def alias_not_aws(params: dict, _client) -> Iterator[Breach]:
+    """An alias name cannot begin with alias/aws/ (AWS managed keys' prefix)."""
+    if params.get("AliasName", "").startswith("alias/aws/"):
+        yield "AliasName", "alias/aws/ is reserved for AWS managed keys"
+
+
+def key_deletion_window(params: dict, _client) -> Iterator[Breach]:
+    """PendingWindowInDays is 7 to 30."""
+    days = params.get("PendingWindowInDays")
+    if days is not None and not 7 <= days <= 30:
+        yield "PendingWindowInDays", f"{days} is outside 7-30"
+
+
+def interface_owns_network(params: dict, _client) -> Iterator[Breach]:
+    """With NetworkInterfaces, the subnet and security groups go in the interface, not beside it."""
+    if params.get("NetworkInterfaces"):
+        for name in ("SubnetId", "SecurityGroupIds", "SecurityGroups"):
+            if name in params:
+                yield name, "give it in NetworkInterfaces[0] when NetworkInterfaces is given"
+
+
+def ebs_key_needs_encrypted(params: dict, _client) -> Iterator[Breach]:
+    """An EBS volume's KmsKeyId needs Encrypted true."""
+    for i, mapping in enumerate(params.get("BlockDeviceMappings", [])):
+        ebs = mapping.get("Ebs", {})
+        if "KmsKeyId" in ebs and not ebs.get("Encrypted"):
+            yield f"BlockDeviceMappings[{i}].Ebs.Encrypted", "must be true with KmsKeyId"
+
+
 # --- EC2 ---
 
 
@@ -508,7 +611,42 @@ MONITORING_RULES = [  # UpdateMonitoringSchedule takes the same config: its rule
 S3_API = "https://docs.aws.amazon.com/AmazonS3/latest/API"
 ECR_TAGS = "https://docs.aws.amazon.com/AmazonECR/latest/userguide/image-tag-mutability.html"
 
+VPC_CONFIG = f"{SAGEMAKER_API}/API_VpcConfig.html"
+EC2_API = "https://docs.aws.amazon.com/AWSEC2/latest/APIReference"
+KMS_API = "https://docs.aws.amazon.com/kms/latest/APIReference"
+
 RULES: list[Rule] = [
+    Rule("CreateTrainingJob", "training_vpc_ids", VPC_CONFIG, training_vpc_ids),
+    Rule("CreateHyperParameterTuningJob", "tuning_vpc_ids", VPC_CONFIG, tuning_vpc_ids),
+    Rule("CreateModel", "model_vpc_ids", VPC_CONFIG, model_vpc_ids),
+    Rule("CreateTrainingJob", "training_volume_key", f"{SAGEMAKER_API}/API_ResourceConfig.html", training_volume_key),
+    Rule(
+        "CreateHyperParameterTuningJob",
+        "tuning_volume_key",
+        f"{SAGEMAKER_API}/API_ResourceConfig.html",
+        tuning_volume_key,
+    ),
+    Rule(
+        "CreateTransformJob",
+        "transform_volume_key",
+        f"{SAGEMAKER_API}/API_TransformResources.html",
+        transform_volume_key,
+    ),
+    Rule(
+        "CreateEndpointConfig",
+        "endpoint_key_local_storage",
+        f"{SAGEMAKER_API}/API_CreateEndpointConfig.html",
+        endpoint_key_local_storage,
+    ),
+    Rule("CreateAlias", "alias_not_aws", f"{KMS_API}/API_CreateAlias.html", alias_not_aws),
+    Rule("ScheduleKeyDeletion", "key_deletion_window", f"{KMS_API}/API_ScheduleKeyDeletion.html", key_deletion_window),
+    Rule(
+        "RunInstances",
+        "interface_owns_network",
+        f"{EC2_API}/API_InstanceNetworkInterfaceSpecification.html",
+        interface_owns_network,
+    ),
+    Rule("RunInstances", "ebs_key_needs_encrypted", f"{EC2_API}/API_EbsBlockDevice.html", ebs_key_needs_encrypted),
     Rule("CreateTrainingJob", "spot_wait", SPOT, spot_wait),
     Rule("CreateHyperParameterTuningJob", "tuning_spot_wait", SPOT, tuning_spot_wait),
     Rule("CreateHyperParameterTuningJob", "hyperband_no_early_stopping", TUNING, hyperband_no_early_stopping),

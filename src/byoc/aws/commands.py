@@ -1,5 +1,5 @@
 """The AWS subcommands of `byoc`: data, sagemaker-role, train-job, tune, ec2-train, batch-transform, deploy,
-rollback, autoscale, predict, models, lambda-deploy, weights, monitor schedule, status, stop, teardown.
+rollback, autoscale, predict, models, lambda-deploy, weights, security, monitor schedule, status, stop, teardown.
 
 Each is idempotent (run it again to resume or to converge) and prints what it does.
 """
@@ -25,6 +25,7 @@ from byoc.aws import (
     rollout,
     s3data,
     sagemaker_role,
+    security,
     session,
     status,
     target_models,
@@ -118,6 +119,7 @@ def register(sub) -> None:
     _register_models(sub)
     monitoring.register_group(sub)
     weights.register(sub)
+    security.register(sub, _command)
     for command, helptext, handler in (
         ("status", "what exists for NAME, its state and hourly cost", _status),
         ("stop", "stop NAME's running training, tuning and transform jobs (endpoints keep running)", _stop),
@@ -232,6 +234,7 @@ def _job_spec(aws, args, command: str) -> jobs.JobSpec:
         role=args.role or sagemaker_role.default_arn(aws, args.name),
         output=args.output or f"s3://{bucket}/{sagemaker_role.output_prefix(args.name)}",
         hyperparameters=hyperparameters,
+        security=security.load(aws, args.name, bucket),
     )
     jobs.definition(spec)  # the settings' own checks before those that read the account
     preflight.training(aws, spec, command, args.skip_checks)
@@ -324,6 +327,7 @@ def _ec2_train(aws, args) -> int:
         args,
         image=args.image or ecr.image_uri(aws, ecr.TRAIN_REPO),
         hyperparameters=hyperparameters,
+        security=security.load(aws, args.name, _data_uri(args.data).removeprefix("s3://").split("/", 1)[0]),
     )
     spec.check()  # the settings' own checks before those that read the account
     preflight.ec2(aws, spec, args.skip_checks)
@@ -596,6 +600,7 @@ def _deploy(aws, args) -> int:
         instance_count=1 if args.instance_count is None else args.instance_count,
         capture=_capture(args),
         keep_capture=not args.no_capture,
+        security=security.load(aws, args.name),
     )
     endpoint.model_request(spec)  # the settings' own checks before those that read the account
     preflight.deploy(aws, spec, args.skip_checks)
@@ -634,6 +639,7 @@ def _lambda_deploy(aws, args) -> int:
         args,
         source=args.source or lambda_deploy.default_source(),
         environment=_pairs(args.env, "--env"),
+        security=security.load(aws, args.name),
     )
     lambda_deploy.validate(spec)  # the settings' own checks before those that read the account
     lambda_deploy.package(spec.source)
@@ -758,6 +764,7 @@ def _batch_transform(args) -> int:
             role=args.role or sagemaker_role.default_arn(aws, args.name),
             content_type=args.content_type or bt.X_IMAGE,
             batch_strategy=strategy,
+            security=security.load(aws, args.name),
         )
         transform_job.transform_request(spec, "model")  # the settings' own checks first
         preflight.transform(aws, spec, args.skip_checks)

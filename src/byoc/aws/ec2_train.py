@@ -28,6 +28,7 @@ from botocore.exceptions import ClientError
 from byoc.aws import iam, policies, pricing, waiting
 from byoc.aws.inventory import owned_instances, owned_log_group, owned_security_groups
 from byoc.aws.logtail import LogTail
+from byoc.aws.security import Profile
 from byoc.aws.session import NAME_TAG, Aws, AwsError, digest, find, owned, say, tags_list
 from byoc.aws.validator import RequestRefused
 from byoc.core import training_config
@@ -72,6 +73,7 @@ class Ec2Spec:
     volume_gb: int = 100
     ami: str | None = None  # None: AMI_PARAMETER's value at launch (not hashed: AWS updates it)
     max_run: int = 4 * 3600
+    security: Profile | None = None  # NAME's security profile: its subnet, no public IP, the key on the disk
 
     @property
     def bucket(self) -> str:
@@ -94,13 +96,19 @@ class Ec2Spec:
                 f"driver for it (it drives {', '.join(sorted(AMI_GPU_FAMILIES))}); pick one of those, or --ami "
                 "an AMI whose driver does"
             )
+        private = self.security.subnets if self.security else ()
+        if private and self.subnet and self.subnet not in private:
+            raise ConfigError(f"--subnet {self.subnet}: the security profile runs in {', '.join(private)}; pick one")
         found = capability_problem(self.instance_type)
         if found:  # whatever the AMI: the image's torch has no kernels for that GPU
             raise RequestRefused(found)
 
 
 def job_name(spec: Ec2Spec) -> str:
-    return f"{spec.name}-e-{digest(dataclasses.asdict(spec))}"
+    settings = dataclasses.asdict(spec)
+    if settings["security"] is None:  # without a profile, the names jobs always had
+        del settings["security"]
+    return f"{spec.name}-e-{digest(settings)}"
 
 
 def output_prefix(name: str) -> str:
@@ -153,8 +161,9 @@ def launch(aws: Aws, spec: Ec2Spec, job: str) -> dict:
     """The role, profile, security group and log group (each converged), then the instance."""
     ec2 = aws.client("ec2")
     ami = spec.ami or find_ami(aws.client("ssm"))
-    vpc = _vpc(ec2, spec.subnet)
-    group_id = ensure_security_group(ec2, spec.name, vpc)
+    # in a profile's subnets, its security groups; else byoc's own group (no inbound rules) in the subnet's VPC
+    private = bool(spec.security and spec.security.subnets)
+    group_id = "" if private else ensure_security_group(ec2, spec.name, _vpc(ec2, spec.subnet))
     ensure_log_group(aws.client("logs"), spec.name)
     profile = ensure_instance_role(aws, spec)
     request = launch_request(aws, spec, job, launch_token(job), ami, _root_device(ec2, ami), group_id, profile)
@@ -252,6 +261,8 @@ def instance_policy(aws: Aws, spec: Ec2Spec) -> dict:
         output_prefix(spec.name),
         [aws.arn("ecr", f"repository/{repository}")] if repository else [],
         aws.arn("logs", f"log-group:{log_group(spec.name)}"),
+        spec.security.kms_key if spec.security else None,
+        aws.region,
     )
 
 
@@ -304,6 +315,7 @@ def user_data_settings(aws: Aws, spec: Ec2Spec, job: str) -> dict[str, str]:
         "BYOC_SPOT": "1" if spec.spot else "0",
         "BYOC_INSTANCE_TYPE": spec.instance_type,
         "BYOC_GPU": "1" if is_gpu(spec.instance_type) else "0",  # the script fails when nvidia-smi does not answer
+        **({"BYOC_KMS_KEY": spec.security.kms_key} if spec.security and spec.security.kms_key else {}),
         **sagemaker_config(spec.instance_type, spec.hyperparameters),
     }
 
@@ -361,11 +373,36 @@ def launch_request(
     }
     if spec.subnet:
         request["SubnetId"] = spec.subnet
+    _apply_profile(request, spec)
     if spec.key_name:
         request["KeyName"] = spec.key_name
     if spot_options(spec):
         request["InstanceMarketOptions"] = spot_options(spec)
     return request
+
+
+def _apply_profile(request: dict, spec: Ec2Spec) -> None:
+    """The security profile on RunInstances: the instance in the profile's subnet (--subnet, else its first)
+    with its security groups and no public IP, and the root volume encrypted with its key. A network
+    interface carries its own subnet and groups: RunInstances refuses them beside one
+    (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_InstanceNetworkInterfaceSpecification.html)."""
+    profile = spec.security
+    if profile is None:
+        return
+    if profile.subnets:
+        for key in ("SubnetId", "SecurityGroupIds"):
+            request.pop(key, None)
+        request["NetworkInterfaces"] = [
+            {
+                "DeviceIndex": 0,
+                "SubnetId": spec.subnet or profile.subnets[0],
+                "Groups": list(profile.security_groups),
+                "AssociatePublicIpAddress": False,
+                "DeleteOnTermination": True,
+            }
+        ]
+    if profile.kms_key:
+        request["BlockDeviceMappings"][0]["Ebs"].update(Encrypted=True, KmsKeyId=profile.kms_key)
 
 
 def _run_instances(ec2, request: dict) -> dict:

@@ -20,6 +20,8 @@ set -uo pipefail # not -e: a failed step must still upload its reason and shut t
 
 root="${BYOC_ROOT:-/opt/byoc}" # on the root volume (--volume-gb): data, checkpoints and the model go here
 ml="$root/ml"                  # mounted as /opt/ml in the training container
+sse=()                         # with a security profile's key (BYOC_KMS_KEY), every upload is encrypted with it
+[ -n "${BYOC_KMS_KEY:-}" ] && sse=(--sse aws:kms --sse-kms-key-id "$BYOC_KMS_KEY")
 log="$root/train.log"
 imds="${BYOC_IMDS_URL:-http://169.254.169.254}"
 container=byoc-train
@@ -69,7 +71,7 @@ EOF
 }
 
 sync_checkpoints_up() {
-    aws s3 sync "$ml/checkpoints/" "$BYOC_OUTPUT/checkpoints/" --region "$BYOC_REGION" --only-show-errors
+    aws s3 sync "$ml/checkpoints/" "$BYOC_OUTPUT/checkpoints/" --region "$BYOC_REGION" --only-show-errors "${sse[@]}"
 }
 
 stop_training() { # SIGTERM: byoc.training saves a checkpoint and exits 143
@@ -163,11 +165,12 @@ upload_results() { # metrics and failure first, model.tar.gz last: the follower 
     local file
     for file in output/data/metrics.json output/failure; do
         [ -s "$ml/$file" ] && aws s3 cp "$ml/$file" "$BYOC_OUTPUT/$(basename "$file")" \
-            --region "$BYOC_REGION" --only-show-errors
+            --region "$BYOC_REGION" --only-show-errors "${sse[@]}"
     done
     if [ "$code" = 0 ] && [ ! -s "$ml/output/failure" ]; then
         tar -czf "$root/model.tar.gz" -C "$ml/model" . \
             && aws s3 cp "$root/model.tar.gz" "$BYOC_OUTPUT/model.tar.gz" --region "$BYOC_REGION" --only-show-errors \
+                "${sse[@]}" \
             && echo "byoc: model at $BYOC_OUTPUT/model.tar.gz"
     fi
 }

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from byoc.aws import ecr, pricing, validator, waiting
 from byoc.aws.sagemaker_role import output_prefix
+from byoc.aws.security import Profile, apply_endpoint_config, apply_model
 from byoc.aws.session import Aws, AwsError, digest, error_code, find, owned, say, tags_list
 from byoc.core import gpu_support
 from byoc.core.errors import ConfigError
@@ -193,6 +194,7 @@ class DeploySpec:
     serverless: ServerlessSpec | None = None  # None: instance-backed
     capture: CaptureSpec | None = None  # None: no data capture (an update keeps the endpoint's: `kept_capture`)
     keep_capture: bool = True  # without `capture`, an update keeps the capture the endpoint has (False: stop it)
+    security: Profile | None = None  # NAME's security profile (byoc.aws.security)
 
     def __post_init__(self) -> None:
         kinds = [
@@ -279,7 +281,9 @@ def model_request(spec: DeploySpec) -> dict:
     }
     if spec.multi_model:  # absent otherwise, so single-model endpoints keep the names they had
         container["Mode"] = "MultiModel"
-    body = {"PrimaryContainer": container, "ExecutionRoleArn": spec.role}
+    body = apply_model(
+        {"PrimaryContainer": container, "ExecutionRoleArn": spec.role}, spec.security, bool(spec.serverless)
+    )
     return {"ModelName": f"{spec.name}-m-{digest(body)}", **body, "Tags": tags_list(spec.name)}
 
 
@@ -304,6 +308,7 @@ def config_request(spec: DeploySpec, model_name: str) -> dict:
         body["AsyncInferenceConfig"] = spec.asynchronous.request()
     if spec.capture:  # likewise absent without capture
         body["DataCaptureConfig"] = spec.capture.request()
+    apply_endpoint_config(body, spec.security, None if spec.serverless else spec.instance_type)
     return {"EndpointConfigName": f"{spec.name}-c-{digest(body)}", **body, "Tags": tags_list(spec.name)}
 
 

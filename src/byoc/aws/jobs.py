@@ -8,6 +8,7 @@ from typing import Any
 
 from byoc.aws import metrics, preflight, validator, waiting
 from byoc.aws.logtail import LogTail
+from byoc.aws.security import Profile, apply_training
 from byoc.aws.session import Aws, AwsError, digest, find, owned, say, tags_list
 from byoc.core import gpu_support
 from byoc.core.errors import ConfigError
@@ -35,6 +36,7 @@ class JobSpec:
     hyperparameters: dict[str, str] = field(default_factory=dict)
     resume_from: str | None = None  # s3:// checkpoint prefix of an earlier job to start from (resume_source)
     weights: str | None = None  # s3:// prefix of the pretrained weights file, the `weights` channel (byoc.aws.weights)
+    security: Profile | None = None  # NAME's security profile (byoc.aws.security), applied to every job
 
 
 def hyperparameters(values: dict[str, object]) -> dict[str, str]:
@@ -98,7 +100,7 @@ def definition(spec: JobSpec) -> dict:
         if stopping["MaxWaitTimeInSeconds"] < spec.max_run:
             raise ConfigError("--max-wait must be >= --max-run (it includes the time waiting for spot capacity)")
         request["EnableManagedSpotTraining"] = True
-    return request
+    return apply_training(request, spec.security)
 
 
 def weights_channel(uri: str) -> dict:

@@ -16,6 +16,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from byoc.aws import alarms, iam, policies, validator, waiting
+from byoc.aws.security import Profile, lambda_settings, role_policies
 from byoc.aws.session import NAME_TAG, Aws, AwsError, error_code, find, owned, say
 from byoc.aws.validator import RequestRefused
 from byoc.core.errors import ConfigError
@@ -37,7 +38,17 @@ MIN_UNRESERVED = 100
 FUNCTION_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 SKIP = ("__pycache__", ".pytest_cache", "tests")
 # Settings compared between $LATEST and the alias's version: equal means nothing to publish.
-CONFIG_FIELDS = ("CodeSha256", "Role", "Handler", "Runtime", "Timeout", "MemorySize", "Environment")
+CONFIG_FIELDS = (
+    "CodeSha256",
+    "Role",
+    "Handler",
+    "Runtime",
+    "Timeout",
+    "MemorySize",
+    "Environment",
+    "VpcConfig",
+    "KMSKeyArn",
+)
 
 
 # The function without --source: the copy an installed byoc carries (byoc/_lambda/, package data), else
@@ -70,6 +81,7 @@ class LambdaSpec:
     read_buckets: list[str] = field(default_factory=list)  # S3_ALLOWED_BUCKETS: s3:GetObject on these only
     alarm_topic: str | None = None  # SNS topic the Errors and Throttles alarms notify
     alarm_email: str | None = None  # or an address subscribed to byoc-NAME-alarms
+    security: Profile | None = None  # NAME's security profile: VpcConfig and the environment's key
 
 
 def package(source: Path) -> bytes:
@@ -134,6 +146,7 @@ def planned_requests(aws: Aws, spec: LambdaSpec, code: bytes) -> list[tuple]:
                 "Code": {"ZipFile": code},
                 **settings,
                 "Environment": {"Variables": _environment(spec)},
+                **lambda_settings(spec.security),
             },
         ),
         (aws.client("logs"), "CreateLogGroup", {"logGroupName": f"/aws/lambda/{function}"}),
@@ -170,7 +183,8 @@ def deploy(aws: Aws, spec: LambdaSpec, poll: float = 5) -> dict:
         {
             INLINE_POLICY: policies.lambda_invoke(
                 endpoint_arn(aws, spec.name), group, [f"arn:{aws.partition}:s3:::{b}/*" for b in spec.read_buckets]
-            )
+            ),
+            **role_policies(aws, spec.name, spec.security, "lambda"),
         },
         f"byoc {spec.name}: Lambda {spec.function} may invoke endpoint {spec.name} and write its own logs",
     )
@@ -182,6 +196,7 @@ def deploy(aws: Aws, spec: LambdaSpec, poll: float = 5) -> dict:
         "Timeout": spec.timeout,
         "MemorySize": spec.memory,
         "Environment": {"Variables": _environment(spec)},
+        **lambda_settings(spec.security),
     }
     ensure_function(lam, spec, code, config)
     version = publish(lam, spec.function)
@@ -237,6 +252,8 @@ def ensure_function(lam, spec: LambdaSpec, code: bytes, config: dict) -> None:
         lam.get_waiter("function_active_v2").wait(FunctionName=spec.function)
         return
     arn = current["Configuration"]["FunctionArn"]
+    if current["Configuration"].get("VpcConfig", {}).get("SubnetIds") and "VpcConfig" not in config:
+        config = {**config, "VpcConfig": {"SubnetIds": [], "SecurityGroupIds": []}}  # out of a cleared profile's VPC
     if not owned(lam.list_tags(Resource=arn).get("Tags"), spec.name):
         raise AwsError(f"Lambda function {spec.function} exists but was not created by byoc for {spec.name!r}")
     if current["Configuration"]["CodeSha256"] != code_sha256(code):
@@ -251,7 +268,15 @@ def ensure_function(lam, spec: LambdaSpec, code: bytes, config: dict) -> None:
 
 
 def _differs(current: dict, wanted: dict) -> bool:
-    return any(current.get(k) != v for k, v in wanted.items())
+    return any(_setting(k, current.get(k)) != _setting(k, v) for k, v in wanted.items())
+
+
+def _setting(key: str, value):
+    """A setting as compared: GetFunction's VpcConfig carries the VpcId too, and lists in any order."""
+    if key == "VpcConfig":
+        value = value or {}
+        return sorted(value.get("SubnetIds") or []), sorted(value.get("SecurityGroupIds") or [])
+    return value
 
 
 def _create_function(lam, **kwargs) -> None:

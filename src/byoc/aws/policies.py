@@ -168,6 +168,8 @@ def ec2_training(
     job_prefix: str,
     repository_arns: list[str],
     log_group_arn: str,
+    key_arn: str | None = None,
+    region: str = "",
 ) -> dict:
     """What the `byoc ec2-train` instance needs and no more: read the data prefix, read and write its
     own job prefix (checkpoints down and up, the model, metrics and failure file), pull the training
@@ -212,6 +214,7 @@ def ec2_training(
                 "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
                 "Resource": log_stream_arns(log_group_arn),
             },
+            *_s3_key_statements(key_arn, region),
         ],
     }
 
@@ -285,3 +288,143 @@ def model_monitoring(
             },
         ],
     }
+
+
+def _s3_key_statements(key_arn: str | None, region: str) -> list[dict]:
+    """With a security profile's key: S3 encrypts the instance's uploads with it (GenerateDataKey) and
+    decrypts its downloads (Decrypt), on the instance role's behalf only through S3."""
+    if not key_arn:
+        return []
+    return [
+        {
+            "Sid": "UseProfileKeyThroughS3",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": key_arn,
+            "Condition": _via(region, "s3"),
+        }
+    ]
+
+
+# --- the security profile's controls (byoc.aws.security): one more inline policy, only with a profile ---
+
+# SageMaker's execution role in VPC mode: "If you specify a private VPC for your training job [model,
+# tuning job], add the following permissions" (https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html).
+SAGEMAKER_VPC_DESCRIBE = [
+    "ec2:DescribeDhcpOptions",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeVpcs",
+]
+SAGEMAKER_VPC_MANAGE = [
+    "ec2:CreateNetworkInterfacePermission",
+    "ec2:DeleteNetworkInterface",
+    "ec2:DeleteNetworkInterfacePermission",
+]
+# A Lambda function in a VPC (AWSLambdaVPCAccessExecutionRole's actions:
+# https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html#configuration-vpc-permissions).
+LAMBDA_VPC_DESCRIBE = ["ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"]
+LAMBDA_VPC_MANAGE = ["ec2:AssignPrivateIpAddresses", "ec2:DeleteNetworkInterface", "ec2:UnassignPrivateIpAddresses"]
+
+
+def _vpc_statements(
+    arn: Callable[[str, str], str], subnets: list[str], groups: list[str], describe: list[str], manage: list[str]
+) -> list[dict]:
+    """Network interfaces in the profile's subnets only. The Describe calls have no resource-level
+    permissions ("*"); CreateNetworkInterface names the interface, the subnet and the security groups as
+    resources, so listing the profile's limits where it creates one; the others act on an existing
+    interface, limited by the ec2:Subnet condition key to the profile's subnets
+    (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html)."""
+    if not subnets:
+        return []
+    subnet_arns = [arn("ec2", f"subnet/{s}") for s in sorted(subnets)]
+    return [
+        {"Sid": "DescribeNetwork", "Effect": "Allow", "Action": describe, "Resource": "*"},
+        {
+            "Sid": "CreateInterfacesInProfileSubnets",
+            "Effect": "Allow",
+            "Action": "ec2:CreateNetworkInterface",
+            "Resource": [
+                arn("ec2", "network-interface/*"),
+                *subnet_arns,
+                *[arn("ec2", f"security-group/{g}") for g in sorted(groups)],
+            ],
+        },
+        {
+            "Sid": "ManageInterfacesInProfileSubnets",
+            "Effect": "Allow",
+            "Action": manage,
+            "Resource": arn("ec2", "network-interface/*"),
+            "Condition": {"ArnEquals": {"ec2:Subnet": subnet_arns}},
+        },
+    ]
+
+
+def _via(region: str, *services: str) -> dict:
+    """kms:ViaService: the key is usable only in requests these services make on the role's behalf
+    (https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html#conditions-kms-via-service)."""
+    names = [f"{s}.{region}.amazonaws.com" for s in services]
+    return {"StringEquals": {"kms:ViaService": names if len(names) > 1 else names[0]}}
+
+
+def sagemaker_security(
+    arn: Callable[[str, str], str],
+    region: str,
+    subnets: list[str],
+    groups: list[str],
+    key_arn: str | None,
+    profile_object: str | None = None,
+) -> dict:
+    """The SageMaker execution role's permissions for a profile: VPC mode's network interfaces, and the
+    key on its ARN only: Decrypt and GenerateDataKey through S3 and SageMaker (S3's SSE-KMS reads with
+    Decrypt and writes with GenerateDataKey), CreateGrant for the volumes SageMaker attaches
+    (kms:GrantIsForAWSResource: grants only for AWS services), DescribeKey."""
+    statements = _vpc_statements(arn, subnets, groups, SAGEMAKER_VPC_DESCRIBE, SAGEMAKER_VPC_MANAGE)
+    if key_arn:
+        statements += [
+            {
+                "Sid": "UseProfileKeyThroughServices",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": key_arn,
+                "Condition": _via(region, "s3", "sagemaker"),
+            },
+            {
+                "Sid": "GrantProfileKeyToVolumes",
+                "Effect": "Allow",
+                "Action": "kms:CreateGrant",
+                "Resource": key_arn,
+                "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}},
+            },
+            {"Sid": "DescribeProfileKey", "Effect": "Allow", "Action": "kms:DescribeKey", "Resource": key_arn},
+        ]
+    if profile_object:  # the role writes under byoc/NAME/, where the profile is: never the profile itself
+        statements.append(
+            {
+                "Sid": "ProfileIsReadOnly",
+                "Effect": "Deny",
+                "Action": ["s3:DeleteObject", "s3:PutObject"],
+                "Resource": profile_object,
+            }
+        )
+    return {"Version": VERSION, "Statement": statements}
+
+
+def lambda_security(
+    arn: Callable[[str, str], str], region: str, subnets: list[str], groups: list[str], key_arn: str | None
+) -> dict:
+    """The Lambda role's permissions for a profile: its network interfaces in the profile's subnets, and
+    Decrypt on the key through Lambda, which decrypts the function's environment with the role."""
+    statements = _vpc_statements(arn, subnets, groups, LAMBDA_VPC_DESCRIBE, LAMBDA_VPC_MANAGE)
+    if key_arn:
+        statements.append(
+            {
+                "Sid": "DecryptEnvironment",
+                "Effect": "Allow",
+                "Action": "kms:Decrypt",
+                "Resource": key_arn,
+                "Condition": _via(region, "lambda"),
+            }
+        )
+    return {"Version": VERSION, "Statement": statements}

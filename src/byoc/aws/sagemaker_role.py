@@ -18,7 +18,7 @@ def output_prefix(name: str) -> str:
 
 def ensure(aws: Aws, name: str, bucket: str, data_prefixes: list[str]) -> str:
     """Create or correct role byoc-NAME-sagemaker; return its ARN (pass it as --role)."""
-    from byoc.aws import alarms  # it imports endpoint, which imports this module
+    from byoc.aws import alarms, security  # they import endpoint, which imports this module
 
     if not bucket or "/" in bucket:
         raise ConfigError(f"--bucket {bucket!r}: give the bucket name only")
@@ -35,7 +35,7 @@ def ensure(aws: Aws, name: str, bucket: str, data_prefixes: list[str]) -> str:
         name,
         iam.role_name(name, "sagemaker"),
         policies.trust("sagemaker.amazonaws.com"),
-        {INLINE_POLICY: document},
+        {INLINE_POLICY: document, **security.role_policies(aws, name, security.load(aws, name, bucket), "sagemaker")},
         f"byoc {name}: SageMaker jobs and endpoints reading s3://{bucket} and writing "
         f"s3://{bucket}/{output_prefix(name)}",
     )

@@ -7,7 +7,7 @@ import re
 
 from botocore.exceptions import ClientError
 
-from byoc.aws import autoscale, ec2_train, iam, monitoring, pricing, target_models
+from byoc.aws import autoscale, ec2_train, iam, monitoring, pricing, security, target_models
 from byoc.aws.alarms import line as alarm_line
 from byoc.aws.endpoint import VARIANT, Kind, kind_of, multi_model_prefix, running_model
 from byoc.aws.inventory import owned_alarms, owned_configs, owned_functions, owned_models
@@ -59,6 +59,7 @@ def status(aws: Aws, name: str) -> dict:
         say(f"  IAM role {iam.role_name(name, purpose)}: {'exists' if role else 'none'}")
         found[f"{purpose}_role"] = bool(role)
     found.update(ec2_train.status_lines(aws, name, costs))
+    found["security"] = security.status_lines(aws, name)
     jobs = paginate(sm, "list_training_jobs", "TrainingJobSummaries", NameContains=name)
     # default job names are NAME-<hash>; a neighbour "NAME-2" has its own hash after its own name
     for job in [j for j in jobs if re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{8}}", j["TrainingJobName"])][:10]:

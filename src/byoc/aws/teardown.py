@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from byoc.aws import alarms, autoscale, ec2_train, iam, monitoring, waiting
+from byoc.aws import alarms, autoscale, ec2_train, iam, monitoring, security, waiting
 from byoc.aws.endpoint import BUSY, multi_model_prefix
 from byoc.aws.inventory import owned_alarms, owned_configs, owned_functions, owned_log_groups, owned_models
 from byoc.aws.session import Aws, find, owned, paginate, say
@@ -58,12 +58,13 @@ def plan(aws: Aws, name: str, poll: float = 15) -> list[tuple[str, Callable[[], 
     for topic in alarms.owned_topics(aws, name):  # after the alarms that notify it
         steps.append((f"SNS topic {topic}", functools.partial(aws.client("sns").delete_topic, TopicArn=topic)))
     steps += ec2_train.teardown_steps(aws, name, poll)  # instances first: their group and profile are in use
+    profile_steps = security.teardown_steps(aws, name)  # read while the role that names its bucket exists
     client = aws.client("iam")
     for role in (iam.role_name(name, p) for p in ("lambda", "sagemaker", monitoring.ROLE_PURPOSE)):
         found = find(client.get_role, RoleName=role)
         if found and owned(found["Role"].get("Tags"), name):
             steps.append((f"IAM role {role} and its inline policy", functools.partial(iam.delete_role, client, role)))
-    return steps
+    return steps + profile_steps
 
 
 def _delete_endpoint(sm, name: str, poll: float) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from byoc.aws import pricing, validator, waiting
 from byoc.aws.endpoint import DeploySpec, model_request
+from byoc.aws.security import Profile, apply_transform
 from byoc.aws.session import Aws, AwsError, digest, find, paginate, say, tags_list
 from byoc.core import gpu_support
 from byoc.core.errors import ConfigError
@@ -45,6 +46,7 @@ class TransformSpec:
     batch_strategy: Strategy | None = None  # None: MultiRecord for JSON Lines, SingleRecord otherwise
     invocations_timeout: int = 600
     max_retries: int = 3
+    security: Profile | None = None  # NAME's security profile (byoc.aws.security)
 
 
 def _s3(uri: str, flag: str) -> str:
@@ -97,6 +99,7 @@ def transform_request(spec: TransformSpec, model_name: str, job_name: str | None
         "TransformResources": {"InstanceType": spec.instance_type, "InstanceCount": spec.instance_count},
         "Tags": tags_list(spec.name),
     }
+    apply_transform(request, spec.security)
     # Left out, SageMaker asks the container's GET /execution-parameters for these.
     if spec.max_payload_mb is not None:
         request["MaxPayloadInMB"] = spec.max_payload_mb
@@ -121,7 +124,9 @@ def transform(aws: Aws, spec: TransformSpec, job_name: str | None = None, wait: 
     sm = aws.client("sagemaker")
     # The model `byoc deploy` makes for the same image and model data; both requests are checked
     # before anything is created.
-    model = model_request(DeploySpec(name=spec.name, image=spec.image, model_data=spec.model_data, role=spec.role))
+    model = model_request(
+        DeploySpec(name=spec.name, image=spec.image, model_data=spec.model_data, role=spec.role, security=spec.security)
+    )
     request = transform_request(spec, model["ModelName"], job_name)
     validator.check_all([(sm, "CreateModel", model), (sm, "CreateTransformJob", request)])
     ensure_model(sm, model)
