@@ -13,7 +13,7 @@ PAGE = Path(__file__).resolve().parents[1] / "docs" / "guides" / "security.md"
 # The controls of a security profile: the page is checked against these where `byoc security set` is not
 # registered, and against that command's own options where it is.
 CONTROLS = ("--subnets", "--security-groups", "--vpc", "--kms-key", "--network-isolation", "--encrypt-inter-container")
-NOT_CONTROLS = {"-h", "--help", "--name", "--region", "--profile"}
+NOT_CONTROLS = {"-h", "--help", "--name", "--region", "--profile", "--bucket"}  # where, not what
 
 
 def _subparser(parser: argparse.ArgumentParser, *path: str) -> argparse.ArgumentParser | None:
@@ -31,7 +31,8 @@ def control_flags() -> set[str]:
     command = _subparser(build_parser(), "security", "set")
     if command is None:
         return set(CONTROLS)
-    return {flag for a in command._actions for flag in a.option_strings if flag.startswith("--")} - NOT_CONTROLS
+    flags = {flag for a in command._actions for flag in a.option_strings if flag.startswith("--")} - NOT_CONTROLS
+    return {f for f in flags if not (f.startswith("--no-") and f"--{f[5:]}" in flags)}  # --no-X turns X off
 
 
 def threat_model() -> str:
