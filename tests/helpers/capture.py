@@ -93,9 +93,7 @@ def record(image: bytes, answer: str, moment: datetime, content_type: str = "ima
     }
 
 
-def write_capture(
-    root: Path, pop: Population, n: int = 300, seed: int = 1, extra_lines: tuple[str, ...] = ()
-) -> Path:
+def write_capture(root: Path, pop: Population, n: int = 300, seed: int = 1, extra_lines: tuple[str, ...] = ()) -> Path:
     """n records drawn from `pop` in SageMaker's layout (ENDPOINT/VARIANT/yyyy/mm/dd/hh/*.jsonl), over
     one hour from START, with `extra_lines` appended to the last file. Returns `root`."""
     rng = np.random.default_rng(seed)

@@ -201,7 +201,9 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError as exc:
-        raise ConfigError(f"no baseline {what} at {path}: train the model with this byoc, or pass the file") from exc
+        raise ConfigError(
+            f"no baseline {what} at {path}: byoc's training job writes it into the model folder ({FOLDER}/)"
+        ) from exc
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(f"the baseline {what} {path} is not readable JSON ({type(exc).__name__})") from exc
     if not isinstance(doc, dict):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from byoc.monitor import baseline as bl
-from byoc.monitor import capture_files, drift_stats, image_stats
+from byoc.monitor import drift_stats, image_stats
 from byoc.monitor.baseline import Baseline, Observations
 from byoc.monitor.capture_files import Item, Scan
 
@@ -145,11 +145,9 @@ def class_check(base: Baseline, obs: Observations) -> Check:
     value = drift_stats.psi(expected, actual)
     _, dof, p = drift_stats.chi2_homogeneity(base.label_counts, obs.label_counts())
     threshold = base.checks["class_distribution_psi"]
-    moved = np.argsort(-np.abs(drift_stats.shares(obs.label_counts()) - drift_stats.shares(base.label_counts)))[:3]
-    shifts = ", ".join(
-        f"{base.labels[i]} {drift_stats.shares(base.label_counts)[i]:.1%} -> {drift_stats.shares(obs.label_counts())[i]:.1%}"
-        for i in moved
-    )
+    then, now = drift_stats.shares(base.label_counts), drift_stats.shares(obs.label_counts())
+    moved = np.argsort(-np.abs(now - then), kind="stable")[:3]
+    shifts = ", ".join(f"{base.labels[i]} {then[i]:.1%} -> {now[i]:.1%}" for i in moved)
     return Check(
         "class_distribution_psi",
         value,
@@ -174,7 +172,8 @@ def low_confidence_check(base: Baseline, obs: Observations) -> Check:
         threshold,
         value > threshold and _significant(base, p),
         f"{share:.1%} of answers under confidence {base.low_confidence_cut:.3g}, against "
-        f"{base.low_confidence_share:.1%} on the validation split (+{value:.1%}, threshold +{threshold:.0%}, p={p:.2g})",
+        f"{base.low_confidence_share:.1%} on the validation split "
+        f"(+{value:.1%}, threshold +{threshold:.0%}, p={p:.2g})",
         p_value=p,
     )
 
@@ -243,20 +242,33 @@ def unknown_label_check(base: Baseline, obs: Observations) -> Check:
     )
 
 
+ANSWER_CHECKS = ("unknown_label_share", "class_distribution_psi", "low_confidence_share_increase", "confidence_ks")
+INPUT_CHECKS = ("brightness_ks", "colour_ks", "image_size_ks", "aspect_ratio_ks")
+
+
+def _check(base: Baseline, obs: Observations, metric: str) -> Check | None:
+    if metric == "unknown_label_share":
+        return unknown_label_check(base, obs)
+    if metric == "class_distribution_psi":
+        return class_check(base, obs)
+    if metric == "low_confidence_share_increase":
+        return low_confidence_check(base, obs)
+    return ks_check(base, obs, metric)
+
+
 def run_checks(base: Baseline, obs: Observations, scan: Scan) -> tuple[list[Check], list[str]]:
-    """Every check constraints.json enables that the data allows; the notes say what was skipped."""
-    checks, notes = [malformed_check(base, scan)], []
-    answers, images = len(obs.confidence), len(obs.features)
-    if answers >= base.min_items:
-        checks += [unknown_label_check(base, obs), class_check(base, obs), low_confidence_check(base, obs)]
-        checks += [c for c in [ks_check(base, obs, "confidence_ks")] if c]
-    else:
-        notes.append(f"{answers} answers captured, under the {base.min_items} the answer checks need: not compared")
-    if images >= base.min_items:
-        checks += [c for m in ("brightness_ks", "colour_ks", "image_size_ks", "aspect_ratio_ks") if (c := ks_check(base, obs, m))]
-    else:
-        notes.append(f"{images} input images captured, under the {base.min_items} the input checks need: not compared")
-    return [c for c in checks if c.metric in base.checks], notes
+    """Every check constraints.json holds that the data allows; the notes say what was left out."""
+    checks = [malformed_check(base, scan)] if "malformed_record_share" in base.checks else []
+    notes = []
+    for metrics, count, what in (
+        (ANSWER_CHECKS, len(obs.confidence), "answers"),
+        (INPUT_CHECKS, len(obs.features), "input images"),
+    ):
+        if count < base.min_items:
+            notes.append(f"{count} {what} captured, under the {base.min_items} their checks need: not compared")
+            continue
+        checks += [c for m in metrics if m in base.checks and (c := _check(base, obs, m)) is not None]
+    return checks, notes
 
 
 def analyse(base: Baseline, items: Iterable[Item], scan: Scan) -> Result:
@@ -274,4 +286,3 @@ def analyse(base: Baseline, items: Iterable[Item], scan: Scan) -> Result:
     }
     stats = bl.statistics_doc(obs, "monitoring", extra)
     return Result(checks, obs, scan, notes, outliers, stats)
-

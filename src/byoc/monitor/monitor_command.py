@@ -36,7 +36,7 @@ def register(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--local", type=Path, required=True, metavar="CAPTURE_DIR", help="folder of capture files")
     p.add_argument(
-        "--model", type=Path, required=True, metavar="MODEL", help="model folder (holding monitoring/) or its model.tar.gz"
+        "--model", type=Path, required=True, metavar="MODEL", help="model folder (with monitoring/) or its model.tar.gz"
     )
     p.add_argument("--out", type=Path, metavar="DIR", help="where the PNG and HTML reports go (default: CAPTURE_DIR)")
     p.add_argument("--since", metavar="TIME", help="only records at or after this ISO 8601 time (2026-01-05T10:00:00Z)")

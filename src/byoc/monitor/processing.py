@@ -79,7 +79,8 @@ def _model_tar_member(tar_path: Path, name: str) -> Path | None:
     """monitoring/NAME out of a model.tar.gz mounted as the baseline, into a temporary file."""
     try:
         with tarfile.open(tar_path) as tar:
-            member = next((m for m in tar.getmembers() if m.isfile() and m.name.lstrip("./") == f"{bl.FOLDER}/{name}"), None)
+            wanted = f"{bl.FOLDER}/{name}"
+            member = next((m for m in tar.getmembers() if m.isfile() and m.name.lstrip("./") == wanted), None)
             if member is None:
                 return None
             extracted = tar.extractfile(member)

@@ -168,7 +168,8 @@ def page(result: Result, png: bytes) -> str:
 <style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:4px 8px;border-bottom:1px solid #ddd;text-align:left}}
 tr.bad td{{color:#c00;font-weight:bold}}</style></head><body>
 <h1>byoc drift report</h1>
-<p>{len(result.violations)} violation(s); {result.scan.records} capture records read, {result.scan.malformed} lines unusable.</p>
+<p>{len(result.violations)} violation(s); {result.scan.records} capture records read,
+{result.scan.malformed} lines unusable.</p>
 <table><tr><th>metric</th><th>value</th><th>threshold</th><th>p-value</th><th>result</th><th>what it means</th></tr>
 {rows}
 </table>
