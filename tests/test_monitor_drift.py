@@ -132,3 +132,25 @@ def test_ks_p_value_matches_the_kolmogorov_distribution():
 def test_a_larger_low_confidence_share_is_significant_only_with_enough_answers():
     assert drift_stats.proportion_increase_p_value(0.1, 1000, 0.2, 20) > 0.05
     assert drift_stats.proportion_increase_p_value(0.1, 1000, 0.2, 2000) < 1e-6
+
+
+def breeds_baseline(folder, rng) -> bl.Baseline:
+    """133 equally likely breeds, 835 validation answers (the dogImages validation split's size), no images."""
+    labels = [f"breed{i:03d}" for i in range(133)]
+    predicted = rng.integers(0, 133, 835).tolist()
+    bl.write(folder, labels, predicted, rng.beta(8, 2, 835).tolist(), [])
+    return bl.load_from_model(folder)
+
+
+def test_an_hour_of_answers_over_133_breeds_is_no_class_drift_but_a_breed_taking_over_is(tmp_path):
+    """300 answers over 133 breeds leave most breeds unseen (PSI over 1 before pooling): no violation;
+    one breed at 30% of the traffic is one."""
+    rng = np.random.default_rng(3)
+    base = breeds_baseline(tmp_path, rng)
+    for seed in range(5):
+        draw = np.random.default_rng(seed).integers(0, 133, 300).tolist()
+        check = drift.class_check(base, bl.Observations(base.labels, draw, [0.9] * 300))
+        assert not check.violated, check.description
+    taken_over = [7] * 90 + rng.integers(0, 133, 210).tolist()
+    check = drift.class_check(base, bl.Observations(base.labels, taken_over, [0.9] * 300))
+    assert check.violated and "breed007" in check.description

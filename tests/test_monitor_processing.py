@@ -128,7 +128,7 @@ def test_the_cpu_image_runs_monitor_as_a_processing_job(model, tmp_path, serve_c
     shutil.copytree(model, tmp_path / "baseline")
     env = contract_env("/opt/ml/processing/input/endpoint", "/opt/ml/processing/resultdata")
     name = f"byoc-monitor-test-{uuid.uuid4().hex[:8]}"
-    args = ["docker", "run", "--rm", "--name", name, "--network", "none", "--user", f"{os.getuid()}:{os.getgid()}"]
+    args = ["run", "--rm", "--name", name, "--network", "none", "--user", f"{os.getuid()}:{os.getgid()}"]
     args += ["-v", f"{source}:/opt/ml/processing/input/endpoint:ro"]
     args += ["-v", f"{tmp_path / 'baseline'}:/opt/ml/processing/baseline:ro"]
     args += ["-v", f"{results}:/opt/ml/processing/resultdata", "-v", f"{output}:/opt/ml/output"]
@@ -147,7 +147,7 @@ def test_the_cpu_image_runs_monitor_as_a_processing_job(model, tmp_path, serve_c
 
 @pytest.mark.container
 def test_the_cpu_image_refuses_a_job_without_its_inputs_in_one_line(tmp_path, serve_cpu_image):
-    done = du.run(["docker", "run", "--rm", "--network", "none", serve_cpu_image, "monitor"], timeout=120)
+    done = du.run(["run", "--rm", "--network", "none", serve_cpu_image, "monitor"], timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "error: dataset_source is not set: Model Monitor sets it; for a manual run, set it to a folder"

@@ -51,7 +51,7 @@ def table(result: Result) -> str:
     scan = result.scan
     lines.append(
         f"{len(result.observations.confidence)} answers, {len(result.observations.features)} images from "
-        f"{scan.records} records in {scan.files} capture files; {scan.malformed} malformed lines"
+        f"{scan.records} records in {scan.files} capture files; {scan.malformed} unusable lines"
         + (f", {scan.outside_window} outside the time window" if scan.outside_window else "")
     )
     lines += [f"note: {n}" for n in result.notes]
