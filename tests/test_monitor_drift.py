@@ -154,3 +154,15 @@ def test_an_hour_of_answers_over_133_breeds_is_no_class_drift_but_a_breed_taking
     taken_over = [7] * 90 + rng.integers(0, 133, 210).tolist()
     check = drift.class_check(base, bl.Observations(base.labels, taken_over, [0.9] * 300))
     assert check.violated and "breed007" in check.description
+
+
+def test_the_report_keeps_the_inputs_least_like_the_baseline(model, tmp_path):
+    """A few very dark photos among ordinary ones: they are the outliers kept, darkest first."""
+    root = cap.write_capture(tmp_path / "a", cap.Population(), n=200, seed=11)
+    cap.write_capture(tmp_path / "a" / "night", cap.Population(brightness=0.1), n=5, seed=12)
+    result = analyse(model, root)
+    assert len(result.outliers) == drift.OUTLIERS
+    darkest = result.outliers[:5]
+    assert all(o.reason.startswith("brightness") and float(o.reason.split()[1]) < 0.1 for o in darkest)
+    assert [o.score for o in result.outliers] == sorted(o.score for o in result.outliers)
+    assert all(o.thumbnail.startswith(b"\x89PNG") for o in result.outliers)

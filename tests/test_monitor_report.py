@@ -74,3 +74,12 @@ def test_bad_input_exits_2_with_one_line(model, tmp_path, capsys, case, message)
     assert main(["monitor", "report", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_a_model_tar_gz_without_a_baseline_says_so(tmp_path, capsys):
+    (tmp_path / "model.json").write_text("{}")
+    with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "model.json", arcname="model.json")
+    root = cap.write_capture(tmp_path / "cap", cap.Population(), n=5)
+    assert main(["monitor", "report", "--local", str(root), "--model", str(tmp_path / "model.tar.gz")]) == 2
+    assert "holds no monitoring/statistics.json and monitoring/constraints.json" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tarfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,7 +198,7 @@ class Baseline:
     constraints: dict[str, Any]
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
+def read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError as exc:
@@ -231,8 +232,41 @@ def _low_confidence_share(histograms: dict, cut: float, fallback_values: dict[st
 
 def load(statistics_path: Path, constraints_path: Path) -> Baseline:
     """The baseline in these two files. Raises ConfigError naming what is wrong."""
-    stats = _read_json(statistics_path, "statistics")
-    cons = _read_json(constraints_path, "constraints")
+    stats = read_json(statistics_path, "statistics")
+    cons = read_json(constraints_path, "constraints")
+    return from_docs(stats, cons, f"{statistics_path.name} / {constraints_path.name}")
+
+
+def tar_docs(tar_path: Path) -> dict[str, dict[str, Any]]:
+    """monitoring/statistics.json and constraints.json read out of a model.tar.gz (file name -> document;
+    those it lacks are absent). Raises ConfigError for an unreadable archive or member."""
+    wanted = {f"{FOLDER}/{STATISTICS_FILE}": STATISTICS_FILE, f"{FOLDER}/{CONSTRAINTS_FILE}": CONSTRAINTS_FILE}
+    found = {}
+    try:
+        with tarfile.open(tar_path) as tar:
+            for member in tar:
+                name = wanted.get(member.name.removeprefix("./"))
+                extracted = tar.extractfile(member) if name and member.isfile() else None
+                if name and extracted is not None:
+                    found[name] = json.loads(extracted.read())
+    except (OSError, tarfile.TarError, ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{tar_path} is not a readable model.tar.gz with a baseline ({type(exc).__name__})") from exc
+    return found
+
+
+def load_from_tar(tar_path: Path) -> Baseline:
+    """The baseline inside a model.tar.gz."""
+    docs = tar_docs(tar_path)
+    if len(docs) < 2:
+        raise ConfigError(
+            f"{tar_path} holds no {FOLDER}/{STATISTICS_FILE} and {FOLDER}/{CONSTRAINTS_FILE}: "
+            "byoc's training job writes them into the model"
+        )
+    return from_docs(docs[STATISTICS_FILE], docs[CONSTRAINTS_FILE], tar_path.name)
+
+
+def from_docs(stats: dict[str, Any], cons: dict[str, Any], where: str) -> Baseline:
+    """The baseline in these two documents; `where` names them in errors."""
     try:
         features = {f["name"]: f for f in stats["features"]}
         labels = [str(x) for x in stats["byoc"]["labels"]]
@@ -257,8 +291,7 @@ def load(statistics_path: Path, constraints_path: Path) -> Baseline:
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ConfigError(
-            f"the baseline {statistics_path.name} / {constraints_path.name} is not a byoc image-classifier "
-            f"baseline ({type(exc).__name__}: {exc})"
+            f"the baseline {where} is not a byoc image-classifier baseline ({type(exc).__name__}: {exc})"
         ) from exc
 
 

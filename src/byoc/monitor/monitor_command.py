@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 from byoc.core.errors import ConfigError
@@ -47,17 +46,12 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def _baseline(model: Path):
-    from byoc.monitor import baseline, processing
+    from byoc.monitor import baseline
 
     if model.is_dir():
         return baseline.load_from_model(model)
     if model.is_file() and model.name.endswith((".tar.gz", ".tgz")):
-        with tempfile.TemporaryDirectory() as folder:
-            link = Path(folder) / "model.tar.gz"
-            link.symlink_to(model.resolve())
-            stats = processing.baseline_file({}, "baseline_statistics", baseline.STATISTICS_FILE, Path(folder))
-            cons = processing.baseline_file({}, "baseline_constraints", baseline.CONSTRAINTS_FILE, Path(folder))
-            return baseline.load(stats, cons)
+        return baseline.load_from_tar(model)
     raise BadInput(f"--model {model} is neither a model folder nor a model.tar.gz")
 
 

@@ -21,8 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import tarfile
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -50,8 +48,7 @@ class Inputs:
 
     dataset_source: Path
     output_path: Path
-    statistics: Path
-    constraints: Path
+    baseline: bl.Baseline
     window: Window
     publish_metrics: bool
     endpoint: str
@@ -75,41 +72,37 @@ def _time(env: Mapping[str, str], name: str) -> datetime | None:
         raise ConfigError(f"{name}={value!r} is not an ISO 8601 time such as 2019-12-01T15:20:00Z") from exc
 
 
-def _model_tar_member(tar_path: Path, name: str) -> Path | None:
-    """monitoring/NAME out of a model.tar.gz mounted as the baseline, into a temporary file."""
-    try:
-        with tarfile.open(tar_path) as tar:
-            wanted = f"{bl.FOLDER}/{name}"
-            member = next((m for m in tar.getmembers() if m.isfile() and m.name.lstrip("./") == wanted), None)
-            if member is None:
-                return None
-            extracted = tar.extractfile(member)
-            data = extracted.read() if extracted else b""
-    except (OSError, tarfile.TarError) as exc:
-        raise ConfigError(f"{tar_path} is not a readable model.tar.gz ({type(exc).__name__})") from exc
-    out = Path(tempfile.mkdtemp(prefix="byoc-baseline-")) / name
-    out.write_bytes(data)
-    return out
-
-
-def baseline_file(env: Mapping[str, str], variable: str, name: str, folder: Path = BASELINE_DIR) -> Path:
-    """The baseline file `variable` names, else the one in the mounted model folder (or its model.tar.gz)."""
+def _found(env: Mapping[str, str], variable: str, name: str, folder: Path) -> Path | None:
     given = env.get(variable, "").strip()
     if given:
         return Path(given)
-    for candidate in (folder / bl.FOLDER / name, folder / name):
-        if candidate.is_file():
-            return candidate
+    return next((p for p in (folder / bl.FOLDER / name, folder / name) if p.is_file()), None)
+
+
+def load_baseline(env: Mapping[str, str], folder: Path = BASELINE_DIR) -> bl.Baseline:
+    """The baseline files the environment names, else those of the model folder mounted at `folder`,
+    else those inside a model.tar.gz there. Raises ConfigError."""
+    stats = _found(env, "baseline_statistics", bl.STATISTICS_FILE, folder)
+    cons = _found(env, "baseline_constraints", bl.CONSTRAINTS_FILE, folder)
+    if stats is not None and cons is not None:
+        return bl.load(stats, cons)
     for tar_path in sorted(folder.glob("*.tar.gz")) if folder.is_dir() else []:
-        if (found := _model_tar_member(tar_path, name)) is not None:
-            return found
+        docs = bl.tar_docs(tar_path)
+        if stats is not None:
+            docs[bl.STATISTICS_FILE] = bl.read_json(stats, "statistics")
+        if cons is not None:
+            docs[bl.CONSTRAINTS_FILE] = bl.read_json(cons, "constraints")
+        if len(docs) == 2:
+            return bl.from_docs(docs[bl.STATISTICS_FILE], docs[bl.CONSTRAINTS_FILE], tar_path.name)
+    missing = bl.STATISTICS_FILE if stats is None else bl.CONSTRAINTS_FILE
+    variable = "baseline_statistics" if stats is None else "baseline_constraints"
     raise ConfigError(
-        f"no baseline {name}: set {variable}, or mount the model folder (or its model.tar.gz) at {folder}"
+        f"no baseline {missing}: set {variable}, or mount the model folder (or its model.tar.gz) at {folder}"
     )
 
 
 def read_inputs(env: Mapping[str, str], baseline_dir: Path = BASELINE_DIR) -> Inputs:
-    """The contract's environment as `Inputs`. Raises ConfigError naming the variable at fault."""
+    """The contract's environment as `Inputs`, the baseline read. Raises ConfigError naming what is at fault."""
     source = _required_dir(env, "dataset_source")
     if not source.is_dir():
         raise ConfigError(f"dataset_source {source} is not a folder: Model Monitor mounts the captured data there")
@@ -119,8 +112,7 @@ def read_inputs(env: Mapping[str, str], baseline_dir: Path = BASELINE_DIR) -> In
     return Inputs(
         dataset_source=source,
         output_path=_required_dir(env, "output_path"),
-        statistics=baseline_file(env, "baseline_statistics", bl.STATISTICS_FILE, baseline_dir),
-        constraints=baseline_file(env, "baseline_constraints", bl.CONSTRAINTS_FILE, baseline_dir),
+        baseline=load_baseline(env, baseline_dir),
         window=Window(_time(env, "start_time"), _time(env, "end_time")),
         publish_metrics=flag == "Enabled",
         endpoint=env.get("sagemaker_endpoint_name", "").strip(),
@@ -130,9 +122,8 @@ def read_inputs(env: Mapping[str, str], baseline_dir: Path = BASELINE_DIR) -> In
 
 def analyse(inputs: Inputs) -> drift.Result:
     """Read the capture files of the window and check them against the baseline."""
-    base = bl.load(inputs.statistics, inputs.constraints)
     scan = Scan()
-    return drift.analyse(base, capture_files.read(inputs.dataset_source, scan, inputs.window), scan)
+    return drift.analyse(inputs.baseline, capture_files.read(inputs.dataset_source, scan, inputs.window), scan)
 
 
 def write_outputs(inputs: Inputs, result: drift.Result) -> None:
