@@ -33,11 +33,11 @@ def violated(result: drift.Result) -> set[str]:
 
 SHIFTS = {
     "unshifted": (cap.Population(), set()),
-    "class_mix": (cap.Population(class_weights=(6.0,) + (1.0,) * 9), {"class_distribution_psi"}),
+    "class_mix": (cap.Population(class_weights=(6.0,) + (1.0,) * 9), {"feature_baseline_drift_class_distribution"}),
     "darkened": (cap.Population(brightness=0.4), {"brightness_ks", "colour_ks"}),
     "rotated": (cap.Population(rotated=True), {"aspect_ratio_ks", "image_size_ks"}),
     # a class the model never saw: it answers with one of its own, unsure
-    "unseen_class": (cap.Population(confidence=(2.0, 3.0)), {"low_confidence_share_increase", "confidence_ks"}),
+    "unseen_class": (cap.Population(confidence=(2.0, 3.0)), {"low_confidence_share", "confidence_ks"}),
 }
 
 

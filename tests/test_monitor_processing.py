@@ -62,6 +62,7 @@ def test_a_shifted_hour_writes_statistics_violations_and_metrics(model, tmp_path
     ]
     assert by_name["brightness_ks"]["Timestamp"] == "2026-01-05T11:00:00Z"
     assert "2 violation(s): brightness_ks, colour_ks" in message.read_text()
+    assert "VIOLATED" in (tmp_path / "out" / "drift_report.html").read_text()
 
 
 def test_explicit_baseline_files_win_and_metrics_are_off_when_disabled(model, tmp_path):
@@ -137,12 +138,13 @@ def test_the_cpu_image_runs_monitor_as_a_processing_job(model, tmp_path, serve_c
     done = du.run([*args, serve_cpu_image, "monitor"], timeout=300)
     assert done.returncode == 0, done.stderr
     violations = json.loads((results / "constraint_violations.json").read_text())["violations"]
-    assert {v["metric_name"] for v in violations} == {"low_confidence_share_increase", "confidence_ks"}
+    assert {v["metric_name"] for v in violations} == {"low_confidence_share", "confidence_ks"}
     stats = json.loads((results / "statistics.json").read_text())
     assert stats["byoc"]["malformed_records"] == 1 and stats["byoc"]["problems"] == {"not_json": 1}
     metrics = (output / "metrics" / "cloudwatch" / "cloudwatch_metrics.jsonl").read_text().splitlines()
     assert {json.loads(m)["MetricName"] for m in metrics} >= {"confidence_ks", "captured_items", "violations"}
     assert "2 violation(s)" in (output / "message").read_text()
+    assert (results / "drift_report.png").read_bytes().startswith(b"\x89PNG")
 
 
 @pytest.mark.container

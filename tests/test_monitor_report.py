@@ -24,7 +24,7 @@ def test_an_unshifted_stream_exits_0_with_a_table_and_a_report(model, tmp_path, 
     root = cap.write_capture(tmp_path / "cap", cap.Population())
     assert main(["monitor", "report", "--local", str(root), "--model", str(model), "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
-    assert "class_distribution_psi" in out and "VIOLATED" not in out
+    assert "feature_baseline_drift_class_distribution" in out and "VIOLATED" not in out
     assert "300 answers, 300 images from 300 records" in out
     assert Image.open(tmp_path / "r" / "drift_report.png").width == 1100
     assert "0 violation(s)" in (tmp_path / "r" / "drift_report.html").read_text()

@@ -56,10 +56,13 @@ NUMERIC = (CONFIDENCE, *image_stats.FEATURES)
 LOW_CONFIDENCE_QUANTILE = 0.1  # the cut below which an answer counts as low-confidence: the validation's 10%
 SIGNIFICANCE_LEVEL = 0.001
 MIN_ITEMS = 30
-# metric -> its largest acceptable value; why each is what it is: docs/guides/monitoring.md.
+LOW_CONFIDENCE_MARGIN = 0.1  # low_confidence_share's threshold: the validation's share plus this
+# metric -> its largest acceptable value; why each is what it is: docs/guides/monitoring.md. The names are
+# the CloudWatch metrics the monitoring job publishes (the class mix's in Model Monitor's own
+# feature_baseline_drift_<feature> form), which `byoc monitor schedule`'s alarms watch.
 DEFAULT_CHECKS = {
-    "class_distribution_psi": 0.2,
-    "low_confidence_share_increase": 0.1,
+    "feature_baseline_drift_class_distribution": 0.2,
+    "low_confidence_share": LOW_CONFIDENCE_QUANTILE + LOW_CONFIDENCE_MARGIN,  # set per model by constraints_doc
     "confidence_ks": 0.1,
     "brightness_ks": 0.1,
     "colour_ks": 0.1,
@@ -143,9 +146,16 @@ def statistics_doc(obs: Observations, kind: str, extra: dict[str, Any] | None = 
 
 
 # --------------------------------------------------------------------------- constraints.json
+def low_confidence_share(confidence: np.ndarray, cut: float) -> float:
+    """The share of answers whose top-1 confidence is under `cut`."""
+    return float((np.asarray(confidence) < cut).mean()) if len(confidence) else 0.0
+
+
 def constraints_doc(labels: Sequence[str], confidence: np.ndarray) -> dict[str, Any]:
     """constraints.json for a model whose validation confidences are `confidence`."""
-    cut = float(np.quantile(confidence, LOW_CONFIDENCE_QUANTILE)) if confidence.size else 0.5
+    cut = round(float(np.quantile(confidence, LOW_CONFIDENCE_QUANTILE)), 6) if confidence.size else 0.5
+    checks = dict(DEFAULT_CHECKS)
+    checks["low_confidence_share"] = round(low_confidence_share(confidence, cut) + LOW_CONFIDENCE_MARGIN, 6)
     numeric = [
         {
             "name": name,
@@ -171,11 +181,11 @@ def constraints_doc(labels: Sequence[str], confidence: np.ndarray) -> dict[str, 
             "emit_metrics": "Enabled",
             "byoc_drift_checks": {
                 name: {"threshold": value, "comparison_operator": "GreaterThanThreshold"}
-                for name, value in DEFAULT_CHECKS.items()
+                for name, value in checks.items()
             },
             "byoc_significance_level": SIGNIFICANCE_LEVEL,
             "byoc_min_items": MIN_ITEMS,
-            "byoc_low_confidence_cut": round(cut, 6),
+            "byoc_low_confidence_cut": cut,
         },
     }
 
@@ -325,8 +335,7 @@ def write(
     features, unreadable = validation_features(image_files)
     obs = Observations(list(labels), [int(p) for p in predicted], [float(c) for c in confidence], features=features)
     cons = constraints_doc(labels, obs.numeric(CONFIDENCE))
-    cut = cons["monitoring_config"]["byoc_low_confidence_cut"]
-    share = float((obs.numeric(CONFIDENCE) < cut).mean()) if obs.confidence else 0.0
+    share = low_confidence_share(obs.numeric(CONFIDENCE), cons["monitoring_config"]["byoc_low_confidence_cut"])
     stats = statistics_doc(
         obs, "baseline", {"split": "validation", "low_confidence_share": share, "unreadable_images": unreadable}
     )

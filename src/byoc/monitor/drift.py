@@ -144,12 +144,12 @@ def class_check(base: Baseline, obs: Observations) -> Check:
     expected, actual = drift_stats.pooled(base.label_counts, obs.label_counts())
     value = drift_stats.psi(expected, actual)
     _, dof, p = drift_stats.chi2_homogeneity(base.label_counts, obs.label_counts())
-    threshold = base.checks["class_distribution_psi"]
+    threshold = base.checks["feature_baseline_drift_class_distribution"]
     then, now = drift_stats.shares(base.label_counts), drift_stats.shares(obs.label_counts())
     moved = np.argsort(-np.abs(now - then), kind="stable")[:3]
     shifts = ", ".join(f"{base.labels[i]} {then[i]:.1%} -> {now[i]:.1%}" for i in moved)
     return Check(
-        "class_distribution_psi",
+        "feature_baseline_drift_class_distribution",
         value,
         threshold,
         value > threshold and _significant(base, p),
@@ -160,20 +160,17 @@ def class_check(base: Baseline, obs: Observations) -> Check:
 
 
 def low_confidence_check(base: Baseline, obs: Observations) -> Check:
-    """More answers under the validation's low-confidence cut than the baseline had."""
-    conf = obs.numeric(bl.CONFIDENCE)
-    share = float((conf < base.low_confidence_cut).mean())
-    value = share - base.low_confidence_share
-    p = drift_stats.proportion_increase_p_value(base.low_confidence_share, base.item_count, share, conf.size)
-    threshold = base.checks["low_confidence_share_increase"]
+    """The share of answers under the validation's low-confidence cut, against the validation's share."""
+    share = bl.low_confidence_share(obs.numeric(bl.CONFIDENCE), base.low_confidence_cut)
+    p = drift_stats.proportion_increase_p_value(base.low_confidence_share, base.item_count, share, len(obs.confidence))
+    threshold = base.checks["low_confidence_share"]
     return Check(
-        "low_confidence_share_increase",
-        value,
+        "low_confidence_share",
+        share,
         threshold,
-        value > threshold and _significant(base, p),
+        share > threshold and _significant(base, p),
         f"{share:.1%} of answers under confidence {base.low_confidence_cut:.3g}, against "
-        f"{base.low_confidence_share:.1%} on the validation split "
-        f"(+{value:.1%}, threshold +{threshold:.0%}, p={p:.2g})",
+        f"{base.low_confidence_share:.1%} on the validation split (threshold {threshold:.1%}, p={p:.2g})",
         p_value=p,
     )
 
@@ -242,16 +239,21 @@ def unknown_label_check(base: Baseline, obs: Observations) -> Check:
     )
 
 
-ANSWER_CHECKS = ("unknown_label_share", "class_distribution_psi", "low_confidence_share_increase", "confidence_ks")
+ANSWER_CHECKS = (
+    "unknown_label_share",
+    "feature_baseline_drift_class_distribution",
+    "low_confidence_share",
+    "confidence_ks",
+)
 INPUT_CHECKS = ("brightness_ks", "colour_ks", "image_size_ks", "aspect_ratio_ks")
 
 
 def _check(base: Baseline, obs: Observations, metric: str) -> Check | None:
     if metric == "unknown_label_share":
         return unknown_label_check(base, obs)
-    if metric == "class_distribution_psi":
+    if metric == "feature_baseline_drift_class_distribution":
         return class_check(base, obs)
-    if metric == "low_confidence_share_increase":
+    if metric == "low_confidence_share":
         return low_confidence_check(base, obs)
     return ks_check(base, obs, metric)
 

@@ -2,7 +2,8 @@
 
 Model Monitor runs a processing job per schedule period with this environment (the contract's inputs):
     dataset_source                      the captured files of the period: ENDPOINT/VARIANT/yyyy/mm/dd/hh/*.jsonl
-    output_path                         where statistics.json and constraint_violations.json go
+    output_path                         where statistics.json, constraint_violations.json and the drift
+                                        report (drift_report.html and .png) go
     baseline_statistics, baseline_constraints
                                         the baseline's two files (optional: else the model folder, or its
                                         model.tar.gz, mounted at /opt/ml/processing/baseline)
@@ -29,7 +30,7 @@ from typing import Any
 
 from byoc.core.errors import ByocError, ConfigError, first_line
 from byoc.monitor import baseline as bl
-from byoc.monitor import capture_files, drift
+from byoc.monitor import capture_files, drift, report
 from byoc.monitor.capture_files import Scan, Window
 
 log = logging.getLogger("byoc.monitor")
@@ -127,10 +128,11 @@ def analyse(inputs: Inputs) -> drift.Result:
 
 
 def write_outputs(inputs: Inputs, result: drift.Result) -> None:
-    """statistics.json and constraint_violations.json into output_path."""
+    """statistics.json and constraint_violations.json into output_path, and the drift report beside them."""
     inputs.output_path.mkdir(parents=True, exist_ok=True)
     (inputs.output_path / bl.STATISTICS_FILE).write_text(json.dumps(result.statistics, indent=1))
     (inputs.output_path / bl.VIOLATIONS_FILE).write_text(json.dumps({"violations": result.violations}, indent=1))
+    report.write(inputs.output_path, inputs.baseline, result)
 
 
 def metric_lines(inputs: Inputs, result: drift.Result, now: datetime) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -135,8 +136,9 @@ def picture(base: Baseline, result: Result) -> Image.Image:
     draw.text((MARGIN, 16), "byoc drift report", fill=INK, font=_font(22))
     y = 50
     for text, colour in _verdict_lines(result):
-        draw.text((MARGIN, y), text[:150], fill=colour, font=_font(13))
-        y += 18
+        for part in textwrap.wrap(text, 150, subsequent_indent="    "):
+            draw.text((MARGIN, y), part, fill=colour, font=_font(13))
+            y += 18
     y += 16
     if result.observations.confidence:
         y = _class_panel(draw, y, base, result)
