@@ -62,6 +62,45 @@ def test_run_writes_artifact_metrics_and_curves(tmp_path, small_data):
     assert meta.labels[0] == "zero" and meta.metrics["test_accuracy"] == metrics["test_accuracy"]
 
 
+def predict_validation(model_dir, data_root) -> list[int]:
+    """The exported model's top-1 class of each validation image, computed here from the artifact."""
+    net, meta = artifact.load(model_dir)
+    splits = data.load({"training": data_root}, meta.preprocessing, augment=False)
+    with torch.inference_mode():
+        return [int(net(splits.valid[i][0].unsqueeze(0)).argmax(1)) for i in range(len(splits.valid))]
+
+
+def baseline_label_counts(model_dir) -> dict[str, int]:
+    stats = json.loads((model_dir / "monitoring" / "statistics.json").read_text())
+    label = next(f for f in stats["features"] if f["name"] == "predicted_label")
+    return {b["value"]: b["count"] for b in label["string_statistics"]["distribution"]["categorical"]["buckets"]}
+
+
+def test_the_monitoring_baseline_holds_the_exported_models_answers_on_the_validation_split(tmp_path, small_data):
+    """The best epoch's evaluation is reused: its class counts are the exported weights' predictions."""
+    job = make_job(tmp_path, small_data)
+    train.run(job, TrainConfig(**QUICK))
+    _, meta = artifact.load(job.model_dir)
+    predicted = predict_validation(job.model_dir, small_data)
+    assert baseline_label_counts(job.model_dir) == {label: predicted.count(i) for i, label in enumerate(meta.labels)}
+    stats = json.loads((job.model_dir / "monitoring" / "statistics.json").read_text())
+    features = {f["name"]: f for f in stats["features"]}
+    assert stats["dataset"]["item_count"] == 100 and features["width"]["numerical_statistics"]["mean"] == 16
+    constraints = json.loads((job.model_dir / "monitoring" / "constraints.json").read_text())
+    assert constraints["features"][0]["string_constraints"]["domains"] == meta.labels
+
+
+def test_the_baseline_is_computed_by_one_more_pass_when_the_best_epochs_answers_were_not_kept(
+    tmp_path, small_data, monkeypatch
+):
+    job = make_job(tmp_path, small_data)
+    scripted_validation(monkeypatch, [0.9, 0.5])  # validation scripted: no answers kept
+    train.run(job, TrainConfig(**QUICK))
+    predicted = predict_validation(job.model_dir, small_data)
+    _, meta = artifact.load(job.model_dir)
+    assert baseline_label_counts(job.model_dir) == {label: predicted.count(i) for i, label in enumerate(meta.labels)}
+
+
 class Validation:
     """What `evaluate` returns, with the validation accuracy a test chose."""
 
@@ -169,6 +208,9 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, small_data, monke
     resumed = train.run(job, TrainConfig(**QUICK))
     assert resumed["final_weights_sha256"] == straight["final_weights_sha256"]
     assert resumed["test_accuracy"] == straight["test_accuracy"]
+    # the best epoch's validation answers travel in the checkpoint: the resumed run's baseline is the same
+    first = make_job(tmp_path / "a", small_data).model_dir / "monitoring" / "statistics.json"
+    assert (job.model_dir / "monitoring" / "statistics.json").read_text() == first.read_text()
     assert resumed["epochs"] == [
         {**e, "seconds": r["seconds"]} for e, r in zip(straight["epochs"], resumed["epochs"], strict=True)
     ]

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "byoc.local.web.dev_server",
     "byoc.local.docker_jobs",
     "byoc.local.quantize_command",
+    "byoc.monitor.monitor_command",
     "byoc.aws.commands",
 )
 

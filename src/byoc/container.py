@@ -1,4 +1,5 @@
-"""The images' ENTRYPOINT: `train` and `serve` as SageMaker invokes them, anything else exec'd."""
+"""The images' ENTRYPOINT: `train` and `serve` as SageMaker invokes them, `monitor` as Model Monitor runs
+a bring-your-own-container job (byoc.monitor.processing), anything else exec'd."""
 
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ def main() -> None:
 
         sys.argv = ["serve", *rest]
         sys.exit(serve_main())
+    if command == "monitor":
+        from byoc.monitor.processing import main as monitor_main
+
+        sys.exit(monitor_main())
     os.execvp(command, args)
 
 

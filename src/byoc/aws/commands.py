@@ -19,7 +19,6 @@ from byoc.aws import (
     interrupt,
     jobs,
     lambda_deploy,
-    monitoring,
     next_steps,
     preflight,
     rollout,
@@ -117,7 +116,6 @@ def register(sub) -> None:
     _register_transform(sub)
     _register_predict(sub)
     _register_models(sub)
-    monitoring.register_group(sub)
     weights.register(sub)
     security.register(sub, _command)
     for command, helptext, handler in (

@@ -22,7 +22,6 @@ exclusions of https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoin
 
 from __future__ import annotations
 
-import importlib.util
 import tarfile
 import time
 from collections.abc import Callable
@@ -380,12 +379,3 @@ def _schedule(aws: Aws, args) -> int:
 
     schedule(aws, args.name, args.every, args.image, commands._notify(args))
     return 0
-
-
-def register_group(sub) -> None:
-    """A `byoc monitor` group holding `schedule` only, where byoc.monitor.commands (the group with the
-    local analysis) is not installed; that module adds `schedule` itself."""
-    if importlib.util.find_spec("byoc.monitor") is not None:
-        return
-    p = sub.add_parser("monitor", help="watch a deployed model for drift")
-    register_schedule(p.add_subparsers(dest="monitor_command", metavar="ACTION", required=True))

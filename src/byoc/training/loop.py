@@ -159,8 +159,16 @@ def train_one_epoch(
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader: Iterable, criterion: nn.Module, speed: Speed, rt: Runtime) -> EpochStats:
-    """This rank's totals over its shard of `loader`."""
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    criterion: nn.Module,
+    speed: Speed,
+    rt: Runtime,
+    answers: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> EpochStats:
+    """This rank's totals over its shard of `loader`; with `answers`, each batch's top-1 classes and
+    confidences appended to it, on the device (the monitoring baseline: byoc.training.train)."""
     model.eval()
     stats = EpochStats.zeros(rt.device)
     for images, targets, skipped in loader:
@@ -170,4 +178,7 @@ def evaluate(model: nn.Module, loader: Iterable, criterion: nn.Module, speed: Sp
         images, targets = to_device(images, targets, speed, rt)
         logits, loss = forward(model, images, targets, criterion, speed)
         stats.add(loss.float(), logits, targets)
+        if answers is not None:
+            top = logits.float().softmax(1).max(1)
+            answers.append((top.indices, top.values))
     return stats

@@ -320,7 +320,8 @@ def end_of_epoch(
     step the schedule. Updates `progress` to the start of the next epoch; returns the record."""
     progress.samples += stats.count
     train_loss, train_acc, _ = stats.reduced(t.rt)
-    val = evaluate(model, t.loaders.valid, t.opt.criterion, t.opt.speed, t.rt)
+    answers: list = []
+    val = evaluate(model, t.loaders.valid, t.opt.criterion, t.opt.speed, t.rt, answers=answers)
     val_loss, val_acc, _ = val.reduced(t.rt)
     record = {
         "epoch": epoch,
@@ -336,7 +337,12 @@ def end_of_epoch(
     progress.history.append(record)
     if val_acc > progress.best["val_accuracy"]:
         weights = copy.deepcopy({k: v.cpu() for k, v in t.net.state_dict().items()})
-        progress.best = {"epoch": epoch, "val_accuracy": val_acc, "state": weights}
+        progress.best = {
+            "epoch": epoch,
+            "val_accuracy": val_acc,
+            "state": weights,
+            "answers": validation_answers(answers, t.rt),  # the baseline's, without another pass
+        }
         progress.epochs_without_improvement = 0
     else:
         progress.epochs_without_improvement += 1
@@ -344,11 +350,35 @@ def end_of_epoch(
     return record
 
 
+def validation_answers(answers: list, rt: Runtime) -> dict[str, list]:
+    """Every rank's top-1 classes and confidences on the validation split, put together (a collective
+    call: every rank makes it). {"predicted": [...], "confidence": [...]}, empty when none were kept."""
+    mine: dict[str, list] = {"predicted": [], "confidence": []}
+    if answers:
+        mine["predicted"] = torch.cat([a[0] for a in answers]).cpu().tolist()
+        mine["confidence"] = torch.cat([a[1] for a in answers]).cpu().tolist()
+    ranks = distributed.gather_objects(mine, rt)
+    return {key: [x for rank in ranks for x in rank[key]] for key in mine}
+
+
+def best_answers(t: Training, progress: Progress) -> dict[str, list]:
+    """The exported weights' answers on the validation split: those of their epoch's evaluation, or,
+    when that evaluation's were not kept, one more pass over the split."""
+    kept = progress.best.get("answers")
+    if kept and kept["predicted"]:
+        return kept
+    answers: list = []
+    evaluate(t.net, t.loaders.valid, t.opt.criterion, t.opt.speed, t.rt, answers=answers)
+    return validation_answers(answers, t.rt)
+
+
 # --------------------------------------------------------------------------- finish
 def finish(t: Training, progress: Progress) -> dict:
-    """Test the best weights; on rank 0 write the artifact, metrics.json and the curves."""
+    """Test the best weights; on rank 0 write the artifact, metrics.json, the curves and the monitoring
+    baseline."""
     if progress.best["state"] is not None:
         t.net.load_state_dict(progress.best["state"])
+    answers = best_answers(t, progress)
     test = evaluate(t.net, t.loaders.test, t.opt.criterion, t.opt.speed, t.rt)
     test_loss, test_acc, test_count = test.reduced(t.rt)
     mine = [float(progress.samples) if r == t.rt.rank else 0.0 for r in range(t.rt.world_size)]
@@ -374,6 +404,7 @@ def finish(t: Training, progress: Progress) -> dict:
     }
     if t.rt.is_main:
         write_outputs(t, metrics, skipped)
+        write_baseline(t, answers)
     distributed.close(t.rt)
     return metrics
 
@@ -403,6 +434,22 @@ def write_outputs(t: Training, metrics: dict, skipped: set[str]) -> None:
     (t.job.output_data_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if metrics["epochs"]:
         monitor.save_curves(metrics["epochs"], t.job.output_data_dir / "training_curves.png")
+
+
+def write_baseline(t: Training, answers: dict[str, list]) -> None:
+    """monitoring/statistics.json and constraints.json in the model folder: what Model Monitor compares
+    captured traffic with (byoc.monitor.baseline). A failure costs only the baseline, and says why."""
+    try:
+        from byoc.monitor import baseline
+
+        _, samples = data.scan_split(data.find_splits(t.job.channels)["valid"])
+        folder = baseline.write(
+            t.job.model_dir, t.loaders.labels, answers["predicted"], answers["confidence"], [s.path for s in samples]
+        )
+    except Exception as exc:  # the artifact is complete without it
+        log.warning("no monitoring baseline (the model is complete): %s", first_line(exc))
+        return
+    log.info("monitoring baseline: %s (%d validation answers)", folder, len(answers["predicted"]))
 
 
 def write_cpu_copies(t: Training) -> None:
