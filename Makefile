@@ -5,8 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 LINT_PATHS := src lambda tests bench examples docs/hooks
+BENCH_PEERS := byoc,rayserve,rayserve-onnx,litserve,litserve-onnx
 
-.PHONY: help venv docker images demo lint test test-unit bench docs clean
+.PHONY: help venv docker images demo lint test test-unit bench bench-main bench-peers docs clean
 
 help:
 	@echo "make demo    train on the embedded demo dataset in the training container, serve it, print predictions"
@@ -14,7 +15,7 @@ help:
 	@echo "make lint    ruff check, ruff format --check and mypy (configured in pyproject.toml)"
 	@echo "make images  build byoc-train:latest, byoc-serve:latest and byoc-serve:cpu"
 	@echo "make venv    .venv/ with byoc (editable) and the test dependencies"
-	@echo "make bench   side-by-side benchmarks into bench/results/"
+	@echo "make bench   side-by-side benchmarks into bench/results/ (make bench-main, then make bench-peers)"
 	@echo "make docs    the documentation site into site/ (mkdocs build --strict; preview: .venv/bin/mkdocs serve)"
 
 $(VENV)/.installed: pyproject.toml
@@ -49,8 +50,18 @@ test: lint images
 	scripts/install_test_deps.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: venv images
+# Two runs, each within 30 minutes on 2 cores (each writes how long it took into its results):
+# byoc's images against their in-process limit and TorchServe, training, precision, sizes; then byoc's
+# images beside Ray Serve and LitServe, in a run of their own so that every ratio compares servers
+# measured in the same minutes.
+bench: bench-main bench-peers
+
+bench-main: venv images
 	$(PY) -m bench $(BENCH_ARGS)
+
+bench-peers: venv images
+	$(PY) -m bench --only serving --servers $(BENCH_PEERS) --variants '' --peer-sizing 2x1,1x2,2x2 \
+		--out bench/results/peers $(BENCH_ARGS)
 
 # The reference pages and the performance tables are generated from this tree by docs/hooks/.
 docs: venv

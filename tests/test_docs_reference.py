@@ -166,8 +166,8 @@ def test_bench_sections_are_rendered_by_bench_report():
 
 def test_bench_sections_without_peers_say_how_to_measure_them(tmp_path):
     peers = reference.bench_sections(_copy_results(tmp_path, "2026-01-01 00:00:00", "2026-01-02 00:00:00"))["peers"]
-    assert peers.startswith("No peer server") and "--servers byoc,rayserve" in peers and "|" not in peers
-    assert reference.bench_sections(tmp_path / "none")["peers"].startswith("No peer server")
+    assert peers.startswith("No peer run") and "make bench-peers" in peers and "|" not in peers
+    assert reference.bench_sections(tmp_path / "none")["peers"].startswith("No peer run")
 
 
 def test_bench_sections_show_the_peers_beside_byocs_images_of_the_same_run(tmp_path):
@@ -176,7 +176,8 @@ def test_bench_sections_show_the_peers_beside_byocs_images_of_the_same_run(tmp_p
     servers = {s["label"]: s for s in doc["serving"]["servers"]}
     for label, base in (("rayserve", "byoc"), ("litserve-onnx", "byoc-cpu")):
         doc["serving"]["servers"].append({**servers[base], "label": label, "image": f"peer-{label}", "sizing": "2x1"})
-    (results_dir / "results.json").write_text(json.dumps(doc))
+    (results_dir / "peers").mkdir()
+    (results_dir / "peers" / "results.json").write_text(json.dumps(doc))  # make bench-peers' own run
     peers = reference.bench_sections(results_dir)["peers"]
     assert "2026-01-01 00:00:00" in peers  # the serving run's own line
     # byoc-cpu's row stays: each ratio compares two servers of the same run, whatever run is newer.

@@ -208,7 +208,7 @@ def bench_sections(results_dir: Path = RESULTS) -> dict[str, str]:
     sized = max(runs, key=lambda r: r["machine"]["started_utc"]) if runs else {}
     return {
         "serving": _serving_section(report, main, moved),
-        "peers": _peers_section(report, _load(results_dir / "results.json") or {}),
+        "peers": _peers_section(report, _load(results_dir / "peers" / "results.json") or {}),
         "precision": _precision_section(report, precision),
         "sizes": _run_line(sized) + "\n\n" + report.sizes_table(sized) if sized else "No image sizes measured yet.",
     }
@@ -231,15 +231,11 @@ def _serving_section(report, results: dict, moved: str | None) -> str:
 
 
 def _peers_section(report, results: dict) -> str:
-    """byoc against Ray Serve and LitServe, from the serving run as written (its byoc rows are that run's,
-    so that every ratio compares two servers measured in the same minutes)."""
+    """byoc against Ray Serve and LitServe, from the peers run (`make bench-peers`) as written: its byoc
+    rows are that run's, so that every ratio compares two servers measured in the same minutes."""
     table = report.peer_table(results)
     if not table:
-        return (
-            "No peer server in the serving run of `bench/results/results.json` yet: "
-            "`python -m bench --only serving --servers byoc,rayserve,rayserve-onnx,litserve,litserve-onnx "
-            "--peer-sizing 2x1,1x2,2x2` measures them."
-        )
+        return "No peer run in `bench/results/peers/results.json` yet: `make bench-peers` measures them."
     parts = [
         _run_line(results),
         report.targets_table(report.peer_targets(results)),
