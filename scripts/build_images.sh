@@ -106,7 +106,8 @@ case "$what" in
     cpu) build_cpu "$@" ;;
     all) build byoc-train docker/train/Dockerfile "$@"; build byoc-serve docker/serve/Dockerfile "$@"
          build_cpu "$@" ;;
-    torchserve|rayserve|litserve) build "byoc-$what" "docker/bench/$what/Dockerfile" "$@" ;;
+    torchserve) build byoc-torchserve docker/bench/torchserve/Dockerfile "$@" ;;
+    rayserve|litserve) build "byoc-$what" docker/bench/peer.Dockerfile --build-arg "PEER=$what" "$@" ;;
     *) echo "usage: $0 [train|serve|cpu|all|torchserve|rayserve|litserve]" >&2; exit 2 ;;
 esac
 docker image prune -f >/dev/null 2>&1 || true
