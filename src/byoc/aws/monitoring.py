@@ -22,10 +22,13 @@ exclusions of https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoin
 
 from __future__ import annotations
 
+import re
+import sys
 import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from botocore.exceptions import ClientError
 
@@ -379,3 +382,65 @@ def _schedule(aws: Aws, args) -> int:
 
     schedule(aws, args.name, args.every, args.image, commands._notify(args))
     return 0
+
+
+# --- `byoc monitor report --name`: the same analysis here, on what the endpoint captured
+
+# A report reads what it downloads at once: more than this, and --since/--until should narrow it.
+MAX_CAPTURE_FILES = 5000
+MAX_CAPTURE_BYTES = 1 << 30
+HOUR_FOLDER = re.compile(r"/(\d{4})/(\d{2})/(\d{2})/(\d{2})/[^/]+\.jsonl$")
+
+
+def fetch_for_report(aws: Aws, name: str, dest: Path, start=None, end=None) -> Path:
+    """Endpoint NAME's capture files (the hours between `start` and `end`, datetimes or None) and its
+    model's baseline, downloaded under `dest`: dest/capture/... in SageMaker's layout and
+    dest/model/monitoring/. Returns the model folder. ConfigError when there is nothing to read, or too
+    much (MAX_CAPTURE_FILES, MAX_CAPTURE_BYTES)."""
+    s3 = aws.client("s3")
+    capture, model_data = monitored_endpoint(aws, name)
+    model_dir = dest / "model"
+    for part, body in read_baseline(s3, model_data).items():
+        target = model_dir / BASELINE_MEMBERS[part]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(body)
+    bucket, _, prefix = capture.destination.removeprefix("s3://").partition("/")
+    keys = _captured_keys(s3, bucket, f"{prefix.rstrip('/')}/{name}/", start, end)
+    for key, _size in keys:
+        target = dest / "capture" / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(bucket, key, str(target))
+    # On stderr: the report's stdout may be its JSON.
+    print(
+        f"downloaded {len(keys)} capture file(s) of endpoint {name} from s3://{bucket}/{prefix.rstrip('/')}/{name}/",
+        file=sys.stderr,
+    )
+    return model_dir
+
+
+def _captured_keys(s3, bucket: str, prefix: str, start, end) -> list[tuple[str, int]]:
+    """The capture files under `prefix` whose hour folder overlaps [start, end)."""
+    keys: list[tuple[str, int]] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            hour = HOUR_FOLDER.search(obj["Key"])
+            if hour is None or not _hour_overlaps(hour, start, end):
+                continue
+            keys.append((obj["Key"], obj["Size"]))
+            if len(keys) > MAX_CAPTURE_FILES or sum(size for _, size in keys) > MAX_CAPTURE_BYTES:
+                raise ConfigError(
+                    f"more than {MAX_CAPTURE_FILES} capture files or {MAX_CAPTURE_BYTES >> 20} MB under "
+                    f"s3://{bucket}/{prefix}: narrow the report with --since and --until"
+                )
+    if not keys:
+        raise ConfigError(f"no capture files under s3://{bucket}/{prefix} for that time: send requests first")
+    return keys
+
+
+def _hour_overlaps(hour: re.Match, start, end) -> bool:
+    """Whether the capture hour yyyy/mm/dd/hh (UTC) overlaps [start, end)."""
+    from datetime import datetime, timedelta, timezone
+
+    year, month, day, at = (int(part) for part in hour.groups())
+    begins = datetime(year, month, day, at, tzinfo=timezone.utc)
+    return (end is None or begins < end) and (start is None or begins + timedelta(hours=1) > start)

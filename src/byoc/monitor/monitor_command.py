@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from byoc.core.errors import ConfigError
+from byoc.core.errors import ByocError, ConfigError
 
 EXIT_VIOLATIONS = 1
 
@@ -33,11 +33,22 @@ def register(sub) -> argparse.ArgumentParser:
         "the baseline the training job wrote into the model (monitoring/statistics.json, constraints.json). "
         "Exit code 0: no constraint violated; 1: a constraint is violated; 2: bad input.",
     )
-    p.add_argument("--local", type=Path, required=True, metavar="CAPTURE_DIR", help="folder of capture files")
-    p.add_argument(
-        "--model", type=Path, required=True, metavar="MODEL", help="model folder (with monitoring/) or its model.tar.gz"
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--local", type=Path, metavar="CAPTURE_DIR", help="folder of capture files")
+    source.add_argument(
+        "--name", metavar="NAME", help="endpoint NAME deployed with --capture: its capture and baseline from S3"
     )
-    p.add_argument("--out", type=Path, metavar="DIR", help="where the PNG and HTML reports go (default: CAPTURE_DIR)")
+    p.add_argument(
+        "--model", type=Path, metavar="MODEL", help="with --local: model folder (with monitoring/) or its model.tar.gz"
+    )
+    p.add_argument("--region", help="with --name: AWS region (default: the AWS configuration's)")
+    p.add_argument("--profile", help="with --name: AWS named profile")
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="where the PNG and HTML reports go (default: CAPTURE_DIR, or ./NAME-drift)",
+    )
     p.add_argument("--since", metavar="TIME", help="only records at or after this ISO 8601 time (2026-01-05T10:00:00Z)")
     p.add_argument("--until", metavar="TIME", help="only records before this ISO 8601 time")
     p.add_argument("--json", action="store_true", help='print {"violations": [...]} instead of the table')
@@ -72,9 +83,13 @@ def run_report(args: argparse.Namespace) -> int:
     # numpy and Pillow only now: building the parser must stay cheap (byoc.cli).
     from byoc.monitor import capture_files, drift, report
 
+    window = _window(args)
+    if args.name:
+        return _report_from_s3(args, window)
+    if args.model is None:
+        raise BadInput("--local needs --model: the model folder or model.tar.gz with the baseline")
     if not args.local.is_dir():
         raise BadInput(f"--local {args.local} is not a folder of capture files")
-    window = _window(args)
     try:
         base = _baseline(args.model)
     except ConfigError as exc:
@@ -91,3 +106,24 @@ def run_report(args: argparse.Namespace) -> int:
         print(f"report: {page} ({png.name})")
     sys.stdout.flush()
     return EXIT_VIOLATIONS if result.violations else 0
+
+
+def _report_from_s3(args: argparse.Namespace, window) -> int:
+    """`--name`: endpoint NAME's capture (the window's hours) and its model's baseline, downloaded to a
+    temporary folder, then the same report as --local (written to --out, default ./NAME-drift)."""
+    import tempfile
+
+    from byoc.aws import monitoring, session
+
+    if args.model is not None:
+        raise BadInput("--model goes with --local: with --name the baseline comes from the endpoint's model")
+    with tempfile.TemporaryDirectory(prefix="byoc-monitor-") as tmp:
+        try:  # exit code 1 says "violated": what keeps the report from running is bad input (2)
+            with session.aws_errors():
+                aws = session.connect(args.region, args.profile)
+                model = monitoring.fetch_for_report(aws, args.name, Path(tmp), window.start, window.end)
+        except ByocError as exc:
+            raise BadInput(str(exc)) from exc
+        local = argparse.Namespace(**{**vars(args), "name": None, "local": Path(tmp) / "capture", "model": model})
+        local.out = args.out or Path(f"{args.name}-drift")
+        return run_report(local)
