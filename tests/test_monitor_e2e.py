@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import boto3
@@ -50,7 +51,10 @@ def send_and_capture(url: str, bodies: list[bytes], folder: Path, monkeypatch) -
     server, runtime_url = local_runtime.start_in_thread(
         {ENDPOINT: url}, capture={ENDPOINT: capture.CaptureConfig(100, str(folder))}
     )
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", runtime_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", runtime_url)  # the client itself is unmodified
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     client = boto3.client("sagemaker-runtime", config=Config(retries={"mode": "standard", "total_max_attempts": 1}))
     try:
         for body in bodies:
@@ -61,6 +65,12 @@ def send_and_capture(url: str, bodies: list[bytes], folder: Path, monkeypatch) -
         server.server_close()  # writes what is pending
     assert list(folder.glob(f"{ENDPOINT}/AllTraffic/*/*/*/*/*.jsonl"))
     return folder
+
+
+def period(start: datetime) -> dict[str, str]:
+    """start_time and end_time of a job analysing what was captured since `start` (a schedule's hour)."""
+    stamp, margin = "%Y-%m-%dT%H:%M:%SZ", timedelta(minutes=1)  # capture times are whole seconds
+    return {"start_time": f"{start - margin:{stamp}}", "end_time": f"{datetime.now(timezone.utc) + margin:{stamp}}"}
 
 
 def report(capture_dir: Path, model_dir: Path, capsys) -> tuple[int, set[str]]:
@@ -78,13 +88,14 @@ def test_darkened_traffic_is_reported_and_the_processing_job_agrees(
     served, serve_cpu_image, tmp_path, monkeypatch, capsys
 ):
     url, model_dir, test_split = served
+    sent = datetime.now(timezone.utc)
     folder = send_and_capture(url, [darkened(p) for p in test_split], tmp_path / "capture", monkeypatch)
     code, violated = report(folder, model_dir, capsys)
     assert code == 1 and violated >= DRIFT_METRICS
 
     shutil.copytree(model_dir, tmp_path / "baseline")
     results, output = tmp_path / "resultdata", tmp_path / "output"
-    done = proc.run_job(serve_cpu_image, folder, tmp_path / "baseline", results, output)
+    done = proc.run_job(serve_cpu_image, folder, tmp_path / "baseline", results, output, **period(sent))
     assert done.returncode == 0, done.stderr
     job_violations = json.loads((results / "constraint_violations.json").read_text())["violations"]
     assert {v["metric_name"] for v in job_violations} == violated

@@ -26,13 +26,16 @@ def contract_env(source, output, **extra) -> dict[str, str]:
     }
 
 
-def run_job(image: str, source: Path, baseline: Path, results: Path, output: Path) -> subprocess.CompletedProcess:
+def run_job(
+    image: str, source: Path, baseline: Path, results: Path, output: Path, **extra: str
+) -> subprocess.CompletedProcess:
     """`docker run IMAGE monitor` without network, as the caller's user: the capture at
     /opt/ml/processing/input/endpoint, the baseline (a model folder) at /opt/ml/processing/baseline,
-    results at /opt/ml/processing/resultdata and /opt/ml/output (metrics, message) on the host."""
+    results at /opt/ml/processing/resultdata and /opt/ml/output (metrics, message) on the host;
+    `extra`: environment that replaces the contract example's (start_time and end_time: the hour analysed)."""
     results.mkdir(parents=True, exist_ok=True)
     output.mkdir(parents=True, exist_ok=True)
-    env = contract_env("/opt/ml/processing/input/endpoint", "/opt/ml/processing/resultdata")
+    env = contract_env("/opt/ml/processing/input/endpoint", "/opt/ml/processing/resultdata", **extra)
     name = f"byoc-monitor-test-{uuid.uuid4().hex[:8]}"
     args = ["run", "--rm", "--name", name, "--network", "none", "--user", f"{os.getuid()}:{os.getgid()}"]
     args += ["-v", f"{source}:/opt/ml/processing/input/endpoint:ro"]
