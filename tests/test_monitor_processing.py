@@ -4,16 +4,16 @@ environment's cases, and `docker run byoc-serve:cpu monitor` as a processing job
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tarfile
-import uuid
 
 import pytest
 
 from byoc.monitor import processing
 from tests import dockerutil as du
 from tests.helpers import capture as cap
+from tests.helpers import processing as proc
+from tests.helpers.processing import contract_env
 
 
 @pytest.fixture(scope="module")
@@ -21,21 +21,6 @@ def model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("processing") / "model"
     cap.write_baseline(folder)
     return folder
-
-
-def contract_env(source, output, **extra) -> dict[str, str]:
-    """The environment Model Monitor sets (the contract's example, with these folders)."""
-    return {
-        "dataset_format": '{"sagemakerCaptureJson": {"captureIndexNames": ["endpointInput","endpointOutput"]}}',
-        "dataset_source": str(source),
-        "output_path": str(output),
-        "publish_cloudwatch_metrics": "Enabled",
-        "sagemaker_endpoint_name": "demo-endpoint",
-        "sagemaker_monitoring_schedule_name": "demo-schedule",
-        "start_time": "2026-01-05T10:00:00Z",
-        "end_time": "2026-01-05T11:00:00Z",
-        **extra,
-    }
 
 
 def run_here(env, tmp_path, baseline_dir):
@@ -124,18 +109,8 @@ def test_the_cpu_image_runs_monitor_as_a_processing_job(model, tmp_path, serve_c
         tmp_path / "endpoint", cap.Population(confidence=(2.0, 3.0)), extra_lines=('{"captureData": {"endp',)
     )
     results, output = tmp_path / "resultdata", tmp_path / "output"
-    results.mkdir()
-    output.mkdir()
     shutil.copytree(model, tmp_path / "baseline")
-    env = contract_env("/opt/ml/processing/input/endpoint", "/opt/ml/processing/resultdata")
-    name = f"byoc-monitor-test-{uuid.uuid4().hex[:8]}"
-    args = ["run", "--rm", "--name", name, "--network", "none", "--user", f"{os.getuid()}:{os.getgid()}"]
-    args += ["-v", f"{source}:/opt/ml/processing/input/endpoint:ro"]
-    args += ["-v", f"{tmp_path / 'baseline'}:/opt/ml/processing/baseline:ro"]
-    args += ["-v", f"{results}:/opt/ml/processing/resultdata", "-v", f"{output}:/opt/ml/output"]
-    for key, value in env.items():
-        args += ["-e", f"{key}={value}"]
-    done = du.run([*args, serve_cpu_image, "monitor"], timeout=300)
+    done = proc.run_job(serve_cpu_image, source, tmp_path / "baseline", results, output)
     assert done.returncode == 0, done.stderr
     violations = json.loads((results / "constraint_violations.json").read_text())["violations"]
     assert {v["metric_name"] for v in violations} == {"low_confidence_share", "confidence_ks"}
