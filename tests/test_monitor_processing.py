@@ -75,6 +75,18 @@ def test_the_baseline_is_read_from_a_mounted_model_tar_gz(model, tmp_path):
     assert code == 0 and {v["metric_name"] for v in violations} == {"aspect_ratio_ks", "image_size_ks"}
 
 
+def test_an_hour_without_records_fails_with_no_data_instead_of_no_violation(model, tmp_path):
+    source = cap.write_capture(tmp_path / "in", cap.Population())  # 10:00-11:00 on 2026-01-05
+    env = {
+        **contract_env(source, tmp_path / "out"),
+        "start_time": "2026-01-05T12:00:00Z",
+        "end_time": "2026-01-05T13:00:00Z",
+    }
+    code, metrics, message = run_here(env, tmp_path, model)
+    assert code == processing.EXIT_NO_DATA == 3 and not metrics.exists()
+    assert message.read_text().startswith("no data: 0 captured items from 0 records")
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

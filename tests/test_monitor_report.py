@@ -42,6 +42,12 @@ def test_a_shifted_stream_exits_1_and_lists_its_violations_as_json(model, tmp_pa
     assert picture.height > 900  # the class, histogram and thumbnail panels
 
 
+def test_a_period_without_records_is_bad_input_not_a_clean_report(model, tmp_path, capsys):
+    root = cap.write_capture(tmp_path / "cap", cap.Population())  # 10:00-11:00 on 2026-01-05
+    code = main(["monitor", "report", "--local", str(root), "--model", str(model), "--since", "2026-01-05T12:00:00Z"])
+    assert code == 2 and "no usable captured record" in capsys.readouterr().err
+
+
 def test_a_model_tar_gz_is_read_as_its_folder(model, tmp_path, capsys):
     tarball = tmp_path / "model.tar.gz"
     with tarfile.open(tarball, "w:gz") as tar:

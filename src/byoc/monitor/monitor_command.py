@@ -81,7 +81,7 @@ def _window(args: argparse.Namespace):
 def run_report(args: argparse.Namespace) -> int:
     """Analyse, write the report, print the table (or the violations as JSON); the exit code is the verdict."""
     # numpy and Pillow only now: building the parser must stay cheap (byoc.cli).
-    from byoc.monitor import capture_files, drift, report
+    from byoc.monitor import capture_files, drift, processing, report
 
     window = _window(args)
     if args.name:
@@ -98,6 +98,8 @@ def run_report(args: argparse.Namespace) -> int:
     result = drift.analyse(base, capture_files.read(args.local, scan, window), scan)
     if not scan.files:
         raise BadInput(f"--local {args.local} holds no capture files (*.jsonl)")
+    if not processing.items_of(result):
+        raise BadInput(f"no usable captured record in {args.local} for that time ({processing.verdict(result)})")
     png, page = report.write(args.out or args.local, base, result)
     if args.json:
         print(json.dumps({"violations": result.violations}, indent=1))

@@ -14,7 +14,7 @@ Model Monitor runs a processing job per schedule period with this environment (t
 The metrics file is /opt/ml/output/metrics/cloudwatch/cloudwatch_metrics.jsonl (the contract's
 PutMetricData-like lines); /opt/ml/output/message holds the one-line verdict or failure (the job's
 ExitMessage). Exit codes: 0 the analysis ran (violations or not: Model Monitor reads them from
-constraint_violations.json), 2 bad input, 1 anything else.
+constraint_violations.json), 2 bad input, 3 no usable captured record in the window, 1 anything else.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ BASELINE_DIR = Path("/opt/ml/processing/baseline")
 METRICS_FILE = Path("/opt/ml/output/metrics/cloudwatch/cloudwatch_metrics.jsonl")
 MESSAGE_FILE = Path("/opt/ml/output/message")
 EXIT_BAD_INPUT = 2
+EXIT_NO_DATA = 3  # the window held no usable captured record
 # The metrics a run publishes (alarms are set on these names): each check's value, and two counts.
 METRIC_NAMES = (*bl.DEFAULT_CHECKS, "captured_items", "violations")
 
@@ -155,8 +156,13 @@ def write_metrics(lines: list[dict[str, Any]], path: Path = METRICS_FILE) -> Non
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
+def items_of(result: drift.Result) -> int:
+    """How many captured answers (or images) the analysis had."""
+    return len(result.observations.confidence) or len(result.observations.features)
+
+
 def verdict(result: drift.Result) -> str:
-    items = len(result.observations.confidence) or len(result.observations.features)
+    items = items_of(result)
     head = f"{items} captured items from {result.scan.records} records, {result.scan.malformed} malformed"
     if not result.violations:
         return f"{head}: no violation" + (f" ({'; '.join(result.notes)})" if result.notes else "")
@@ -182,6 +188,13 @@ def run(
         inputs = read_inputs(env, baseline_dir)
         result = analyse(inputs)
         write_outputs(inputs, result)
+        if not items_of(result):
+            # An hour without traffic is not an hour without drift: the execution fails, with this
+            # reason (its ExitMessage), rather than report "no violation" and publish nothing new.
+            message = f"no data: {verdict(result)} in the window {env.get('start_time')} - {env.get('end_time')}"
+            print(message, file=sys.stderr)
+            _say(message, message_file)
+            return EXIT_NO_DATA
         if inputs.publish_metrics:
             write_metrics(metric_lines(inputs, result, datetime.now(timezone.utc)), metrics_file)
     except ByocError as exc:
