@@ -268,6 +268,8 @@ def _lacking(operation: str, request: dict, profile: security.Profile) -> list[s
         need = {"KmsKeyId": (request.get("KmsKeyId"), key)}
         if "AsyncInferenceConfig" in request:
             need["AsyncOutput.KmsKeyId"] = (request["AsyncInferenceConfig"]["OutputConfig"].get("KmsKeyId"), key)
+        if "DataCaptureConfig" in request:
+            need["DataCaptureConfig.KmsKeyId"] = (request["DataCaptureConfig"].get("KmsKeyId"), key)
     elif operation == "CreateTransformJob":
         need = {
             "TransformOutput.KmsKeyId": (request["TransformOutput"].get("KmsKeyId"), key),
@@ -344,7 +346,7 @@ def test_every_creating_call_of_a_name_with_a_profile_carries_its_fields(aws, ca
     job = ("--name", name, "--data", data, "--instance-type", "ml.m5.xlarge", "--hp", "pretrained=false")
     byoc(capsys, "train-job", *job, "--instance-count", "2", "--no-wait", "--skip-checks")
     byoc(capsys, "tune", *job, "--max-jobs", "2", "--max-parallel", "1", "--no-wait", "--skip-checks")
-    byoc(capsys, "deploy", "--name", name, "--model-data", model, "--poll", "0.05")
+    byoc(capsys, "deploy", "--name", name, "--model-data", model, "--capture", "50", "--poll", "0.05")
     byoc(
         capsys,
         "batch-transform",
@@ -384,6 +386,7 @@ def test_every_creating_call_of_a_name_with_a_profile_carries_its_fields(aws, ca
         )
         assert _lacking(op, params, owner) == [], (op, params)
     assert any("AsyncInferenceConfig" in p for op, p in creating if op == "CreateEndpointConfig")
+    assert any("DataCaptureConfig" in p for op, p in creating if op == "CreateEndpointConfig")
 
     # the roles carry the profile's permissions
     iam = boto3.client("iam")

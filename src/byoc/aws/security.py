@@ -213,13 +213,17 @@ def apply_model(request: dict, profile: Profile | None, serverless: bool = False
 
 def apply_endpoint_config(request: dict, profile: Profile | None, instance_type: str | None) -> dict:
     """CreateEndpointConfig with the key: on the instances' storage volume where they have an EBS one
-    (not on instance store types, nor serverless: `instance_type` None), and on asynchronous results."""
+    (not on instance store types, nor serverless: `instance_type` None), on asynchronous results and on
+    captured data (DataCaptureConfig.KmsKeyId,
+    https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DataCaptureConfig.html)."""
     if profile is None or not profile.kms_key:
         return request
     if instance_type and not has_instance_store(instance_type):
         request["KmsKeyId"] = profile.kms_key
     if "AsyncInferenceConfig" in request:
         request["AsyncInferenceConfig"]["OutputConfig"]["KmsKeyId"] = profile.kms_key
+    if "DataCaptureConfig" in request:
+        request["DataCaptureConfig"]["KmsKeyId"] = profile.kms_key
     return request
 
 
