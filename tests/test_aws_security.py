@@ -14,6 +14,7 @@ import pytest
 from byoc.aws import policies, security, validator
 from byoc.cli import main
 from tests.awsutil import byoc, seed_account
+from tests.helpers.monitoring import model_tar_with_baseline
 from tests.helpers.policies import findings
 
 REGION = "us-east-1"
@@ -278,6 +279,22 @@ def _lacking(operation: str, request: dict, profile: security.Profile) -> list[s
     elif operation == "CreateFunction":
         lambda_vpc = {"SubnetIds": vpc["Subnets"], "SecurityGroupIds": vpc["SecurityGroupIds"]}  # type: ignore[index]
         need = {"VpcConfig": (request.get("VpcConfig"), lambda_vpc), "KMSKeyArn": (request.get("KMSKeyArn"), key)}
+    elif operation == "CreateMonitoringSchedule":
+        monitor = request["MonitoringScheduleConfig"]["MonitoringJobDefinition"]
+        network = monitor.get("NetworkConfig", {})
+        need = {
+            "NetworkConfig.VpcConfig": (network.get("VpcConfig"), vpc),
+            "NetworkConfig.EnableNetworkIsolation": (network.get("EnableNetworkIsolation"), True),
+            "NetworkConfig.EnableInterContainerTrafficEncryption": (
+                network.get("EnableInterContainerTrafficEncryption"),
+                True,
+            ),
+            "MonitoringOutputConfig.KmsKeyId": (monitor["MonitoringOutputConfig"].get("KmsKeyId"), key),
+            "ClusterConfig.VolumeKmsKeyId": (
+                monitor["MonitoringResources"]["ClusterConfig"].get("VolumeKmsKeyId"),
+                key,
+            ),
+        }
     elif operation == "RunInstances":
         (interface,) = request.get("NetworkInterfaces") or [{}]
         ebs = request["BlockDeviceMappings"][0]["Ebs"]
@@ -298,6 +315,7 @@ CREATING = (
     "CreateEndpointConfig",
     "CreateTransformJob",
     "CreateFunction",
+    "CreateMonitoringSchedule",
     "RunInstances",
 )
 
@@ -324,7 +342,7 @@ def _private_profile(capsys, name: str, net: dict) -> security.Profile:
     return profile
 
 
-def test_every_creating_call_of_a_name_with_a_profile_carries_its_fields(aws, capsys, monkeypatch):
+def test_every_creating_call_of_a_name_with_a_profile_carries_its_fields(aws, capsys, monkeypatch, monitoring):
     from byoc.aws import ec2_train
 
     sent: list[tuple[str, dict]] = []
@@ -341,12 +359,15 @@ def test_every_creating_call_of_a_name_with_a_profile_carries_its_fields(aws, ca
     net = network()
     name = "sec-walk"
     profile = _private_profile(capsys, name, net)
+    # NAME's model holds the monitoring baseline, so that `monitor schedule` has one to use.
+    boto3.client("s3").put_object(Bucket=BUCKET, Key=f"byoc/{name}/model.tar.gz", Body=model_tar_with_baseline())
     data = f"s3://{BUCKET}/dogImages"
     model = f"s3://{BUCKET}/byoc/{name}/model.tar.gz"
     job = ("--name", name, "--data", data, "--instance-type", "ml.m5.xlarge", "--hp", "pretrained=false")
     byoc(capsys, "train-job", *job, "--instance-count", "2", "--no-wait", "--skip-checks")
     byoc(capsys, "tune", *job, "--max-jobs", "2", "--max-parallel", "1", "--no-wait", "--skip-checks")
     byoc(capsys, "deploy", "--name", name, "--model-data", model, "--capture", "50", "--poll", "0.05")
+    byoc(capsys, "monitor", "schedule", "--name", name)
     byoc(
         capsys,
         "batch-transform",
@@ -378,6 +399,7 @@ def test_every_creating_call_of_a_name_with_a_profile_carries_its_fields(aws, ca
         "0.05",
     )
 
+    sent += [(op, params) for op, params in monitoring.requests if (op, params) not in sent]  # moto lacks these calls
     creating = [(op, params) for op, params in sent if op in CREATING]
     assert {op for op, _ in creating} == set(CREATING)  # the walk reached every kind of creating call
     for op, params in creating:
@@ -393,6 +415,7 @@ def test_every_creating_call_of_a_name_with_a_profile_carries_its_fields(aws, ca
     for role_name, policy_name in (
         (f"byoc-{name}-sagemaker", security.SECURITY_POLICY),
         (f"byoc-{name}-lambda", security.SECURITY_POLICY),
+        (f"byoc-{name}-monitor", security.SECURITY_POLICY),
         (f"byoc-{name}-ec2", ec2_train.INLINE_POLICY),  # its uploads are encrypted with the key (user data)
     ):
         policy = iam.get_role_policy(RoleName=role_name, PolicyName=policy_name)["PolicyDocument"]

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from byoc.aws import ecr, iam, policies, validator
+from byoc.aws import ecr, iam, policies, security, validator
 from byoc.aws.endpoint import SERVE_CPU_REPO, CaptureSpec, Kind, kind_of, running_model
 from byoc.aws.sagemaker_role import output_prefix
 from byoc.aws.session import Aws, AwsError, error_code, find, owned, say, tags_list
@@ -243,7 +243,8 @@ def schedule(aws: Aws, name: str, every: str = "hour", image: str | None = None,
     capture, model_data = monitored_endpoint(aws, name)
     places = Places.of(name, capture)
     image = default_image(aws, image)
-    request = schedule_request(name, image, role_arn(aws, name), places, every)
+    profile = security.load(aws, name)
+    request = security.apply_monitoring(schedule_request(name, image, role_arn(aws, name), places, every), profile)
     watch = alarms.drift_alarms(name, schedule_name(name), PERIOD_SECONDS[every])
     existing = _owned_schedule(sm, name)
     # every request checked, and the baseline read, before anything is created
@@ -257,7 +258,11 @@ def schedule(aws: Aws, name: str, every: str = "hour", image: str | None = None,
         name,
         iam.role_name(name, ROLE_PURPOSE),
         policies.trust("sagemaker.amazonaws.com"),
-        {INLINE_POLICY: role_document(aws, name, places, SERVE_CPU_REPO)},
+        # With a security profile, the jobs' network interfaces and key, as the execution role has them.
+        {
+            INLINE_POLICY: role_document(aws, name, places, SERVE_CPU_REPO),
+            **security.role_policies(aws, name, profile, "sagemaker"),
+        },
         f"byoc {name}: Model Monitor jobs reading {places.capture} and writing {places.reports}",
     )
     _create_or_update(sm, request, existing)

@@ -237,6 +237,32 @@ def apply_transform(request: dict, profile: Profile | None) -> dict:
     return request
 
 
+def apply_monitoring(request: dict, profile: Profile | None) -> dict:
+    """Create/UpdateMonitoringSchedule with the profile's controls on its inline job definition
+    (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_MonitoringJobDefinition.html):
+    NetworkConfig (VpcConfig, EnableNetworkIsolation, EnableInterContainerTrafficEncryption), the key
+    on the reports (MonitoringOutputConfig.KmsKeyId) and on the job's volume where its instance type
+    has an EBS one (MonitoringClusterConfig.VolumeKmsKeyId)."""
+    if profile is None:
+        return request
+    definition = request["MonitoringScheduleConfig"]["MonitoringJobDefinition"]
+    network: dict = {}
+    if profile.subnets:
+        network["VpcConfig"] = profile.vpc_config()
+    if profile.network_isolation:
+        network["EnableNetworkIsolation"] = True
+    if profile.encrypt_inter_container:
+        network["EnableInterContainerTrafficEncryption"] = True
+    if network:
+        definition["NetworkConfig"] = network
+    if profile.kms_key:
+        definition["MonitoringOutputConfig"]["KmsKeyId"] = profile.kms_key
+        cluster = definition["MonitoringResources"]["ClusterConfig"]
+        if not has_instance_store(cluster["InstanceType"]):
+            cluster["VolumeKmsKeyId"] = profile.kms_key
+    return request
+
+
 def lambda_settings(profile: Profile | None) -> dict:
     """The Lambda function's VpcConfig and KMSKeyArn (its environment's key) from the profile."""
     if profile is None:
