@@ -449,6 +449,25 @@ def test_teardown_keeps_a_customer_key(aws, capsys):
     assert security.load(session(), "sec-own") is None
 
 
+def test_a_profile_key_becomes_the_buckets_default_encryption_and_keeps_the_customers_policy(aws, capsys):
+    role(capsys, "sec-bucket")
+    s3 = boto3.client("s3")
+    theirs = {"Sid": "TheirAuditor", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}
+    theirs |= {"Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{BUCKET}/*"}
+    s3.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps({"Version": "2012-10-17", "Statement": [theirs]}))
+    out = byoc(capsys, "security", "set", "--name", "sec-bucket", "--kms-key", "create")
+    key = security.load(session(), "sec-bucket").kms_key  # type: ignore[union-attr]
+    assert f"bucket s3://{BUCKET}: default encryption with the profile's key" in out
+    (rule,) = s3.get_bucket_encryption(Bucket=BUCKET)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}
+    statements = json.loads(s3.get_bucket_policy(Bucket=BUCKET)["Policy"])["Statement"]
+    assert theirs in statements and any(
+        st["Effect"] == "Deny" and "aws:SecureTransport" in json.dumps(st) for st in statements
+    )
+    again = byoc(capsys, "security", "set", "--name", "sec-bucket", "--network-isolation")  # the key unchanged
+    assert "default encryption" not in again
+
+
 def test_set_again_changes_only_what_it_names_and_roles_keep_the_policy_on_rerun(aws, capsys):
     net = network()
     role(capsys, "sec-rerun")

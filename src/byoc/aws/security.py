@@ -20,7 +20,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from byoc.aws import iam, policies
+from byoc.aws import iam, policies, s3data
 from byoc.aws.session import NAME_TAG, Aws, AwsError, error_code, find, owned, paginate, say, tags_list
 from byoc.core.errors import ConfigError
 
@@ -631,6 +631,9 @@ def set_profile(aws: Aws, args: argparse.Namespace) -> Profile:
     for line in profile.lines():
         say(f"  {line}")
     update_roles(aws, args.name, profile)
+    if key and key != old.kms_key:  # what byoc writes there, and what SageMaker does, is then at rest under the key
+        say(f"bucket s3://{bucket}: default encryption with the profile's key, TLS-only policy, public access blocked")
+        s3data.ensure_bucket(aws, bucket, kms_key=key)
     return profile
 
 
