@@ -173,18 +173,26 @@ def has_instance_store(instance_type: str) -> bool:
 # --- the profile in each request ---
 
 
+def network_fields(profile: Profile) -> dict:
+    """The profile's VpcConfig, EnableNetworkIsolation and EnableInterContainerTrafficEncryption, as a
+    training job takes them at its top level and a monitoring job in its NetworkConfig."""
+    fields: dict = {}
+    if profile.subnets:
+        fields["VpcConfig"] = profile.vpc_config()
+    if profile.network_isolation:
+        fields["EnableNetworkIsolation"] = True
+    if profile.encrypt_inter_container:
+        fields["EnableInterContainerTrafficEncryption"] = True
+    return fields
+
+
 def apply_training(request: dict, profile: Profile | None) -> dict:
     """A CreateTrainingJob request, or a tuning job's TrainingJobDefinition, with the profile's controls.
     CheckpointConfig and TensorBoardOutputConfig have no key of their own (API_CheckpointConfig): they are
     written with the bucket's default encryption."""
     if profile is None:
         return request
-    if profile.subnets:
-        request["VpcConfig"] = profile.vpc_config()
-    if profile.network_isolation:
-        request["EnableNetworkIsolation"] = True
-    if profile.encrypt_inter_container:
-        request["EnableInterContainerTrafficEncryption"] = True
+    request.update(network_fields(profile))
     if profile.kms_key:
         request["OutputDataConfig"]["KmsKeyId"] = profile.kms_key
         if not has_instance_store(request["ResourceConfig"]["InstanceType"]):
@@ -246,13 +254,7 @@ def apply_monitoring(request: dict, profile: Profile | None) -> dict:
     if profile is None:
         return request
     definition = request["MonitoringScheduleConfig"]["MonitoringJobDefinition"]
-    network: dict = {}
-    if profile.subnets:
-        network["VpcConfig"] = profile.vpc_config()
-    if profile.network_isolation:
-        network["EnableNetworkIsolation"] = True
-    if profile.encrypt_inter_container:
-        network["EnableInterContainerTrafficEncryption"] = True
+    network = network_fields(profile)
     if network:
         definition["NetworkConfig"] = network
     if profile.kms_key:
